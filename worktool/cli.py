@@ -1,0 +1,121 @@
+"""The `worktool` command. Each subcommand is a thin shell over a module that does the work;
+imports are lazy so `worktool --help` stays fast."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="worktool",
+    help="Streaming backbone of the WorkTool AI customer-service operation.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+migrate_app = typer.Typer(help="Database migrations (numbered SQL files in migrations/).", no_args_is_help=True)
+app.add_typer(migrate_app, name="migrate")
+
+
+@app.command()
+def up(
+    demo: Annotated[bool, typer.Option("--demo", help="Play the bundled sample day through the live gateway.")] = False,
+    data_dir: Annotated[Path | None, typer.Option(help="Data directory (default WORKTOOL_DATA_DIR).")] = None,
+) -> None:
+    """Start the whole stack (embedded broker, PostgreSQL, Redis unless their URLs are set; migrations,
+    gateway, dataflow) and supervise it until Ctrl-C / SIGTERM."""
+    from worktool.stack import run_up
+
+    raise typer.Exit(run_up(demo=demo, data_dir=data_dir))
+
+
+@app.command()
+def gateway() -> None:
+    """Run only the HTTP gateway (uses KAFKA_BOOTSTRAP_SERVERS, REDIS_URL)."""
+    from gateway.server import serve
+
+    serve()
+
+
+@app.command()
+def dataflow(
+    workers: Annotated[int, typer.Option("-w", "--workers", help="Worker threads.")] = 1,
+) -> None:
+    """Run only the live dataflow (python -m bytewax.run with recovery in the data directory)."""
+    from dataflows.runner import run_live
+
+    raise typer.Exit(run_live(workers=workers))
+
+
+@migrate_app.command("up")
+def migrate_up(
+    target: Annotated[int | None, typer.Option(help="Stop after this version.")] = None,
+) -> None:
+    """Apply pending migrations."""
+    from worktool.migrate import cli_up
+
+    raise typer.Exit(cli_up(target))
+
+
+@migrate_app.command("down")
+def migrate_down(
+    steps: Annotated[int, typer.Option(help="How many migrations to roll back.")] = 1,
+) -> None:
+    """Roll back the newest applied migrations."""
+    from worktool.migrate import cli_down
+
+    raise typer.Exit(cli_down(steps))
+
+
+@migrate_app.command("status")
+def migrate_status() -> None:
+    """List migrations and whether each is applied."""
+    from worktool.migrate import cli_status
+
+    raise typer.Exit(cli_status())
+
+
+@app.command()
+def replay(
+    file: Annotated[Path, typer.Argument(help="JSONL archive of raw records.", exists=True, dir_okay=False)],
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write monitor events here (default stdout).")] = None,
+    progress: Annotated[bool | None, typer.Option(help="Progress bar (default: when stderr is a terminal).")] = None,
+) -> None:
+    """Run the dataflow over an archive in event time; write the monitor events as JSONL."""
+    from dataflows.replay import cli_replay
+
+    raise typer.Exit(cli_replay(file, out, progress))
+
+
+@app.command()
+def archive(
+    out: Annotated[Path, typer.Option("--out", "-o", help="Archive file to write (JSONL).")],
+) -> None:
+    """Dump worktool.raw to a JSONL archive (the format `replay` reads)."""
+    from dataflows.replay import cli_archive
+
+    raise typer.Exit(cli_archive(out))
+
+
+@app.command()
+def classify() -> None:
+    """Read raw records (JSONL) on stdin; write one JSON line per record with sender_type,
+    message_type, confidence and reason."""
+    from worktool.classify_cli import cli_classify
+
+    raise typer.Exit(cli_classify())
+
+
+@app.command()
+def accuracy(
+    dataset: Annotated[Path | None, typer.Argument(help="Labelled JSONL set (default tests/data/labelled_messages.jsonl).")] = None,
+) -> None:
+    """Print the rule classifier's accuracy and confusion matrix on a labelled set."""
+    from worktool.classify_cli import cli_accuracy
+
+    raise typer.Exit(cli_accuracy(dataset))
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,256 @@
+"""Boundary models: each record that crosses a process or topic boundary has exactly one model here.
+
+- WorkTool callback bodies (what the gateway validates),
+- RawRecord (value on worktool.raw and one line of a JSONL archive),
+- Message (the canonical parsed message inside the dataflow),
+- Classification (who spoke and what kind of message it is),
+- MonitorEvent (value on worktool.monitor and one line of replay output),
+- DlqRecord (value on worktool.dlq).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+import orjson
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+
+# ---------------------------------------------------------------------------------------------
+# Time: always timezone-aware UTC, serialised as ISO-8601 with millisecond precision and "Z".
+
+
+def to_utc(value: Any) -> datetime:
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if not isinstance(value, datetime):
+        raise ValueError("expected an ISO-8601 datetime")
+    if value.tzinfo is None:
+        raise ValueError("datetime must carry a UTC offset")
+    return value.astimezone(UTC)
+
+
+def iso(dt: datetime) -> str:
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+UtcDatetime = Annotated[datetime, BeforeValidator(to_utc), PlainSerializer(iso, return_type=str)]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+# ---------------------------------------------------------------------------------------------
+# WorkTool's loose types (worktool-platform.md §1.1): atMe may be the string "false", roomType a string.
+
+_TRUE = {"true", "1", "yes", "y", "on"}
+_FALSE = {"false", "0", "no", "n", "off", "", "null", "none"}
+
+
+def _loose_bool(value: Any) -> Any:
+    if value is None:
+        return False
+    if isinstance(value, str):
+        v = value.strip().lower()
+        if v in _TRUE:
+            return True
+        if v in _FALSE:
+            return False
+        raise ValueError(f"not a boolean: {value!r}")
+    return value
+
+
+def _loose_int(value: Any) -> Any:
+    if isinstance(value, str):
+        v = value.strip()
+        if v.lstrip("-").isdigit():
+            return int(v)
+        raise ValueError(f"not an integer: {value!r}")
+    if isinstance(value, bool):
+        raise ValueError("not an integer: bool")
+    return value
+
+
+def _loose_str(value: Any) -> Any:
+    if value is None:
+        return ""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    return value
+
+
+LooseBool = Annotated[bool, BeforeValidator(_loose_bool)]
+LooseInt = Annotated[int, BeforeValidator(_loose_int)]
+LooseStr = Annotated[str, BeforeValidator(_loose_str)]
+
+RoomType = Literal[1, 2, 3, 4]  # 1 external group, 2 external contact, 3 internal group, 4 internal contact
+GROUP_ROOM_TYPES = (1, 3)
+INTERNAL_ROOM_TYPES = (3, 4)
+
+# textType codes (worktool-platform.md §1.1)
+TEXT_TYPES: dict[int, str] = {
+    0: "unknown",
+    1: "text",
+    2: "image",
+    3: "voice",
+    5: "video",
+    7: "mini_program",
+    8: "link",
+    9: "file",
+    13: "chat_record",
+    15: "quoted_text",
+}
+
+
+class MessageCallback(BaseModel):
+    """Body of the message callback (type 11). Unknown keys are kept (extra="allow")."""
+
+    model_config = ConfigDict(extra="allow")
+
+    spoken: LooseStr = ""
+    rawSpoken: LooseStr = ""
+    receivedName: Annotated[str, Field(min_length=1)]
+    groupName: LooseStr = ""
+    groupRemark: LooseStr = ""
+    roomType: Annotated[RoomType, BeforeValidator(_loose_int)] = 1
+    atMe: LooseBool = False
+    textType: LooseInt = 1
+    fileBase64: str | None = None
+
+
+class ResultCallback(BaseModel):
+    """Body of the command-result (type 1) and group-QR (type 0) callbacks."""
+
+    model_config = ConfigDict(extra="allow")
+
+    messageId: LooseStr = ""
+    errorCode: LooseInt = 0
+    errorReason: LooseStr = ""
+    runTime: LooseInt | None = None
+    timeCost: float | None = None
+    type: LooseInt | None = None
+    rawMsg: LooseStr | None = None
+    successList: list[str] | None = None
+    failList: list[str] | None = None
+    groupName: LooseStr | None = None
+    qrCode: LooseStr | None = None
+
+
+RawKind = Literal["message", "result", "qrcode", "online", "offline", "accepted"]
+
+
+class RawRecord(BaseModel):
+    """Value on worktool.raw and one line of a JSONL archive (DESIGN.md contract)."""
+
+    kind: RawKind
+    robot_id: Annotated[str, Field(min_length=1)]
+    received_at: UtcDatetime
+    body: dict[str, Any]
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json"))
+
+
+def session_id_for(robot_id: str, body: MessageCallback) -> str:
+    """Conversation key. Group chats are shared by every robot in the group; a private chat is
+    between one robot and one person, so it includes the robot."""
+    if body.roomType in GROUP_ROOM_TYPES:
+        return f"group:{body.groupName or body.groupRemark}"
+    return f"private:{robot_id}:{body.receivedName}"
+
+
+def raw_record_key(kind: str, robot_id: str, body: dict[str, Any]) -> str:
+    """Kafka key for a raw record: every message of one conversation lands on one partition.
+    Cheap on purpose (runs on the webhook hot path): no model validation."""
+    if kind == "message":
+        room = body.get("roomType", 1)
+        try:
+            room = int(room)
+        except (TypeError, ValueError):
+            room = 1
+        if room in GROUP_ROOM_TYPES:
+            return f"group:{body.get('groupName') or body.get('groupRemark') or ''}"
+        return f"private:{robot_id}:{body.get('receivedName') or ''}"
+    return f"robot:{robot_id}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Inside the dataflow
+
+SenderType = Literal["user", "staff", "operator", "assistant", "robot"]
+
+
+class Message(BaseModel):
+    """Canonical message parsed from a RawRecord of kind "message"."""
+
+    model_config = ConfigDict(frozen=True)
+
+    message_id: str
+    session_id: str
+    robot_id: str  # the robot that reported it first
+    received_at: UtcDatetime
+    room_type: int
+    is_group: bool
+    group_name: str
+    group_remark: str
+    sender_name: str
+    text: str  # `spoken`: the text with the @mention stripped
+    raw_text: str  # `rawSpoken`
+    text_type: int
+    content_kind: str  # TEXT_TYPES name
+    at_me: bool
+    mentions: tuple[str, ...] = ()  # names @-mentioned in rawSpoken
+    reply_target: str  # groupRemark or groupName (groups), receivedName (private)
+    has_file: bool = False
+
+
+class Classification(BaseModel):
+    """Who spoke and what kind of message it is. `decided_by` records which path decided."""
+
+    model_config = ConfigDict(frozen=True)
+
+    sender_type: SenderType
+    message_type: str | None  # None for robot messages
+    confidence: float = Field(ge=0.0, le=1.0)
+    reason: str
+    decided_by: Literal["placeholder", "rules", "llm"] = "rules"
+    sentiment: float | None = None  # -1 (negative) .. 1 (positive)
+    need_reply: bool | None = None
+    staff_command: str | None = None
+
+
+class ClassifiedMessage(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    message: Message
+    classification: Classification
+    reported_by: tuple[str, ...] = ()  # robots that reported it
+
+
+class MonitorEvent(BaseModel):
+    """Value on worktool.monitor and one line of replay output (DESIGN.md contract)."""
+
+    event: str
+    event_time: UtcDatetime
+    session_id: str | None = None
+    robot_id: str | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json"))
+
+
+class DlqRecord(BaseModel):
+    """Value on worktool.dlq: what was rejected, where, and why."""
+
+    stage: Literal["gateway", "dataflow"]
+    reason: str
+    received_at: UtcDatetime
+    robot_id: str | None = None
+    kind: str | None = None
+    # The original bytes, decoded as UTF-8 with replacement so the record stays JSON.
+    raw: str
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json"))

@@ -1,0 +1,72 @@
+"""Runtime settings from the environment (one home for every env var the process reads)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", populate_by_name=True)
+
+    # External services; when unset, `worktool up` starts the embedded part.
+    kafka_bootstrap_servers: str | None = Field(default=None, alias="KAFKA_BOOTSTRAP_SERVERS")
+    database_url: str | None = Field(default=None, alias="DATABASE_URL")
+    redis_url: str | None = Field(default=None, alias="REDIS_URL")
+
+    http_host: str = Field(default="127.0.0.1", alias="WORKTOOL_HTTP_HOST")
+    http_port: int = Field(default=8080, alias="WORKTOOL_HTTP_PORT")
+    data_dir: Path = Field(default=Path(".worktool-data"), alias="WORKTOOL_DATA_DIR")
+    config_path: Path | None = Field(default=None, alias="WORKTOOL_CONFIG")
+    api_base_url: str = Field(default="https://api.worktool.ymdyes.cn", alias="WORKTOOL_API_BASE_URL")
+
+    topic_raw: str = Field(default="worktool.raw", alias="WORKTOOL_TOPIC_RAW")
+    topic_control: str = Field(default="worktool.control", alias="WORKTOOL_TOPIC_CONTROL")
+    topic_commands: str = Field(default="worktool.commands", alias="WORKTOOL_TOPIC_COMMANDS")
+    topic_monitor: str = Field(default="worktool.monitor", alias="WORKTOOL_TOPIC_MONITOR")
+    topic_dlq: str = Field(default="worktool.dlq", alias="WORKTOOL_TOPIC_DLQ")
+    # Fixed at topic creation: Tansu cannot add partitions later.
+    raw_partitions: int = Field(default=6, alias="WORKTOOL_RAW_PARTITIONS")
+
+    # Gateway
+    max_body_bytes: int = Field(default=2 * 1024 * 1024, alias="WORKTOOL_MAX_BODY_BYTES")
+    produce_timeout_s: float = Field(default=1.5, alias="WORKTOOL_PRODUCE_TIMEOUT_S")
+    gateway_workers: int = Field(default=1, alias="WORKTOOL_GATEWAY_WORKERS")
+
+    # Dataflow
+    shards: int = Field(default=16, alias="WORKTOOL_SHARDS")
+    dedup_window_s: float = Field(default=10.0, alias="WORKTOOL_DEDUP_WINDOW_S")
+    tick_interval_s: float = Field(default=0.5, alias="WORKTOOL_TICK_INTERVAL_S")
+    # Live ticks lag wall time a little so records stamped just before a tick are usually
+    # processed before it, as they would be in replay.
+    tick_lag_s: float = Field(default=0.5, alias="WORKTOOL_TICK_LAG_S")
+    snapshot_interval_s: int = Field(default=2, alias="WORKTOOL_SNAPSHOT_INTERVAL_S")
+    pg_batch_size: int = Field(default=500, alias="WORKTOOL_PG_BATCH_SIZE")
+
+    # LLM (classification issue); secrets are never logged.
+    llm_provider: str | None = Field(default=None, alias="WORKTOOL_LLM_PROVIDER")  # openai | dashscope
+    llm_base_url: str | None = Field(default=None, alias="WORKTOOL_LLM_BASE_URL")
+    llm_model: str | None = Field(default=None, alias="WORKTOOL_LLM_MODEL")
+    llm_api_key: str | None = Field(default=None, alias="WORKTOOL_LLM_API_KEY", repr=False)
+    llm_timeout_s: float = Field(default=8.0, alias="WORKTOOL_LLM_TIMEOUT_S")
+    llm_max_in_flight: int = Field(default=8, alias="WORKTOOL_LLM_MAX_IN_FLIGHT")
+
+    @property
+    def recovery_dir(self) -> Path:
+        return self.data_dir / "recovery"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"
+
+    @property
+    def all_topics(self) -> list[str]:
+        return [self.topic_raw, self.topic_control, self.topic_commands, self.topic_monitor, self.topic_dlq]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
