@@ -1,0 +1,181 @@
+"""The dataflow, built by a factory that takes its source and sinks, so the same flow runs on Kafka
+(dataflows/main.py), on a JSONL archive (dataflows/replay.py) and in tests.
+
+    source ─▶ parse ─┬─▶ (DLQ)
+                     └─▶ shard ─▶ dedup ─▶ classify ─▶ sessions ─┬─▶ monitor events ─▶ Kafka / JSONL / Postgres
+                                                                 └─▶ ticks ─▶ heartbeat
+
+Source items are raw-record bytes (an archive line or a Kafka value), `KafkaSourceMessage`s, or `Tick`s.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow, Stream
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
+from pydantic import ValidationError
+
+from operators.classify import Classifier
+from operators.parse import parse_message
+from operators.shard import DedupShard, ParsedMessage, SessionShard, shard_for
+from operators.timers import Tick
+from worktool.models import (
+    ClassifiedMessage,
+    DlqRecord,
+    Message,
+    MonitorEvent,
+    RawRecord,
+    ResultCallback,
+    utc_now,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FlowSinks:
+    """Where the flow's outputs go. Every sink takes the model named beside it."""
+
+    events: list[Sink] = field(default_factory=list)  # MonitorEvent
+    dlq: list[Sink] = field(default_factory=list)  # DlqRecord
+    heartbeat: list[Sink] = field(default_factory=list)  # Tick
+
+
+@dataclass(frozen=True)
+class FlowOptions:
+    shards: int = 16
+    dedup_window: timedelta = timedelta(seconds=10)
+
+
+def _raw_bytes(item: Any) -> bytes | Tick | None:
+    if isinstance(item, Tick | bytes):
+        return item
+    if isinstance(item, str):
+        return item.encode()
+    if hasattr(item, "err"):  # bytewax KafkaError: a consumer problem, not a bad record
+        log.warning("kafka consumer error: %s", item.err)
+        return None
+    value = getattr(item, "value", None)  # KafkaSourceMessage
+    return value if value is not None else b""
+
+
+def parse(item: Any) -> ParsedMessage | RawRecord | Tick | DlqRecord | None:
+    """Bytes -> typed item, or a DlqRecord that says why. Never raises."""
+    data = _raw_bytes(item)
+    if data is None or isinstance(data, Tick):
+        return data
+    record: RawRecord | None = None
+    try:
+        record = RawRecord.model_validate_json(data)
+        if record.kind == "message":
+            fp, msg = parse_message(record)
+            return ParsedMessage(fp, msg)
+        if record.kind in ("result", "qrcode", "accepted"):
+            ResultCallback.model_validate(record.body)  # shape check here, so the stateful step cannot fail
+        return record
+    except (ValidationError, ValueError) as e:
+        return DlqRecord(
+            stage="dataflow",
+            reason=_reason(e),
+            received_at=record.received_at if record else utc_now(),
+            robot_id=record.robot_id if record else None,
+            kind=record.kind if record else None,
+            raw=data.decode("utf-8", errors="replace"),
+        )
+
+
+def _reason(e: Exception) -> str:
+    if isinstance(e, ValidationError):
+        parts = [f"{'.'.join(str(p) for p in err['loc']) or 'record'}: {err['msg']}" for err in e.errors()[:5]]
+        return "invalid record: " + "; ".join(parts)
+    return f"invalid record: {e}"
+
+
+def _keyed(shards: int) -> Callable[[ParsedMessage | RawRecord | Tick], Iterable[tuple[str, Any]]]:
+    all_shards = [str(i) for i in range(shards)]
+
+    def key(item: ParsedMessage | RawRecord | Tick) -> Iterable[tuple[str, Any]]:
+        if isinstance(item, Tick):
+            return [(s, item) for s in all_shards]  # every shard's clock must move
+        if isinstance(item, ParsedMessage):
+            return [(shard_for(item.message.session_id, shards), item)]
+        return [(shard_for(f"robot:{item.robot_id}", shards), item)]
+
+    return key
+
+
+def _classify_batch(classifier: Classifier) -> Callable[[list[tuple[str, Any]]], list[tuple[str, Any]]]:
+    def classify(batch: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+        messages = [v for _, v in batch if isinstance(v, Message)]
+        verdicts = iter(classifier.classify_batch(messages)) if messages else iter(())
+        out: list[tuple[str, Any]] = []
+        for key, v in batch:
+            if isinstance(v, Message):
+                out.append((key, ClassifiedMessage(message=v, classification=next(verdicts))))
+            else:
+                out.append((key, v))
+        return out
+
+    return classify
+
+
+def build_flow(
+    sources: Source | list[Source],
+    sinks: FlowSinks,
+    classifier: Classifier,
+    options: FlowOptions | None = None,
+    flow_id: str = "worktool",
+    extra_events: Callable[[], list[MonitorEvent]] | None = None,
+) -> Dataflow:
+    """The one dataflow. `extra_events` (e.g. the LLM classifier's call logs) is drained after each
+    classify batch and emitted as monitor events."""
+    opts = options or FlowOptions()
+    flow = Dataflow(flow_id)
+    if not isinstance(sources, list):
+        sources = [sources]
+    inputs = [op.input(f"input_{i}", flow, src) for i, src in enumerate(sources)]
+    raw = inputs[0] if len(inputs) == 1 else op.merge("merge_inputs", *inputs)
+    parsed = op.filter_map("parse", raw, parse)
+    split = op.branch("is_dlq", parsed, lambda x: isinstance(x, DlqRecord))
+    for i, sink in enumerate(sinks.dlq):
+        op.output(f"dlq_out_{i}", split.trues, sink)
+
+    keyed = op.flat_map("shard", split.falses, _keyed(opts.shards))
+    window = opts.dedup_window
+    deduped = op.stateful_flat_map(
+        "dedup", keyed, lambda s, v: _on(s, v, lambda: DedupShard(window))
+    )
+    classified = op.flat_map_batch("classify", deduped, _classify_batch(classifier))
+    outputs = op.stateful_flat_map(
+        "sessions", classified, lambda s, v: _on(s, v, SessionShard)
+    )
+    values: Stream[Any] = op.key_rm("unshard", outputs)
+    if extra_events is not None:
+        drained = op.flat_map_batch("extra_events", values, lambda batch: [*batch, *extra_events()])
+        values = drained
+    ticks = op.branch("is_tick", values, lambda x: isinstance(x, Tick))
+    for i, sink in enumerate(sinks.heartbeat):
+        op.output(f"heartbeat_out_{i}", ticks.trues, sink)
+    events = op.filter("is_event", ticks.falses, lambda x: isinstance(x, MonitorEvent))
+    for i, sink in enumerate(sinks.events):
+        op.output(f"events_out_{i}", events, sink)
+    if not (sinks.events or sinks.heartbeat):
+        op.inspect("drain", events, lambda _s, _x: None)
+    return flow
+
+
+def _on(state: Any, value: Any, factory: Callable[[], Any]) -> tuple[Any, list[Any]]:
+    """op.stateful_flat_map adapter: the state is the shard processor itself."""
+    if state is None:
+        state = factory()
+    return state, state.on_item(value)
+
+
+__all__ = ["FlowOptions", "FlowSinks", "build_flow", "parse"]

@@ -1,0 +1,64 @@
+"""De-duplication of the same message reported by several robots.
+
+WorkTool sends no message id and every robot in a group (monitor, notify, day, night) reports each
+message, so one message arrives up to four times, a few hundred milliseconds apart. A report is a
+duplicate when a message with the same content fingerprint (session, sender, text type, raw text) was
+reported within `window` by a DIFFERENT robot, or is the very same record again (the gateway's spool may
+re-send a record after a crash). The same robot reporting the same text again is a genuine repeat (the
+owner really typed "好的" twice): WorkTool never re-sends.
+
+State is a dict in insertion (= event-time) order, pruned from the front, so memory is bounded by the
+number of messages per window.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+
+@dataclass
+class _Seen:
+    message_id: str
+    first_at: datetime
+    robots: set[str]
+    stamps: set[tuple[str, datetime]]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    is_duplicate: bool
+    message_id: str  # the id of the first report (the one that was processed)
+    robot_is_new: bool  # this robot had not reported this message before
+
+
+@dataclass
+class Deduplicator:
+    window: timedelta
+    _seen: dict[str, _Seen] = field(default_factory=dict)
+
+    def observe(self, fp: str, message_id: str, robot_id: str, at: datetime) -> Verdict:
+        entry = self._seen.get(fp)
+        if entry is not None and abs(at - entry.first_at) <= self.window:
+            stamp = (robot_id, at)
+            if stamp in entry.stamps:
+                return Verdict(True, entry.message_id, robot_is_new=False)
+            if robot_id not in entry.robots:
+                entry.robots.add(robot_id)
+                entry.stamps.add(stamp)
+                return Verdict(True, entry.message_id, robot_is_new=True)
+        # New message (or a genuine repeat by the same robot): it becomes the reference.
+        self._seen.pop(fp, None)
+        self._seen[fp] = _Seen(message_id, at, {robot_id}, {(robot_id, at)})
+        return Verdict(False, message_id, robot_is_new=True)
+
+    def prune(self, now: datetime) -> None:
+        horizon = now - self.window
+        while self._seen:
+            fp, entry = next(iter(self._seen.items()))
+            if entry.first_at >= horizon:
+                break
+            del self._seen[fp]
+
+    def __len__(self) -> int:
+        return len(self._seen)

@@ -1,0 +1,187 @@
+"""Per-shard state machines of the dataflow. Plain Python, clock passed in through the items.
+
+The dataflow keys every stateful step by a fixed set of shards (see `shard_for`) and broadcasts ticks to
+each of them. Two steps:
+
+- `DedupShard`: drops the copies of a message that other robots reported (operators/dedup.py) and turns
+  them into `RobotSighting`s, so we still learn which robots sit in which group.
+- `SessionShard`: per-session state (robots seen, message count, ...) and the monitor events.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from operators.dedup import Deduplicator
+from operators.timers import ShardClock, Tick
+from worktool.models import ClassifiedMessage, Message, MonitorEvent, RawRecord, ResultCallback
+
+
+def shard_for(key: str, shards: int) -> str:
+    """Stable shard of a session or robot key (never Python's salted hash())."""
+    return str(zlib.crc32(key.encode()) % shards)
+
+
+@dataclass(frozen=True)
+class ParsedMessage:
+    fp: str
+    message: Message
+
+
+@dataclass(frozen=True)
+class RobotSighting:
+    """A robot reported a message that another robot had already reported."""
+
+    session_id: str
+    robot_id: str
+    at: datetime
+    message_id: str
+
+
+# Items flowing between the stateful steps.
+ShardInput = ParsedMessage | RawRecord | Tick
+
+
+@dataclass
+class DedupShard:
+    window: timedelta
+    clock: ShardClock = field(default_factory=ShardClock)
+    dedup: Deduplicator | None = None
+    duplicates: int = 0
+
+    def __post_init__(self) -> None:
+        if self.dedup is None:
+            self.dedup = Deduplicator(self.window)
+
+    def on_item(self, item: ShardInput) -> list[Any]:
+        if isinstance(item, Tick):
+            self.clock.advance(item.at)
+            self.dedup.prune(self.clock.now)
+            return [item]
+        if isinstance(item, RawRecord):
+            self.clock.advance(item.received_at)
+            return [item]
+        msg = item.message
+        self.clock.advance(msg.received_at)
+        verdict = self.dedup.observe(item.fp, msg.message_id, msg.robot_id, msg.received_at)
+        if not verdict.is_duplicate:
+            return [msg]
+        self.duplicates += 1
+        if verdict.robot_is_new:
+            return [RobotSighting(msg.session_id, msg.robot_id, msg.received_at, verdict.message_id)]
+        return []
+
+
+@dataclass
+class _Session:
+    message_count: int = 0
+    robots: set[str] = field(default_factory=set)
+
+
+@dataclass
+class SessionShard:
+    clock: ShardClock = field(default_factory=ShardClock)
+    sessions: dict[str, _Session] = field(default_factory=dict)
+
+    def on_item(self, item: ClassifiedMessage | RobotSighting | RawRecord | Tick) -> list[MonitorEvent | Tick]:
+        if isinstance(item, Tick):
+            self.clock.advance(item.at)
+            # Forwarded so the runner can publish a liveness heartbeat (the sink throttles it).
+            return [item]
+        if isinstance(item, ClassifiedMessage):
+            return self._on_message(item)
+        if isinstance(item, RobotSighting):
+            self.clock.advance(item.at)
+            return self._robot_seen(item.session_id, item.robot_id, item.at, group_name=None, target=None)
+        return self._on_robot_record(item)
+
+    def _robot_seen(
+        self, session_id: str, robot_id: str, at: datetime, group_name: str | None, target: str | None
+    ) -> list[MonitorEvent]:
+        session = self.sessions.setdefault(session_id, _Session())
+        if robot_id in session.robots:
+            return []
+        session.robots.add(robot_id)
+        return [
+            MonitorEvent(
+                event="robot_joined_session",
+                event_time=at,
+                session_id=session_id,
+                robot_id=robot_id,
+                data={"group_name": group_name, "reply_target": target},
+            )
+        ]
+
+    def _on_message(self, cm: ClassifiedMessage) -> list[MonitorEvent]:
+        m, c = cm.message, cm.classification
+        self.clock.advance(m.received_at)
+        events = self._robot_seen(m.session_id, m.robot_id, m.received_at, m.group_name, m.reply_target)
+        session = self.sessions[m.session_id]
+        session.message_count += 1
+        events.append(
+            MonitorEvent(
+                event="message_classified",
+                event_time=m.received_at,
+                session_id=m.session_id,
+                robot_id=m.robot_id,
+                data={
+                    "message_id": m.message_id,
+                    "sender_type": c.sender_type,
+                    "message_type": c.message_type,
+                    "confidence": c.confidence,
+                    "reason": c.reason,
+                    "decided_by": c.decided_by,
+                    "sentiment": c.sentiment,
+                    "need_reply": c.need_reply,
+                    "staff_command": c.staff_command,
+                    "satisfaction": None,
+                    "sender_name": m.sender_name,
+                    "text": m.text,
+                    "raw_text": m.raw_text,
+                    "text_type": m.text_type,
+                    "content_kind": m.content_kind,
+                    "room_type": m.room_type,
+                    "is_group": m.is_group,
+                    "group_name": m.group_name,
+                    "group_remark": m.group_remark,
+                    "reply_target": m.reply_target,
+                    "at_me": m.at_me,
+                    "mentions": list(m.mentions),
+                    "is_echo": c.sender_type == "robot",
+                    "session_message_count": session.message_count,
+                },
+            )
+        )
+        return events
+
+    def _on_robot_record(self, rec: RawRecord) -> list[MonitorEvent]:
+        self.clock.advance(rec.received_at)
+        if rec.kind in ("online", "offline"):
+            return [
+                MonitorEvent(
+                    event="robot_status",
+                    event_time=rec.received_at,
+                    robot_id=rec.robot_id,
+                    data={"status": rec.kind},
+                )
+            ]
+        body = ResultCallback.model_validate(rec.body)
+        return [
+            MonitorEvent(
+                event="command_callback",
+                event_time=rec.received_at,
+                robot_id=rec.robot_id,
+                data={
+                    "kind": rec.kind,
+                    "worktool_message_id": body.messageId,
+                    "error_code": body.errorCode,
+                    "error_reason": body.errorReason,
+                    "command_type": body.type,
+                    "group_name": body.groupName,
+                    "qr_code": body.qrCode,
+                },
+            )
+        ]

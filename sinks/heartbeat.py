@@ -1,0 +1,43 @@
+"""Liveness heartbeat: the dataflow proves it is processing by refreshing a Redis key that the gateway's
+/healthz reads. Throttled to one write a second."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import redis
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+
+HEARTBEAT_KEY = "worktool:dataflow:heartbeat"
+HEARTBEAT_TTL_S = 15
+
+log = logging.getLogger(__name__)
+
+
+class _HeartbeatPartition(StatelessSinkPartition[Any]):
+    def __init__(self, url: str) -> None:
+        self._client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+        self._last = 0.0
+
+    def write_batch(self, items: list[Any]) -> None:
+        now = time.monotonic()
+        if now - self._last < 1.0:
+            return
+        self._last = now
+        try:
+            self._client.set(HEARTBEAT_KEY, str(time.time()), ex=HEARTBEAT_TTL_S)
+        except redis.RedisError as e:  # health reporting must never stop the flow
+            log.warning("heartbeat not written: %s", e)
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class HeartbeatSink(DynamicSink[Any]):
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _HeartbeatPartition:
+        return _HeartbeatPartition(self.url)
