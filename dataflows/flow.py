@@ -24,10 +24,9 @@ from pydantic import ValidationError
 
 from operators.classify import Classifier
 from operators.parse import parse_message
-from operators.shard import DedupShard, ParsedMessage, SessionShard, shard_for
+from operators.shard import ClassifiedMessage, DedupShard, ParsedMessage, SessionShard, shard_for
 from operators.timers import Tick
 from worktool.models import (
-    ClassifiedMessage,
     DlqRecord,
     Message,
     MonitorEvent,

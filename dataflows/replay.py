@@ -45,7 +45,7 @@ def replay_archive(
     rejected: list[DlqRecord] = []
     with _progress(progress) as bar:
         task = None
-        source = ArchiveSource(path, timedelta(seconds=settings.tick_interval_s))
+        source = ArchiveSource(path, timedelta(seconds=settings.replay_tick_interval_s))
         if bar is not None:
             task = bar.add_task("replay", total=source.record_count)
             source.on_progress = lambda n: bar.advance(task, n)

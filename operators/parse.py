@@ -11,7 +11,6 @@ from worktool.models import (
     Message,
     MessageCallback,
     RawRecord,
-    iso,
     session_id_for,
 )
 
@@ -40,7 +39,7 @@ def fingerprint(session_id: str, sender: str, text_type: int, raw_text: str) -> 
 def message_id_for(fp: str, record: RawRecord) -> str:
     """Deterministic id (WorkTool sends none): content fingerprint + the first report's stamp,
     so a replay or a restart produces the same id and upserts stay idempotent."""
-    h = hashlib.blake2b(f"{fp}\x1f{iso(record.received_at)}".encode(), digest_size=10)
+    h = hashlib.blake2b(f"{fp}\x1f{record.received_at.timestamp():.3f}".encode(), digest_size=10)
     return "m_" + h.hexdigest()
 
 
@@ -57,7 +56,8 @@ def parse_message(record: RawRecord) -> tuple[str, Message]:
     # but its length keeps two different images from collapsing into one.
     content_key = raw_text if body.textType == 1 or raw_text else f"<{body.textType}:{len(body.fileBase64 or '')}>"
     fp = fingerprint(session_id, body.receivedName, body.textType, content_key)
-    msg = Message(
+    # Every field comes from validated models: construct without validating twice (hot path).
+    msg = Message.model_construct(
         message_id=message_id_for(fp, record),
         session_id=session_id,
         robot_id=record.robot_id,
@@ -72,7 +72,7 @@ def parse_message(record: RawRecord) -> tuple[str, Message]:
         text_type=body.textType,
         content_kind=TEXT_TYPES.get(body.textType, "unknown"),
         at_me=body.atMe,
-        mentions=parse_mentions(body.rawSpoken),
+        mentions=parse_mentions(raw_text),
         reply_target=reply_target(body),
         has_file=bool(body.fileBase64),
     )

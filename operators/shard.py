@@ -17,7 +17,9 @@ from typing import Any
 
 from operators.dedup import Deduplicator
 from operators.timers import ShardClock, Tick
-from worktool.models import ClassifiedMessage, Message, MonitorEvent, RawRecord, ResultCallback
+from worktool.models import Classification, Message, MonitorEvent, RawRecord, ResultCallback
+
+# Events are built from already-validated parts, so they skip pydantic validation (hot path).
 
 
 def shard_for(key: str, shards: int) -> str:
@@ -29,6 +31,12 @@ def shard_for(key: str, shards: int) -> str:
 class ParsedMessage:
     fp: str
     message: Message
+
+
+@dataclass(frozen=True)
+class ClassifiedMessage:
+    message: Message
+    classification: Classification
 
 
 @dataclass(frozen=True)
@@ -106,7 +114,7 @@ class SessionShard:
             return []
         session.robots.add(robot_id)
         return [
-            MonitorEvent(
+            MonitorEvent.model_construct(
                 event="robot_joined_session",
                 event_time=at,
                 session_id=session_id,
@@ -122,7 +130,7 @@ class SessionShard:
         session = self.sessions[m.session_id]
         session.message_count += 1
         events.append(
-            MonitorEvent(
+            MonitorEvent.model_construct(
                 event="message_classified",
                 event_time=m.received_at,
                 session_id=m.session_id,
@@ -161,7 +169,7 @@ class SessionShard:
         self.clock.advance(rec.received_at)
         if rec.kind in ("online", "offline"):
             return [
-                MonitorEvent(
+                MonitorEvent.model_construct(
                     event="robot_status",
                     event_time=rec.received_at,
                     robot_id=rec.robot_id,
@@ -170,7 +178,7 @@ class SessionShard:
             ]
         body = ResultCallback.model_validate(rec.body)
         return [
-            MonitorEvent(
+            MonitorEvent.model_construct(
                 event="command_callback",
                 event_time=rec.received_at,
                 robot_id=rec.robot_id,

@@ -220,14 +220,6 @@ class Classification(BaseModel):
     staff_command: str | None = None
 
 
-class ClassifiedMessage(BaseModel):
-    model_config = ConfigDict(frozen=True)
-
-    message: Message
-    classification: Classification
-    reported_by: tuple[str, ...] = ()  # robots that reported it
-
-
 class MonitorEvent(BaseModel):
     """Value on worktool.monitor and one line of replay output (DESIGN.md contract)."""
 

@@ -43,6 +43,9 @@ class Settings(BaseSettings):
     # Live ticks lag wall time a little so records stamped just before a tick are usually
     # processed before it, as they would be in replay.
     tick_lag_s: float = Field(default=0.5, alias="WORKTOOL_TICK_LAG_S")
+    # Replay: ticks only flush timers of shards that see no data, decisions never depend on them
+    # (a shard fires a due timer before any later record of its own), so they can be sparse.
+    replay_tick_interval_s: float = Field(default=60.0, alias="WORKTOOL_REPLAY_TICK_INTERVAL_S")
     snapshot_interval_s: int = Field(default=2, alias="WORKTOOL_SNAPSHOT_INTERVAL_S")
     pg_batch_size: int = Field(default=500, alias="WORKTOOL_PG_BATCH_SIZE")
 

@@ -1,0 +1,91 @@
+"""Helpers for integration tests that run the real processes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+
+from worktool.settings import Settings
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def env_for(settings: Settings, **extra: str) -> dict[str, str]:
+    """Environment that makes a child process see exactly these settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WORKTOOL_", "KAFKA_", "DATABASE_", "REDIS_"))}
+    for name, field in Settings.model_fields.items():
+        value = getattr(settings, name)
+        if value is not None:
+            env[field.alias or name.upper()] = str(value)
+    env.update(extra)
+    return env
+
+
+def spawn(args: list[str], settings: Settings, log: Path, **extra_env: str) -> subprocess.Popen:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        args, env=env_for(settings, **extra_env), cwd=REPO, stdout=log.open("ab"), stderr=subprocess.STDOUT
+    )
+
+
+def spawn_dataflow(settings: Settings, log: Path) -> subprocess.Popen:
+    return spawn([sys.executable, "-m", "worktool.cli", "dataflow"], settings, log)
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2, what: str = "") -> Any:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = check()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what or check} (last: {last!r})")
+
+
+def produce(bootstrap: str, topic: str, records: list[tuple[str, bytes]]) -> None:
+    p = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True, "acks": "all", "linger.ms": 5})
+    for key, value in records:
+        p.produce(topic, value, key.encode())
+    assert p.flush(30) == 0
+
+
+def consume_all(bootstrap: str, topic: str, idle_s: float = 1.5) -> list[dict]:
+    """Every record on `topic` (all partitions), decoded as JSON; stops after `idle_s` of silence
+    once every partition reported EOF."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": "tests", "enable.partition.eof": True})
+    try:
+        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+        c.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+        out, eof, last = [], set(), time.monotonic()
+        while time.monotonic() - last < idle_s or len(eof) < len(parts):
+            if time.monotonic() - last > 20:
+                break
+            for m in c.consume(500, 0.2):
+                if m.error():
+                    if m.error().code() == KafkaError._PARTITION_EOF:
+                        eof.add(m.partition())
+                    continue
+                last = time.monotonic()
+                out.append({"partition": m.partition(), "key": m.key(), "value": orjson.loads(m.value())})
+        return out
+    finally:
+        c.close()
+
+
+def stop(proc: subprocess.Popen, timeout: float = 20) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
