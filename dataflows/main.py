@@ -28,9 +28,10 @@ def flow_options(settings: Settings) -> FlowOptions:
 
 
 def ai_call_event(call: dict) -> MonitorEvent:
+    """An LLM call log as a monitor event, stamped with its message's event time."""
     return MonitorEvent(
-        event="ai_call", event_time=utc_now(), session_id=call.get("session_id"),
-        robot_id=call.get("robot_id"), data=call,
+        event="ai_call", event_time=call.get("event_time") or utc_now(), session_id=call.get("session_id"),
+        robot_id=call.get("robot_id"), data={k: v for k, v in call.items() if k != "event_time"},
     )
 
 

@@ -1,0 +1,472 @@
+"""Postgres sink: projects monitor events into tables with idempotent upserts.
+
+Bytewax output is at-least-once: after a restart the dataflow re-emits everything since its last
+snapshot. So every write is an upsert on a natural key whose merge gives the same row however often,
+and in whatever grouping, an event is written:
+
+    message_classified   -> message_types (register an unknown code), session_messages, sessions, robots
+    robot_joined_session -> session_robots, robots.last_seen_at
+    robot_status         -> robots.status / last_status_at, only if not older than the stored one
+    ai_call              -> ai_io_logs, first write wins (call_id)
+
+Other events (command_callback, alerts, ...) are ignored here until their tables get a writer.
+
+The mapping is a table of `Upsert` specs, one per statement: each non-key column has a merge policy,
+used both for the SQL `ON CONFLICT DO UPDATE` and for merging two rows with the same key inside one
+batch, so the database never sees one key twice in a statement and both paths agree. Updates that would
+not change the row are skipped (`WHERE (old) IS DISTINCT FROM (new)`), so a replay leaves rows, including
+`updated_at`, byte-for-byte as they were.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+import psycopg
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from prometheus_client import Counter
+from tenacity import (
+    Retrying,
+    before_sleep_log,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
+
+from worktool.models import MonitorEvent
+
+log = logging.getLogger(__name__)
+
+ROWS_WRITTEN = Counter(
+    "worktool_pg_sink_rows_total",
+    "Rows sent to PostgreSQL by the event sink (after in-batch merging)",
+    ["table"],
+)
+EVENTS_REJECTED = Counter(
+    "worktool_pg_sink_rejected_events_total",
+    "Monitor events the Postgres sink could not project (malformed, or refused by a constraint)",
+    ["event"],
+)
+
+# Merge policies of a non-key column, when a row with the same key exists:
+SET = "set"  # the new value
+MAX = "max"  # the greater (NULL loses)
+MIN = "min"  # the smaller (NULL loses)
+NEWEST = "newest"  # the value of the row whose `newest_by` is greater (ties: the new one)
+KEEP = "keep"  # the stored value: written on insert only
+
+
+@dataclass(frozen=True, eq=False)  # compared and hashed by identity: statements are dict keys
+class Upsert:
+    """One upsert statement into `table`, merging on `key` with a policy per column."""
+
+    name: str
+    table: str
+    key: tuple[str, ...]
+    merge: dict[str, str]
+    newest_by: str | None = None  # the column ordering versions of a row (NEWEST, only_if_newer)
+    only_if_newer: bool = False  # leave the stored row alone when the new one is older
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return (*self.key, *self.merge)
+
+    def _expr(self, col: str) -> str:
+        t, policy = self.table, self.merge[col]
+        if policy == SET:
+            return f"EXCLUDED.{col}"
+        if policy == MAX:
+            return f"GREATEST({t}.{col}, EXCLUDED.{col})"
+        if policy == MIN:
+            return f"LEAST({t}.{col}, EXCLUDED.{col})"
+        if policy == NEWEST:
+            nb = self.newest_by
+            return f"CASE WHEN {t}.{nb} IS NULL OR EXCLUDED.{nb} >= {t}.{nb} THEN EXCLUDED.{col} ELSE {t}.{col} END"
+        raise ValueError(f"{self.name}: unknown merge policy {policy!r} for {col}")
+
+    @cached_property
+    def sql(self) -> str:
+        cols = self.columns
+        insert = (
+            f"INSERT INTO {self.table} ({', '.join(cols)}) "
+            f"VALUES ({', '.join(f'%({c})s' for c in cols)}) "
+            f"ON CONFLICT ({', '.join(self.key)}) DO "
+        )
+        updated = [c for c, p in self.merge.items() if p != KEEP]
+        if not updated:
+            return insert + "NOTHING"
+        exprs = [self._expr(c) for c in updated]
+        # All expressions read the stored row as it was before this statement (SQL semantics), which
+        # is what the Python merge below does too.
+        where = f"({', '.join(f'{self.table}.{c}' for c in updated)}) IS DISTINCT FROM ({', '.join(exprs)})"
+        if self.only_if_newer:
+            nb = self.newest_by
+            where = f"({self.table}.{nb} IS NULL OR {self.table}.{nb} <= EXCLUDED.{nb}) AND {where}"
+        sets = ", ".join(f"{c} = {e}" for c, e in zip(updated, exprs, strict=True))
+        return insert + f"UPDATE SET {sets} WHERE {where}"
+
+    def merge_rows(self, old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+        """Two rows with the same key in one batch -> the one row the database would end up with."""
+        nb = self.newest_by
+        new_wins = nb is None or old[nb] is None or (new[nb] is not None and new[nb] >= old[nb])
+        if self.only_if_newer and not new_wins:
+            return old
+        out = dict(old)
+        for col, policy in self.merge.items():
+            a, b = old[col], new[col]
+            if policy == SET:
+                out[col] = b
+            elif policy in (MAX, MIN):
+                present = [v for v in (a, b) if v is not None]
+                out[col] = (max if policy == MAX else min)(present) if present else None
+            elif policy == NEWEST:
+                out[col] = b if new_wins else a
+        return out
+
+    def params(self, row: dict[str, Any]) -> dict[str, Any]:
+        return {c: row[c] for c in self.columns}
+
+
+def _columns(names: str) -> tuple[str, ...]:
+    return tuple(names.split())
+
+
+# ---------------------------------------------------------------------------------------------
+# The statements, in execution order. message_types comes before session_messages (foreign key); the
+# other statements commute, so their order does not matter.
+
+MESSAGE_TYPES = Upsert(
+    "message_types",
+    "message_types",
+    key=("type_code",),
+    # Never overwrite reference data: the seed migration owns the names of the known codes.
+    merge={"sender_category": KEEP, "name_zh": KEEP, "description": KEEP, "priority": KEEP},
+)
+SESSION_MESSAGES = Upsert(
+    "session_messages",
+    "session_messages",
+    key=("message_id",),
+    # The classification of a re-emitted message replaces the stored one. Columns owned by later
+    # writers (is_staff_intervention, intervention_reason, extra) are not listed, so they are kept.
+    merge=dict.fromkeys(
+        _columns(
+            "session_id robot_id received_at sender_name sender_type content raw_content text_type "
+            "content_kind room_type group_name group_remark at_me mentions is_echo message_type "
+            "confidence reason decided_by sentiment satisfaction need_reply staff_command"
+        ),
+        SET,
+    ),
+)
+SESSIONS = Upsert(
+    "sessions",
+    "sessions",
+    key=("session_id",),
+    newest_by="last_message_at",
+    merge={
+        # Descriptive columns follow the newest message (a group's remark can change).
+        **dict.fromkeys(
+            ("is_group", "room_type", "group_name", "group_remark", "user_name", "reply_target"), NEWEST
+        ),
+        # Counters and bounds only move one way, so an older event re-emitted after a newer one
+        # cannot turn them back.
+        "message_count": MAX,
+        "first_message_at": MIN,
+        "last_message_at": MAX,
+    },
+)
+ROBOT_SEEN = Upsert("robot_seen", "robots", key=("robot_id",), merge={"last_seen_at": MAX})
+ROBOT_STATUS = Upsert(
+    "robot_status",
+    "robots",
+    key=("robot_id",),
+    merge={"status": SET, "last_status_at": SET},
+    newest_by="last_status_at",
+    only_if_newer=True,  # an online/offline callback replayed late must not undo a newer one
+)
+SESSION_ROBOTS = Upsert(
+    "session_robots", "session_robots", key=("session_id", "robot_id"), merge={"first_seen_at": MIN}
+)
+AI_IO_LOGS = Upsert(
+    "ai_io_logs",
+    "ai_io_logs",
+    key=("call_id",),
+    merge=dict.fromkeys(
+        _columns(
+            "session_id message_id robot_id operation_type provider model_id ai_input ai_output "
+            "status error_message request_duration_ms input_tokens output_tokens total_tokens "
+            "called_at"
+        ),
+        KEEP,  # a call is logged once; a re-emitted log of the same call changes nothing
+    ),
+)
+
+STATEMENTS: tuple[Upsert, ...] = (
+    MESSAGE_TYPES,
+    SESSION_MESSAGES,
+    SESSIONS,
+    ROBOT_SEEN,
+    ROBOT_STATUS,
+    SESSION_ROBOTS,
+    AI_IO_LOGS,
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Event -> rows. Each function returns the rows of one event; a missing key field raises KeyError
+# or ValueError and the event is skipped (logged, counted), never the batch.
+
+_SENDER_CATEGORY = {"staff": "staff", "assistant": "staff", "operator": "operator"}
+
+
+def _required(value: Any, what: str) -> Any:
+    if value is None or value == "":
+        raise ValueError(f"missing {what}")
+    return value
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _message_classified(ev: MonitorEvent) -> list[tuple[Upsert, dict[str, Any]]]:
+    d = ev.data
+    session_id = _required(ev.session_id, "session_id")
+    is_group = bool(d["is_group"]) if d.get("is_group") is not None else session_id.startswith("group:")
+    text = d.get("text") or ""  # images and files arrive with an empty text
+    message = {
+        "message_id": _required(d.get("message_id"), "data.message_id"),
+        "session_id": session_id,
+        "robot_id": ev.robot_id,
+        "received_at": ev.event_time,
+        "sender_name": d.get("sender_name"),
+        "sender_type": d.get("sender_type"),
+        "content": text,
+        "raw_content": d.get("raw_text") or text,
+        "text_type": d.get("text_type"),
+        "content_kind": d.get("content_kind"),
+        "room_type": d.get("room_type"),
+        "group_name": d.get("group_name"),
+        "group_remark": d.get("group_remark"),
+        "at_me": bool(d.get("at_me")),
+        "mentions": [str(m) for m in d.get("mentions") or ()],
+        "is_echo": bool(d.get("is_echo")),
+        "message_type": d.get("message_type"),
+        "confidence": d.get("confidence"),
+        "reason": d.get("reason"),
+        "decided_by": d.get("decided_by"),
+        "sentiment": d.get("sentiment"),
+        "satisfaction": d.get("satisfaction"),
+        "need_reply": d.get("need_reply"),
+        "staff_command": d.get("staff_command"),
+    }
+    session = {
+        "session_id": session_id,
+        "is_group": is_group,
+        "room_type": d.get("room_type"),
+        "group_name": d.get("group_name") if is_group else None,
+        "group_remark": d.get("group_remark") if is_group else None,
+        "user_name": None if is_group else d.get("reply_target"),
+        "reply_target": d.get("reply_target"),
+        "message_count": d.get("session_message_count") or 0,
+        "first_message_at": ev.event_time,
+        "last_message_at": ev.event_time,
+    }
+    rows: list[tuple[Upsert, dict[str, Any]]] = [(SESSION_MESSAGES, message), (SESSIONS, session)]
+    if code := message["message_type"]:
+        rows.append(
+            (
+                MESSAGE_TYPES,
+                {
+                    "type_code": code,
+                    "sender_category": _SENDER_CATEGORY.get(message["sender_type"], "user"),
+                    "name_zh": code,
+                    "description": "registered by the Postgres sink: not in the seed data; name it",
+                    "priority": 10,
+                },
+            )
+        )
+    if ev.robot_id:
+        rows.append((ROBOT_SEEN, {"robot_id": ev.robot_id, "last_seen_at": ev.event_time}))
+    return rows
+
+
+def _robot_joined_session(ev: MonitorEvent) -> list[tuple[Upsert, dict[str, Any]]]:
+    session_id = _required(ev.session_id, "session_id")
+    robot_id = _required(ev.robot_id, "robot_id")
+    return [
+        (SESSION_ROBOTS, {"session_id": session_id, "robot_id": robot_id, "first_seen_at": ev.event_time}),
+        (ROBOT_SEEN, {"robot_id": robot_id, "last_seen_at": ev.event_time}),
+    ]
+
+
+def _robot_status(ev: MonitorEvent) -> list[tuple[Upsert, dict[str, Any]]]:
+    status = ev.data.get("status")
+    if status not in ("online", "offline"):
+        raise ValueError(f"unknown robot status {status!r}")
+    row = {"robot_id": _required(ev.robot_id, "robot_id"), "status": status, "last_status_at": ev.event_time}
+    return [(ROBOT_STATUS, row)]
+
+
+def _ai_call(ev: MonitorEvent) -> list[tuple[Upsert, dict[str, Any]]]:
+    d = ev.data
+    row = {
+        "call_id": _required(d.get("call_id"), "data.call_id"),
+        "session_id": ev.session_id,
+        "message_id": d.get("message_id"),
+        "robot_id": ev.robot_id,
+        "operation_type": d.get("operation_type"),
+        "provider": d.get("provider"),
+        "model_id": d.get("model_id"),
+        "ai_input": _text(d.get("input")),
+        "ai_output": _text(d.get("output")),
+        "status": d.get("status"),
+        "error_message": d.get("error_message"),
+        "request_duration_ms": d.get("latency_ms"),
+        "input_tokens": d.get("input_tokens"),
+        "output_tokens": d.get("output_tokens"),
+        "total_tokens": d.get("total_tokens"),
+        "called_at": ev.event_time,
+    }
+    return [(AI_IO_LOGS, row)]
+
+
+PROJECTIONS: dict[str, Callable[[MonitorEvent], list[tuple[Upsert, dict[str, Any]]]]] = {
+    "message_classified": _message_classified,
+    "robot_joined_session": _robot_joined_session,
+    "robot_status": _robot_status,
+    "ai_call": _ai_call,
+    # command_callback: projected into robot_commands by the commands work, not yet.
+}
+
+
+def plan(events: Iterable[Any]) -> dict[Upsert, list[dict[str, Any]]]:
+    """Rows per statement for a batch of events, merged per key, each list sorted by key (concurrent
+    workers then lock rows in the same order and cannot deadlock each other). Items that are not
+    monitor events, and events without a projection, are ignored."""
+    merged: dict[Upsert, dict[tuple[Any, ...], dict[str, Any]]] = {s: {} for s in STATEMENTS}
+    for ev in events:
+        if not isinstance(ev, MonitorEvent) or (project := PROJECTIONS.get(ev.event)) is None:
+            continue
+        try:
+            rows = project(ev)
+        except (KeyError, ValueError, TypeError) as e:
+            EVENTS_REJECTED.labels(ev.event).inc()
+            log.error(
+                "postgres sink: skipping malformed %s event (%s): %s", ev.event, e, ev.to_json().decode()
+            )
+            continue
+        for stmt, row in rows:
+            key = tuple(row[k] for k in stmt.key)
+            old = merged[stmt].get(key)
+            merged[stmt][key] = row if old is None else stmt.merge_rows(old, row)
+    return {s: [rows[k] for k in sorted(rows)] for s, rows in merged.items() if rows}
+
+
+def write_events(conn: psycopg.Connection, events: Iterable[Any]) -> dict[str, int]:
+    """Project `events` into the tables in one transaction (a savepoint if one is already open).
+    Returns the rows sent per statement name."""
+    planned = plan(events)
+    with conn.transaction(), conn.cursor() as cur:
+        for stmt, rows in planned.items():
+            cur.executemany(stmt.sql, [stmt.params(r) for r in rows])
+    for stmt, rows in planned.items():
+        ROWS_WRITTEN.labels(stmt.table).inc(len(rows))
+    return {stmt.name: len(rows) for stmt, rows in planned.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# The bytewax sink
+
+# Lost connection, server restarting, deadlock, serialization failure: worth trying the batch again.
+_TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError)
+# The data itself was refused (a CHECK, a value out of range): trying again cannot help. Not
+# ProgrammingError: a missing table or column is a deployment fault that must stop the dataflow, not
+# turn every event into a skipped one.
+_REFUSED = (psycopg.DataError, psycopg.IntegrityError)
+
+
+class PostgresEventPartition(StatelessSinkPartition[MonitorEvent]):
+    def __init__(self, database_url: str, retry_for_s: float, connect_timeout_s: int) -> None:
+        self._url = database_url
+        self._retry_for_s = retry_for_s
+        self._connect_timeout_s = connect_timeout_s
+        self._conn: psycopg.Connection | None = None
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._close()
+            self._conn = psycopg.connect(self._url, autocommit=True, connect_timeout=self._connect_timeout_s)
+        return self._conn
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                self._conn.close()
+            self._conn = None
+
+    def write_batch(self, items: list[MonitorEvent]) -> None:
+        """Write the whole batch or raise. Transient failures (a lost connection, a restarting server)
+        are retried with backoff on a fresh connection for up to `retry_for_s`; then the error
+        propagates and the dataflow stops, to resume from its last snapshot, which re-emits this batch."""
+        if not items:
+            return
+        retrying = Retrying(
+            retry=retry_if_exception_type(_TRANSIENT),
+            stop=stop_after_delay(self._retry_for_s),
+            wait=wait_exponential(multiplier=0.1, max=5.0),
+            before_sleep=before_sleep_log(log, logging.WARNING),
+            reraise=True,
+        )
+        for attempt in retrying:
+            with attempt:
+                try:
+                    self._write(items)
+                except _TRANSIENT:
+                    self._close()  # reconnect on the next attempt
+                    raise
+
+    def _write(self, items: Sequence[MonitorEvent]) -> None:
+        conn = self._connection()
+        try:
+            write_events(conn, items)
+        except _REFUSED as e:
+            # One bad event must not wedge the dataflow: the same batch would come back after every
+            # restart. Write event by event and skip (log, count) only those the database refuses.
+            log.warning("postgres sink: batch of %d refused (%s); writing event by event", len(items), e)
+            for ev in items:
+                try:
+                    write_events(conn, [ev])
+                except _REFUSED as e1:
+                    name = getattr(ev, "event", type(ev).__name__)
+                    EVENTS_REJECTED.labels(name).inc()
+                    payload = ev.to_json().decode() if isinstance(ev, MonitorEvent) else repr(ev)
+                    log.error("postgres sink: database refused a %s event (%s): %s", name, e1, payload)
+
+    def close(self) -> None:
+        self._close()
+
+
+class PostgresEventSink(DynamicSink[MonitorEvent]):
+    """Monitor events -> Postgres tables (see the module doc). Every worker has its own connection.
+
+    `retry_for_s`: how long a batch is retried while the database is unreachable before the error is
+    raised (and the dataflow stops to resume from its snapshot)."""
+
+    def __init__(self, database_url: str, *, retry_for_s: float = 60.0, connect_timeout_s: int = 5) -> None:
+        self.database_url = database_url
+        self.retry_for_s = retry_for_s
+        self.connect_timeout_s = connect_timeout_s
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> PostgresEventPartition:
+        return PostgresEventPartition(self.database_url, self.retry_for_s, self.connect_timeout_s)
+
+
+__all__ = ["PostgresEventSink", "Upsert", "plan", "write_events"]

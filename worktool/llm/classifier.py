@@ -1,0 +1,325 @@
+"""LLMClassifier: the rules first, then an LLM on top, never worse than the rules.
+
+bytewax calls `classify_batch` synchronously per batch. The LLM calls of a batch run concurrently on one
+asyncio loop living in a background thread (started on first use, shared by every caller), bounded by
+`llm_max_in_flight` requests in flight. The caller waits at most the batch deadline (about
+`llm_timeout_s` plus a little); whatever is not back by then keeps its rule result.
+
+Failure policy (every failure leaves the rule result, decided_by="rules"; nothing is raised):
+- timeouts, connection errors, HTTP 429 and 5xx: retried with exponential back-off (Retry-After honoured,
+  capped), up to `max_attempts` requests per message, within the batch deadline;
+- other 4xx: not retried (a bad key or model name will not fix itself);
+- malformed JSON or a schema/category violation ("invalid"): not retried. At temperature 0 the same
+  prompt tends to give the same bad answer, and the rule result is a fine fallback, so a second paid call
+  would mostly add latency;
+- the circuit breaker counts consecutive failed requests: timeouts, connection errors, 429, 5xx, 401/403/404
+  and unreadable responses. Invalid answers and other 4xx (a request the endpoint refused, such as a
+  content-inspection 400) do not count: the endpoint answered. While open no request is sent
+  ("breaker_open").
+
+Every non-robot message asked about yields exactly one AI I/O record (`drain_call_logs`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+
+from worktool.llm.breaker import CircuitBreaker
+from worktool.llm.prompt import build_messages
+from worktool.llm.providers import Completion, LLMCallError, Provider, make_provider
+from worktool.llm.schema import InvalidAnswer, LLMVerdict, parse_verdict, types_for
+from worktool.models import Classification, Message, iso
+from worktool.settings import Settings
+
+log = logging.getLogger(__name__)
+
+CallStatus = Literal["ok", "error", "timeout", "breaker_open", "invalid"]
+
+OPERATION = "classify"
+# Extra wait on top of the batch deadline before the caller gives up on the loop itself (the loop
+# enforces the deadline; this only guards against a wedged loop).
+_LOOP_GRACE_S = 1.0
+# Undrained records are dropped oldest-first beyond this, so a caller that never drains cannot leak.
+_MAX_PENDING_LOGS = 10_000
+
+
+class BreakerOpen(Exception):
+    pass
+
+
+class RuleClassifier(Protocol):
+    """operators.classify.Classifier, restated so worktool does not import operators."""
+
+    def classify_batch(self, messages: list[Message]) -> list[Classification]: ...
+
+
+@dataclass
+class _Call:
+    """What one message's classification call did, for its AI I/O record."""
+
+    message: Message
+    prompt: list[dict[str, str]]
+    started: float | None = None  # perf_counter at the first request
+    completion: Completion | None = None
+    status: CallStatus = "error"
+    error: str | None = None
+    last_failure: str | None = None  # of the latest attempt, kept when the deadline cuts the retries
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, LLMCallError) and exc.retryable
+
+
+class _BackgroundLoop:
+    """One asyncio loop in one daemon thread, started on first use."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self._lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def submit(self, coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
+        return asyncio.run_coroutine_threadsafe(coro, self._ensure_started())
+
+    def _ensure_started(self) -> asyncio.AbstractEventLoop:
+        with self._lock:
+            if self._loop is None:
+                loop = asyncio.new_event_loop()
+                thread = threading.Thread(target=loop.run_forever, name=self._name, daemon=True)
+                thread.start()
+                self._loop, self._thread = loop, thread
+            return self._loop
+
+    def stop(self, last: Coroutine[Any, Any, Any] | None = None, timeout_s: float = 5.0) -> None:
+        with self._lock:
+            loop, thread = self._loop, self._thread
+            self._loop = self._thread = None
+        if loop is None or thread is None:
+            if last is not None:
+                last.close()
+            return
+        if last is not None:
+            try:
+                asyncio.run_coroutine_threadsafe(last, loop).result(timeout_s)
+            except Exception:
+                log.warning("LLM provider did not close cleanly", exc_info=True)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout_s)
+        if not thread.is_alive():
+            loop.close()
+
+
+class LLMClassifier:
+    """Classifier that asks an LLM on top of `rules` (see the module docstring for the policy)."""
+
+    def __init__(
+        self,
+        rules: RuleClassifier,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        provider: Provider | None = None,
+        failure_threshold: int = 5,
+        cooldown_s: float = 30.0,
+        max_attempts: int = 4,
+        backoff_s: float = 0.25,
+        max_backoff_s: float = 2.0,
+        batch_deadline_s: float | None = None,
+    ) -> None:
+        self._rules = rules
+        self._provider = provider or make_provider(settings)
+        self._secret = settings.llm_api_key
+        self.breaker = CircuitBreaker(failure_threshold, cooldown_s, clock)
+        self._max_in_flight = max(1, settings.llm_max_in_flight)
+        self._max_attempts = max(1, max_attempts)
+        self._backoff_s = backoff_s
+        self._max_backoff_s = max_backoff_s
+        self._deadline_s = batch_deadline_s if batch_deadline_s is not None else settings.llm_timeout_s + 1.0
+        self._loop = _BackgroundLoop("worktool-llm")
+        self._slots: asyncio.Semaphore | None = None  # created on the loop
+        self._logs: deque[dict[str, Any]] = deque(maxlen=_MAX_PENDING_LOGS)
+        self._logs_lock = threading.Lock()
+        self._closed = False
+
+    # -- Classifier protocol ---------------------------------------------------------------------
+
+    def classify_batch(self, messages: list[Message]) -> list[Classification]:
+        results = list(self._rules.classify_batch(messages))
+        todo = [i for i, (m, r) in enumerate(zip(messages, results, strict=True)) if _worth_asking(m, r)]
+        if not todo or self._closed:
+            return results
+        future = self._loop.submit(self._classify_all([(messages[i], results[i]) for i in todo]))
+        try:
+            answers = future.result(timeout=self._deadline_s + _LOOP_GRACE_S)
+        except Exception:
+            # The loop enforces the deadline itself, so this is a wedged loop or a bug: keep the rules.
+            future.cancel()
+            log.exception("LLM batch did not finish; keeping the rule results")
+            return results
+        for i, answer in zip(todo, answers, strict=True):
+            if answer is not None:
+                results[i] = answer
+        return results
+
+    def drain_call_logs(self) -> list[dict[str, Any]]:
+        """AI I/O records since the last drain: the data of `ai_call` monitor events (docs/internals.md),
+        plus `call_id`, `session_id`, `robot_id` and `event_time` (the message's received_at) for the
+        event envelope."""
+        with self._logs_lock:
+            records = list(self._logs)
+            self._logs.clear()
+        return records
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._loop.stop(self._provider.aclose())
+
+    def __enter__(self) -> LLMClassifier:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- on the loop -----------------------------------------------------------------------------
+
+    async def _classify_all(self, items: list[tuple[Message, Classification]]) -> list[Classification | None]:
+        if self._slots is None:
+            self._slots = asyncio.Semaphore(self._max_in_flight)
+        deadline = asyncio.get_running_loop().time() + self._deadline_s
+        return await asyncio.gather(*(self._classify_one(m, r, deadline) for m, r in items))
+
+    async def _classify_one(self, message: Message, rule: Classification, deadline: float) -> Classification | None:
+        """Never raises (except cancellation); None means "keep the rule result"."""
+        call = _Call(message, build_messages(message, rule))
+        try:
+            async with asyncio.timeout_at(deadline):
+                call.completion = await self._complete(call)
+            verdict = parse_verdict(call.completion.text, rule.sender_type)
+        except TimeoutError:
+            call.status, call.error = "timeout", f"batch deadline ({self._deadline_s:g} s) reached"
+            if call.last_failure:
+                call.error += f"; last failure: {call.last_failure}"
+        except BreakerOpen:
+            call.status, call.error = "breaker_open", "circuit breaker open"
+        except LLMCallError as e:
+            call.status, call.error = ("timeout" if e.kind == "timeout" else "error"), str(e)
+        except InvalidAnswer as e:
+            call.status, call.error = "invalid", str(e)
+        except asyncio.CancelledError:
+            call.status, call.error = "timeout", "cancelled: the caller stopped waiting"
+            raise
+        except Exception as e:  # a bug must not cost the batch its rule results
+            log.exception("unexpected error in LLM classification")
+            call.status, call.error = "error", f"{type(e).__name__}: {e}"
+        else:
+            call.status = "ok"
+            return _classification(verdict, rule)
+        finally:
+            self._record(call)
+        return None
+
+    async def _complete(self, call: _Call) -> Completion:
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self._max_attempts),
+            wait=self._wait,
+            retry=retry_if_exception(_retryable),
+            reraise=True,
+        )
+        return await retrying(self._attempt, call)
+
+    async def _attempt(self, call: _Call) -> Completion:
+        assert self._slots is not None
+        async with self._slots:
+            if not self.breaker.allow():
+                raise BreakerOpen
+            if call.started is None:
+                call.started = time.perf_counter()
+            try:
+                completion = await self._provider.complete(call.prompt)
+            except LLMCallError as e:
+                call.last_failure = str(e)
+                if e.endpoint_failure:
+                    self.breaker.record_failure()
+                else:
+                    self.breaker.record_success()  # the endpoint answered; the request was the problem
+                raise
+            except BaseException:  # cut off by the deadline (or a bug): no verdict on the endpoint
+                self.breaker.release()
+                raise
+            self.breaker.record_success()
+            return completion
+
+    def _wait(self, state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, LLMCallError) and exc.retry_after is not None:
+            return min(exc.retry_after, self._max_backoff_s)
+        delay = self._backoff_s * 2 ** (state.attempt_number - 1)
+        # A little jitter so a batch of failed calls does not retry in lock-step.
+        return min(delay * (1 + 0.2 * random.random()), self._max_backoff_s)
+
+    # -- AI I/O log ------------------------------------------------------------------------------
+
+    def _record(self, call: _Call) -> None:
+        m, c = call.message, call.completion
+        latency_ms = 0 if call.started is None else round((time.perf_counter() - call.started) * 1000)
+        output = c.text if c is not None else call.error
+        record = {
+            "call_id": f"{m.message_id}:{OPERATION}",
+            "session_id": m.session_id,
+            "robot_id": m.robot_id,
+            "event_time": iso(m.received_at),
+            "message_id": m.message_id,
+            "operation_type": OPERATION,
+            "provider": self._provider.name,
+            "model_id": self._provider.model,
+            "input": json.dumps(call.prompt, ensure_ascii=False),
+            "output": self._redact(output),
+            "status": call.status,
+            "error_message": self._redact(call.error),
+            "latency_ms": latency_ms,
+            "input_tokens": c.input_tokens if c else None,
+            "output_tokens": c.output_tokens if c else None,
+            "total_tokens": c.total_tokens if c else None,
+        }
+        with self._logs_lock:
+            self._logs.append(record)
+
+    def _redact(self, text: str | None) -> str | None:
+        # Some servers echo the key in auth errors; the AI I/O log must never carry it.
+        if text and self._secret and self._secret in text:
+            return text.replace(self._secret, "***")
+        return text
+
+
+def _worth_asking(message: Message, rule: Classification) -> bool:
+    # Robots are never classified; an empty text (image, file...) gives the model nothing to read.
+    return bool(types_for(rule.sender_type)) and bool(message.text.strip())
+
+
+def _classification(verdict: LLMVerdict, rule: Classification) -> Classification:
+    # Who spoke comes from the roster and inline commands from the rules; the LLM decides the rest.
+    return Classification(
+        sender_type=rule.sender_type,
+        message_type=verdict.message_type,
+        confidence=verdict.confidence,
+        reason=(verdict.reason.strip() or "llm")[:200],
+        decided_by="llm",
+        sentiment=verdict.sentiment,
+        need_reply=verdict.need_reply,
+        staff_command=rule.staff_command,
+    )

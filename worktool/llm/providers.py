@@ -1,0 +1,220 @@
+"""LLM providers: one chat request in, the model's text and token usage out.
+
+Every failure is raised as LLMCallError with a `kind` the retry policy and the AI I/O log understand; the
+SDKs' own retries are off (we retry with tenacity, under our own deadline).
+
+- OpenAIProvider: any OpenAI-compatible endpoint (OpenAI, Doubao/Ark, DeepSeek, Qwen compatible mode,
+  vLLM/Ollama...) through the `openai` package.
+- DashScopeProvider: Alibaba DashScope's native protocol through the `dashscope` package
+  (`AioGeneration`, `result_format="message"`); `llm_base_url` is passed per call as `base_address`
+  (e.g. https://dashscope.aliyuncs.com/api/v1), so no process-wide SDK state is touched.
+
+Both ask for JSON mode (`response_format={"type": "json_object"}`). A server that rejects it with 400/422
+is asked once more without it and, if that works, never asked for it again.
+"""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import aiohttp
+import openai
+from dashscope import AioGeneration
+from dashscope.api_entities.aio_session import close_shared_aio_session
+
+from worktool.settings import Settings
+
+log = logging.getLogger(__name__)
+
+ChatMessages = list[dict[str, str]]
+ErrorKind = Literal["timeout", "connection", "rate_limited", "server", "client", "protocol"]
+_RETRYABLE: frozenset[str] = frozenset({"timeout", "connection", "rate_limited", "server"})
+
+# Local OpenAI-compatible servers need no key, but both SDKs refuse to start without one.
+_NO_KEY = "not-needed"
+_JSON_MODE = {"type": "json_object"}
+
+
+@dataclass(frozen=True)
+class Completion:
+    text: str | None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    total_tokens: int | None = None
+
+
+class LLMCallError(Exception):
+    def __init__(
+        self,
+        kind: ErrorKind,
+        message: str,
+        *,
+        status_code: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.status_code = status_code
+        self.retry_after = retry_after
+
+    @property
+    def retryable(self) -> bool:
+        return self.kind in _RETRYABLE
+
+    @property
+    def endpoint_failure(self) -> bool:
+        """Does this say the endpoint is unusable (circuit-breaker material)? A 400/422 is about this one
+        request (e.g. DashScope's content inspection rejecting a message), not the endpoint."""
+        return self.kind != "client" or self.status_code in (401, 403, 404)
+
+
+def _retry_after(headers: Mapping[str, Any] | None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds form only; HTTP dates are rare from LLM APIs)."""
+    if not headers:
+        return None
+    for key, value in headers.items():
+        if str(key).lower() == "retry-after":
+            try:
+                return max(0.0, float(value))
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+def status_error(status: int, detail: str, headers: Mapping[str, Any] | None = None) -> LLMCallError:
+    if status == 429:
+        kind: ErrorKind = "rate_limited"
+    elif status >= 500:
+        kind = "server"
+    else:
+        kind = "client"
+    return LLMCallError(kind, f"HTTP {status}: {detail}"[:500], status_code=status, retry_after=_retry_after(headers))
+
+
+class Provider(ABC):
+    name: str
+
+    def __init__(self, settings: Settings) -> None:
+        if not settings.llm_model:
+            raise ValueError("WORKTOOL_LLM_MODEL must be set when an LLM provider is configured")
+        self.model: str = settings.llm_model
+        self._timeout_s = settings.llm_timeout_s
+        self._json_mode = True
+
+    async def complete(self, messages: ChatMessages) -> Completion:
+        if not self._json_mode:
+            return await self._request(messages, json_mode=False)
+        try:
+            return await self._request(messages, json_mode=True)
+        except LLMCallError as e:
+            if e.status_code not in (400, 422):
+                raise
+            completion = await self._request(messages, json_mode=False)
+            # Only now do we know response_format was the problem.
+            self._json_mode = False
+            log.info("%s endpoint rejects response_format; continuing without JSON mode", self.name)
+            return completion
+
+    @abstractmethod
+    async def _request(self, messages: ChatMessages, *, json_mode: bool) -> Completion: ...
+
+    async def aclose(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+
+class OpenAIProvider(Provider):
+    name = "openai"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self._client = openai.AsyncOpenAI(
+            base_url=settings.llm_base_url,
+            api_key=settings.llm_api_key or _NO_KEY,
+            timeout=settings.llm_timeout_s,
+            max_retries=0,
+        )
+
+    async def _request(self, messages: ChatMessages, *, json_mode: bool) -> Completion:
+        extra: dict[str, Any] = {"response_format": _JSON_MODE} if json_mode else {}
+        try:
+            resp = await self._client.chat.completions.create(
+                model=self.model, messages=messages, temperature=0, **extra
+            )
+        except openai.APITimeoutError as e:
+            raise LLMCallError("timeout", f"no answer within {self._timeout_s} s") from e
+        except openai.APIConnectionError as e:
+            raise LLMCallError("connection", f"connection error: {e.__cause__ or e}") from e
+        except openai.APIStatusError as e:
+            raise status_error(e.status_code, e.message, e.response.headers) from e
+        except openai.OpenAIError as e:
+            raise LLMCallError("protocol", f"{type(e).__name__}: {e}") from e
+        text = resp.choices[0].message.content if resp.choices else None
+        usage = resp.usage
+        if usage is None:
+            return Completion(text)
+        return Completion(text, usage.prompt_tokens, usage.completion_tokens, usage.total_tokens)
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+class DashScopeProvider(Provider):
+    name = "dashscope"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self._api_key = settings.llm_api_key or _NO_KEY
+        self._base_url = settings.llm_base_url
+
+    async def _request(self, messages: ChatMessages, *, json_mode: bool) -> Completion:
+        kwargs: dict[str, Any] = {"request_timeout": self._timeout_s, "temperature": 0}
+        if self._base_url:
+            kwargs["base_address"] = self._base_url
+        if json_mode:
+            kwargs["response_format"] = _JSON_MODE
+        try:
+            resp = await AioGeneration.call(
+                model=self.model, messages=messages, api_key=self._api_key, result_format="message", **kwargs
+            )
+        except TimeoutError as e:  # aiohttp's timeouts are TimeoutError subclasses
+            raise LLMCallError("timeout", f"no answer within {self._timeout_s} s") from e
+        except aiohttp.ClientError as e:
+            raise LLMCallError("connection", f"connection error: {e}") from e
+        except Exception as e:  # the SDK raises its own types for odd answers
+            raise LLMCallError("protocol", f"{type(e).__name__}: {e}") from e
+        if resp.status_code != 200:
+            raise status_error(resp.status_code, f"{resp.code}: {resp.message}", resp.headers)
+        return self._completion(resp)
+
+    @staticmethod
+    def _completion(resp: Any) -> Completion:
+        try:
+            output = resp.output or {}
+            choices = output.get("choices") or []
+            text = choices[0]["message"]["content"] if choices else output.get("text")
+            usage = resp.usage or {}
+        except (KeyError, IndexError, TypeError, AttributeError) as e:
+            raise LLMCallError("protocol", f"unexpected DashScope answer shape: {e!r}") from e
+        inp, out = usage.get("input_tokens"), usage.get("output_tokens")
+        total = usage.get("total_tokens")
+        if total is None and inp is not None and out is not None:
+            total = inp + out
+        return Completion(text if isinstance(text, str) else None, inp, out, total)
+
+    async def aclose(self) -> None:
+        # The SDK keeps one aiohttp session per event loop; ours is about to stop.
+        await close_shared_aio_session()
+
+
+PROVIDERS: dict[str, type[Provider]] = {"openai": OpenAIProvider, "dashscope": DashScopeProvider}
+
+
+def make_provider(settings: Settings) -> Provider:
+    name = (settings.llm_provider or "").strip().lower()
+    if name not in PROVIDERS:
+        raise ValueError(f"WORKTOOL_LLM_PROVIDER must be one of {sorted(PROVIDERS)}, got {settings.llm_provider!r}")
+    return PROVIDERS[name](settings)
