@@ -1,0 +1,82 @@
+"""Topic administration: the one place that creates the Kafka topics.
+
+Works against the embedded Tansu broker and a real Kafka cluster alike. Partition counts are final at
+creation (Tansu cannot add partitions later), so `topic_plan` is the single source of them.
+Run `python -m worktool.kafka_admin` to create the topics named by the environment's Settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from worktool.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PARTITIONS = 3
+
+
+def topic_plan(settings: Settings) -> dict[str, int]:
+    """Every topic the system uses, with its partition count."""
+    plan = dict.fromkeys(settings.all_topics, DEFAULT_PARTITIONS)
+    plan[settings.topic_raw] = settings.raw_partitions
+    return plan
+
+
+def ensure_topics(
+    bootstrap: str,
+    topics: dict[str, int],
+    *,
+    replication_factor: int = 1,
+    timeout_s: float = 30.0,
+) -> None:
+    """Create the missing topics and wait until the broker lists every one with its partitions.
+    An existing topic is left as it is (a warning if its partition count differs)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    deadline = time.monotonic() + timeout_s
+    existing = admin.list_topics(timeout=timeout_s).topics
+    for name, want in topics.items():
+        if name in existing and len(existing[name].partitions) != want:
+            log.warning("topic %s has %d partitions, not %d; leaving it as it is",
+                        name, len(existing[name].partitions), want)  # fmt: skip
+
+    missing = [NewTopic(name, num_partitions=n, replication_factor=replication_factor)
+               for name, n in topics.items() if name not in existing]  # fmt: skip
+    if missing:
+        futures = admin.create_topics(missing, operation_timeout=timeout_s, request_timeout=timeout_s)
+        for name, future in futures.items():
+            try:
+                future.result(timeout=max(1.0, deadline - time.monotonic()))
+                log.info("created topic %s (%d partitions)", name, topics[name])
+            except KafkaException as e:
+                # Another process created it in the meantime: fine.
+                if e.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
+                    raise
+
+    # Creation is acknowledged before every broker's metadata shows the topic.
+    while True:
+        listed = admin.list_topics(timeout=max(1.0, deadline - time.monotonic())).topics
+        pending = [n for n in topics if n not in listed or not listed[n].partitions or listed[n].error]
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"topics not visible after {timeout_s:.0f} s: {', '.join(pending)}")
+        time.sleep(0.1)
+
+
+def main() -> int:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    settings = Settings()
+    if not settings.kafka_bootstrap_servers:
+        log.error("KAFKA_BOOTSTRAP_SERVERS is not set")
+        return 2
+    ensure_topics(settings.kafka_bootstrap_servers, topic_plan(settings), timeout_s=60)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
