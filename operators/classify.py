@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from operators.rules import MessageTypeRules
+from operators.sender import SenderResolver
+from operators.sentiment import SentimentScorer
 from worktool.config import BusinessConfig
 from worktool.models import Classification, Message
 
@@ -34,4 +37,38 @@ class PlaceholderClassifier:
         return Classification(
             sender_type="user", message_type="chat_other", confidence=0.0, reason="placeholder",
             decided_by="placeholder",
+        )
+
+
+class RuleClassifier:
+    """Sender type (RULES.md §1), message type with confidence and reason (§2), sentiment, need_reply
+    (§5) and staff commands, by rules only. Pure; everything is compiled once here."""
+
+    def __init__(self, config: BusinessConfig) -> None:
+        self.senders = SenderResolver(config)
+        self.sentiment = SentimentScorer(config.classifier)
+        # One scan per message serves the type rules and the sentiment lexicon.
+        self.types = MessageTypeRules(config, self.senders, extra_keywords=self.sentiment.keywords)
+
+    def classify_batch(self, messages: list[Message]) -> list[Classification]:
+        return [self.classify(m) for m in messages]
+
+    def classify(self, m: Message) -> Classification:
+        sender_type, sender_reason = self.senders.resolve(m.sender_name, m.room_type)
+        d = self.types.decide(m, sender_type)
+        if sender_type == "robot":
+            sentiment = None
+        elif d.hits is None:  # nothing was read (media, empty text)
+            sentiment = 0.0
+        else:
+            sentiment = self.sentiment.score_hits(d.text, d.hits)
+        return Classification(
+            sender_type=sender_type,
+            message_type=d.message_type,
+            confidence=d.confidence,
+            reason=f"{sender_reason}; {d.reason}",
+            decided_by="rules",
+            sentiment=sentiment,
+            need_reply=d.need_reply,
+            staff_command=d.staff_command,
         )

@@ -1,40 +1,224 @@
 """Business configuration: one YAML file named by WORKTOOL_CONFIG, validated with pydantic.
 
 Everything a business person tunes lives here, with the RULES.md defaults built in, so an empty
-file (or no file) works. Errors name the bad key.
+file (or no file) works. Errors name the bad key (and the bad regex).
+
+Roster: `robots`, `staff`, `operators`, `assistants` are exact display names; `staff_patterns`,
+`operator_patterns`, `assistant_patterns` are regular expressions tried after every exact name
+(RULES.md §1). The `classifier:` section is merged over operators/rule_defaults.py (mappings merge
+key by key, lists and numbers replace), see that module for the meaning of each list.
 """
 
 from __future__ import annotations
 
+import copy
+import math
+import re
+from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from operators.rule_defaults import DEFAULT_CLASSIFIER
 
 RobotRole = Literal["monitor", "notify", "reply_day", "reply_night"]
 
 
-class RobotConfig(BaseModel):
+def _check_regex(pattern: str) -> str:
+    try:
+        re.compile(pattern)
+    except re.error as e:
+        raise ValueError(f"bad regular expression {pattern!r}: {e}") from None
+    return pattern
+
+
+def _check_weights(terms: dict[str, float]) -> dict[str, float]:
+    for term, weight in terms.items():
+        if not term:
+            raise ValueError("empty term")
+        if not math.isfinite(weight) or weight < 0:
+            raise ValueError(f"weight of {term!r} must be a finite number >= 0, got {weight}")
+    return terms
+
+
+def _check_regex_weights(terms: dict[str, float]) -> dict[str, float]:
+    for pattern in _check_weights(terms):
+        _check_regex(pattern)
+    return terms
+
+
+Regex = Annotated[str, AfterValidator(_check_regex)]
+# {term: weight}; weight 0 switches a default term off.
+Weights = Annotated[dict[str, float], AfterValidator(_check_weights)]
+RegexWeights = Annotated[dict[str, float], AfterValidator(_check_regex_weights)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+
+class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
+
+class RobotConfig(_Strict):
     robot_id: str = Field(min_length=1)
     name: str = Field(min_length=1)
     role: RobotRole
 
 
-class BusinessConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class TermRules(_Strict):
+    """Weighted keywords (substrings) and regex patterns that vote for one label."""
 
+    keywords: Weights = Field(default_factory=dict)
+    patterns: RegexWeights = Field(default_factory=dict)
+    # Whether a negator just before a keyword cancels it ("不是投诉", "不用马上").
+    negatable: bool = False
+
+    @cached_property
+    def compiled_patterns(self) -> tuple[tuple[re.Pattern[str], float], ...]:
+        return tuple((re.compile(p), w) for p, w in self.patterns.items() if w > 0)
+
+
+class UserTypeRules(_Strict):
+    """One TermRules per user message type (RULES.md §2); chat_other catches spam and placeholders."""
+
+    chat_after_sales: TermRules
+    chat_complaint: TermRules
+    chat_private_operation: TermRules
+    chat_cooperation: TermRules
+    chat_complain_discuss: TermRules
+    chat_daily: TermRules
+    chat_other: TermRules
+
+
+class ResponseWords(_Strict):
+    responded: list[str]  # RULES.md §7
+    refused: list[str]  # RULES.md §7; a refusal wins over a response in the same message
+    acknowledgements: list[str]
+    fillers: list[str]
+    refusal_words: Weights
+    question_suffixes: list[str]
+    refused_weight: float = Field(ge=0)
+    negated_response_weight: float = Field(ge=0)
+    ack_weight: float = Field(ge=0)
+    ack_only_weight: float = Field(ge=0)
+
+
+class StaffRules(_Strict):
+    reply: TermRules
+    task: TermRules
+    other: TermRules
+    reply_threshold: float
+    at_reply_min: float
+
+
+class OperatorRules(_Strict):
+    tone_hard: TermRules
+    hard_threshold: float
+    exclamation_limit: int = Field(ge=0)
+    exclamation_weight: float
+    politeness: Weights
+    self_subjects: list[str]
+    assign: TermRules
+    other: TermRules
+    assign_threshold: float
+    mention_weight: float
+
+
+class SentimentConfig(_Strict):
+    positive: Weights
+    negative: Weights
+    intensifiers: Weights
+    neutral: list[str]
+    negated_negative_factor: float = Field(ge=0.0, le=1.0)
+    exclamation_boost: float = Field(ge=0.0)
+
+
+class SatisfactionConfig(_Strict):
+    initial: Probability
+    alpha: Probability
+    neutral_band: Probability
+    neutral_decay: Probability
+    complaint_target: Probability
+    complaint_alpha: Probability
+    low: Probability
+    high: Probability
+    idle_days: float = Field(gt=0)
+    sweep_interval_s: float = Field(gt=0)
+
+
+class ClassifierConfig(_Strict):
+    """Every word list, pattern and weight of the rule classifier; defaults in operators/rule_defaults.py."""
+
+    threshold: float
+    complaint_strong_weight: float
+    peer_question_weight: float = Field(ge=0)
+    negation_window: int = Field(ge=0)
+    negators: list[Annotated[str, Field(min_length=1, max_length=1)]]  # single characters
+    negation_exceptions: list[str]
+    question_patterns: list[Regex]
+    hypothetical_words: list[str]
+    request_words: list[str]
+    peer_words: list[str]
+    addressee_words: list[str]
+    user: UserTypeRules
+    responses: ResponseWords
+    reply_types: list[str]
+    always_reply_types: list[str]
+    staff: StaffRules
+    operator: OperatorRules
+    staff_commands: dict[str, str]
+    sentiment: SentimentConfig
+    satisfaction: SatisfactionConfig
+
+    @model_validator(mode="before")
+    @classmethod
+    def _merge_over_defaults(cls, data: Any) -> Any:
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            return data  # pydantic reports the type error
+        return deep_merge(DEFAULT_CLASSIFIER, data)
+
+    @cached_property
+    def question_regex(self) -> re.Pattern[str]:
+        return re.compile("|".join(f"(?:{p})" for p in self.question_patterns))
+
+
+class BusinessConfig(_Strict):
     robots: list[RobotConfig] = Field(default_factory=list)
     staff: list[str] = Field(default_factory=list)
     operators: list[str] = Field(default_factory=list)
     assistants: list[str] = Field(default_factory=list)
+    staff_patterns: list[Regex] = Field(default_factory=list)
+    operator_patterns: list[Regex] = Field(default_factory=list)
+    assistant_patterns: list[Regex] = Field(default_factory=list)
     timezone: str = "Asia/Shanghai"
+    classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
 
     @property
     def robot_names(self) -> frozenset[str]:
         return frozenset(r.name for r in self.robots)
+
+    @cached_property
+    def compiled_name_patterns(self) -> dict[str, tuple[re.Pattern[str], ...]]:
+        """Roster patterns by sender type, in RULES.md §1 precedence order."""
+        return {
+            "operator": tuple(re.compile(p) for p in self.operator_patterns),
+            "staff": tuple(re.compile(p) for p in self.staff_patterns),
+            "assistant": tuple(re.compile(p) for p in self.assistant_patterns),
+        }
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`override` over a copy of `base`: mappings merge recursively, anything else replaces."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 class ConfigError(ValueError):

@@ -1,0 +1,309 @@
+"""Default word lists, patterns and weights of the rule classifier (RULES.md §2, §7), the sentiment
+lexicon and the satisfaction parameters: the one home of these defaults.
+
+`worktool.config.ClassifierConfig` deep-merges the `classifier:` section of the business YAML over
+`DEFAULT_CLASSIFIER`: mappings merge key by key (so `{keywords: {投诉: 0}}` switches one default word
+off and `{keywords: {差评: 3}}` re-weights or adds one), lists and numbers replace the default.
+
+Weighted terms are `{term: weight}` maps. `keywords` are matched as substrings of the normalised text
+(NFKC, case-folded, so `？！` are `?!` and `OK` is `ok`); `patterns` are regular expressions searched in
+the same text. A term contained in a longer matching term (any list) is dropped: `说好的` hides `好的`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Only pure data below; the code that interprets it lives in operators/rules.py and operators/sentiment.py.
+
+NEGATORS = ["不", "没", "别", "未", "无", "勿", "莫"]  # single characters
+# Words that start with a negator but negate nothing that follows them.
+NEGATION_EXCEPTIONS = [
+    "不小心", "不好意思", "是不是", "要不要", "能不能", "会不会", "可不可以", "行不行", "好不好", "在不在",
+    "不管", "不过", "不错", "不少", "不久", "没事", "没关系", "无论", "别人", "别的", "不知道",
+]
+
+QUESTION_PATTERNS = [
+    r"\?",
+    r"吗|嘛",
+    r"呢\s*$",
+    r"怎么|为什么|为啥|什么|啥|哪|多少|多久|多长|几[点天号秒次条分时]|是不是|有没有|能不能"
+    r"|可不可以|会不会|要不要|是否|咋",
+    r"\b(how|what|why|when|where|who|which)\b",
+]
+HYPOTHETICAL_WORDS = ["如果", "要是", "假如", "万一", "的话"]
+REQUEST_WORDS = ["请", "帮我", "帮忙", "麻烦", "需要", "怎么办", "想要", "求", "能不能", "可以帮", "给我"]
+# Owners talking to each other (chat_complain_discuss) rather than to us.
+PEER_WORDS = [
+    "大家", "有人", "有没有人", "姐妹们", "家人们", "兄弟们", "咱们", "你们有没有", "你们的号", "你们收到",
+    "群里", "谁拿到", "他们", "同感", "我也是", "+1",
+]
+# Addressed to us (the agency): turns grumbling into a complaint.
+ADDRESSEE_WORDS = ["你们", "客服", "管理员", "售后"]
+
+USER_TYPES: dict[str, dict[str, Any]] = {
+    "chat_after_sales": {
+        # Not negatable: "扫不了", "无法认证" are after-sales problems, not their absence.
+        "negatable": False,
+        "keywords": {
+            "扫码": 2.0, "二维码": 1.5, "二唯码": 1.5, "认证": 2.0, "实名": 2.0, "绑定": 1.5, "换绑": 2.0,
+            "验证": 1.5, "验证码": 1.5, "核验": 2.0, "身份": 1.0, "身份证": 1.5, "出镜人": 2.0, "出境人": 2.0,
+            "人脸": 2.0, "刷脸": 2.0, "申诉": 2.0, "封号": 2.0, "被封": 2.0, "解封": 2.0, "限流": 1.5,
+            "违规": 1.5, "被下架": 1.5, "登录不上": 2.0, "登不上": 2.0, "登陆不上": 2.0, "限制登录": 2.0,
+            "异常": 1.0, "风险": 1.0, "银行卡": 1.0, "被占用": 1.0, "qr code": 1.5, "verify": 1.5,
+            "非本人": 1.5, "自拍视频": 0.5,
+        },
+        "patterns": {
+            r"(扫|认证|验证|绑定?|登录|登陆|实名).{0,3}(不了|不上|失败|不过|不成功|没反应|打不开|过不去|错误)": 1.5,
+            r"不会(弄|拍|搞).{0,4}(认证|申诉|扫码|实名|验证)|(认证|申诉|扫码|实名|验证).{0,8}不会(弄|拍|搞)": 1.5,
+        },
+    },
+    "chat_complaint": {
+        "negatable": True,
+        "keywords": {
+            # strong (weight >= complaint_strong_weight): a complaint even among owners
+            "投诉": 3.0, "举报": 3.0, "12315": 3.0, "消协": 3.0, "曝光": 3.0, "报警": 3.0, "退款": 2.5,
+            "退钱": 3.0, "骗子": 3.0, "欺诈": 3.0, "差评": 2.5, "给个说法": 2.5, "不打算给钱": 2.5,
+            "爱答不理": 2.5, "破服务": 2.5,
+            # soft: a complaint when addressed to us, grumbling among owners otherwise
+            "骗人": 2.0, "领导": 2.0, "上级": 2.0, "给个解释": 2.0, "什么意思": 1.5, "敷衍": 2.0,
+            "不负责": 2.0, "太差": 2.0, "差劲": 2.0, "态度": 1.0, "不满意": 2.5, "失望": 2.0, "搞废": 2.0,
+            "没人理": 2.0, "没人回": 2.0, "不回消息": 2.0, "说好的": 2.0, "怎么回事": 1.5, "还做不做": 2.0,
+            "谁负责": 2.0, "效率": 1.0, "太低": 1.0, "太冲": 1.5, "不对": 1.0, "少了": 1.0, "结果呢": 1.5,
+            "没动静": 1.0, "当初": 1.0, "乱发": 1.0, "不合作": 1.5,
+        },
+        "patterns": {
+            r"为什么.{0,12}(没|不|还)": 2.0,
+            r"(为什么|怎么).{0,4}(又|还|一直|老是).{0,6}(没|不)": 2.0,
+            r"你们.{0,6}(能不能|到底|还[不没要管做])": 1.5,
+            r"再(不|拖|这样)": 2.0,
+            r"退.{0,2}钱": 2.5,
+            r"(都|已经)(第.次|半个月|一个月|\d+天)": 1.0,
+            r"就我(没|不)": 2.0,
+            r"(弄|搞)(限流|封)": 2.0,
+        },
+    },
+    "chat_private_operation": {
+        "negatable": False,  # negation is written into the patterns (no negator between subject and verb)
+        "keywords": {"私自": 1.5, "偷偷": 1.0},
+        "patterns": {
+            # "我 ... 删/隐藏/上架/改/换 ..." with no negator in between: the owner did it
+            r"(我|不小心)(?:(?!没|不|别|未)[^,.。!?;]){0,12}?(删|隐藏|下架|上架|清空|注销|关了|改了|改成|改回|换了|"
+            r"换成|加了|挂了|挂到|退出)": 2.5,
+            # "自己/私自 发/上传/剪/直播": publishing alone
+            r"(自己|私自|偷偷)(?:(?!没|不|别|未)[^,.。!?;]){0,6}?(发|上传|剪|直播|开了|删|加|上架|挂|改)": 2.5,
+            r"(作品|视频|商品|头像|昵称|名字|简介)(?:(?!没|不|别|未)[^,.。!?;]){0,3}?我(删|换|改|下架|隐藏)": 2.5,
+        },
+    },
+    "chat_cooperation": {
+        "negatable": False,
+        "keywords": {
+            "配合": 1.5, "发给谁": 1.0, "按你们说的": 2.0, "搞定": 2.0, "马上弄": 1.5, "马上扫": 1.5,
+        },
+        "patterns": {
+            r"(拍|发|扫|弄|录|认证|实名|搞)(好|完)了": 2.0,
+            r"已经.{0,6}(发|拍|扫|弄|认证|提交|录)": 1.5,
+            r"(马上|现在|今晚|晚上|下午|明天|回家|等下|一会|就)(就)?(弄|拍|发|扫|配合|录)": 1.5,
+            r"要我(干嘛|做什么|发什么|拍什么|怎么)|需要我.{0,4}(发|拍|配合|做)": 2.0,
+        },
+    },
+    "chat_complain_discuss": {
+        "negatable": False,
+        "keywords": {
+            "靠谱": 1.5, "割韭菜": 2.5, "被坑": 2.0, "坑": 1.0, "套路": 2.0, "怀疑": 2.0, "白忙活": 2.0,
+            "不抱希望": 2.0, "不指望": 2.0, "忽悠": 2.0, "被骗": 2.0, "骗局": 2.0, "悬": 1.5, "没动静": 1.0,
+            "一分钱没": 1.5, "没出单": 1.5, "好惨": 1.5, "没人看": 1.5, "也就那样": 2.0, "太一般": 1.5,
+            "真的假的": 2.0, "唉": 1.0, "赚钱吗": 1.5, "拿到钱": 1.0, "没收到钱": 1.0, "感觉": 0.5,
+            "早知道": 1.5,
+        },
+        "patterns": {},
+    },
+    "chat_daily": {
+        "negatable": False,
+        "keywords": {
+            "结算": 1.5, "佣金": 1.0, "提现": 1.5, "收益": 1.0, "到账": 1.0, "手续费": 1.5, "发票": 1.5,
+            "合作周期": 1.5, "补号": 1.5, "什么时候": 1.0, "几点": 1.0, "多久": 1.0, "怎么算": 1.5,
+            "早上好": 2.0, "中午好": 2.0, "下午好": 2.0, "晚上好": 2.0, "晚安": 2.0, "你好": 1.0,
+            "大家好": 1.5, "谢谢": 1.5, "感谢": 1.5, "辛苦": 1.5, "thanks": 1.5, "thank": 1.5, "快乐": 2.0,
+            "哈哈": 1.0, "666": 1.5, "明白了": 1.5, "请问": 1.0, "数据": 0.5, "进度": 1.0, "愉快": 2.0, "是什么意思": 2.0,
+        },
+        "patterns": {r"^早[!~.。]*$": 2.0},
+    },
+    "chat_other": {
+        "negatable": False,
+        "keywords": {
+            "加v": 3.0, "加微": 3.0, "私聊我": 2.0, "免费领取": 3.0, "领取免费": 3.0, "兼职": 2.0, "日赚": 3.0,
+        },
+        "patterns": {r"^\s*https?://\S+\s*$": 3.0, r"^\s*(\[[^\]]{1,6}\]\s*)+$": 3.0},
+    },
+}
+
+# RULES.md §7 user-response words (a refusal word wins over a response word in the same message).
+RESPONSES: dict[str, Any] = {
+    "responded": ["在", "在的", "来了", "好的", "收到", "可以", "行", "是的"],
+    "refused": ["没时间", "不想", "不弄了", "不配合"],
+    # Extra words that also acknowledge a request (classification only, not §7 monitoring).
+    "acknowledgements": ["在呢", "我在", "好", "好滴", "好嘞", "好哒", "嗯", "嗯嗯", "ok", "okay", "对", "对的", "行的"],
+    # Words allowed around an acknowledgement in an "acknowledgement only" message.
+    "fillers": ["现在", "了", "啊", "呀", "哈", "的", "我", "呢", "哦", "嘞", "滴", "吧", "来"],
+    "refusal_words": {"不方便": 2.0, "没空": 2.0, "不拍了": 2.0, "不想拍": 2.0, "太麻烦": 1.0},
+    # A response word followed by one of these is a question ("在吗", "可以吗"), not an answer.
+    "question_suffixes": ["吗", "么", "嘛", "?", "不"],
+    # Votes for chat_cooperation:
+    "refused_weight": 2.5,  # a `refused` word
+    "negated_response_weight": 2.0,  # a negated response word ("不行", "不可以") is a refusal
+    "ack_weight": 1.5,  # an acknowledgement opening a longer message ("好的，马上弄")
+    "ack_only_weight": 3.0,  # a message that is nothing but acknowledgements and fillers
+}
+
+# chat_* codes that get a reply when they are a question or request to us (RULES.md §5).
+REPLY_TYPES = ["chat_daily", "chat_after_sales", "chat_complaint", "chat_cooperation", "chat_private_operation"]
+# Problem reports are implicit requests for help, question or not.
+ALWAYS_REPLY_TYPES = ["chat_after_sales", "chat_complaint"]
+
+STAFF: dict[str, Any] = {
+    # Cues that a staff message answers an owner (staff_reply_user).
+    "reply": {
+        "keywords": {
+            "是的": 2.0, "可以的": 2.0, "不用": 2.0, "放心": 2.0, "已经": 1.5, "帮您": 1.5, "您": 1.0, "亲": 1.0,
+            "稍等": 2.0, "好的": 1.5, "收到": 1.5, "对的": 2.0, "因为": 1.5, "正常": 1.5, "结算": 1.0,
+            "不影响": 2.0, "不能": 1.0, "就行": 1.5, "登记": 1.0, "反馈": 1.0, "处理": 1.0, "通过了": 1.5,
+            "到账": 1.0, "没问题": 2.0, "会影响": 1.0, "免": 1.0,
+        },
+        "patterns": {r"是.{1,8}的": 1.0},
+    },
+    # Cues that an @ of an owner is a task or reminder (staff_at_user) rather than an answer.
+    "task": {
+        "keywords": {
+            "请": 1.5, "麻烦": 1.5, "记得": 2.0, "需要您": 2.0, "配合": 1.5, "在吗": 2.0, "回复": 1.5,
+            "扫码": 1.0, "认证": 1.0, "实名": 1.0, "拍": 1.0, "发": 0.5, "准备": 1.0, "验证": 1.0, "绑定": 1.0,
+            "联系": 1.0, "人呢": 2.0, "报一下": 2.0, "please": 1.5, "asap": 1.5,
+        },
+        "patterns": {},
+    },
+    # Cues of staff talking about themselves or to everyone (staff_other).
+    "other": {
+        "keywords": {
+            "欢迎": 3.0, "通知": 3.0, "【": 1.0, "我是": 2.0, "请假": 2.0, "吃饭": 2.0, "开会": 2.0,
+            "顶一下": 2.0, "维护": 1.0, "我来": 2.0,
+        },
+        "patterns": {},
+    },
+    "reply_threshold": 1.0,
+    # An @ of an owner is an answer only when the answer cues clearly dominate.
+    "at_reply_min": 2.0,
+}
+
+OPERATOR: dict[str, Any] = {
+    "tone_hard": {
+        "negatable": True,
+        "keywords": {
+            "马上": 1.0, "必须": 1.0, "立刻": 1.0, "快点": 1.5, "别废话": 2.5, "听不懂吗": 2.5, "听不懂": 2.0,
+            "赶紧": 1.5, "别磨蹭": 2.0, "磨蹭": 1.5, "别拖": 1.5, "说了多少遍": 2.0, "说了多少次": 2.0,
+            "搞什么": 2.0, "别干了": 2.0, "再不配合": 2.0, "等你半天": 1.5, "没有商量": 1.5, "都几点了": 1.5,
+            # insults
+            "猪": 2.5, "蠢": 2.5, "笨蛋": 2.5, "废物": 2.5, "脑子": 2.0, "有病": 2.5, "滚": 2.5, "傻": 2.5,
+            "白痴": 2.5, "垃圾": 2.0,
+        },
+        "patterns": {},
+    },
+    "hard_threshold": 1.0,
+    # RULES.md §2: more than two ！ is harsh (counted after NFKC, so ! and ！ both count).
+    "exclamation_limit": 2,
+    "exclamation_weight": 2.5,
+    # Politeness softens urgency words: "麻烦您马上扫一下码，谢谢" is firm, not harsh.
+    "politeness": {"请": 0.5, "麻烦": 0.8, "谢谢": 0.8, "辛苦": 0.8, "您": 0.5, "帮忙": 0.5},
+    # Urgency about the operator's own action is not harsh: "我马上安排".
+    "self_subjects": ["我", "我们", "我这边"],
+    "assign": {
+        "keywords": {
+            "拍": 1.0, "发": 0.8, "直播": 1.0, "扫码": 1.0, "认证": 1.0, "负责": 1.5, "安排": 1.5, "准备": 1.0,
+            "录": 1.0, "选品": 1.0, "完成": 1.0, "素材": 1.0, "统一": 1.0, "帮忙": 0.5,
+            # time words make a task out of a verb
+            "今天": 0.5, "明天": 0.5, "今晚": 0.5, "下午": 0.5, "上午": 0.5, "这周": 0.5, "马上": 0.5,
+            "尽快": 0.5, "之内": 0.5,
+        },
+        "patterns": {r"发.{0,3}条": 1.5, r"扫.{0,3}码": 1.0, r"每个号": 1.0},
+    },
+    # Evaluative or social cues: subtracted from the assignment score.
+    "other": {
+        "keywords": {
+            "我马上": 2.0, "我来": 2.0, "我这边": 1.5, "我再": 1.5, "我跟": 1.5,
+            "不错": 1.5, "辛苦了": 1.5, "加油": 1.5, "挺好": 1.5, "表现": 1.5, "效果": 1.0, "吃饭": 1.5},
+        "patterns": {},
+    },
+    "assign_threshold": 1.5,
+    "mention_weight": 1.5,
+}
+
+STAFF_COMMANDS = {
+    "[暂停回复]": "pause_replies",
+    "[恢复回复]": "resume_replies",
+    "[已解决]": "solved",
+    "[转人工]": "handover",
+}
+
+SENTIMENT: dict[str, Any] = {
+    "positive": {
+        "谢谢": 1.0, "感谢": 1.0, "好的": 0.5, "没问题": 1.0, "收到": 0.3, "可以": 0.3, "满意": 1.5, "不错": 1.0,
+        "棒": 1.0, "给力": 1.0, "辛苦": 0.8, "开心": 1.0, "哈哈": 0.6, "666": 0.8, "快乐": 1.0, "放心": 0.5,
+        "太好了": 1.5, "赞": 1.0, "thanks": 1.0, "thank": 1.0, "靠谱": 1.0, "明白了": 0.5, "愉快": 1.0,
+        "👍": 1.0, "😊": 0.8, "😄": 0.8, "🎉": 0.8, "[强]": 1.0, "[微笑]": 0.5,
+    },
+    "negative": {
+        "不行": 1.0, "不好": 1.0, "太麻烦": 1.0, "急": 0.5, "快点": 0.8, "为什么": 0.5, "投诉": 2.0,
+        "举报": 2.0, "骗": 2.0, "垃圾": 2.0, "失望": 2.0, "生气": 2.0, "烦": 1.0, "坑": 1.5, "差劲": 2.0,
+        "太差": 2.0, "退款": 1.5, "退钱": 2.0, "不满": 2.0, "无语": 1.5, "离谱": 1.5, "敷衍": 1.5,
+        "没人理": 1.5, "唉": 1.0, "惨": 1.0, "白忙活": 1.5, "怀疑": 1.0, "悬": 1.0, "割韭菜": 2.0,
+        "忽悠": 1.5, "套路": 1.0, "没时间": 0.5, "不想": 0.8, "曝光": 1.5, "报警": 2.0, "欺诈": 2.0,
+        "什么意思": 1.0, "不负责": 2.0, "搞废": 2.0, "一分钱没": 1.5, "别废话": 2.0, "听不懂": 1.5,
+        "蠢": 2.0, "猪": 1.5, "废物": 2.0, "担心": 0.8, "😡": 2.0, "😠": 2.0, "[捂脸]": 0.3, "[流泪]": 1.0,
+        "不配合": 1.0, "不弄了": 0.8, "看着办": 1.5, "别干了": 1.5, "长点脑子": 2.0, "太一般": 1.0, "没人看": 1.0,
+        "没动静": 0.8, "被坑": 1.5, "靠不住": 1.5,
+    },
+    # Words that contain a sentiment word but carry none; matching them hides it ("麻烦您" is polite).
+    "neutral": ["麻烦", "不好意思", "烦请", "急需"],
+    # Multiply the weight of the next sentiment word.
+    "intensifiers": {"太": 1.5, "非常": 1.5, "很": 1.3, "真": 1.3, "特别": 1.5, "超": 1.3},
+    # A negated negative word counts this much positive ("不用担心"), a negated positive fully negative.
+    "negated_negative_factor": 0.25,
+    # Added to the negative side per "!" beyond the first when the message is negative.
+    "exclamation_boost": 0.2,
+}
+
+# Rolling satisfaction per user (operators/sentiment.py documents the formula).
+SATISFACTION: dict[str, Any] = {
+    "initial": 0.5,  # new users start neutral (seeds: default satisfaction 50)
+    "alpha": 0.35,  # weight of a message with a clear sentiment
+    "neutral_band": 0.1,  # |sentiment| below this is neutral
+    "neutral_decay": 0.05,  # neutral messages pull the score back toward `initial` this much
+    "complaint_target": 0.0,  # a chat_complaint pulls toward this target ...
+    "complaint_alpha": 0.5,  # ... with this weight
+    "low": 0.3,  # RULES.md §3/§4: user_low_satisfaction / low_satisfaction below this
+    "high": 0.7,  # RULES.md §4: user_satisfied above this
+    "idle_days": 30,  # users not seen for this long (event time) are forgotten
+    "sweep_interval_s": 3600,  # how often (event time) idle users are swept
+}
+
+DEFAULT_CLASSIFIER: dict[str, Any] = {
+    "threshold": 1.0,
+    "complaint_strong_weight": 2.5,
+    "peer_question_weight": 1.5,  # owners asking each other ("大家都结算了吗") vote for chat_complain_discuss
+    "negation_window": 4,
+    "negators": NEGATORS,
+    "negation_exceptions": NEGATION_EXCEPTIONS,
+    "question_patterns": QUESTION_PATTERNS,
+    "hypothetical_words": HYPOTHETICAL_WORDS,
+    "request_words": REQUEST_WORDS,
+    "peer_words": PEER_WORDS,
+    "addressee_words": ADDRESSEE_WORDS,
+    "user": USER_TYPES,
+    "responses": RESPONSES,
+    "reply_types": REPLY_TYPES,
+    "always_reply_types": ALWAYS_REPLY_TYPES,
+    "staff": STAFF,
+    "operator": OPERATOR,
+    "staff_commands": STAFF_COMMANDS,
+    "sentiment": SENTIMENT,
+    "satisfaction": SATISFACTION,
+}

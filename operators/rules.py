@@ -1,0 +1,586 @@
+"""Message type by rules (RULES.md §2). Pure and precompiled: build once per configuration.
+
+How a user's text is typed:
+1. The text is normalised (NFKC, case-folded, @mentions removed) and scanned once for every weighted
+   keyword and pattern of the configuration (`TermMatcher`).
+2. Each keyword votes for its type; a keyword of a negatable type right after a negator is dropped
+   ("不是投诉", "没有删").
+3. Context moves votes between types:
+   - a private operation asked about or supposed ("商品可以删吗", "如果我删了") is an ordinary question;
+   - soft complaint words between owners (peer words, no @ of us) are grumbling (chat_complain_discuss),
+     grumbling addressed to us is a complaint; strong words (投诉, 举报, 退款) stay complaints;
+   - owners asking each other ("大家都结算了吗") are discussing;
+   - acknowledgements (RULES.md §7 response words) vote for cooperation; a negated one ("现在不行") and
+     the refusal words count as a refusal, which is cooperation too (the owner answers a request).
+4. The best score wins (ties by RULES.md priority); below `threshold` a question is chat_daily, other
+   readable text small talk (chat_daily), and nothing readable (emoji, "。。。") chat_other.
+
+Staff and assistants: @ of an owner -> staff_at_user (staff_reply_user when the answer cues dominate),
+else a question -> staff_ask_user, answer cues -> staff_reply_user, else staff_other; in an internal
+room there is no owner, so staff_other. Operators: harsh words, insults and more than two "!" (softened
+by politeness, not counted for the operator's own action: "我马上安排") -> operator_tone_hard; task
+words and an @ of an owner -> operator_assign_user; else operator_other.
+
+Non-text messages are typed by kind: a user's video is taken as the requested selfie/work video
+(chat_cooperation), any other user media is chat_other with the kind as the reason (an after-sales
+screenshot cannot be told from any other picture without the session; the session step can link it);
+colleagues' media is staff_other / operator_other. Quoted replies (15) and textType 0 with text are
+read as text; other codes, listed or not, by kind.
+
+Labelling conventions (tests/data/labelled_messages.jsonl follows them): a bare acknowledgement
+("在", "好的", "嗯", "ok") answers a request, so chat_cooperation; thanks, greetings and small talk are
+chat_daily; emoji, stickers ("[捂脸]"), bare links and ads are chat_other; an owner's report of a done
+task ("码扫好了") is cooperation, a problem with one ("扫了没反应") after-sales; "@所有人" counts as
+an @ of owners; a staff @ carrying only an answer is staff_reply_user.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import unicodedata
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal, NamedTuple
+
+from operators.sender import SenderResolver
+from worktool.config import BusinessConfig, ClassifierConfig, TermRules
+from worktool.models import INTERNAL_ROOM_TYPES, Message, SenderType
+
+TEXT_KINDS = frozenset({0, 1, 15})  # read as text when they carry any
+
+# Tie-break order among equal scores: RULES.md priority, the most urgent first.
+USER_TYPE_ORDER = (
+    "chat_complaint",
+    "chat_private_operation",
+    "chat_after_sales",
+    "chat_cooperation",
+    "chat_complain_discuss",
+    "chat_daily",
+    "chat_other",
+)
+_USER_TYPE_RANK = {code: i for i, code in enumerate(USER_TYPE_ORDER)}
+_CLAUSE_BREAKS = frozenset(",.;:!?。;、\n~…")
+
+
+def normalize_text(text: str) -> str:
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
+class Hit(NamedTuple):  # a NamedTuple: several per message, cheap to build
+    label: str
+    term: str
+    start: int
+    end: int
+    weight: float
+
+
+class TermMatcher:
+    """Finds weighted keywords (substrings) and regex patterns in one pass.
+
+    A keyword hit strictly inside a longer keyword hit of the same group is dropped, whatever its label:
+    "说好的" hides "好的", "不配合" hides "配合". Labels are in group "" unless `groups` says otherwise
+    (so one scan can serve independent readers, e.g. the sentiment lexicon). Pattern hits are kept.
+    """
+
+    def __init__(
+        self,
+        keywords: Mapping[str, Mapping[str, float]],
+        patterns: Mapping[str, Iterable[tuple[re.Pattern[str], float]]] | None = None,
+        groups: Mapping[str, str] | None = None,
+    ) -> None:
+        entries: dict[str, list[tuple[str, float]]] = defaultdict(list)
+        for label, terms in keywords.items():
+            for term, weight in terms.items():
+                norm = normalize_text(term)
+                if norm and weight > 0:
+                    entries[norm].append((label, weight))
+        # The regex below reports only the longest keyword at each position; every other keyword
+        # starting there is a prefix of it, so each term carries its keyword prefixes, longest first:
+        # term -> ((label, weight, length), ...).
+        self._labels = {
+            term: tuple(
+                (label, weight, k)
+                for k in range(len(term), 0, -1)
+                if term[:k] in entries
+                for label, weight in entries[term[:k]]
+            )
+            for term in entries
+        }
+        # One lookahead over a trie of the keywords: the C regex engine finds the longest keyword
+        # starting at every position (overlaps included).
+        first = re.escape("".join(sorted({t[0] for t in entries})))
+        self._keywords = re.compile(f"(?=[{first}])(?=({_trie_regex(entries)}))") if entries else None
+        self._patterns = [(label, p, w) for label, ps in (patterns or {}).items() for p, w in ps if w > 0]
+        self._groups = dict(groups or {})
+
+    def scan(self, text: str) -> list[Hit]:
+        hits: list[Hit] = []
+        if self._keywords is not None:
+            labels = self._labels
+            for m in self._keywords.finditer(text):
+                term = m.group(1)
+                start = m.start()
+                for label, w, length in labels[term]:
+                    hits.append(Hit(label, term[:length], start, start + length, w))
+            if len(hits) > 1:
+                hits = self._drop_nested(hits)
+        for label, pattern, weight in self._patterns:
+            m = pattern.search(text)
+            if m is not None:
+                hits.append(Hit(label, m.group(0), m.start(), m.end(), weight))
+        return hits
+
+    def _drop_nested(self, hits: list[Hit]) -> list[Hit]:
+        """Hits come ordered by start, the longest first at each start."""
+        groups = self._groups
+        kept: list[Hit] = []
+        cover: dict[str, tuple[int, int]] = {}  # group -> span of its furthest-reaching kept hit
+        for h in hits:
+            group = groups.get(h.label, "")
+            span = cover.get(group)
+            if span is not None and h.end <= span[1] and (h.start, h.end) != span:
+                continue
+            kept.append(h)
+            if span is None or h.end > span[1]:
+                cover[group] = (h.start, h.end)
+        return kept
+
+
+def _trie_regex(terms: Iterable[str]) -> str:
+    """A regex matching any of `terms`, longest first, shaped as a trie (far fewer branches to try)."""
+    trie: dict[str, dict] = {}
+    for term in terms:
+        node = trie
+        for ch in term:
+            node = node.setdefault(ch, {})
+        node[""] = {}  # a term ends here
+
+    def build(node: dict[str, dict]) -> str:
+        alternatives = [re.escape(ch) + build(child) for ch, child in sorted(node.items()) if ch]
+        if not alternatives:
+            return ""
+        if len(alternatives) == 1 and "" not in node:
+            return alternatives[0]
+        body = "|".join(alternatives)
+        return f"(?:{body})?" if "" in node else f"(?:{body})"  # greedy: the longer term first
+
+    return build(trie)
+
+
+class Negation:
+    """Is a word at `start` negated? A negator within `window` characters before it, in the same
+    clause, that is not part of an exception word ("不小心", "是不是")."""
+
+    def __init__(self, negators: Iterable[str], exceptions: Iterable[str], window: int) -> None:
+        self.negators = frozenset(negators)
+        self.window = window
+        # negator character -> [(exception word, offset of the negator inside it)]
+        self._exceptions: dict[str, list[tuple[str, int]]] = defaultdict(list)
+        for word in exceptions:
+            word = normalize_text(word)
+            for k, ch in enumerate(word):
+                if ch in self.negators:
+                    self._exceptions[ch].append((word, k))
+
+    def starts_negated(self, term: str) -> bool:
+        return term[:1] in self.negators
+
+    def before(self, text: str, start: int, window: int | None = None) -> str | None:
+        """The negator found before `start`, or None."""
+        low = max(0, start - (self.window if window is None else window))
+        for j in range(start - 1, low - 1, -1):
+            ch = text[j]
+            if ch in _CLAUSE_BREAKS:
+                return None
+            if ch in self.negators and not self._in_exception(text, j):
+                return ch
+        return None
+
+    def _in_exception(self, text: str, j: int) -> bool:
+        return any(text.startswith(word, j - k) for word, k in self._exceptions.get(text[j], ()) if j >= k)
+
+
+@dataclass(slots=True)
+class TypeDecision:
+    message_type: str | None
+    confidence: float
+    reason: str
+    need_reply: bool = False
+    staff_command: str | None = None
+    # The text that was scanned and every hit in it (None when no text was read), so that other
+    # readers of the same scan (the sentiment lexicon) need not scan again.
+    text: str = ""
+    hits: list[Hit] | None = None
+
+
+@dataclass(slots=True)
+class _Votes:
+    scores: dict[str, float] = field(default_factory=lambda: defaultdict(float))
+    terms: dict[str, list[str]] = field(default_factory=lambda: defaultdict(list))
+
+    def add(self, label: str, weight: float, term: str) -> None:
+        self.scores[label] += weight
+        self.terms[label].append(term)
+
+    def move(self, source: str, target: str, why: str) -> None:
+        if self.scores.get(source, 0.0) > 0:
+            self.scores[target] += self.scores.pop(source)
+            self.terms[target].extend(f"{t}<{why}" for t in self.terms.pop(source, []))
+
+
+def confidence(top: float, runner_up: float) -> float:
+    """0.45 for a bare threshold win, towards 0.95 for a large, uncontested score."""
+    margin = max(0.0, top - 0.5 * runner_up)
+    return round(min(0.95, 0.45 + 0.5 * (1.0 - math.exp(-margin / 2.0))), 2)
+
+
+def _has_alnum(text: str) -> bool:
+    return any(ch.isalnum() for ch in text)
+
+
+def _readable(text: str) -> bool:
+    """Enough text to be small talk: two letters/CJK characters."""
+    return sum(ch.isalpha() for ch in text) >= 2
+
+
+_FLAG_LABELS = frozenset({"peer", "to_us", "request", "hypothetical"})
+
+
+class MessageTypeRules:
+    """Message type, confidence, reason, need_reply and staff command of one message, by rules.
+
+    `extra_keywords` ({label: {term: weight}}) are found by the same scan in a group of their own
+    (they never hide or are hidden by a type keyword) and handed back in `TypeDecision.hits`.
+    """
+
+    def __init__(
+        self,
+        config: BusinessConfig,
+        senders: SenderResolver | None = None,
+        extra_keywords: Mapping[str, Mapping[str, float]] | None = None,
+    ) -> None:
+        c: ClassifierConfig = config.classifier
+        self.c = c
+        self.senders = senders or SenderResolver(config)
+        self.negation = Negation(c.negators, c.negation_exceptions, c.negation_window)
+        self.question = c.question_regex
+        self._user_rules: dict[str, TermRules] = {code: getattr(c.user, code) for code in USER_TYPE_ORDER}
+        resp = self.responses = c.responses
+        self._responded = frozenset(normalize_text(w) for w in resp.responded)
+        self._question_suffixes = frozenset(normalize_text(w) for w in resp.question_suffixes)
+        # A message made only of acknowledgements, fillers and punctuation/emoji ("好的好的~", "现在可以").
+        ack_words = sorted({normalize_text(w) for w in [*resp.responded, *resp.acknowledgements, *resp.fillers]},
+                           key=len, reverse=True)
+        self._ack_only = re.compile("(?:" + "|".join(map(re.escape, ack_words)) + r"|\W|_)+")
+        extra = dict(extra_keywords or {})
+        groups = dict.fromkeys(extra, "extra")
+        self._user = TermMatcher(
+            {
+                **{code: r.keywords for code, r in self._user_rules.items()},
+                "peer": dict.fromkeys(c.peer_words, 1.0),
+                "to_us": dict.fromkeys(c.addressee_words, 1.0),
+                "request": dict.fromkeys(c.request_words, 1.0),
+                "hypothetical": dict.fromkeys(c.hypothetical_words, 1.0),
+                "ack": dict.fromkeys([*resp.responded, *resp.acknowledgements], 1.0),
+                "refused": {**dict.fromkeys(resp.refused, resp.refused_weight), **resp.refusal_words},
+                **extra,
+            },
+            {code: r.compiled_patterns for code, r in self._user_rules.items()},
+            groups,
+        )
+        s = c.staff
+        self._staff = TermMatcher(
+            {"reply": s.reply.keywords, "task": s.task.keywords, "other": s.other.keywords, **extra},
+            {"reply": s.reply.compiled_patterns, "task": s.task.compiled_patterns, "other": s.other.compiled_patterns},
+            groups,
+        )
+        o = c.operator
+        self._operator = TermMatcher(
+            {
+                "hard": o.tone_hard.keywords,
+                "polite": o.politeness,
+                "assign": o.assign.keywords,
+                "other": o.other.keywords,
+                **extra,
+            },
+            {"hard": o.tone_hard.compiled_patterns, "assign": o.assign.compiled_patterns,
+             "other": o.other.compiled_patterns},
+            groups,
+        )
+        self._self_subjects = tuple(sorted((normalize_text(w) for w in o.self_subjects), key=len, reverse=True))
+        self._commands = [(normalize_text(k), v) for k, v in c.staff_commands.items()]
+        self._reply_types = frozenset(c.reply_types)
+        self._always_reply = frozenset(c.always_reply_types)
+
+    # -----------------------------------------------------------------------------------------
+    def decide(self, m: Message, sender_type: SenderType, text: str | None = None) -> TypeDecision:
+        """`text` is `text_of(m)` when the caller already has it."""
+        if sender_type == "robot":
+            return TypeDecision(None, 1.0, "robot message: recorded, never typed")
+        if text is None:
+            text = self.text_of(m)
+        if m.text_type not in TEXT_KINDS or not text.strip():
+            if sender_type in ("staff", "assistant") and m.text_type in TEXT_KINDS and self._owner_mentions(m):
+                return TypeDecision("staff_at_user", 0.7, "bare @ of an owner: a reminder", text=text, hits=[])
+            return self._non_text(m, sender_type)
+        if sender_type == "user":
+            return self._user_type(m, text)
+        command, text = self._command(text)
+        # staff and assistants share the staff codes
+        d = self._operator_type(m, text) if sender_type == "operator" else self._staff_type(m, text)
+        if command is not None:
+            d.staff_command = command
+            d.reason = f"command {command}; {d.reason}"
+        return d
+
+    def text_of(self, m: Message) -> str:
+        """Normalised text without @mentions (a mentioned name is not content)."""
+        text = m.text or m.raw_text
+        for name in m.mentions:
+            text = text.replace("@" + name, " ")
+        return normalize_text(text)
+
+    def is_question(self, text: str) -> bool:
+        return self.question.search(text) is not None
+
+    # -----------------------------------------------------------------------------------------
+    def _non_text(self, m: Message, sender_type: SenderType) -> TypeDecision:
+        kind = m.content_kind if m.text_type not in TEXT_KINDS else "empty text"
+        if sender_type == "user":
+            if kind == "video":
+                return TypeDecision("chat_cooperation", 0.5, "video: taken as the requested video")
+            return TypeDecision("chat_other", 0.6, kind)
+        code = "operator_other" if sender_type == "operator" else "staff_other"
+        return TypeDecision(code, 0.7, kind)
+
+    def _command(self, text: str) -> tuple[str | None, str]:
+        found = [(text.find(k), k, v) for k, v in self._commands if k in text]
+        if not found:
+            return None, text
+        command = min(found)[2]
+        for _, k, _ in found:
+            text = text.replace(k, " ")
+        return command, text
+
+    def _owner_mentions(self, m: Message) -> list[str]:
+        return [n for n in m.mentions if self.senders.sender_type(n, m.room_type) == "user"]
+
+    # -----------------------------------------------------------------------------------------
+    def _user_type(self, m: Message, text: str) -> TypeDecision:
+        c = self.c
+        hits = self._user.scan(text)
+        votes = _Votes()
+        flags: set[str] = set()
+        notes: list[str] = []
+        acks: list[Hit] = []
+        typed_starts = {h.start for h in hits if h.label in self._user_rules}
+        for h in hits:
+            label = h.label
+            rules = self._user_rules.get(label)
+            if rules is not None:
+                if (
+                    rules.negatable
+                    and not self.negation.starts_negated(h.term)
+                    and self.negation.before(text, h.start)
+                ):
+                    notes.append(f"negated {h.term}")
+                    continue
+                votes.add(label, h.weight, h.term)
+            elif label == "ack":
+                if text[h.end : h.end + 1] in self._question_suffixes:
+                    continue  # a question, not an answer
+                if h.term in self._responded and self.negation.before(text, h.start, window=1):
+                    votes.add("chat_cooperation", self.responses.negated_response_weight,
+                              f"{text[h.start - 1]}{h.term}")
+                    flags.add("refused")
+                    continue
+                acks.append(h)
+            elif label == "refused":
+                if h.end in typed_starts:
+                    continue  # "不想投诉": the word negates the next one, it refuses nothing
+                votes.add("chat_cooperation", h.weight, h.term)
+                flags.add("refused")
+            elif label in _FLAG_LABELS:
+                flags.add(label)
+
+        question = self.is_question(text)
+        if question:
+            flags.add("question")
+        if m.at_me:
+            flags.add("to_us")
+        for name in m.mentions:
+            flags.add("peer" if self.senders.sender_type(name, m.room_type) == "user" else "to_us")
+
+        if acks:
+            self._acknowledgement(text, acks, votes, flags)
+        self._context(votes, flags, hits)
+
+        ranked = sorted(votes.scores.items(), key=lambda kv: (-kv[1], _USER_TYPE_RANK[kv[0]]))
+        context = sorted(flags) + notes
+        if ranked and ranked[0][1] >= c.threshold:
+            code, top = ranked[0]
+            runner_up = ranked[1][1] if len(ranked) > 1 else 0.0
+            conf = confidence(top, runner_up)
+            if "ack_only" in flags and code == "chat_cooperation":
+                conf = max(conf, 0.9)
+            reason = f"{code} {top:.1f}: " + ", ".join(votes.terms[code])
+        elif not _has_alnum(text):
+            code, conf, reason = "chat_other", 0.6, "no readable text"
+        elif question:
+            code, conf, reason = "chat_daily", 0.45, "ordinary question"
+        elif _readable(text):
+            code, conf, reason = "chat_daily", 0.35, "small talk (no rule fired)"
+        else:
+            code, conf, reason = "chat_other", 0.5, "too short to read"
+        if context:
+            reason += " | " + ", ".join(context)
+        return TypeDecision(code, conf, reason, self._need_reply(code, flags, m), text=text, hits=hits)
+
+    def _acknowledgement(self, text: str, acks: list[Hit], votes: _Votes, flags: set[str]) -> None:
+        if self._ack_only.fullmatch(text):
+            votes.add("chat_cooperation", self.responses.ack_only_weight, acks[0].term)
+            flags.update(("ack_only", "responded"))
+            return
+        # An acknowledgement opening a clause ("好的，马上弄"); inside a clause "在" or "可以" mean nothing.
+        for h in acks:
+            if h.start == 0 or text[h.start - 1] in _CLAUSE_BREAKS or text[h.start - 1] == " ":
+                votes.add("chat_cooperation", self.responses.ack_weight, h.term)
+                flags.add("responded")
+                return
+
+    def _context(self, votes: _Votes, flags: set[str], hits: list[Hit]) -> None:
+        c = self.c
+        if "question" in flags or "hypothetical" in flags:
+            votes.move("chat_private_operation", "chat_daily", "asked")
+        peer, to_us = "peer" in flags, "to_us" in flags
+        if peer and not to_us:
+            strong = sum(
+                h.weight for h in hits if h.label == "chat_complaint" and h.weight >= c.complaint_strong_weight
+            )
+            soft = votes.scores.get("chat_complaint", 0.0) - strong
+            if soft > 0:
+                votes.scores["chat_complaint"] = strong
+                votes.add("chat_complain_discuss", soft, "complaint words between owners")
+            if "question" in flags:
+                votes.add("chat_complain_discuss", c.peer_question_weight, "owners asking each other")
+        elif to_us and not peer:
+            votes.move("chat_complain_discuss", "chat_complaint", "to us")
+
+    def _need_reply(self, code: str, flags: set[str], m: Message) -> bool:
+        """RULES.md §5: a question or request addressed to us, of a type that gets replies."""
+        if code not in self._reply_types:
+            return False
+        if "peer" in flags and "to_us" not in flags:
+            return False
+        if code in self._always_reply:
+            return True
+        if "refused" in flags or "ack_only" in flags:
+            return False
+        return bool(m.at_me or {"question", "request"} & flags)
+
+    # -----------------------------------------------------------------------------------------
+    def _staff_type(self, m: Message, text: str) -> TypeDecision:
+        s = self.c.staff
+        hits = self._staff.scan(text)
+        if m.room_type in INTERNAL_ROOM_TYPES:
+            return TypeDecision("staff_other", 0.8, "internal room: no owner to address", text=text, hits=hits)
+        if not _has_alnum(text):
+            return TypeDecision("staff_other", 0.7, "no readable text", text=text, hits=hits)
+        scores: dict[str, float] = defaultdict(float)
+        terms: dict[str, list[str]] = defaultdict(list)
+        for h in hits:
+            scores[h.label] += h.weight
+            terms[h.label].append(h.term)
+        reply, task, other = scores["reply"], scores["task"], scores["other"]
+
+        def why(label: str) -> str:
+            return ", ".join(terms[label])
+
+        owners = self._owner_mentions(m)
+        if owners:
+            if reply >= s.at_reply_min and reply > task:
+                code, conf, reason = "staff_reply_user", confidence(reply, task), f"@{owners[0]} with an answer: {why('reply')}"
+            else:
+                code, conf, reason = "staff_at_user", 0.9 if task else 0.75, f"@{owners[0]}: {why('task') or 'mention'}"
+        elif self.is_question(text):
+            code, conf, reason = "staff_ask_user", 0.75, "question"
+        elif reply >= s.reply_threshold and reply > other:
+            code, conf, reason = "staff_reply_user", confidence(reply, other), f"answer: {why('reply')}"
+        elif other:
+            code, conf, reason = "staff_other", confidence(other, reply), f"other: {why('other')}"
+        else:
+            code, conf, reason = "staff_other", 0.4, "no rule fired"
+        return TypeDecision(code, conf, reason, text=text, hits=hits)
+
+    # -----------------------------------------------------------------------------------------
+    def _operator_type(self, m: Message, text: str) -> TypeDecision:
+        o = self.c.operator
+        hits = self._operator.scan(text)
+        hard = polite = assign = other = 0.0
+        hard_terms: list[str] = []
+        assign_terms: list[str] = []
+        notes: list[str] = []
+        for h in hits:
+            if h.label == "hard":
+                if not self.negation.starts_negated(h.term) and self.negation.before(text, h.start):
+                    notes.append(f"negated {h.term}")
+                elif text[: h.start].rstrip().endswith(self._self_subjects):
+                    notes.append(f"own action {h.term}")
+                else:
+                    hard += h.weight
+                    hard_terms.append(h.term)
+            elif h.label == "polite":
+                polite += h.weight
+            elif h.label == "assign":
+                assign += h.weight
+                assign_terms.append(h.term)
+            elif h.label == "other":
+                other += h.weight
+        exclamations = text.count("!")
+        if exclamations > o.exclamation_limit:
+            hard += o.exclamation_weight
+            hard_terms.append(f"{exclamations}x!")
+        if hard_terms and hard - polite >= o.hard_threshold:
+            reason = "harsh: " + ", ".join(hard_terms) + (f" (politeness -{polite:.1f})" if polite else "")
+            return TypeDecision("operator_tone_hard", confidence(hard - polite, 0.0), reason, text=text, hits=hits)
+        owners = self._owner_mentions(m)
+        if owners:
+            assign += o.mention_weight
+            assign_terms.append(f"@{owners[0]}")
+        assign -= other
+        if assign >= o.assign_threshold:
+            return TypeDecision("operator_assign_user", confidence(assign, 0.0), "task: " + ", ".join(assign_terms),
+                                text=text, hits=hits)
+        reason = "no task or harsh words" + (" | " + ", ".join(notes) if notes else "")
+        return TypeDecision("operator_other", 0.5, reason, text=text, hits=hits)
+
+
+# ---------------------------------------------------------------------------------------------
+ResponseStatus = Literal["responded", "refused"]
+
+
+class ResponseDetector:
+    """RULES.md §7 user-response monitoring after a staff @: `responded` on a response word, `refused`
+    on a refusal word or a negated response word ("现在不行"); a refusal wins over a response."""
+
+    def __init__(self, config: ClassifierConfig) -> None:
+        self._negation = Negation(config.negators, config.negation_exceptions, config.negation_window)
+        self._matcher = TermMatcher(
+            {
+                "responded": dict.fromkeys(config.responses.responded, 1.0),
+                "refused": dict.fromkeys(config.responses.refused, 1.0),
+            }
+        )
+        self._question_suffixes = frozenset(normalize_text(w) for w in config.responses.question_suffixes)
+
+    def status(self, text: str) -> ResponseStatus | None:
+        text = normalize_text(text)
+        responded = False
+        for h in self._matcher.scan(text):
+            if h.label == "refused" or self._negation.before(text, h.start, window=1):
+                return "refused"
+            if text[h.end : h.end + 1] not in self._question_suffixes:
+                responded = True
+        return "responded" if responded else None
