@@ -71,7 +71,8 @@ class CountingSink(DynamicSink):
 
 def bench_replay(n: int) -> None:
     settings = Settings()
-    classifier, extra = make_classifier(settings, BusinessConfig())
+    config = BusinessConfig()
+    classifier, extra = make_classifier(settings, config)
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "archive.jsonl"
         path.write_bytes(b"\n".join(synthetic(n)) + b"\n")
@@ -79,7 +80,7 @@ def bench_replay(n: int) -> None:
         source = ArchiveSource(path, timedelta(seconds=settings.replay_tick_interval_s))
         loaded = time.perf_counter()
         sink = CountingSink()
-        run_main(build_flow(source, FlowSinks(events=[sink]), classifier, flow_options(settings), extra_events=extra))
+        run_main(build_flow(source, FlowSinks(events=[sink]), classifier, flow_options(settings, config), extra_events=extra))
         done = time.perf_counter()
     print(f"replay: {n} records ({type(classifier).__name__}): load+sort {loaded - started:.2f} s, "
           f"flow {done - loaded:.2f} s -> {n / (done - loaded):,.0f} records/s, {sink.box[0]} events")
@@ -89,9 +90,9 @@ def bench_kafka(n: int) -> None:
     import psycopg
     from bytewax.connectors.kafka import KafkaSource
     from confluent_kafka import Producer
-    from sinks.postgres import PostgresEventSink
 
     from sinks.kafka import ModelKafkaSink
+    from sinks.postgres import PostgresEventSink
     from worktool.embedded import EmbeddedKafka, EmbeddedPostgres
     from worktool.kafka_admin import ensure_topics
     from worktool.migrate import apply_up
@@ -111,12 +112,13 @@ def bench_kafka(n: int) -> None:
                 except BufferError:
                     p.poll(0.1)
         p.flush(60)
-        classifier, extra = make_classifier(settings, BusinessConfig())
+        config = BusinessConfig()
+        classifier, extra = make_classifier(settings, config)
         source = KafkaSource([kafka.url], [settings.topic_raw], tail=False, batch_size=1000)
         count = CountingSink()
         sinks = FlowSinks(events=[ModelKafkaSink(kafka.url, settings.topic_monitor), PostgresEventSink(pg.url), count])
         started = time.perf_counter()
-        run_main(build_flow(source, sinks, classifier, flow_options(settings), extra_events=extra))
+        run_main(build_flow(source, sinks, classifier, flow_options(settings, config), extra_events=extra))
         elapsed = time.perf_counter() - started
         with psycopg.connect(pg.url) as conn:
             rows = conn.execute("select count(*) from session_messages").fetchone()[0]

@@ -24,8 +24,10 @@ from pydantic import ValidationError
 
 from operators.classify import Classifier
 from operators.parse import parse_message
-from operators.shard import ClassifiedMessage, DedupShard, ParsedMessage, SessionShard, shard_for
+from operators.sentiment import SatisfactionTracker
+from operators.shard import ClassifiedMessage, DedupShard, ParsedMessage, SessionShard, ShardPolicy, shard_for
 from operators.timers import Tick
+from worktool.config import BusinessConfig
 from worktool.models import (
     DlqRecord,
     Message,
@@ -51,6 +53,10 @@ class FlowSinks:
 class FlowOptions:
     shards: int = 16
     dedup_window: timedelta = timedelta(seconds=10)
+    config: BusinessConfig = field(default_factory=BusinessConfig)
+
+    def policy(self) -> ShardPolicy:
+        return ShardPolicy(self.dedup_window, SatisfactionTracker(self.config.classifier.satisfaction))
 
 
 def _raw_bytes(item: Any) -> bytes | Tick | None:
@@ -147,14 +153,10 @@ def build_flow(
         op.output(f"dlq_out_{i}", split.trues, sink)
 
     keyed = op.flat_map("shard", split.falses, _keyed(opts.shards))
-    window = opts.dedup_window
-    deduped = op.stateful_flat_map(
-        "dedup", keyed, lambda s, v: _on(s, v, lambda: DedupShard(window))
-    )
+    policy = opts.policy()
+    deduped = op.stateful_flat_map("dedup", keyed, lambda s, v: _on(s, v, DedupShard, policy))
     classified = op.flat_map_batch("classify", deduped, _classify_batch(classifier))
-    outputs = op.stateful_flat_map(
-        "sessions", classified, lambda s, v: _on(s, v, SessionShard)
-    )
+    outputs = op.stateful_flat_map("sessions", classified, lambda s, v: _on(s, v, SessionShard, policy))
     values: Stream[Any] = op.key_rm("unshard", outputs)
     if extra_events is not None:
         drained = op.flat_map_batch("extra_events", values, lambda batch: [*batch, *extra_events()])
@@ -170,11 +172,11 @@ def build_flow(
     return flow
 
 
-def _on(state: Any, value: Any, factory: Callable[[], Any]) -> tuple[Any, list[Any]]:
+def _on(state: Any, value: Any, factory: Callable[[], Any], policy: ShardPolicy) -> tuple[Any, list[Any]]:
     """op.stateful_flat_map adapter: the state is the shard processor itself."""
     if state is None:
         state = factory()
-    return state, state.on_item(value)
+    return state, state.on_item(value, policy)
 
 
 __all__ = ["FlowOptions", "FlowSinks", "build_flow", "parse"]

@@ -23,8 +23,10 @@ from worktool.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 
-def flow_options(settings: Settings) -> FlowOptions:
-    return FlowOptions(shards=settings.shards, dedup_window=timedelta(seconds=settings.dedup_window_s))
+def flow_options(settings: Settings, config: BusinessConfig) -> FlowOptions:
+    return FlowOptions(
+        shards=settings.shards, dedup_window=timedelta(seconds=settings.dedup_window_s), config=config
+    )
 
 
 def ai_call_event(call: dict) -> MonitorEvent:
@@ -75,4 +77,4 @@ def live_flow() -> Dataflow:
         heartbeat=[HeartbeatSink(settings.redis_url)],
     )
     log.info("live dataflow: %s -> %s, postgres, %s", settings.topic_raw, settings.topic_monitor, settings.topic_dlq)
-    return build_flow([kafka, ticks], sinks, classifier, flow_options(settings), extra_events=extra)
+    return build_flow([kafka, ticks], sinks, classifier, flow_options(settings, config), extra_events=extra)

@@ -50,7 +50,7 @@ def replay_archive(
             task = bar.add_task("replay", total=source.record_count)
             source.on_progress = lambda n: bar.advance(task, n)
         sinks = FlowSinks(events=[JsonlSink(out)], dlq=[TestingSink(rejected)])
-        run_main(build_flow(source, sinks, classifier, flow_options(settings), extra_events=extra))
+        run_main(build_flow(source, sinks, classifier, flow_options(settings, config), extra_events=extra))
     out.flush()
     return source.record_count, rejected
 

@@ -34,12 +34,14 @@ class Verdict:
 
 @dataclass
 class Deduplicator:
-    window: timedelta
+    """State only; the window is policy and passed in, so a configuration change applies after a
+    restart from a snapshot."""
+
     _seen: dict[str, _Seen] = field(default_factory=dict)
 
-    def observe(self, fp: str, message_id: str, robot_id: str, at: datetime) -> Verdict:
+    def observe(self, fp: str, message_id: str, robot_id: str, at: datetime, window: timedelta) -> Verdict:
         entry = self._seen.get(fp)
-        if entry is not None and abs(at - entry.first_at) <= self.window:
+        if entry is not None and abs(at - entry.first_at) <= window:
             stamp = (robot_id, at)
             if stamp in entry.stamps:
                 return Verdict(True, entry.message_id, robot_is_new=False)
@@ -52,8 +54,8 @@ class Deduplicator:
         self._seen[fp] = _Seen(message_id, at, {robot_id}, {(robot_id, at)})
         return Verdict(False, message_id, robot_is_new=True)
 
-    def prune(self, now: datetime) -> None:
-        horizon = now - self.window
+    def prune(self, now: datetime, window: timedelta) -> None:
+        horizon = now - window
         while self._seen:
             fp, entry = next(iter(self._seen.items()))
             if entry.first_at >= horizon:

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from operators.dedup import Deduplicator
+from operators.sentiment import SatisfactionState, SatisfactionTracker
 from operators.timers import ShardClock, Tick
 from worktool.models import Classification, Message, MonitorEvent, RawRecord, ResultCallback
 
@@ -53,28 +54,32 @@ class RobotSighting:
 ShardInput = ParsedMessage | RawRecord | Tick
 
 
+@dataclass(frozen=True)
+class ShardPolicy:
+    """Configuration the shard steps apply. Kept out of the (snapshotted) state on purpose: a changed
+    configuration takes effect on restart even when the state is resumed from a snapshot."""
+
+    dedup_window: timedelta
+    satisfaction: SatisfactionTracker
+
+
 @dataclass
 class DedupShard:
-    window: timedelta
     clock: ShardClock = field(default_factory=ShardClock)
-    dedup: Deduplicator | None = None
+    dedup: Deduplicator = field(default_factory=Deduplicator)
     duplicates: int = 0
 
-    def __post_init__(self) -> None:
-        if self.dedup is None:
-            self.dedup = Deduplicator(self.window)
-
-    def on_item(self, item: ShardInput) -> list[Any]:
+    def on_item(self, item: ShardInput, policy: ShardPolicy) -> list[Any]:
         if isinstance(item, Tick):
             self.clock.advance(item.at)
-            self.dedup.prune(self.clock.now)
+            self.dedup.prune(self.clock.now, policy.dedup_window)
             return [item]
         if isinstance(item, RawRecord):
             self.clock.advance(item.received_at)
             return [item]
         msg = item.message
         self.clock.advance(msg.received_at)
-        verdict = self.dedup.observe(item.fp, msg.message_id, msg.robot_id, msg.received_at)
+        verdict = self.dedup.observe(item.fp, msg.message_id, msg.robot_id, msg.received_at, policy.dedup_window)
         if not verdict.is_duplicate:
             return [msg]
         self.duplicates += 1
@@ -93,14 +98,17 @@ class _Session:
 class SessionShard:
     clock: ShardClock = field(default_factory=ShardClock)
     sessions: dict[str, _Session] = field(default_factory=dict)
+    satisfaction: SatisfactionState = field(default_factory=SatisfactionState)
 
-    def on_item(self, item: ClassifiedMessage | RobotSighting | RawRecord | Tick) -> list[MonitorEvent | Tick]:
+    def on_item(
+        self, item: ClassifiedMessage | RobotSighting | RawRecord | Tick, policy: ShardPolicy
+    ) -> list[MonitorEvent | Tick]:
         if isinstance(item, Tick):
             self.clock.advance(item.at)
             # Forwarded so the runner can publish a liveness heartbeat (the sink throttles it).
             return [item]
         if isinstance(item, ClassifiedMessage):
-            return self._on_message(item)
+            return self._on_message(item, policy)
         if isinstance(item, RobotSighting):
             self.clock.advance(item.at)
             return self._robot_seen(item.session_id, item.robot_id, item.at, group_name=None, target=None)
@@ -123,9 +131,16 @@ class SessionShard:
             )
         ]
 
-    def _on_message(self, cm: ClassifiedMessage) -> list[MonitorEvent]:
+    def _on_message(self, cm: ClassifiedMessage, policy: ShardPolicy) -> list[MonitorEvent]:
         m, c = cm.message, cm.classification
         self.clock.advance(m.received_at)
+        satisfaction = None
+        if c.sender_type == "user" and c.sentiment is not None:
+            # Rolling per-user satisfaction; a display name is only unique within its conversation.
+            satisfaction = policy.satisfaction.observe(
+                self.satisfaction, f"{m.session_id}\x1f{m.sender_name}", c.sentiment, m.received_at,
+                complaint=c.message_type == "chat_complaint",
+            )
         events = self._robot_seen(m.session_id, m.robot_id, m.received_at, m.group_name, m.reply_target)
         session = self.sessions[m.session_id]
         session.message_count += 1
@@ -145,7 +160,7 @@ class SessionShard:
                     "sentiment": c.sentiment,
                     "need_reply": c.need_reply,
                     "staff_command": c.staff_command,
-                    "satisfaction": None,
+                    "satisfaction": satisfaction,
                     "sender_name": m.sender_name,
                     "text": m.text,
                     "raw_text": m.raw_text,

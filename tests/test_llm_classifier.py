@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+
 from fakes.classify_stubs import FakeClock, StubRules, make_message
 from fakes.llm_servers import (
     DEFAULT_ANSWER,
@@ -23,7 +24,6 @@ from fakes.llm_servers import (
     rejects_json_mode,
     slow,
 )
-
 from worktool.llm import LLMClassifier, Provider
 from worktool.llm.providers import Completion
 from worktool.settings import Settings

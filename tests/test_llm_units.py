@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from fakes.classify_stubs import FakeClock, StubRules, make_message
 
+from fakes.classify_stubs import FakeClock, StubRules, make_message
 from worktool.llm import LLMClassifier, classifier_for, make_provider
 from worktool.llm.breaker import CircuitBreaker
 from worktool.llm.prompt import build_messages
