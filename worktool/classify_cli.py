@@ -24,6 +24,12 @@ from worktool.settings import get_settings
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATASET = REPO_ROOT / "tests" / "data" / "labelled_messages.jsonl"
 ROSTER_NAME = "labelled_roster.yaml"  # looked up next to the dataset
+
+
+def roster_for(dataset: Path) -> Path:
+    """`x_messages.jsonl` uses `x_roster.yaml` beside it when present, else `labelled_roster.yaml`."""
+    own = dataset.with_name(dataset.stem.removesuffix("_messages") + "_roster.yaml")
+    return own if own.is_file() else dataset.parent / ROSTER_NAME
 MESSAGE_TYPE_TARGET = 0.95
 SENDER_TYPE_TARGET = 0.99
 _BATCH = 64  # records classified together (lets an LLM classifier work concurrently)
@@ -223,7 +229,7 @@ def cli_accuracy(dataset: Path | None = None, roster: Path | None = None, show_e
     if not dataset.is_file():
         console.print(f"[red]labelled set not found: {dataset}[/red]")
         return 2
-    roster = roster or (dataset.parent / ROSTER_NAME)
+    roster = roster or roster_for(dataset)
     try:
         config: BusinessConfig = load_config(roster if roster.is_file() else get_settings().config_path)
     except ConfigError as e:

@@ -110,11 +110,13 @@ def classify() -> None:
 @app.command()
 def accuracy(
     dataset: Annotated[Path | None, typer.Argument(help="Labelled JSONL set (default tests/data/labelled_messages.jsonl).")] = None,
+    roster: Annotated[Path | None, typer.Option(help="Roster YAML (default: X_roster.yaml or labelled_roster.yaml beside the set).")] = None,
+    errors: Annotated[bool, typer.Option("--errors", help="List the misclassified messages.")] = False,
 ) -> None:
     """Print the rule classifier's accuracy and confusion matrix on a labelled set."""
     from worktool.classify_cli import cli_accuracy
 
-    raise typer.Exit(cli_accuracy(dataset))
+    raise typer.Exit(cli_accuracy(dataset, roster, errors))
 
 
 if __name__ == "__main__":
