@@ -56,8 +56,7 @@ def parse_message(record: RawRecord) -> tuple[str, Message]:
     # but its length keeps two different images from collapsing into one.
     content_key = raw_text if body.textType == 1 or raw_text else f"<{body.textType}:{len(body.fileBase64 or '')}>"
     fp = fingerprint(session_id, body.receivedName, body.textType, content_key)
-    # Every field comes from validated models: construct without validating twice (hot path).
-    msg = Message.model_construct(
+    msg = Message(
         message_id=message_id_for(fp, record),
         session_id=session_id,
         robot_id=record.robot_id,

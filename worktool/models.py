@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -181,15 +182,16 @@ def raw_record_key(kind: str, robot_id: str, body: dict[str, Any]) -> str:
 SenderType = Literal["user", "staff", "operator", "assistant", "robot"]
 
 
-class Message(BaseModel):
-    """Canonical message parsed from a RawRecord of kind "message"."""
-
-    model_config = ConfigDict(frozen=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Message:
+    """Canonical message parsed from a RawRecord of kind "message". Built only by operators/parse.py
+    from validated callback bodies, so it is a plain dataclass: it is created for every record and a
+    pydantic model cost ~20 µs each on the dataflow's hot path."""
 
     message_id: str
     session_id: str
     robot_id: str  # the robot that reported it first
-    received_at: UtcDatetime
+    received_at: datetime  # UTC
     room_type: int
     is_group: bool
     group_name: str
