@@ -72,3 +72,18 @@ class RuleClassifier:
             need_reply=d.need_reply,
             staff_command=d.staff_command,
         )
+
+
+def classification_fields(message_id: str, c: Classification) -> dict[str, object]:
+    """The classification as published: one shape for `worktool classify` and `message_classified`."""
+    return {
+        "message_id": message_id,
+        "sender_type": c.sender_type,
+        "message_type": c.message_type,
+        "confidence": c.confidence,
+        "reason": c.reason,
+        "decided_by": c.decided_by,
+        "staff_command": c.staff_command,
+        "sentiment": c.sentiment,
+        "need_reply": c.need_reply,
+    }

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from operators.classify import classification_fields
 from operators.dedup import Deduplicator
 from operators.sentiment import SatisfactionState, SatisfactionTracker
 from operators.timers import ShardClock, Tick
@@ -160,15 +161,7 @@ class SessionShard(_FastCopy):
                 session_id=m.session_id,
                 robot_id=m.robot_id,
                 data={
-                    "message_id": m.message_id,
-                    "sender_type": c.sender_type,
-                    "message_type": c.message_type,
-                    "confidence": c.confidence,
-                    "reason": c.reason,
-                    "decided_by": c.decided_by,
-                    "sentiment": c.sentiment,
-                    "need_reply": c.need_reply,
-                    "staff_command": c.staff_command,
+                    **classification_fields(m.message_id, c),
                     "satisfaction": satisfaction,
                     "sender_name": m.sender_name,
                     "text": m.text,

@@ -14,7 +14,7 @@ from typing import Any, BinaryIO
 import orjson
 from pydantic import ValidationError
 
-from operators.classify import Classifier, RuleClassifier
+from operators.classify import Classifier, RuleClassifier, classification_fields
 from operators.parse import parse_mentions, parse_message
 from worktool.classifiers import build_classifier, close_classifier
 from worktool.config import BusinessConfig, ConfigError, load_config
@@ -106,24 +106,10 @@ def _first_error(e: ValidationError) -> str:
 def _flush(classifier: Classifier, pending: list[tuple[int, Message]], results: list[dict[str, Any]], out: Any) -> None:
     if pending:
         for (slot, m), c in zip(pending, classifier.classify_batch([m for _, m in pending]), strict=True):
-            results[slot] = classification_line(m, c)
+            results[slot] = classification_fields(m.message_id, c)
     for row in results:
         out.write(orjson.dumps(row) + b"\n")
     out.flush()
-
-
-def classification_line(m: Message, c: Classification) -> dict[str, Any]:
-    return {
-        "message_id": m.message_id,
-        "sender_type": c.sender_type,
-        "message_type": c.message_type,
-        "confidence": c.confidence,
-        "reason": c.reason,
-        "decided_by": c.decided_by,
-        "staff_command": c.staff_command,
-        "sentiment": c.sentiment,
-        "need_reply": c.need_reply,
-    }
 
 
 # ---------------------------------------------------------------------------------------------
