@@ -5,21 +5,30 @@ How a user's text is typed:
    keyword and pattern of the configuration (`TermMatcher`).
 2. Each keyword votes for its type; a keyword of a negatable type right after a negator is dropped
    ("不是投诉", "没有删").
-3. Context moves votes between types:
-   - a private operation asked about or supposed ("商品可以删吗", "如果我删了") is an ordinary question;
+3. Context moves votes between types (who is addressed, which speech act):
+   - a private operation asked about in its own clause or supposed ("商品可以删吗", "如果我删了") is an
+     ordinary question (owners asking each other: discussing); one reported, then asked about
+     ("我删了个视频，没事吧？"), stays the operation;
+   - a vocative opening the message ("姐妹们，…") makes a following "你们" mean the other owners;
+     owners speaking with each other ("我也是", "别急", an @ of an owner) with no other rule firing
+     are discussing (chat_complain_discuss), a mere greeting to everyone ("大家好") is not;
    - soft complaint words between owners (peer words, no @ of us) are grumbling (chat_complain_discuss),
      grumbling addressed to us is a complaint; strong words (投诉, 举报, 退款) stay complaints;
    - owners asking each other ("大家都结算了吗") are discussing;
-   - acknowledgements (RULES.md §7 response words) vote for cooperation; a negated one ("现在不行") and
-     the refusal words count as a refusal, which is cooperation too (the owner answers a request).
+   - acknowledgements (RULES.md §7 response words) vote for cooperation, also after fillers and time
+     words ("明天上午可以"); one negated by a refusal negator ("现在不行", not "没收到") and the refusal
+     words count as a refusal, which is cooperation too (the owner answers a request), unless supposed
+     ("早知道不弄了") or said in anger (complaint words: "不弄了，烦死了" is a complaint).
 4. The best score wins (ties by RULES.md priority); below `threshold` a question is chat_daily, other
    readable text small talk (chat_daily), and nothing readable (emoji, "。。。") chat_other.
 
-Staff and assistants: @ of an owner -> staff_at_user (staff_reply_user when the answer cues dominate),
-else a question -> staff_ask_user, answer cues -> staff_reply_user, else staff_other; in an internal
-room there is no owner, so staff_other. Operators: harsh words, insults and more than two "!" (softened
-by politeness, not counted for the operator's own action: "我马上安排") -> operator_tone_hard; task
-words and an @ of an owner -> operator_assign_user; else operator_other.
+Staff and assistants: @ of an owner (never "@我") -> by speech act: an answer -> staff_reply_user, a
+question without task cues (or ending on one) -> staff_ask_user, else staff_at_user; no @: a question -> staff_ask_user, answer cues -> staff_reply_user, else staff_other; in an internal
+room there is no owner, so staff_other. Operators: harsh words, insults, ultimatums and contempt
+patterns, more than two "!" (softened by politeness, not counted for the operator's own action: "我马上安排",
+nor in calm phrases: "马上就好") -> operator_tone_hard; task words (actions, deadlines, instructions to
+owners), made stronger by an @ of an owner (an @ alone assigns nothing) -> operator_assign_user; self
+introductions, reassurance and words to our own staff count against a task; else operator_other.
 
 Non-text messages are typed by kind: a user's video is taken as the requested selfie/work video
 (chat_cooperation), any other user media is chat_other with the kind as the reason (an after-sales
@@ -245,7 +254,23 @@ def _readable(text: str) -> bool:
     return sum(ch.isalpha() for ch in text) >= 2
 
 
-_FLAG_LABELS = frozenset({"peer", "to_us", "request", "hypothetical"})
+_FLAG_LABELS = frozenset({"request", "hypothetical"})
+
+
+def _clause_start(text: str, pos: int) -> int:
+    """Index where the clause holding `pos` begins."""
+    for j in range(pos - 1, -1, -1):
+        if text[j] in _CLAUSE_BREAKS:
+            return j + 1
+    return 0
+
+
+def _clause_end(text: str, pos: int) -> int:
+    """Index just past the clause holding `pos` (before its break)."""
+    for j in range(pos, len(text)):
+        if text[j] in _CLAUSE_BREAKS:
+            return j
+    return len(text)
 
 
 class MessageTypeRules:
@@ -270,6 +295,7 @@ class MessageTypeRules:
         resp = self.responses = c.responses
         self._responded = frozenset(normalize_text(w) for w in resp.responded)
         self._question_suffixes = frozenset(normalize_text(w) for w in resp.question_suffixes)
+        self._refusing = frozenset(resp.refusal_negators)  # "不行" refuses, "没收到" reports
         # A message made only of acknowledgements, fillers and punctuation/emoji ("好的好的~", "现在可以").
         ack_words = sorted({normalize_text(w) for w in [*resp.responded, *resp.acknowledgements, *resp.fillers]},
                            key=len, reverse=True)
@@ -280,6 +306,7 @@ class MessageTypeRules:
             {
                 **{code: r.keywords for code, r in self._user_rules.items()},
                 "peer": dict.fromkeys(c.peer_words, 1.0),
+                "vocative": dict.fromkeys(c.peer_vocatives, 1.0),
                 "to_us": dict.fromkeys(c.addressee_words, 1.0),
                 "request": dict.fromkeys(c.request_words, 1.0),
                 "hypothetical": dict.fromkeys(c.hypothetical_words, 1.0),
@@ -300,6 +327,7 @@ class MessageTypeRules:
         self._operator = TermMatcher(
             {
                 "hard": o.tone_hard.keywords,
+                "calm": dict.fromkeys(o.calm, 1.0),
                 "polite": o.politeness,
                 "assign": o.assign.keywords,
                 "other": o.other.keywords,
@@ -310,6 +338,8 @@ class MessageTypeRules:
             groups,
         )
         self._self_subjects = tuple(sorted((normalize_text(w) for w in o.self_subjects), key=len, reverse=True))
+        self._vocatives = frozenset(normalize_text(w) for w in c.peer_vocatives)
+        self._self_mentions = frozenset(normalize_text(w) for w in s.self_mentions)
         self._commands = [(normalize_text(k), v) for k, v in c.staff_commands.items()]
         self._reply_types = frozenset(c.reply_types)
         self._always_reply = frozenset(c.always_reply_types)
@@ -365,7 +395,10 @@ class MessageTypeRules:
         return command, text
 
     def _owner_mentions(self, m: Message) -> list[str]:
-        return [n for n in m.mentions if self.senders.sender_type(n, m.room_type) == "user"]
+        return [
+            n for n in m.mentions
+            if self.senders.sender_type(n, m.room_type) == "user" and normalize_text(n) not in self._self_mentions
+        ]
 
     # -----------------------------------------------------------------------------------------
     def _user_type(self, m: Message, text: str) -> TypeDecision:
@@ -376,6 +409,9 @@ class MessageTypeRules:
         notes: list[str] = []
         acks: list[Hit] = []
         typed_starts = {h.start for h in hits if h.label in self._user_rules}
+        addressed: list[str] = []  # addressee words ("你们", "客服")
+        vocative = False
+        supposed = -1  # start of the last hypothetical word ("早知道", "如果")
         for h in hits:
             label = h.label
             rules = self._user_rules.get(label)
@@ -391,7 +427,7 @@ class MessageTypeRules:
             elif label == "ack":
                 if text[h.end : h.end + 1] in self._question_suffixes:
                     continue  # a question, not an answer
-                if h.term in self._responded and self.negation.before(text, h.start, window=1):
+                if h.term in self._responded and self.negation.before(text, h.start, window=1) in self._refusing:
                     votes.add("chat_cooperation", self.responses.negated_response_weight,
                               f"{text[h.start - 1]}{h.term}")
                     flags.add("refused")
@@ -400,10 +436,29 @@ class MessageTypeRules:
             elif label == "refused":
                 if h.end in typed_starts:
                     continue  # "不想投诉": the word negates the next one, it refuses nothing
+                if supposed >= 0 and _clause_start(text, h.start) <= supposed:
+                    notes.append(f"supposed {h.term}")  # "早知道不弄了": regret, no answer to a request
+                    continue
                 votes.add("chat_cooperation", h.weight, h.term)
                 flags.add("refused")
+            elif label == "to_us":
+                addressed.append(h.term)
+            elif label == "peer":
+                flags.add("peer")
+                if h.term not in self._vocatives:
+                    flags.add("peer_talk")  # "我也是", "别急": speaking with another owner
+            elif label == "vocative":
+                # "姐妹们，…" opening the message: it speaks to the other owners
+                if _clause_start(text, h.start) == 0:
+                    vocative = True
+                    flags.add("peer")
             elif label in _FLAG_LABELS:
                 flags.add(label)
+                if label == "hypothetical":
+                    supposed = h.start
+        # after a vocative, "你们" means the owners addressed; other addressee words still mean us
+        if any(not (vocative and t.startswith("你")) for t in addressed):
+            flags.add("to_us")
 
         question = self.is_question(text)
         if question:
@@ -411,11 +466,14 @@ class MessageTypeRules:
         if m.at_me:
             flags.add("to_us")
         for name in m.mentions:
-            flags.add("peer" if self.senders.sender_type(name, m.room_type) == "user" else "to_us")
+            if self.senders.sender_type(name, m.room_type) == "user":
+                flags.update(("peer", "peer_talk"))
+            else:
+                flags.add("to_us")
 
         if acks:
             self._acknowledgement(text, acks, votes, flags)
-        self._context(votes, flags, hits)
+        self._context(text, votes, flags, hits)
 
         ranked = sorted(votes.scores.items(), key=lambda kv: (-kv[1], _USER_TYPE_RANK[kv[0]]))
         context = sorted(flags) + notes
@@ -428,6 +486,8 @@ class MessageTypeRules:
             reason = f"{code} {top:.1f}: " + ", ".join(votes.terms[code])
         elif not _has_alnum(text):
             code, conf, reason = "chat_other", 0.6, "no readable text"
+        elif "peer_talk" in flags and "to_us" not in flags:
+            code, conf, reason = "chat_complain_discuss", 0.4, "owners talking among themselves"
         elif question:
             code, conf, reason = "chat_daily", 0.45, "ordinary question"
         elif _readable(text):
@@ -438,23 +498,40 @@ class MessageTypeRules:
             reason += " | " + ", ".join(context)
         return TypeDecision(code, conf, reason, self._need_reply(code, flags, m), text=text, hits=hits)
 
+    def _act_asked(self, text: str, hits: list[Hit]) -> bool:
+        """Is the question in the clause of a private operation ("我可以删吗")? One reported and then
+        asked about ("我删了个视频，没事吧？") is still the operation."""
+        for h in hits:
+            if h.label == "chat_private_operation":
+                clause = text[_clause_start(text, h.start) : _clause_end(text, h.end)]
+                if self.question.search(clause) is not None:
+                    return True
+        return False
+
     def _acknowledgement(self, text: str, acks: list[Hit], votes: _Votes, flags: set[str]) -> None:
         if self._ack_only.fullmatch(text):
             votes.add("chat_cooperation", self.responses.ack_only_weight, acks[0].term)
             flags.update(("ack_only", "responded"))
             return
-        # An acknowledgement opening a clause ("好的，马上弄"); inside a clause "在" or "可以" mean nothing.
+        # An acknowledgement opening a clause ("好的，马上弄"), or making one with fillers and time
+        # words ("明天上午可以，今天在外地"); inside a clause "在" or "可以" mean nothing.
         for h in acks:
-            if h.start == 0 or text[h.start - 1] in _CLAUSE_BREAKS or text[h.start - 1] == " ":
+            start = _clause_start(text, h.start)
+            opens = start == h.start or text[h.start - 1] == " "
+            if opens or self._ack_only.fullmatch(text, start, _clause_end(text, h.end)):
                 votes.add("chat_cooperation", self.responses.ack_weight, h.term)
                 flags.add("responded")
                 return
 
-    def _context(self, votes: _Votes, flags: set[str], hits: list[Hit]) -> None:
+    def _context(self, text: str, votes: _Votes, flags: set[str], hits: list[Hit]) -> None:
         c = self.c
-        if "question" in flags or "hypothetical" in flags:
-            votes.move("chat_private_operation", "chat_daily", "asked")
         peer, to_us = "peer" in flags, "to_us" in flags
+        if votes.scores.get("chat_private_operation") and (
+            "hypothetical" in flags or ("question" in flags and self._act_asked(text, hits))
+        ):
+            # asking about or supposing an operation: an ordinary question, or owners asking each other
+            target = "chat_complain_discuss" if peer and not to_us and "question" in flags else "chat_daily"
+            votes.move("chat_private_operation", target, "asked")
         if peer and not to_us:
             strong = sum(
                 h.weight for h in hits if h.label == "chat_complaint" and h.weight >= c.complaint_strong_weight
@@ -467,6 +544,9 @@ class MessageTypeRules:
                 votes.add("chat_complain_discuss", c.peer_question_weight, "owners asking each other")
         elif to_us and not peer:
             votes.move("chat_complain_discuss", "chat_complaint", "to us")
+        if "refused" in flags and votes.scores.get("chat_complaint", 0.0) >= c.threshold:
+            # a refusal in anger ("不弄了，烦死了") is a complaint, not an answer to the request
+            votes.move("chat_cooperation", "chat_complaint", "angry refusal")
 
     def _need_reply(self, code: str, flags: set[str], m: Message) -> bool:
         """RULES.md §5: a question or request addressed to us, of a type that gets replies."""
@@ -499,12 +579,19 @@ class MessageTypeRules:
             return ", ".join(terms[label])
 
         owners = self._owner_mentions(m)
+        question = self.is_question(text)
         if owners:
-            if reply >= s.at_reply_min and reply > task:
+            # the speech act decides: an answer -> reply, a question -> ask, else a task or reminder;
+            # a message ending on a question asks, whatever answer-like words it holds
+            ends_asking = question and self.is_question(text[_clause_start(text, len(text.rstrip(" ?")) - 1):])
+            answers = (reply >= s.at_reply_min and reply > task) or (not task and not question and reply >= s.reply_threshold)
+            if answers and not (ends_asking and not task):
                 code, conf, reason = "staff_reply_user", confidence(reply, task), f"@{owners[0]} with an answer: {why('reply')}"
+            elif question and not task:
+                code, conf, reason = "staff_ask_user", 0.7, f"@{owners[0]} with a question"
             else:
                 code, conf, reason = "staff_at_user", 0.9 if task else 0.75, f"@{owners[0]}: {why('task') or 'mention'}"
-        elif self.is_question(text):
+        elif question:
             code, conf, reason = "staff_ask_user", 0.75, "question"
         elif reply >= s.reply_threshold and reply > other:
             code, conf, reason = "staff_reply_user", confidence(reply, other), f"answer: {why('reply')}"
@@ -546,7 +633,7 @@ class MessageTypeRules:
             reason = "harsh: " + ", ".join(hard_terms) + (f" (politeness -{polite:.1f})" if polite else "")
             return TypeDecision("operator_tone_hard", confidence(hard - polite, 0.0), reason, text=text, hits=hits)
         owners = self._owner_mentions(m)
-        if owners:
+        if owners and assign > 0:  # an @ makes a task of task words; alone it assigns nothing
             assign += o.mention_weight
             assign_terms.append(f"@{owners[0]}")
         assign -= other

@@ -243,6 +243,132 @@ def test_non_text_types_by_kind_and_sender():
     assert kind("这个码扫不了", text_type=15) == "chat_after_sales"  # a quoted reply is read as text
 
 
+# --- structure over phrases: who is addressed, the speech act, intensity ------------------------------
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # not for us at all: ads, chain messages, shared links, tests, the wrong group
+        ("不好意思，刚才那条发错了", "chat_other"),
+        ("走错群了哈哈", "chat_other"),
+        ("test", "chat_other"),
+        ("测试一下", "chat_other"),
+        ("低价转让一台九成新的平板，有意私聊", "chat_other"),
+        ("618大促，全场五折，需要的加我", "chat_other"),
+        ("谁有空帮我点个赞", "chat_other"),
+        ("https://mp.weixin.qq.com/s/abc 这篇文章写得好", "chat_other"),
+        # owners speaking with each other: solidarity, warnings, questions to the others
+        ("我也一样，等了一周了", "chat_complain_discuss"),
+        ("别急，我的号也是过了好几天才有流量", "chat_complain_discuss"),
+        ("家人们，你们的号都出单了吗", "chat_complain_discuss"),  # "你们" after a vocative: the owners
+        ("我跟你们讲，别信他们那一套", "chat_complain_discuss"),
+        ("同问，我也还没收到", "chat_complain_discuss"),  # "没收到" reports, it refuses nothing
+        ("你们有谁结算过了吗", "chat_complain_discuss"),
+        ("唉，早知道就不做了", "chat_complain_discuss"),  # regret, not a refusal
+        ("姐妹，你那个号现在一天能出几单", "chat_complain_discuss"),
+        ("有没有人跟我一样，号一直没流量", "chat_complain_discuss"),
+        ("一直没人回我，到底有没有人管", "chat_complaint"),  # asking for our people: to us
+        ("大家晚上好", "chat_daily"),  # a greeting to everyone is small talk
+        ("大家周末愉快", "chat_daily"),
+        # complaints: accusation, anger, money wrongly counted, promises broken, our people's doing
+        ("说好的三天到账，这都一周了？？", "chat_complaint"),
+        ("凭什么扣我佣金", "chat_complaint"),
+        ("你们这什么破平台，钱也不给，人也找不到", "chat_complaint"),
+        ("怎么又扣了我20块，谁扣的？", "chat_complaint"),
+        ("这个月才给我结了5块钱，开什么玩笑", "chat_complaint"),
+        ("佣金到底什么时候给？拖了半个月了！！", "chat_complaint"),
+        ("不是说不收费吗，怎么又要交钱", "chat_complaint"),
+        ("客服把我的视频都删了，谁让你们删的", "chat_complaint"),
+        ("我的号被你们搞成这样，怎么赔", "chat_complaint"),
+        ("我要退出，把押金退给我", "chat_complaint"),
+        # a refusal in anger is a complaint, a plain one an answer to the request
+        ("算了不弄了，一天到晚折腾人，气死我了", "chat_complaint"),
+        ("你们又让我重新认证，烦死了", "chat_complaint"),
+        ("今天不方便，改天吧", "chat_cooperation"),
+        # a refund as a noun, a commission question: ordinary questions
+        ("退货的订单佣金怎么算", "chat_daily"),
+        ("买家退款了佣金会扣吗", "chat_daily"),
+        ("佣金比例是多少", "chat_daily"),
+        # an act reported, then asked about, is still the act; one only considered is a question
+        ("我刚把头像换了，会影响吗？", "chat_private_operation"),
+        ("昨天我自己发了条视频，可以吧", "chat_private_operation"),
+        ("我把简介改了一下，没问题吧", "chat_private_operation"),
+        ("我可以删掉那个视频吗", "chat_daily"),
+        ("我想把昵称改一下", "chat_daily"),  # an intention, nothing done yet
+        # confirmations with a time: answers to a request
+        ("晚上8点可以", "chat_cooperation"),
+        ("明天可以，今天没空", "chat_cooperation"),
+        ("等下可以，码发我", "chat_cooperation"),
+        ("绑定好了，你们看下", "chat_cooperation"),
+        ("今天可以结算吗", "chat_daily"),  # "可以" inside a question answers nothing
+        ("好的谢谢", "chat_daily"),  # thanks close an answer
+        ("扫了还是提示失败", "chat_after_sales"),
+    ],
+)
+def test_user_structure(text, expected):
+    c = classify(text)
+    assert c.message_type == expected, c.reason
+
+
+@pytest.mark.parametrize(
+    ("text", "sender", "expected"),
+    [
+        # an @ of an owner: the speech act decides
+        ("@李哥穿搭 您的身份证是本人的吗？", STAFF, "staff_ask_user"),
+        ("@李哥穿搭 您那边现在还能登录吗？", STAFF, "staff_ask_user"),
+        ("@李哥穿搭 请今天把码扫一下", STAFF, "staff_at_user"),
+        ("@李哥穿搭 方便现在扫个码吗", STAFF, "staff_at_user"),  # a request put as a question
+        ("@李哥穿搭 不用担心，是正常的", STAFF, "staff_reply_user"),
+        ("@李哥穿搭 这个是系统延迟，明天就到账了", STAFF, "staff_reply_user"),
+        ("@李哥穿搭 您今天有空拍一下自拍视频吗", STAFF, "staff_at_user"),
+        ("我去开个会，有事@我", STAFF, "staff_other"),  # "@我" is the writer
+        ("一般两三天就恢复了，放心", ASSISTANT, "staff_reply_user"),
+        ("有问题直接在群里说就好", ASSISTANT, "staff_reply_user"),
+        # operators: harsh by structure (ultimatum, contempt, rhetorical challenge), not only by word
+        ("你到底还做不做？", OPERATOR, "operator_tone_hard"),
+        ("不想干就别干了，别耽误大家", OPERATOR, "operator_tone_hard"),
+        ("这么点事都做不好", OPERATOR, "operator_tone_hard"),
+        ("连个视频都拍不好，还做什么号", OPERATOR, "operator_tone_hard"),
+        ("都说了三遍了还不弄！", OPERATOR, "operator_tone_hard"),
+        ("你自己看看你拍的什么东西", OPERATOR, "operator_tone_hard"),
+        ("最后一次提醒，明天不交就清退", OPERATOR, "operator_tone_hard"),
+        # "马上" meaning "soon" is no urgency
+        ("马上就好，大家再等等", OPERATOR, "operator_other"),
+        ("系统马上恢复，稍等", OPERATOR, "operator_other"),
+        # a task needs an action for owners; an @, a role word or a reassurance is not one
+        ("各位号主明天上午10点之前把视频发群里", OPERATOR, "operator_assign_user"),
+        ("@李哥穿搭 这周五晚上8点开播，你准备一下", OPERATOR, "operator_assign_user"),
+        ("@李哥穿搭 明早9点前把商品上架好", OPERATOR, "operator_assign_user"),
+        ("把橱窗里那个商品下架一下", OPERATOR, "operator_assign_user"),
+        ("@李哥穿搭 没关系，这个是平台的问题", OPERATOR, "operator_other"),
+        ("@李哥穿搭 放心，这个不影响你的号", OPERATOR, "operator_other"),
+        ("我是新来的运营小李，以后多多关照", OPERATOR, "operator_other"),
+        ("你们售后跟进一下B群的认证", OPERATOR, "operator_other"),  # to our staff, not to owners
+        ("小王你跟一下李哥的认证", OPERATOR, "operator_other"),
+    ],
+)
+def test_colleague_structure(text, sender, expected):
+    c = classify(text, sender)
+    assert c.message_type == expected, c.reason
+
+
+def test_new_structure_lists_are_configurable():
+    config = BusinessConfig.model_validate({
+        "staff": [STAFF], "operators": [OPERATOR],
+        "classifier": {
+            "operator": {"calm": []},  # "马上就好" urgent again
+            "staff": {"self_mentions": []},
+            "peer_vocatives": [],  # "家人们，你们…" speaks to us again
+            "responses": {"refusal_negators": ["不", "没"]},
+        },
+    })
+    rules = RuleClassifier(config)
+    assert kind("马上就好", OPERATOR, classifier=rules) == "operator_tone_hard"
+    assert kind("家人们，你们什么时候结算", classifier=rules) != "chat_complain_discuss"
+    assert kind("我也是没收到", classifier=rules) == "chat_cooperation"
+    assert kind("我先下线了，有事@我", STAFF, classifier=rules) == "staff_at_user"
+
+
 # --- need_reply (RULES.md §5) ----------------------------------------------------------------------
 
 @pytest.mark.parametrize(
@@ -317,3 +443,20 @@ def test_labelled_set_meets_the_targets():
     # the held-out tail was never tuned against: it only guards against overfitting
     heldout = ev.by_split["heldout"]
     assert heldout.n >= 0.18 * len(rows) and heldout.type_accuracy >= 0.9
+
+
+@pytest.mark.parametrize("name,type_floor", [
+    # written blind by another person, then used to find error categories (rules tuned on it)
+    ("blind", 0.95),
+    # written blind and never tuned against: the honest estimate on unseen phrasing, kept as a floor
+    ("blind2", 0.80),
+])
+def test_independent_sets_stay_above_their_floors(name, type_floor):
+    from worktool.classify_cli import roster_for
+    from worktool.config import load_config
+
+    dataset = DATA / f"{name}_messages.jsonl"
+    classifier = RuleClassifier(load_config(roster_for(dataset)))
+    ev = evaluate(load_labelled(dataset), classifier)
+    assert ev.overall.sender_accuracy >= 0.99
+    assert ev.overall.type_accuracy >= type_floor

@@ -97,6 +97,7 @@ class ResponseWords(_Strict):
     acknowledgements: list[str]
     fillers: list[str]
     refusal_words: Weights
+    refusal_negators: list[Annotated[str, Field(min_length=1, max_length=1)]]
     question_suffixes: list[str]
     refused_weight: float = Field(ge=0)
     negated_response_weight: float = Field(ge=0)
@@ -110,10 +111,12 @@ class StaffRules(_Strict):
     other: TermRules
     reply_threshold: float
     at_reply_min: float
+    self_mentions: list[str]  # "@我": the writer, never an owner
 
 
 class OperatorRules(_Strict):
     tone_hard: TermRules
+    calm: list[str]  # phrases holding a harsh word without its tone ("马上就好"); they hide it
     hard_threshold: float
     exclamation_limit: int = Field(ge=0)
     exclamation_weight: float
@@ -160,6 +163,7 @@ class ClassifierConfig(_Strict):
     hypothetical_words: list[str]
     request_words: list[str]
     peer_words: list[str]
+    peer_vocatives: list[str]  # opening a message, they make a following "你们" mean the other owners
     addressee_words: list[str]
     user: UserTypeRules
     responses: ResponseWords
