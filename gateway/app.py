@@ -1,0 +1,349 @@
+"""The HTTP gateway: WorkTool's five callbacks in, raw records to Kafka, an answer in milliseconds.
+
+    POST /worktool/callback/{message|result|qrcode|online|offline}?robotId=ID   (JSON or form body)
+    GET  /healthz
+    GET  /metrics
+
+A callback is validated, wrapped into a RawRecord (kind, robot_id, received_at stamped here, the body
+as received) and produced to the raw topic; `{"code":0,...}` is answered only once the broker
+acknowledged it, or once it is fsync'd in the local spool when the broker cannot take it. WorkTool
+never retries, so every error answer loses a message: malformed input gets a 4xx *and* its bytes go to
+the dead-letter topic; only "neither broker nor disk took it" is a 503.
+
+The callback routes are plain Starlette routes inside the FastAPI app, and bodies are parsed by hand
+with orjson: FastAPI's request machinery and body parameters cost about a third of the throughput
+(shared/domain/embedded-stack.md).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from datetime import datetime
+from time import perf_counter
+from typing import Any
+from urllib.parse import parse_qsl, unquote_plus
+
+import orjson
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import Headers, UploadFile
+from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import Request
+from starlette.responses import Response
+
+from gateway import metrics
+from gateway.health import HealthChecker
+from gateway.producer import Publisher, SpoolUnavailable
+from worktool.models import DlqRecord, MessageCallback, RawRecord, ResultCallback, raw_record_key, utc_now
+from worktool.settings import Settings
+
+log = logging.getLogger(__name__)
+
+JSON = "application/json"
+SUCCESS = b'{"code":0,"message":"success","data":{}}'
+KINDS = ("message", "result", "qrcode", "online", "offline")
+# online/offline bodies are undocumented: anything goes. The others must match their model.
+SCHEMAS: dict[str, type[BaseModel]] = {
+    "message": MessageCallback,
+    "result": ResultCallback,
+    "qrcode": ResultCallback,
+}
+MAX_FORM_FIELDS = 1000
+OVERSIZE_DLQ_PREFIX = 64 * 1024  # of a body over the limit, only this much goes to the DLQ
+
+
+class Rejected(Exception):
+    """Bad input: answered with `status` and sent to the DLQ."""
+
+    def __init__(self, status: int, reason: str, message: str, errors: list[Any] | None = None):
+        super().__init__(message)
+        self.status = status
+        self.reason = reason  # low-cardinality metrics label
+        self.message = message
+        self.errors = errors or []
+
+
+def error_response(status: int, message: str, errors: list[Any] | None = None) -> Response:
+    body = {"code": -1, "message": message, "data": {"errors": errors or []}}
+    return Response(orjson.dumps(body), status_code=status, media_type=JSON)
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading and decoding bodies
+
+
+class _TooLarge(Exception):
+    def __init__(self, size: int, prefix: bytes):
+        self.size = size
+        self.prefix = prefix
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The body, refusing more than `limit` bytes whether or not Content-Length announced it."""
+    declared = request.headers.get("content-length", "")
+    # Announced too large: stop after the first chunk (kept for the DLQ), never read the rest.
+    announced = int(declared) if declared.isdigit() else 0
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        chunks.append(chunk)
+        if size > limit or announced > limit:
+            raise _TooLarge(max(size, announced), b"".join(chunks)[:OVERSIZE_DLQ_PREFIX])
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def robot_id_of(query_string: bytes) -> str:
+    """`robotId` from the query string (the only parameter; cheaper than building QueryParams)."""
+    for part in query_string.split(b"&"):
+        name, _, value = part.partition(b"=")
+        if name == b"robotId":
+            return unquote_plus(value.decode("latin-1"), encoding="utf-8", errors="replace").strip()
+    return ""
+
+
+def _add_field(body: dict[str, Any], key: str, value: Any) -> None:
+    # A repeated form field becomes a list (e.g. successList=a&successList=b).
+    if key in body:
+        existing = body[key]
+        body[key] = [*existing, value] if isinstance(existing, list) else [existing, value]
+    else:
+        body[key] = value
+
+
+def parse_urlencoded(raw: bytes) -> dict[str, Any]:
+    try:
+        text = raw.decode("utf-8")
+        pairs = parse_qsl(text, keep_blank_values=True, max_num_fields=MAX_FORM_FIELDS, errors="strict")
+    except UnicodeDecodeError as e:
+        raise Rejected(400, "bad_form", f"form body is not UTF-8: {e.reason} at byte {e.start}") from e
+    except ValueError as e:
+        raise Rejected(400, "bad_form", f"invalid form body: {e}") from e
+    body: dict[str, Any] = {}
+    for key, value in pairs:
+        _add_field(body, key, value)
+    return body
+
+
+async def parse_multipart(headers: Headers, raw: bytes, limit: int) -> dict[str, Any]:
+    async def stream() -> AsyncIterator[bytes]:
+        yield raw
+
+    parser = MultiPartParser(headers, stream(), max_fields=MAX_FORM_FIELDS, max_part_size=limit)
+    try:
+        form = await parser.parse()
+    except MultiPartException as e:
+        raise Rejected(400, "bad_form", f"invalid multipart body: {e.message}") from e
+    body: dict[str, Any] = {}
+    for key, value in form.multi_items():
+        if isinstance(value, UploadFile):  # a field sent as a file part: keep its text
+            value = (await value.read()).decode("utf-8", "replace")
+        _add_field(body, key, value)
+    await form.close()
+    return body
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    if not raw.strip():
+        raise Rejected(400, "empty_body", "empty body: expected a JSON object or a form")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as e:
+        raise Rejected(400, "invalid_json", f"body is not valid JSON: {e}") from e
+    if not isinstance(body, dict):
+        raise Rejected(400, "invalid_json", f"body must be a JSON object, not {type(body).__name__}")
+    return body
+
+
+async def decode_body(kind: str, raw: bytes, headers: Headers, limit: int) -> dict[str, Any]:
+    """The body as a dict, as WorkTool sent it (form values stay strings; nothing is coerced)."""
+    media_type = headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media_type == "application/x-www-form-urlencoded":
+        return parse_urlencoded(raw)
+    if media_type == "multipart/form-data":
+        return await parse_multipart(headers, raw, limit)
+    if kind in SCHEMAS:
+        # JSON whatever the declared type: senders label JSON as text/plain too.
+        return parse_json_object(raw)
+    # online/offline: undocumented, so keep whatever came; text becomes {"text": ...}.
+    if not raw.strip():
+        return {}
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        body = None
+    return body if isinstance(body, dict) else {"text": raw.decode("utf-8", "replace")}
+
+
+def validate(kind: str, body: dict[str, Any]) -> None:
+    schema = SCHEMAS.get(kind)
+    if schema is None:
+        return
+    try:
+        schema.model_validate(body)
+    except ValidationError as e:
+        errors = e.errors(include_url=False, include_context=False, include_input=False)
+        summary = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'body'}: {err['msg']}" for err in errors[:5])
+        raise Rejected(422, "invalid_fields", f"invalid {kind} callback: {summary}", errors) from e
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+class CallbackHandler:
+    """The five webhook endpoints share this; one instance per app."""
+
+    def __init__(self, settings: Settings, publisher: Publisher):
+        self.settings = settings
+        self.publisher = publisher
+
+    def endpoint(self, kind: str) -> Callable[[Request], Awaitable[Response]]:
+        async def handle(request: Request) -> Response:
+            started = perf_counter()
+            response = await self.handle(kind, request)
+            metrics.observe_request(kind, response.status_code, perf_counter() - started)
+            return response
+
+        return handle
+
+    async def handle(self, kind: str, request: Request) -> Response:
+        received_at = utc_now()
+        robot_id = robot_id_of(request.scope["query_string"])
+        raw = b""
+        try:
+            try:
+                raw = await read_body(request, self.settings.max_body_bytes)
+            except _TooLarge as e:
+                raw = e.prefix
+                limit = self.settings.max_body_bytes
+                raise Rejected(
+                    413, "too_large", f"body of {e.size} bytes exceeds the limit of {limit} bytes"
+                ) from e
+            if not robot_id:
+                raise Rejected(
+                    400, "missing_robot_id", "missing robotId query parameter (…/callback/KIND?robotId=ID)"
+                )
+            body = await decode_body(kind, raw, request.headers, self.settings.max_body_bytes)
+            validate(kind, body)
+        except Rejected as e:
+            return await self.reject(e, kind, robot_id, raw, received_at)
+        except Exception as e:  # a bug in parsing must not lose the bytes either
+            log.exception("could not read a %s callback", kind)
+            error = Rejected(400, "unreadable", f"unreadable body ({type(e).__name__})")
+            return await self.reject(error, kind, robot_id, raw, received_at)
+        return await self.accept(kind, robot_id, body, raw, received_at)
+
+    async def accept(
+        self, kind: str, robot_id: str, body: dict[str, Any], raw: bytes, received_at: datetime
+    ) -> Response:
+        topic = self.settings.topic_raw
+        try:
+            record = RawRecord(kind=kind, robot_id=robot_id, received_at=received_at, body=body)  # type: ignore[arg-type]
+            key, value = raw_record_key(kind, robot_id, body), record.to_json()
+        except Exception as e:  # cannot happen for a validated body; keep the bytes anyway
+            log.exception("could not build the raw record of a %s callback", kind)
+            topic, key = self.settings.topic_dlq, f"robot:{robot_id}"
+            value = self._dlq_record(f"internal error: {type(e).__name__}", kind, robot_id, raw, received_at)
+        try:
+            await self.publisher.publish(topic, key, value)
+        except SpoolUnavailable:
+            return error_response(503, "temporarily unable to store the callback")
+        except Exception:
+            # Whatever went wrong on the way to the broker, the spool still keeps the message.
+            log.exception("publishing a %s callback failed; spooling it", kind)
+            try:
+                await self.publisher.spool(topic, key, value)
+            except Exception:
+                return error_response(503, "temporarily unable to store the callback")
+        return Response(SUCCESS, media_type=JSON)
+
+    async def reject(self, error: Rejected, kind: str, robot_id: str, raw: bytes, at: datetime) -> Response:
+        metrics.DLQ.labels(error.reason).inc()
+        value = self._dlq_record(error.message, kind, robot_id, raw, at)
+        try:
+            await self.publisher.publish(
+                self.settings.topic_dlq, f"robot:{robot_id}" if robot_id else None, value
+            )
+        except Exception as e:  # the answer stays the same; the record is lost, say so
+            log.error("dead-letter record for a %s callback lost: %r", kind, e)
+        return error_response(error.status, error.message, error.errors)
+
+    @staticmethod
+    def _dlq_record(reason: str, kind: str, robot_id: str, raw: bytes, at: datetime) -> bytes:
+        return DlqRecord(
+            stage="gateway",
+            reason=reason,
+            received_at=at,
+            robot_id=robot_id or None,
+            kind=kind,
+            raw=raw.decode("utf-8", "replace"),
+        ).to_json()
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def create_app(settings: Settings, producer: Publisher | None = None) -> FastAPI:
+    """The gateway app. Without `producer` the app creates, starts and stops its own Publisher in its
+    lifespan; a Publisher passed in belongs to the caller (tests start and stop it themselves)."""
+    publisher = producer if producer is not None else Publisher(settings)
+    health = HealthChecker(publisher.probe, settings.database_url, settings.redis_url)
+    handler = CallbackHandler(settings, publisher)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if producer is None:
+            await publisher.start()
+        try:
+            yield
+        finally:
+            await health.aclose()
+            if producer is None:
+                await publisher.stop()
+
+    app = FastAPI(
+        title="WorkTool gateway",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        # FastAPI's OpenTelemetry hooks check their providers on every request; /metrics covers us.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
+    )
+    for kind in KINDS:
+        app.add_route(f"/worktool/callback/{kind}", handler.endpoint(kind), methods=["POST"])
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        ready, components = await health.report()
+        body = {
+            "status": "ok" if ready else "unavailable",
+            "components": components,
+            "spool": {"spooling": publisher.spooling, "depth": publisher.spool_depth},
+        }
+        return Response(orjson.dumps(body), status_code=200 if ready else 503, media_type=JSON)
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        metrics.SPOOL_DEPTH.set(publisher.spool_depth)
+        body, content_type = metrics.render()
+        return Response(body, media_type=content_type)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_request: Request, exc: HTTPException) -> Response:
+        return error_response(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def request_error(_request: Request, exc: RequestValidationError) -> Response:
+        return error_response(422, "invalid request", orjson.loads(orjson.dumps(exc.errors(), default=str)))
+
+    @app.exception_handler(Exception)
+    async def internal_error(_request: Request, exc: Exception) -> Response:
+        log.error("unhandled %s", type(exc).__name__, exc_info=exc)
+        return error_response(503, "internal error")
+
+    return app
