@@ -17,6 +17,28 @@ from worktool.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The message callback of worktool-platform.md §5: an owner @-ing the day robot in a group.
+GROUP_MESSAGE = {
+    "spoken": "我的视频号发不了作品，需要扫码认证吗",
+    "rawSpoken": "@运营助理小A 我的视频号发不了作品，需要扫码认证吗",
+    "receivedName": "用户甲-138****0000",
+    "groupName": "视频号运营A群",
+    "groupRemark": "A群",
+    "roomType": 1,
+    "atMe": "true",
+    "textType": 1,
+}
+
+
+def answers(url: str, status: int = 200) -> bool:
+    """True once `GET url` answers `status` (for wait_until)."""
+    import httpx
+
+    try:
+        return httpx.get(url, timeout=2).status_code == status
+    except httpx.HTTPError:
+        return False
+
 
 def env_for(settings: Settings, **extra: str) -> dict[str, str]:
     """Environment that makes a child process see exactly these settings."""

@@ -16,20 +16,11 @@ import pytest
 from gateway.app import create_app
 from gateway.health import HEARTBEAT_KEY
 from gateway.producer import SpoolUnavailable
+from tests.support import GROUP_MESSAGE
 from worktool.models import raw_record_key
 from worktool.settings import Settings
 
 SUCCESS = {"code": 0, "message": "success", "data": {}}
-GROUP_MESSAGE = {
-    "spoken": "我的视频号发不了作品，需要扫码认证吗",
-    "rawSpoken": "@运营助理小A 我的视频号发不了作品，需要扫码认证吗",
-    "receivedName": "用户甲-138****0000",
-    "groupName": "视频号运营A群",
-    "groupRemark": "A群",
-    "roomType": 1,
-    "atMe": "true",
-    "textType": 1,
-}
 RESULT = {
     "messageId": "2020902840222093312",
     "errorCode": 0,

@@ -24,7 +24,7 @@ from gateway.app import create_app
 from gateway.health import HEARTBEAT_KEY
 from gateway.producer import Publisher
 from gateway.spool import Spool, SpoolEntry, encode_entry
-from tests.support import consume_all, spawn, stop, wait_until
+from tests.support import answers, consume_all, spawn, stop, wait_until
 from worktool.embedded import EmbeddedKafka, free_port
 from worktool.kafka_admin import ensure_topics, topic_plan
 from worktool.models import RawRecord, raw_record_key
@@ -373,14 +373,8 @@ def test_uvicorn_server(tmp_path: Path, settings_factory, unique_topics, workers
     proc = spawn([sys.executable, "-m", "worktool.cli", "gateway"], settings, tmp_path / "gateway.log")
     base = f"http://127.0.0.1:{settings.http_port}"
 
-    def answers() -> bool:
-        try:
-            return httpx.get(f"{base}/metrics", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     try:
-        wait_until(answers, 60, what="the gateway to answer")
+        wait_until(lambda: answers(f"{base}/metrics"), 60, what="the gateway to answer")
         with httpx.Client(base_url=base, timeout=5) as client:
             for i in range(10):
                 r = client.post("/worktool/callback/message", params={"robotId": "wt_a"}, json=message(i))

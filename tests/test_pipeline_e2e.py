@@ -9,7 +9,7 @@ import httpx
 import psycopg
 import pytest
 
-from tests.support import consume_all, spawn, spawn_dataflow, stop, wait_until
+from tests.support import GROUP_MESSAGE, answers, consume_all, spawn, spawn_dataflow, stop, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -21,14 +21,8 @@ def stack(settings_factory, unique_topics, tmp_path):
     gw = spawn([sys.executable, "-m", "worktool.cli", "gateway"], settings, tmp_path / "gateway.log")
     base = f"http://127.0.0.1:{settings.http_port}"
 
-    def healthy():
-        try:
-            return httpx.get(f"{base}/healthz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
     try:
-        wait_until(healthy, 90, what="/healthz 200")
+        wait_until(lambda: answers(f"{base}/healthz"), 90, what="/healthz 200")
         yield settings, base
     finally:
         stop(gw)
@@ -43,9 +37,7 @@ def rows(url: str, sql: str, *args):
 def test_webhooks_become_rows_and_monitor_events(stack):
     settings, base = stack
     url = f"{base}/worktool/callback/message"
-    body = {"spoken": "我的视频号发不了作品，需要扫码认证吗", "rawSpoken": "@运营助理小A 我的视频号发不了作品，需要扫码认证吗",
-            "receivedName": "用户甲-138****0000", "groupName": "视频号运营A群", "groupRemark": "A群",
-            "roomType": 1, "atMe": "true", "textType": 1}
+    body = GROUP_MESSAGE
     ok = {"code": 0, "message": "success", "data": {}}
     # The same message reported by the monitor robot (JSON) and the day robot (form, loose types).
     assert httpx.post(url, params={"robotId": "wt_monitor"}, json=body).json() == ok

@@ -19,6 +19,7 @@ import psutil
 import psycopg
 import pytest
 
+from tests.support import GROUP_MESSAGE, answers
 from worktool.embedded import free_port
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,13 +44,6 @@ def _wait(check, timeout: float, what: str, proc: subprocess.Popen, log: Path):
 def _tail(path: Path, n: int = 3000) -> str:
     text = path.read_text(errors="replace") if path.exists() else ""
     return text[-n:]
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def _stored_text(database_url: str, text: str) -> tuple | None:
@@ -90,7 +84,7 @@ def _worktool_up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, str, Path, 
     base = f"http://127.0.0.1:{port}"
     tree = [psutil.Process(up.pid)]
     try:
-        _wait(lambda: _healthy(base), 120, "/healthz 200", up, log)
+        _wait(lambda: answers(f"{base}/healthz"), 120, "/healthz 200", up, log)
         tree += psutil.Process(up.pid).children(recursive=True)
         yield up, base, data_dir, log
     finally:
@@ -114,16 +108,7 @@ def test_up_serves_a_webhook_into_postgres_and_stops_cleanly(tmp_path: Path) -> 
         assert set(info["embedded"]) == {"kafka", "postgres", "redis"}
 
         text = f"我的视频号发不了作品，需要扫码认证吗 {uuid.uuid4().hex[:6]}"
-        body = {
-            "spoken": text,
-            "rawSpoken": f"@运营助理小A {text}",
-            "receivedName": "用户甲-138****0000",
-            "groupName": "视频号运营A群",
-            "groupRemark": "A群",
-            "roomType": 1,
-            "atMe": "true",
-            "textType": 1,
-        }
+        body = {**GROUP_MESSAGE, "spoken": text, "rawSpoken": f"@运营助理小A {text}"}
         response = httpx.post(f"{base}/worktool/callback/message", params={"robotId": "wt_day_01"}, json=body)
         assert response.status_code == 200
         assert response.json()["code"] == 0
