@@ -56,7 +56,11 @@ class FlowOptions:
     config: BusinessConfig = field(default_factory=BusinessConfig)
 
     def policy(self) -> ShardPolicy:
-        return ShardPolicy(self.dedup_window, SatisfactionTracker(self.config.classifier.satisfaction))
+        return ShardPolicy(
+            self.dedup_window,
+            SatisfactionTracker(self.config.classifier.satisfaction),
+            {r.name: r.robot_id for r in self.config.robots},
+        )
 
 
 def _raw_bytes(item: Any) -> bytes | Tick | None:

@@ -63,6 +63,15 @@ class ShardPolicy:
 
     dedup_window: timedelta
     satisfaction: SatisfactionTracker
+    robot_ids_by_name: dict[str, str] = field(default_factory=dict)
+
+    def mentioned_robots(self, m: Message) -> list[str]:
+        """Our robots @-mentioned in the message. By name from rawSpoken, because only the @-ed robot's
+        own report says atMe=true and that copy may be the one de-duplicated away."""
+        ids = {self.robot_ids_by_name[n] for n in m.mentions if n in self.robot_ids_by_name}
+        if m.at_me:
+            ids.add(m.robot_id)
+        return sorted(ids)
 
 
 class _FastCopy:
@@ -175,6 +184,7 @@ class SessionShard(_FastCopy):
                     "reply_target": m.reply_target,
                     "at_me": m.at_me,
                     "mentions": list(m.mentions),
+                    "mentioned_robots": policy.mentioned_robots(m),
                     "is_echo": c.sender_type == "robot",
                     "session_message_count": session.message_count,
                 },

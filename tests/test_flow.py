@@ -36,6 +36,10 @@ def day() -> list[bytes]:
         if i % 3 == 0:  # the day robot reports the same message shortly after
             records.append(raw("message", "wt_day", t + 0.3, msg(f"第{i}条消息", f"用户{i % 5}", group)))
     records.append(raw("message", "wt_day", 300, msg("好的收到", "运营助理小A")))
+    # @-ing the day robot; the monitor robot's report (atMe false) arrives first and wins the dedup
+    mention = msg("在吗", "用户9", rawSpoken="@运营助理小A 在吗")
+    records.append(raw("message", "wt_monitor", 299, mention))
+    records.append(raw("message", "wt_day", 299.2, {**mention, "atMe": True}))
     records.append(raw("online", "wt_day", 301, {"status": 5}))
     records.append(raw("result", "wt_day", 302, {"messageId": "2020902840222093312", "errorCode": 0}))
     records.append(b"{broken")
@@ -49,7 +53,7 @@ def run(items, batch_size=10, workers=1, recovery=None):
         TestingSource(items, batch_size=batch_size),
         FlowSinks(events=[TestingSink(events)], dlq=[TestingSink(dlq)]),
         PlaceholderClassifier(CONFIG),
-        FlowOptions(shards=8, dedup_window=timedelta(seconds=10)),
+        FlowOptions(shards=8, dedup_window=timedelta(seconds=10), config=CONFIG),
     )
     if workers == 1:
         run_main(flow, epoch_interval=timedelta(0), recovery_config=recovery)
@@ -75,8 +79,10 @@ def with_ticks(records: list[bytes]):
 def test_duplicates_dropped_echo_marked_and_bad_records_to_dlq():
     events, dlq = run(with_ticks(day()))
     classified = [e for e in events if e.event == "message_classified"]
-    assert len(classified) == 41  # 40 distinct user messages + 1 robot echo; 14 duplicates dropped
-    assert len({e.data["message_id"] for e in classified}) == 41
+    assert len(classified) == 42  # 41 distinct user messages + 1 robot echo; 15 duplicates dropped
+    assert len({e.data["message_id"] for e in classified}) == 42
+    mentioned = next(e for e in classified if e.data["text"] == "在吗")
+    assert mentioned.robot_id == "wt_monitor" and mentioned.data["mentioned_robots"] == ["wt_day"]
     echo = [e for e in classified if e.data["sender_name"] == "运营助理小A"]
     assert echo[0].data["is_echo"] is True and echo[0].data["sender_type"] == "robot"
     joined = {(e.session_id, e.robot_id) for e in events if e.event == "robot_joined_session"}
