@@ -11,6 +11,7 @@ Source items are raw-record bytes (an archive line or a Kafka value), `KafkaSour
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -22,10 +23,19 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 from pydantic import ValidationError
 
+from dataflows.metrics import DLQ_RECORDS, DUPLICATE_REPORTS, MESSAGES_CLASSIFIED
 from operators.classify import Classifier
 from operators.parse import parse_message
 from operators.sentiment import SatisfactionTracker
-from operators.shard import ClassifiedMessage, DedupShard, ParsedMessage, SessionShard, ShardPolicy, shard_for
+from operators.shard import (
+    ClassifiedMessage,
+    DedupShard,
+    ParsedMessage,
+    RobotSighting,
+    SessionShard,
+    ShardPolicy,
+    shard_for,
+)
 from operators.timers import Tick
 from worktool.config import BusinessConfig
 from worktool.models import (
@@ -90,6 +100,7 @@ def parse(item: Any) -> ParsedMessage | RawRecord | Tick | DlqRecord | None:
             ResultCallback.model_validate(record.body)  # shape check here, so the stateful step cannot fail
         return record
     except (ValidationError, ValueError) as e:
+        DLQ_RECORDS.labels(record.kind if record else "unreadable").inc()
         return DlqRecord(
             stage="dataflow",
             reason=_reason(e),
@@ -125,11 +136,18 @@ def _classify_batch(classifier: Classifier) -> Callable[[list[tuple[str, Any]]],
         messages = [v for _, v in batch if isinstance(v, Message)]
         verdicts = iter(classifier.classify_batch(messages)) if messages else iter(())
         out: list[tuple[str, Any]] = []
+        decided: Counter[str] = Counter()
         for key, v in batch:
             if isinstance(v, Message):
-                out.append((key, ClassifiedMessage(message=v, classification=next(verdicts))))
+                c = next(verdicts)
+                decided[c.decided_by] += 1
+                out.append((key, ClassifiedMessage(message=v, classification=c)))
             else:
+                if isinstance(v, RobotSighting):
+                    DUPLICATE_REPORTS.inc()
                 out.append((key, v))
+        for path, n in decided.items():
+            MESSAGES_CLASSIFIED.labels(path).inc(n)
         return out
 
     return classify

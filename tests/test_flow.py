@@ -118,3 +118,19 @@ def test_resume_after_abort_loses_and_duplicates_nothing(tmp_path):
     # 0 s epochs: everything before the abort was snapshotted with the dedup state, so the resumed
     # run emits exactly the rest: nothing lost, nothing twice, duplicates still recognised.
     assert sorted(ids(first) + ids(second)) == sorted(ids(reference))
+
+
+def test_counters_count_dlq_duplicates_and_deciding_path():
+    from prometheus_client import REGISTRY
+
+    def value(name, **labels):
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    before = (value("worktool_dataflow_dlq_records_total", kind="unreadable"),
+              value("worktool_dataflow_duplicate_reports_total"),
+              value("worktool_dataflow_messages_classified_total", decided_by="placeholder"))
+    run(with_ticks(day()))
+    after = (value("worktool_dataflow_dlq_records_total", kind="unreadable"),
+             value("worktool_dataflow_duplicate_reports_total"),
+             value("worktool_dataflow_messages_classified_total", decided_by="placeholder"))
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 15, 42]
