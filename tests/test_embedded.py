@@ -111,19 +111,25 @@ def test_fixed_port_in_use_fails_with_log(tmp_path: Path) -> None:
         assert not second.running
 
 
-def test_servers_are_stopped_when_the_owner_exits(tmp_path: Path) -> None:
-    """The atexit hook: a script that starts servers and returns without stopping them leaves nothing."""
-    script = textwrap.dedent(
+def _owner_script(tmp_path: Path, then: str = "") -> str:
+    """A Python program that starts Kafka and Redis, prints their pids, then runs `then`."""
+    return textwrap.dedent(
         f"""
-        import sys
+        import time
         from pathlib import Path
         from worktool.embedded import EmbeddedKafka, EmbeddedRedis
         d = Path({str(tmp_path)!r})
         k = EmbeddedKafka(d / "k").start()
         r = EmbeddedRedis(d / "r").start()
         print(k.pid, r.pid, flush=True)
+        {then}
         """
     )
+
+
+def test_servers_are_stopped_when_the_owner_exits(tmp_path: Path) -> None:
+    """The atexit hook: a script that starts servers and returns without stopping them leaves nothing."""
+    script = _owner_script(tmp_path)
     out = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True
     )
@@ -188,18 +194,7 @@ def test_session_fixtures_point_at_live_servers(
 
 def test_servers_die_with_a_killed_owner(tmp_path: Path) -> None:
     """Even SIGKILL of the owner (no atexit, no handler) leaves no orphan: the parent-death signal."""
-    script = textwrap.dedent(
-        f"""
-        import time
-        from pathlib import Path
-        from worktool.embedded import EmbeddedKafka, EmbeddedRedis
-        d = Path({str(tmp_path)!r})
-        k = EmbeddedKafka(d / "k").start()
-        r = EmbeddedRedis(d / "r").start()
-        print(k.pid, r.pid, flush=True)
-        time.sleep(60)
-        """
-    )
+    script = _owner_script(tmp_path, then="time.sleep(60)")
     owner = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         procs = [psutil.Process(int(p)) for p in owner.stdout.readline().split()]
