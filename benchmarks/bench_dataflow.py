@@ -24,8 +24,8 @@ from bytewax.testing import run_main
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dataflows.flow import FlowSinks, build_flow  # noqa: E402
-from dataflows.main import flow_options, make_classifier  # noqa: E402
+from classifiers import build_classifier, call_log_events  # noqa: E402
+from dataflows.flow import FlowOptions, FlowSinks, build_flow  # noqa: E402
 from dataflows.sources import ArchiveSource  # noqa: E402
 from worktool.config import BusinessConfig  # noqa: E402
 from worktool.models import raw_record_key  # noqa: E402
@@ -72,7 +72,8 @@ class CountingSink(DynamicSink):
 def bench_replay(n: int) -> None:
     settings = Settings()
     config = BusinessConfig()
-    classifier, extra = make_classifier(settings, config)
+    classifier = build_classifier(settings, config)
+    extra = call_log_events(classifier)
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "archive.jsonl"
         path.write_bytes(b"\n".join(synthetic(n)) + b"\n")
@@ -80,7 +81,7 @@ def bench_replay(n: int) -> None:
         source = ArchiveSource(path, timedelta(seconds=settings.replay_tick_interval_s))
         loaded = time.perf_counter()
         sink = CountingSink()
-        run_main(build_flow(source, FlowSinks(events=[sink]), classifier, flow_options(settings, config), extra_events=extra))
+        run_main(build_flow(source, FlowSinks(events=[sink]), classifier, FlowOptions.from_settings(settings, config), extra_events=extra))
         done = time.perf_counter()
     print(f"replay: {n} records ({type(classifier).__name__}): load+sort {loaded - started:.2f} s, "
           f"flow {done - loaded:.2f} s -> {n / (done - loaded):,.0f} records/s, {sink.box[0]} events")
@@ -91,11 +92,11 @@ def bench_kafka(n: int) -> None:
     from bytewax.connectors.kafka import KafkaSource
     from confluent_kafka import Producer
 
+    from infra.embedded import EmbeddedKafka, EmbeddedPostgres
+    from infra.kafka_admin import ensure_topics
+    from infra.migrate import apply_up
     from sinks.kafka import ModelKafkaSink
     from sinks.postgres import PostgresEventSink
-    from worktool.embedded import EmbeddedKafka, EmbeddedPostgres
-    from worktool.kafka_admin import ensure_topics
-    from worktool.migrate import apply_up
 
     with tempfile.TemporaryDirectory() as d, EmbeddedKafka(Path(d) / "k") as kafka, \
             EmbeddedPostgres(Path(d) / "pg") as pg:
@@ -113,12 +114,13 @@ def bench_kafka(n: int) -> None:
                     p.poll(0.1)
         p.flush(60)
         config = BusinessConfig()
-        classifier, extra = make_classifier(settings, config)
+        classifier = build_classifier(settings, config)
+        extra = call_log_events(classifier)
         source = KafkaSource([kafka.url], [settings.topic_raw], tail=False, batch_size=1000)
         count = CountingSink()
         sinks = FlowSinks(events=[ModelKafkaSink(kafka.url, settings.topic_monitor), PostgresEventSink(pg.url), count])
         started = time.perf_counter()
-        run_main(build_flow(source, sinks, classifier, flow_options(settings, config), extra_events=extra))
+        run_main(build_flow(source, sinks, classifier, FlowOptions.from_settings(settings, config), extra_events=extra))
         elapsed = time.perf_counter() - started
         with psycopg.connect(pg.url) as conn:
             rows = conn.execute("select count(*) from session_messages").fetchone()[0]

@@ -16,9 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
+from classifiers.llm import LLMClassifier  # noqa: E402
 from fakes.classify_stubs import StubRules, make_message  # noqa: E402
 from fakes.llm_servers import FakeOpenAIServer, slow  # noqa: E402
-from worktool.llm import LLMClassifier  # noqa: E402
 from worktool.settings import Settings  # noqa: E402
 
 

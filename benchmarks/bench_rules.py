@@ -19,8 +19,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from commands.classify import DEFAULT_DATASET, labelled_message, load_labelled  # noqa: E402
 from operators.classify import RuleClassifier  # noqa: E402
-from worktool.classify_cli import DEFAULT_DATASET, labelled_message, load_labelled  # noqa: E402
 from worktool.config import load_config  # noqa: E402
 
 

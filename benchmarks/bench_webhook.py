@@ -37,8 +37,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartiti
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from worktool.embedded import EmbeddedKafka, free_port  # noqa: E402
-from worktool.kafka_admin import ensure_topics, topic_plan  # noqa: E402
+from infra.embedded import EmbeddedKafka, free_port  # noqa: E402
+from infra.kafka_admin import ensure_topics, topic_plan  # noqa: E402
 from worktool.settings import Settings  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]

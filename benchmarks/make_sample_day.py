@@ -1,4 +1,4 @@
-"""Generate worktool/data/sample_day.jsonl: one working day (Asia/Shanghai) of four WeCom customer
+"""Generate commands/data/sample_day.jsonl: one working day (Asia/Shanghai) of four WeCom customer
 groups of a 视频号 operations agency, as raw records in the DESIGN.md archive format.
 
 Deterministic (fixed seed). Run: `python benchmarks/make_sample_day.py [OUT]`.
@@ -17,7 +17,7 @@ import orjson
 
 DAY = "2025-03-12"  # a Wednesday
 TZ = ZoneInfo("Asia/Shanghai")
-OUT = Path(__file__).resolve().parents[1] / "worktool" / "data" / "sample_day.jsonl"
+OUT = Path(__file__).resolve().parents[1] / "commands" / "data" / "sample_day.jsonl"
 
 MONITOR, NOTIFY, DAY_BOT, NIGHT_BOT = "wt_monitor_01", "wt_notify_01", "wt_day_01", "wt_night_01"
 ROBOT_NAMES = {MONITOR: "监控助手", NOTIFY: "通知助手", DAY_BOT: "运营助理小A", NIGHT_BOT: "运营助理小夜"}

@@ -38,14 +38,16 @@ from operators.shard import (
 )
 from operators.timers import Tick
 from worktool.config import BusinessConfig
+from worktool.events import MonitorEvent
 from worktool.models import (
     DlqRecord,
     Message,
-    MonitorEvent,
     RawRecord,
     ResultCallback,
+    summarize_errors,
     utc_now,
 )
+from worktool.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,10 @@ class FlowOptions:
     shards: int = 16
     dedup_window: timedelta = timedelta(seconds=10)
     config: BusinessConfig = field(default_factory=BusinessConfig)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, config: BusinessConfig) -> FlowOptions:
+        return cls(shards=settings.shards, dedup_window=timedelta(seconds=settings.dedup_window_s), config=config)
 
     def policy(self) -> ShardPolicy:
         return ShardPolicy(
@@ -112,10 +118,7 @@ def parse(item: Any) -> ParsedMessage | RawRecord | Tick | DlqRecord | None:
 
 
 def _reason(e: Exception) -> str:
-    if isinstance(e, ValidationError):
-        parts = [f"{'.'.join(str(p) for p in err['loc']) or 'record'}: {err['msg']}" for err in e.errors()[:5]]
-        return "invalid record: " + "; ".join(parts)
-    return f"invalid record: {e}"
+    return f"invalid record: {summarize_errors(e) if isinstance(e, ValidationError) else e}"
 
 
 def _keyed(shards: int) -> Callable[[ParsedMessage | RawRecord | Tick], Iterable[tuple[str, Any]]]:

@@ -1,78 +1,53 @@
-"""`worktool replay` and `worktool archive`: run the same flow over a JSONL archive in event time, and
-dump worktool.raw into that archive format."""
+"""Replay and archive: run the same flow over a JSONL archive in event time, and dump worktool.raw
+into that archive format. The command-line side (progress bars, messages) is commands/replay.py."""
 
 from __future__ import annotations
 
-import sys
 import time
-from contextlib import ExitStack, nullcontext
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import IO
 
 import orjson
 from bytewax.testing import TestingSink, run_main
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from dataflows.flow import FlowSinks, build_flow
-from dataflows.main import flow_options, make_classifier
+from classifiers import build_classifier, call_log_events, close_classifier
+from dataflows.flow import FlowOptions, FlowSinks, build_flow
 from dataflows.sources import ArchiveSource
 from sinks.jsonl import JsonlSink
-from worktool.config import ConfigError, load_config
+from worktool.config import load_config
 from worktool.models import DlqRecord
 from worktool.settings import Settings, get_settings
 
-err = Console(stderr=True)
-
-
-def _progress(enabled: bool) -> Progress | nullcontext:
-    if not enabled:
-        return nullcontext()
-    return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=err, transient=False,
-    )
-
 
 def replay_archive(
-    path: Path, out: IO[bytes], settings: Settings | None = None, progress: bool = False
+    path: Path,
+    out: IO[bytes],
+    settings: Settings | None = None,
+    on_start: Callable[[int], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
 ) -> tuple[int, list[DlqRecord]]:
-    """Run the flow over `path`, writing monitor events to `out`. Returns (records, rejected)."""
+    """Run the flow over `path`, writing monitor events to `out`. Returns (records, rejected).
+    `on_start(total records)` and `on_progress(records done)` report progress."""
     settings = settings or get_settings()
     config = load_config(settings.config_path)
-    classifier, extra = make_classifier(settings, config)
+    classifier = build_classifier(settings, config)
     rejected: list[DlqRecord] = []
-    with _progress(progress) as bar:
-        task = None
-        source = ArchiveSource(path, timedelta(seconds=settings.replay_tick_interval_s))
-        if bar is not None:
-            task = bar.add_task("replay", total=source.record_count)
-            source.on_progress = lambda n: bar.advance(task, n)
+    try:
+        source = ArchiveSource(path, timedelta(seconds=settings.replay_tick_interval_s), on_progress=on_progress)
+        if on_start is not None:
+            on_start(source.record_count)
         sinks = FlowSinks(events=[JsonlSink(out)], dlq=[TestingSink(rejected)])
-        run_main(build_flow(source, sinks, classifier, flow_options(settings, config), extra_events=extra))
+        flow = build_flow(
+            source, sinks, classifier, FlowOptions.from_settings(settings, config),
+            extra_events=call_log_events(classifier),
+        )
+        run_main(flow)
+    finally:
+        close_classifier(classifier)
     out.flush()
     return source.record_count, rejected
-
-
-def cli_replay(file: Path, out: Path | None, progress: bool | None) -> int:
-    show = sys.stderr.isatty() if progress is None else progress
-    started = time.perf_counter()
-    try:
-        with ExitStack() as stack:
-            stream = stack.enter_context(out.open("wb")) if out else sys.stdout.buffer
-            records, rejected = replay_archive(file, stream, progress=show)
-    except ConfigError as e:
-        err.print(f"[red]{e}[/red]")
-        return 2
-    elapsed = time.perf_counter() - started
-    err.print(f"replayed {records} records in {elapsed:.1f} s; {len(rejected)} rejected")
-    for r in rejected[:5]:
-        err.print(f"  rejected: {r.reason}")
-    return 0
-
-
-# ------------------------------------------------------------------------------------ archive
 
 
 def dump_topic(bootstrap: str, topic: str, out: IO[bytes], on_record=None, idle_s: float = 3.0) -> int:
@@ -113,16 +88,3 @@ def dump_topic(bootstrap: str, topic: str, out: IO[bytes], on_record=None, idle_
     rows.sort(key=lambda r: r[0])
     out.writelines(value + b"\n" for _, value in rows)
     return len(rows)
-
-
-def cli_archive(out: Path) -> int:
-    settings = get_settings()
-    if not settings.kafka_bootstrap_servers:
-        err.print("[red]KAFKA_BOOTSTRAP_SERVERS is not set (is `worktool up` running?)[/red]")
-        return 2
-    with out.open("wb") as f, _progress(sys.stderr.isatty()) as bar:
-        task = bar.add_task("archive", total=None) if bar is not None else None
-        n = dump_topic(settings.kafka_bootstrap_servers, settings.topic_raw, f,
-                       on_record=(lambda: bar.advance(task)) if bar is not None else None)
-    err.print(f"archived {n} records from {settings.topic_raw} to {out}")
-    return 0

@@ -38,14 +38,22 @@ from starlette.responses import Response
 from gateway import metrics
 from gateway.health import HealthChecker
 from gateway.producer import Publisher, SpoolUnavailable
-from worktool.models import DlqRecord, MessageCallback, RawRecord, ResultCallback, raw_record_key, utc_now
+from worktool.models import (
+    WEBHOOK_KINDS,
+    DlqRecord,
+    MessageCallback,
+    RawRecord,
+    ResultCallback,
+    raw_record_key,
+    summarize_errors,
+    utc_now,
+)
 from worktool.settings import Settings
 
 log = logging.getLogger(__name__)
 
 JSON = "application/json"
 SUCCESS = b'{"code":0,"message":"success","data":{}}'
-KINDS = ("message", "result", "qrcode", "online", "offline")
 # online/offline bodies are undocumented: anything goes. The others must match their model.
 SCHEMAS: dict[str, type[BaseModel]] = {
     "message": MessageCallback,
@@ -187,8 +195,7 @@ def validate(kind: str, body: dict[str, Any]) -> None:
         schema.model_validate(body)
     except ValidationError as e:
         errors = e.errors(include_url=False, include_context=False, include_input=False)
-        summary = "; ".join(f"{'.'.join(map(str, err['loc'])) or 'body'}: {err['msg']}" for err in errors[:5])
-        raise Rejected(422, "invalid_fields", f"invalid {kind} callback: {summary}", errors) from e
+        raise Rejected(422, "invalid_fields", f"invalid {kind} callback: {summarize_errors(e)}", errors) from e
 
 
 # ---------------------------------------------------------------------------------------------
@@ -314,7 +321,7 @@ def create_app(settings: Settings, producer: Publisher | None = None) -> FastAPI
         # FastAPI's OpenTelemetry hooks check their providers on every request; /metrics covers us.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
-    for kind in KINDS:
+    for kind in WEBHOOK_KINDS:
         app.add_route(f"/worktool/callback/{kind}", handler.endpoint(kind), methods=["POST"])
 
     @app.get("/healthz")

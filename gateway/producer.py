@@ -48,7 +48,7 @@ from gateway.spool import (
     orphan_slots,
     read_records,
 )
-from worktool.kafka_admin import ensure_topics, topic_plan
+from infra.kafka_admin import ensure_topics, topic_plan
 from worktool.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -19,27 +19,6 @@ class Classifier(Protocol):
     def classify_batch(self, messages: list[Message]) -> list[Classification]: ...
 
 
-class PlaceholderClassifier:
-    """Foundation stand-in: recognises our own robots' echoes, everything else is a user's chat_other."""
-
-    def __init__(self, config: BusinessConfig) -> None:
-        self._robot_names = config.robot_names
-
-    def classify_batch(self, messages: list[Message]) -> list[Classification]:
-        return [self._one(m) for m in messages]
-
-    def _one(self, m: Message) -> Classification:
-        if m.sender_name in self._robot_names:
-            return Classification(
-                sender_type="robot", message_type=None, confidence=1.0, reason="robot echo",
-                decided_by="placeholder",
-            )
-        return Classification(
-            sender_type="user", message_type="chat_other", confidence=0.0, reason="placeholder",
-            decided_by="placeholder",
-        )
-
-
 class RuleClassifier:
     """Sender type (RULES.md §1), message type with confidence and reason (§2), sentiment, need_reply
     (§5) and staff commands, by rules only. Pure; everything is compiled once here."""

@@ -20,7 +20,8 @@ from operators.classify import classification_fields
 from operators.dedup import Deduplicator
 from operators.sentiment import SatisfactionState, SatisfactionTracker
 from operators.timers import ShardClock, Tick
-from worktool.models import Classification, Message, MonitorEvent, RawRecord, ResultCallback
+from worktool.events import CommandCallback, MessageClassified, MonitorEvent, RobotJoinedSession, RobotStatus
+from worktool.models import Classification, Message, RawRecord, ResultCallback
 
 # Events are built from already-validated parts, so they skip pydantic validation (hot path).
 
@@ -140,15 +141,7 @@ class SessionShard(_FastCopy):
         if robot_id in session.robots:
             return []
         session.robots.add(robot_id)
-        return [
-            MonitorEvent.model_construct(
-                event="robot_joined_session",
-                event_time=at,
-                session_id=session_id,
-                robot_id=robot_id,
-                data={"group_name": group_name, "reply_target": target},
-            )
-        ]
+        return [RobotJoinedSession.model_construct(group_name=group_name, reply_target=target).at(at, session_id, robot_id)]
 
     def _on_message(self, cm: ClassifiedMessage, policy: ShardPolicy) -> list[MonitorEvent]:
         m, c = cm.message, cm.classification
@@ -163,60 +156,40 @@ class SessionShard(_FastCopy):
         events = self._robot_seen(m.session_id, m.robot_id, m.received_at, m.group_name, m.reply_target)
         session = self.sessions[m.session_id]
         session.message_count += 1
-        events.append(
-            MonitorEvent.model_construct(
-                event="message_classified",
-                event_time=m.received_at,
-                session_id=m.session_id,
-                robot_id=m.robot_id,
-                data={
-                    **classification_fields(m.message_id, c),
-                    "satisfaction": satisfaction,
-                    "sender_name": m.sender_name,
-                    "text": m.text,
-                    "raw_text": m.raw_text,
-                    "text_type": m.text_type,
-                    "content_kind": m.content_kind,
-                    "room_type": m.room_type,
-                    "is_group": m.is_group,
-                    "group_name": m.group_name,
-                    "group_remark": m.group_remark,
-                    "reply_target": m.reply_target,
-                    "at_me": m.at_me,
-                    "mentions": list(m.mentions),
-                    "mentioned_robots": policy.mentioned_robots(m),
-                    "is_echo": c.sender_type == "robot",
-                    "session_message_count": session.message_count,
-                },
-            )
+        data = MessageClassified.model_construct(
+            **classification_fields(m.message_id, c),
+            satisfaction=satisfaction,
+            sender_name=m.sender_name,
+            text=m.text,
+            raw_text=m.raw_text,
+            text_type=m.text_type,
+            content_kind=m.content_kind,
+            room_type=m.room_type,
+            is_group=m.is_group,
+            group_name=m.group_name,
+            group_remark=m.group_remark,
+            reply_target=m.reply_target,
+            at_me=m.at_me,
+            mentions=list(m.mentions),
+            mentioned_robots=policy.mentioned_robots(m),
+            is_echo=c.sender_type == "robot",
+            session_message_count=session.message_count,
         )
+        events.append(data.at(m.received_at, m.session_id, m.robot_id))
         return events
 
     def _on_robot_record(self, rec: RawRecord) -> list[MonitorEvent]:
         self.clock.advance(rec.received_at)
         if rec.kind in ("online", "offline"):
-            return [
-                MonitorEvent.model_construct(
-                    event="robot_status",
-                    event_time=rec.received_at,
-                    robot_id=rec.robot_id,
-                    data={"status": rec.kind},
-                )
-            ]
+            return [RobotStatus.model_construct(status=rec.kind).at(rec.received_at, robot_id=rec.robot_id)]
         body = ResultCallback.model_validate(rec.body)
-        return [
-            MonitorEvent.model_construct(
-                event="command_callback",
-                event_time=rec.received_at,
-                robot_id=rec.robot_id,
-                data={
-                    "kind": rec.kind,
-                    "worktool_message_id": body.messageId,
-                    "error_code": body.errorCode,
-                    "error_reason": body.errorReason,
-                    "command_type": body.type,
-                    "group_name": body.groupName,
-                    "qr_code": body.qrCode,
-                },
-            )
-        ]
+        data = CommandCallback.model_construct(
+            kind=rec.kind,
+            worktool_message_id=body.messageId,
+            error_code=body.errorCode,
+            error_reason=body.errorReason,
+            command_type=body.type,
+            group_name=body.groupName,
+            qr_code=body.qrCode,
+        )
+        return [data.at(rec.received_at, robot_id=rec.robot_id)]

@@ -39,7 +39,7 @@ from tenacity import (
     wait_exponential,
 )
 
-from worktool.models import MonitorEvent
+from worktool.events import AiCall, MessageClassified, MonitorEvent, RobotStatus
 
 log = logging.getLogger(__name__)
 
@@ -237,56 +237,54 @@ def _text(value: Any) -> str | None:
 
 
 def _message_classified(ev: MonitorEvent) -> list[tuple[Upsert, dict[str, Any]]]:
-    d = ev.data
+    d: MessageClassified = ev.data  # type: ignore[assignment]
     session_id = _required(ev.session_id, "session_id")
-    is_group = bool(d["is_group"]) if d.get("is_group") is not None else session_id.startswith("group:")
-    text = d.get("text") or ""  # images and files arrive with an empty text
     message = {
-        "message_id": _required(d.get("message_id"), "data.message_id"),
+        "message_id": _required(d.message_id, "data.message_id"),
         "session_id": session_id,
         "robot_id": ev.robot_id,
         "received_at": ev.event_time,
-        "sender_name": d.get("sender_name"),
-        "sender_type": d.get("sender_type"),
-        "content": text,
-        "raw_content": d.get("raw_text") or text,
-        "text_type": d.get("text_type"),
-        "content_kind": d.get("content_kind"),
-        "room_type": d.get("room_type"),
-        "group_name": d.get("group_name"),
-        "group_remark": d.get("group_remark"),
-        "at_me": bool(d.get("at_me")),
-        "mentions": [str(m) for m in d.get("mentions") or ()],
-        "is_echo": bool(d.get("is_echo")),
-        "message_type": d.get("message_type"),
-        "confidence": d.get("confidence"),
-        "reason": d.get("reason"),
-        "decided_by": d.get("decided_by"),
-        "sentiment": d.get("sentiment"),
-        "satisfaction": d.get("satisfaction"),
-        "need_reply": d.get("need_reply"),
-        "staff_command": d.get("staff_command"),
+        "sender_name": d.sender_name,
+        "sender_type": d.sender_type,
+        "content": d.text,  # images and files arrive with an empty text
+        "raw_content": d.raw_text or d.text,
+        "text_type": d.text_type,
+        "content_kind": d.content_kind,
+        "room_type": d.room_type,
+        "group_name": d.group_name,
+        "group_remark": d.group_remark,
+        "at_me": d.at_me,
+        "mentions": list(d.mentions),
+        "is_echo": d.is_echo,
+        "message_type": d.message_type,
+        "confidence": d.confidence,
+        "reason": d.reason,
+        "decided_by": d.decided_by,
+        "sentiment": d.sentiment,
+        "satisfaction": d.satisfaction,
+        "need_reply": d.need_reply,
+        "staff_command": d.staff_command,
     }
     session = {
         "session_id": session_id,
-        "is_group": is_group,
-        "room_type": d.get("room_type"),
-        "group_name": d.get("group_name") if is_group else None,
-        "group_remark": d.get("group_remark") if is_group else None,
-        "user_name": None if is_group else d.get("reply_target"),
-        "reply_target": d.get("reply_target"),
-        "message_count": d.get("session_message_count") or 0,
+        "is_group": d.is_group,
+        "room_type": d.room_type,
+        "group_name": d.group_name if d.is_group else None,
+        "group_remark": d.group_remark if d.is_group else None,
+        "user_name": None if d.is_group else d.reply_target,
+        "reply_target": d.reply_target,
+        "message_count": d.session_message_count,
         "first_message_at": ev.event_time,
         "last_message_at": ev.event_time,
     }
     rows: list[tuple[Upsert, dict[str, Any]]] = [(SESSION_MESSAGES, message), (SESSIONS, session)]
-    if code := message["message_type"]:
+    if code := d.message_type:
         rows.append(
             (
                 MESSAGE_TYPES,
                 {
                     "type_code": code,
-                    "sender_category": _SENDER_CATEGORY.get(message["sender_type"], "user"),
+                    "sender_category": _SENDER_CATEGORY.get(d.sender_type, "user"),
                     "name_zh": code,
                     "description": "registered by the Postgres sink: not in the seed data; name it",
                     "priority": 10,
@@ -308,31 +306,29 @@ def _robot_joined_session(ev: MonitorEvent) -> list[tuple[Upsert, dict[str, Any]
 
 
 def _robot_status(ev: MonitorEvent) -> list[tuple[Upsert, dict[str, Any]]]:
-    status = ev.data.get("status")
-    if status not in ("online", "offline"):
-        raise ValueError(f"unknown robot status {status!r}")
-    row = {"robot_id": _required(ev.robot_id, "robot_id"), "status": status, "last_status_at": ev.event_time}
+    d: RobotStatus = ev.data  # type: ignore[assignment]
+    row = {"robot_id": _required(ev.robot_id, "robot_id"), "status": d.status, "last_status_at": ev.event_time}
     return [(ROBOT_STATUS, row)]
 
 
 def _ai_call(ev: MonitorEvent) -> list[tuple[Upsert, dict[str, Any]]]:
-    d = ev.data
+    d: AiCall = ev.data  # type: ignore[assignment]
     row = {
-        "call_id": _required(d.get("call_id"), "data.call_id"),
+        "call_id": _required(d.call_id, "data.call_id"),
         "session_id": ev.session_id,
-        "message_id": d.get("message_id"),
+        "message_id": d.message_id,
         "robot_id": ev.robot_id,
-        "operation_type": d.get("operation_type"),
-        "provider": d.get("provider"),
-        "model_id": d.get("model_id"),
-        "ai_input": _text(d.get("input")),
-        "ai_output": _text(d.get("output")),
-        "status": d.get("status"),
-        "error_message": d.get("error_message"),
-        "request_duration_ms": d.get("latency_ms"),
-        "input_tokens": d.get("input_tokens"),
-        "output_tokens": d.get("output_tokens"),
-        "total_tokens": d.get("total_tokens"),
+        "operation_type": d.operation_type,
+        "provider": d.provider,
+        "model_id": d.model_id,
+        "ai_input": _text(d.input),
+        "ai_output": _text(d.output),
+        "status": d.status,
+        "error_message": d.error_message,
+        "request_duration_ms": d.latency_ms,
+        "input_tokens": d.input_tokens,
+        "output_tokens": d.output_tokens,
+        "total_tokens": d.total_tokens,
         "called_at": ev.event_time,
     }
     return [(AI_IO_LOGS, row)]

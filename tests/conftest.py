@@ -6,7 +6,7 @@ a test run that asks for none of these fixtures starts nothing.
 
 - `kafka_bootstrap`: "host:port" of the broker.
 - `database_url`: a fresh, empty database (no migrations) for this session.
-- `migrated_database_url`: another fresh database with `worktool.migrate.apply_up` applied.
+- `migrated_database_url`: another fresh database with `infra.migrate.apply_up` applied.
 - `new_database`: factory for more fresh databases (`new_database(migrated=True)`).
 - `redis_url`: "redis://host:port/db".
 - `unique_topics`: creates uuid-suffixed copies of the five topics; returns Settings field overrides.
@@ -25,7 +25,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 
-from worktool.embedded import (
+from infra.embedded import (
     EmbeddedKafka,
     EmbeddedPostgres,
     EmbeddedRedis,
@@ -33,7 +33,7 @@ from worktool.embedded import (
     drop_database,
     free_port,
 )
-from worktool.kafka_admin import DEFAULT_PARTITIONS, ensure_topics
+from infra.kafka_admin import DEFAULT_PARTITIONS, ensure_topics
 from worktool.settings import Settings
 
 
@@ -87,7 +87,7 @@ def new_database(_postgres_admin_url: str) -> Iterator[Callable[..., str]]:
         created.append(name)
         url = _with_database(_postgres_admin_url, name)
         if migrated:
-            from worktool.migrate import apply_up
+            from infra.migrate import apply_up
 
             apply_up(url)
         return url

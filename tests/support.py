@@ -59,7 +59,7 @@ def spawn(args: list[str], settings: Settings, log: Path, **extra_env: str) -> s
 
 
 def spawn_dataflow(settings: Settings, log: Path) -> subprocess.Popen:
-    return spawn([sys.executable, "-m", "worktool.cli", "dataflow"], settings, log)
+    return spawn([sys.executable, "-m", "commands.cli", "dataflow"], settings, log)
 
 
 def wait_until(check: Callable[[], Any], timeout: float = 60.0, interval: float = 0.2, what: str = "") -> Any:

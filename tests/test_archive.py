@@ -28,7 +28,7 @@ def test_archive_then_replay_matches_the_original(settings_factory, unique_topic
 
     dump = tmp_path / "dump.jsonl"
     env = env_for(settings)
-    r = subprocess.run([sys.executable, "-m", "worktool.cli", "archive", "--out", str(dump)],
+    r = subprocess.run([sys.executable, "-m", "commands.cli", "archive", "--out", str(dump)],
                        cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     dumped = dump.read_bytes().splitlines()
@@ -38,7 +38,7 @@ def test_archive_then_replay_matches_the_original(settings_factory, unique_topic
 
     def replay(path):
         out = tmp_path / f"{path.stem}.events.jsonl"
-        done = subprocess.run([sys.executable, "-m", "worktool.cli", "replay", str(path), "--out", str(out)],
+        done = subprocess.run([sys.executable, "-m", "commands.cli", "replay", str(path), "--out", str(out)],
                               cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         return sorted(out.read_bytes().splitlines())
@@ -48,7 +48,7 @@ def test_archive_then_replay_matches_the_original(settings_factory, unique_topic
 
 def test_archive_without_a_broker_says_so(tmp_path):
     env = env_for(Settings())  # no KAFKA_BOOTSTRAP_SERVERS
-    r = subprocess.run([sys.executable, "-m", "worktool.cli", "archive", "--out", str(tmp_path / "x.jsonl")],
+    r = subprocess.run([sys.executable, "-m", "commands.cli", "archive", "--out", str(tmp_path / "x.jsonl")],
                        cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and "KAFKA_BOOTSTRAP_SERVERS" in r.stderr
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import orjson
 import pytest
 
+from classifiers import ClassifierUnavailable, build_classifier
+from commands import classify as classify_cli
 from operators.classify import RuleClassifier
-from worktool import classify_cli
-from worktool.classifiers import build_classifier
 from worktool.config import BusinessConfig
 from worktool.settings import Settings, get_settings
 
@@ -120,7 +120,7 @@ def test_worktool_classify_command(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("WORKTOOL_")}
     env["WORKTOOL_CONFIG"] = str(ROSTER)
     proc = subprocess.run(
-        [sys.executable, "-m", "worktool.cli", "classify"], input=jsonl(LINES), capture_output=True,
+        [sys.executable, "-m", "commands.cli", "classify"], input=jsonl(LINES), capture_output=True,
         cwd=REPO, env=env, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr.decode()
@@ -141,23 +141,25 @@ def test_llm_wraps_the_rules(monkeypatch):
         def __init__(self, rules, settings):
             seen.update(rules=rules, settings=settings)
 
-    monkeypatch.setitem(sys.modules, "worktool.llm", types.SimpleNamespace(LLMClassifier=FakeLLM))
+    monkeypatch.setitem(sys.modules, "classifiers.llm", types.SimpleNamespace(LLMClassifier=FakeLLM))
     settings = Settings(WORKTOOL_LLM_PROVIDER="openai")
     classifier = build_classifier(settings, BusinessConfig())
     assert isinstance(classifier, FakeLLM)
     assert isinstance(seen["rules"], RuleClassifier) and seen["settings"] is settings
 
 
-def test_missing_or_broken_llm_module_falls_back_to_rules(monkeypatch):
+def test_missing_or_misconfigured_llm_is_an_error_at_start_up(monkeypatch):
     settings = Settings(WORKTOOL_LLM_PROVIDER="openai")
-    monkeypatch.setitem(sys.modules, "worktool.llm", None)  # import fails
-    assert isinstance(build_classifier(settings, BusinessConfig()), RuleClassifier)
+    monkeypatch.setitem(sys.modules, "classifiers.llm", None)  # import fails
+    with pytest.raises(ClassifierUnavailable, match="cannot be imported"):
+        build_classifier(settings, BusinessConfig())
 
     def broken(rules, settings):
-        raise ValueError("no api key")
+        raise ValueError("WORKTOOL_LLM_MODEL is not set")
 
-    monkeypatch.setitem(sys.modules, "worktool.llm", types.SimpleNamespace(LLMClassifier=broken))
-    assert isinstance(build_classifier(settings, BusinessConfig()), RuleClassifier)
+    monkeypatch.setitem(sys.modules, "classifiers.llm", types.SimpleNamespace(LLMClassifier=broken))
+    with pytest.raises(ClassifierUnavailable, match="WORKTOOL_LLM_MODEL"):
+        build_classifier(settings, BusinessConfig())
 
 
 # --- worktool accuracy ---------------------------------------------------------------------------------

@@ -18,8 +18,8 @@ import redis
 from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from worktool.embedded import EmbeddedKafka, EmbeddedPostgres, EmbeddedRedis, EmbeddedServerError
-from worktool.kafka_admin import ensure_topics, topic_plan
+from infra.embedded import EmbeddedKafka, EmbeddedPostgres, EmbeddedRedis, EmbeddedServerError
+from infra.kafka_admin import ensure_topics, topic_plan
 
 pytestmark = pytest.mark.integration
 
@@ -117,7 +117,7 @@ def _owner_script(tmp_path: Path, then: str = "") -> str:
         f"""
         import time
         from pathlib import Path
-        from worktool.embedded import EmbeddedKafka, EmbeddedRedis
+        from infra.embedded import EmbeddedKafka, EmbeddedRedis
         d = Path({str(tmp_path)!r})
         k = EmbeddedKafka(d / "k").start()
         r = EmbeddedRedis(d / "r").start()
@@ -147,7 +147,7 @@ def test_sigterm_to_owner_stops_servers(tmp_path: Path) -> None:
         f"""
         import signal, sys, time
         from pathlib import Path
-        from worktool.embedded import EmbeddedPostgres
+        from infra.embedded import EmbeddedPostgres
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         pg = EmbeddedPostgres(Path({str(tmp_path)!r}) / "pg", durable=False).start()
         print(pg.pid, flush=True)

@@ -10,7 +10,7 @@ from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
 from dataflows.flow import FlowOptions, FlowSinks, build_flow
 from dataflows.sources import with_data_ticks
-from operators.classify import PlaceholderClassifier
+from operators.classify import RuleClassifier
 from worktool.config import BusinessConfig, RobotConfig
 
 T0 = datetime(2026, 11, 20, 1, 0, tzinfo=UTC)
@@ -52,7 +52,7 @@ def run(items, batch_size=10, workers=1, recovery=None):
     flow = build_flow(
         TestingSource(items, batch_size=batch_size),
         FlowSinks(events=[TestingSink(events)], dlq=[TestingSink(dlq)]),
-        PlaceholderClassifier(CONFIG),
+        RuleClassifier(CONFIG),
         FlowOptions(shards=8, dedup_window=timedelta(seconds=10), config=CONFIG),
     )
     if workers == 1:
@@ -80,17 +80,17 @@ def test_duplicates_dropped_echo_marked_and_bad_records_to_dlq():
     events, dlq = run(with_ticks(day()))
     classified = [e for e in events if e.event == "message_classified"]
     assert len(classified) == 42  # 41 distinct user messages + 1 robot echo; 15 duplicates dropped
-    assert len({e.data["message_id"] for e in classified}) == 42
-    mentioned = next(e for e in classified if e.data["text"] == "在吗")
-    assert mentioned.robot_id == "wt_monitor" and mentioned.data["mentioned_robots"] == ["wt_day"]
-    echo = [e for e in classified if e.data["sender_name"] == "运营助理小A"]
-    assert echo[0].data["is_echo"] is True and echo[0].data["sender_type"] == "robot"
+    assert len({e.data.message_id for e in classified}) == 42
+    mentioned = next(e for e in classified if e.data.text == "在吗")
+    assert mentioned.robot_id == "wt_monitor" and mentioned.data.mentioned_robots == ["wt_day"]
+    echo = [e for e in classified if e.data.sender_name == "运营助理小A"]
+    assert echo[0].data.is_echo is True and echo[0].data.sender_type == "robot"
     joined = {(e.session_id, e.robot_id) for e in events if e.event == "robot_joined_session"}
     assert ("group:群0", "wt_day") in joined and ("group:群0", "wt_monitor") in joined
-    assert [e.data["status"] for e in events if e.event == "robot_status"] == ["online"]
-    assert [e.data["worktool_message_id"] for e in events if e.event == "command_callback"] == ["2020902840222093312"]
+    assert [e.data.status for e in events if e.event == "robot_status"] == ["online"]
+    assert [e.data.worktool_message_id for e in events if e.event == "command_callback"] == ["2020902840222093312"]
     assert len(dlq) == 2 and any("receivedName" in d.reason for d in dlq)
-    counts = sorted(e.data["session_message_count"] for e in classified if e.session_id == "group:群1")
+    counts = sorted(e.data.session_message_count for e in classified if e.session_id == "group:群1")
     assert counts == list(range(1, 11))
 
 
@@ -112,7 +112,7 @@ def test_resume_after_abort_loses_and_duplicates_nothing(tmp_path):
     reference, _ = run(items)
 
     def ids(events):
-        return [e.data["message_id"] for e in events if e.event == "message_classified"]
+        return [e.data.message_id for e in events if e.event == "message_classified"]
 
     assert ids(first) and ids(second)
     # 0 s epochs: everything before the abort was snapshotted with the dedup state, so the resumed
@@ -128,9 +128,9 @@ def test_counters_count_dlq_duplicates_and_deciding_path():
 
     before = (value("worktool_dataflow_dlq_records_total", kind="unreadable"),
               value("worktool_dataflow_duplicate_reports_total"),
-              value("worktool_dataflow_messages_classified_total", decided_by="placeholder"))
+              value("worktool_dataflow_messages_classified_total", decided_by="rules"))
     run(with_ticks(day()))
     after = (value("worktool_dataflow_dlq_records_total", kind="unreadable"),
              value("worktool_dataflow_duplicate_reports_total"),
-             value("worktool_dataflow_messages_classified_total", decided_by="placeholder"))
+             value("worktool_dataflow_messages_classified_total", decided_by="rules"))
     assert [a - b for a, b in zip(after, before, strict=True)] == [1, 15, 42]

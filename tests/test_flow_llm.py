@@ -10,8 +10,8 @@ import psycopg
 import pytest
 from bytewax.testing import TestingSink, TestingSource, run_main
 
-from dataflows.flow import FlowSinks, build_flow
-from dataflows.main import flow_options, make_classifier
+from classifiers import build_classifier, call_log_events
+from dataflows.flow import FlowOptions, FlowSinks, build_flow
 from fakes.llm_servers import FakeOpenAIServer, http_error, ok
 from sinks.postgres import PostgresEventSink
 from tests.test_flow import msg, raw, with_ticks
@@ -30,22 +30,23 @@ def test_llm_verdicts_and_call_logs_flow_to_events_and_postgres(settings_factory
             llm_api_key="sk-test-secret", llm_timeout_s=2.0, llm_max_in_flight=2,
         )
         config = BusinessConfig()
-        classifier, extra = make_classifier(settings, config)
+        classifier = build_classifier(settings, config)
         records = [raw("message", "wt_day", i * 5.0, msg(f"这个号怎么还没有收益{i}", f"用户{i}")) for i in range(4)]
         events: list = []
         sinks = FlowSinks(events=[TestingSink(events), PostgresEventSink(settings.database_url)])
         try:
             run_main(build_flow(TestingSource(with_ticks(records), batch_size=1), sinks, classifier,
-                                flow_options(settings, config), extra_events=extra),
+                                FlowOptions.from_settings(settings, config),
+                                extra_events=call_log_events(classifier)),
                      epoch_interval=timedelta(0))
         finally:
             classifier.close()
 
     classified = sorted((e for e in events if e.event == "message_classified"), key=lambda e: e.event_time)
-    assert [e.data["decided_by"] for e in classified] == ["rules", "llm", "llm", "llm"]
-    assert all(e.data["message_type"] == "chat_complaint" for e in classified[1:])  # the fake LLM's answer
+    assert [e.data.decided_by for e in classified] == ["rules", "llm", "llm", "llm"]
+    assert all(e.data.message_type == "chat_complaint" for e in classified[1:])  # the fake LLM's answer
     calls = [e for e in events if e.event == "ai_call"]
-    assert sorted(c.data["status"] for c in calls) == ["error", "ok", "ok", "ok"]
+    assert sorted(c.data.status for c in calls) == ["error", "ok", "ok", "ok"]
     assert all("sk-test-secret" not in str(c.data) for c in calls)
     with psycopg.connect(settings.database_url) as conn:
         logged = conn.execute("select status, model_id, total_tokens from ai_io_logs order by status").fetchall()

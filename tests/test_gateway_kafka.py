@@ -24,9 +24,9 @@ from gateway.app import create_app
 from gateway.health import HEARTBEAT_KEY
 from gateway.producer import Publisher
 from gateway.spool import Spool, SpoolEntry, encode_entry
+from infra.embedded import EmbeddedKafka, free_port
+from infra.kafka_admin import ensure_topics, topic_plan
 from tests.support import answers, consume_all, spawn, stop, wait_until
-from worktool.embedded import EmbeddedKafka, free_port
-from worktool.kafka_admin import ensure_topics, topic_plan
 from worktool.models import RawRecord, raw_record_key
 from worktool.settings import Settings
 
@@ -370,7 +370,7 @@ def test_healthz_reports_unreachable_services(settings_factory) -> None:
 @pytest.mark.parametrize("workers", [1, 2])
 def test_uvicorn_server(tmp_path: Path, settings_factory, unique_topics, workers: int) -> None:
     settings = settings_factory(**unique_topics(), gateway_workers=workers)
-    proc = spawn([sys.executable, "-m", "worktool.cli", "gateway"], settings, tmp_path / "gateway.log")
+    proc = spawn([sys.executable, "-m", "commands.cli", "gateway"], settings, tmp_path / "gateway.log")
     base = f"http://127.0.0.1:{settings.http_port}"
 
     try:

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from classifiers.llm import LLMClassifier, Provider
+from classifiers.llm.providers import Completion
 from fakes.classify_stubs import FakeClock, StubRules, make_message
 from fakes.llm_servers import (
     DEFAULT_ANSWER,
@@ -24,8 +26,6 @@ from fakes.llm_servers import (
     rejects_json_mode,
     slow,
 )
-from worktool.llm import LLMClassifier, Provider
-from worktool.llm.providers import Completion
 from worktool.settings import Settings
 
 SECRET = "sk-test-do-not-log-0123456789"

@@ -1,4 +1,4 @@
-"""Pure parts of worktool.llm: circuit breaker, answer schema, prompts."""
+"""Pure parts of classifiers.llm: circuit breaker, answer schema, prompts."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ import json
 
 import pytest
 
-from fakes.classify_stubs import FakeClock, StubRules, make_message
-from worktool.llm import LLMClassifier, classifier_for, make_provider
-from worktool.llm.breaker import CircuitBreaker
-from worktool.llm.prompt import build_messages
-from worktool.llm.schema import OPERATOR_TYPES, STAFF_TYPES, USER_TYPES, InvalidAnswer, parse_verdict
+from classifiers import build_classifier
+from classifiers.llm import LLMClassifier, make_provider
+from classifiers.llm.breaker import CircuitBreaker
+from classifiers.llm.prompt import build_messages
+from classifiers.llm.schema import OPERATOR_TYPES, STAFF_TYPES, USER_TYPES, InvalidAnswer, parse_verdict
+from fakes.classify_stubs import FakeClock, make_message
+from worktool.config import BusinessConfig
 from worktool.models import Classification
 from worktool.settings import Settings
 
@@ -137,10 +139,9 @@ def test_prompt_lists_only_the_senders_codes(sender, own, foreign):
 # -- wiring ----------------------------------------------------------------------------------------
 
 
-def test_classifier_for_uses_the_rules_alone_without_a_provider():
-    rules = StubRules()
-    assert classifier_for(rules, Settings(llm_provider=None)) is rules
-    c = classifier_for(rules, Settings(llm_provider="dashscope", llm_model="qwen-plus"))
+def test_build_classifier_uses_the_rules_alone_without_a_provider():
+    assert not isinstance(build_classifier(Settings(llm_provider=None), BusinessConfig()), LLMClassifier)
+    c = build_classifier(Settings(llm_provider="dashscope", llm_model="qwen-plus"), BusinessConfig())
     assert isinstance(c, LLMClassifier)
     c.close()
 

@@ -11,7 +11,7 @@ import psycopg
 import pytest
 from typer.testing import CliRunner
 
-from worktool.migrate import (
+from infra.migrate import (
     LOCK_KEY,
     MigrationError,
     apply_down,
@@ -365,7 +365,7 @@ def test_cli_reports_migration_errors(
 
 
 def test_worktool_migrate_command(db: str, env_database: Callable[[str | None], None]) -> None:
-    from worktool.cli import app
+    from commands.cli import app
 
     env_database(db)
     runner = CliRunner()

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.integration
 def stack(settings_factory, unique_topics, tmp_path):
     settings = settings_factory(**unique_topics())
     flow = spawn_dataflow(settings, tmp_path / "dataflow.log")
-    gw = spawn([sys.executable, "-m", "worktool.cli", "gateway"], settings, tmp_path / "gateway.log")
+    gw = spawn([sys.executable, "-m", "commands.cli", "gateway"], settings, tmp_path / "gateway.log")
     base = f"http://127.0.0.1:{settings.http_port}"
 
     try:
@@ -66,7 +66,7 @@ def test_webhooks_become_rows_and_monitor_events(stack):
     classified = [e for e in events if e["event"] == "message_classified"]
     assert len({e["data"]["message_id"] for e in classified}) == 2
     first = next(e for e in classified if e["session_id"] == "group:视频号运营A群")
-    assert set(first) == {"event", "event_time", "session_id", "robot_id", "data"}
+    assert set(first) == {"schema_version", "event", "event_time", "session_id", "robot_id", "data"}
     assert {"message_id", "sender_type", "message_type", "confidence"} <= set(first["data"])
     assert first["event_time"].endswith("Z")
     dlq = [r["value"] for r in consume_all(settings.kafka_bootstrap_servers, settings.topic_dlq)]

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 
+from commands.classify import evaluate, labelled_message, load_labelled
 from operators.classify import RuleClassifier
 from operators.rules import ResponseDetector, TermMatcher
-from worktool.classify_cli import evaluate, labelled_message, load_labelled
 from worktool.config import BusinessConfig, ClassifierConfig, load_config
 from worktool.models import Classification
 
@@ -452,7 +452,7 @@ def test_labelled_set_meets_the_targets():
     ("blind2", 0.80),
 ])
 def test_independent_sets_stay_above_their_floors(name, type_floor):
-    from worktool.classify_cli import roster_for
+    from commands.classify import roster_for
     from worktool.config import load_config
 
     dataset = DATA / f"{name}_messages.jsonl"

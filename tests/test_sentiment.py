@@ -35,8 +35,8 @@ def test_negation_flips_and_intensifiers_strengthen():
 
 
 def test_classifier_scan_gives_the_same_sentiment():
+    from commands.classify import labelled_message
     from operators.classify import RuleClassifier
-    from worktool.classify_cli import labelled_message
     from worktool.config import BusinessConfig
 
     rules = RuleClassifier(BusinessConfig(operators=["王老板"]))

@@ -19,8 +19,8 @@ import psutil
 import psycopg
 import pytest
 
+from infra.embedded import free_port
 from tests.support import GROUP_MESSAGE, answers
-from worktool.embedded import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 PARTS = ("gateway/server.py", "dataflows/runner.py", "worktool/migrate.py")
@@ -75,7 +75,7 @@ def _worktool_up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, str, Path, 
     log = tmp_path / "up.log"
     with log.open("wb") as out:
         up = subprocess.Popen(
-            [sys.executable, "-m", "worktool.cli", "up"],
+            [sys.executable, "-m", "commands.cli", "up"],
             env=env,
             cwd=REPO,
             stdout=out,
@@ -145,8 +145,8 @@ def test_up_stops_everything_when_a_child_dies(tmp_path: Path) -> None:
 
 
 def test_sample_day_is_a_valid_sorted_archive() -> None:
+    from commands.demo import SAMPLE_DAY
     from worktool.config import load_config
-    from worktool.demo import SAMPLE_DAY
     from worktool.models import MessageCallback, RawRecord, ResultCallback
 
     lines = SAMPLE_DAY.read_text(encoding="utf-8").splitlines()
@@ -188,7 +188,7 @@ def test_sample_day_is_a_valid_sorted_archive() -> None:
 def test_demo_play_posts_each_webhook_to_its_endpoint(tmp_path: Path) -> None:
     import httpx
 
-    from worktool.demo import SAMPLE_DAY, load_archive, play
+    from commands.demo import SAMPLE_DAY, load_archive, play
 
     seen: list[httpx.Request] = []
 
@@ -213,8 +213,8 @@ def test_demo_play_posts_each_webhook_to_its_endpoint(tmp_path: Path) -> None:
 
 
 def test_a_fresh_embedded_broker_drops_the_dataflow_recovery_state(tmp_path: Path) -> None:
+    from commands.up import Stack
     from worktool.settings import Settings
-    from worktool.stack import Stack
 
     stack = Stack(Settings(data_dir=tmp_path / "data"))
     snapshot = stack.settings.recovery_dir / "part-0.sqlite3"

@@ -5,7 +5,7 @@ file (or no file) works. Errors name the bad key (and the bad regex).
 
 Roster: `robots`, `staff`, `operators`, `assistants` are exact display names; `staff_patterns`,
 `operator_patterns`, `assistant_patterns` are regular expressions tried after every exact name
-(RULES.md §1). The `classifier:` section is merged over operators/rule_defaults.py (mappings merge
+(RULES.md §1). The `classifier:` section is merged over worktool/rule_defaults.py (mappings merge
 key by key, lists and numbers replace), see that module for the meaning of each list.
 """
 
@@ -21,7 +21,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from operators.rule_defaults import DEFAULT_CLASSIFIER
+from worktool.rule_defaults import DEFAULT_CLASSIFIER
 
 RobotRole = Literal["monitor", "notify", "reply_day", "reply_night"]
 
@@ -151,7 +151,7 @@ class SatisfactionConfig(_Strict):
 
 
 class ClassifierConfig(_Strict):
-    """Every word list, pattern and weight of the rule classifier; defaults in operators/rule_defaults.py."""
+    """Every word list, pattern and weight of the rule classifier; defaults in worktool/rule_defaults.py."""
 
     threshold: float
     complaint_strong_weight: float

@@ -4,8 +4,9 @@
 - RawRecord (value on worktool.raw and one line of a JSONL archive),
 - Message (the canonical parsed message inside the dataflow),
 - Classification (who spoke and what kind of message it is),
-- MonitorEvent (value on worktool.monitor and one line of replay output),
 - DlqRecord (value on worktool.dlq).
+
+The monitor events (worktool.monitor) have their own catalogue: worktool/events.py.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError
 
 # ---------------------------------------------------------------------------------------------
 # Time: always timezone-aware UTC, serialised as ISO-8601 with millisecond precision and "Z".
@@ -40,6 +41,18 @@ UtcDatetime = Annotated[datetime, BeforeValidator(to_utc), PlainSerializer(iso, 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+class JsonRecord(BaseModel):
+    """A record that crosses a topic boundary: serialised with orjson, times as ISO-8601 "Z"."""
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json"))
+
+
+def summarize_errors(e: ValidationError, limit: int = 5) -> str:
+    """`loc: msg; loc: msg` of a pydantic error, short enough for a log line or a DLQ reason."""
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'record'}: {err['msg']}" for err in e.errors()[:limit])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -138,41 +151,46 @@ class ResultCallback(BaseModel):
     qrCode: LooseStr | None = None
 
 
+# The webhooks WorkTool calls; "accepted" is written by our own dispatcher (WorkTool's answer to a send).
+WEBHOOK_KINDS = ("message", "result", "qrcode", "online", "offline")
 RawKind = Literal["message", "result", "qrcode", "online", "offline", "accepted"]
+# Kinds whose body is a ResultCallback.
+RESULT_KINDS = ("result", "qrcode", "accepted")
 
 
-class RawRecord(BaseModel):
-    """Value on worktool.raw and one line of a JSONL archive (DESIGN.md contract)."""
+class RawRecord(JsonRecord):
+    """Value on worktool.raw and one line of a JSONL archive."""
 
     kind: RawKind
     robot_id: Annotated[str, Field(min_length=1)]
     received_at: UtcDatetime
     body: dict[str, Any]
 
-    def to_json(self) -> bytes:
-        return orjson.dumps(self.model_dump(mode="json"))
+
+def conversation_key(robot_id: str, room_type: int, group_name: str, group_remark: str, sender: str) -> str:
+    """The session id. Group chats are shared by every robot in the group; a private chat is between
+    one robot and one person, so it includes the robot."""
+    if room_type in GROUP_ROOM_TYPES:
+        return f"group:{group_name or group_remark}"
+    return f"private:{robot_id}:{sender}"
 
 
 def session_id_for(robot_id: str, body: MessageCallback) -> str:
-    """Conversation key. Group chats are shared by every robot in the group; a private chat is
-    between one robot and one person, so it includes the robot."""
-    if body.roomType in GROUP_ROOM_TYPES:
-        return f"group:{body.groupName or body.groupRemark}"
-    return f"private:{robot_id}:{body.receivedName}"
+    return conversation_key(robot_id, body.roomType, body.groupName, body.groupRemark, body.receivedName)
 
 
 def raw_record_key(kind: str, robot_id: str, body: dict[str, Any]) -> str:
     """Kafka key for a raw record: every message of one conversation lands on one partition.
-    Cheap on purpose (runs on the webhook hot path): no model validation."""
+    Cheap on purpose (runs on the webhook hot path): the body is not validated, only read."""
     if kind == "message":
-        room = body.get("roomType", 1)
         try:
-            room = int(room)
+            room = int(body.get("roomType", 1))
         except (TypeError, ValueError):
             room = 1
-        if room in GROUP_ROOM_TYPES:
-            return f"group:{body.get('groupName') or body.get('groupRemark') or ''}"
-        return f"private:{robot_id}:{body.get('receivedName') or ''}"
+        return conversation_key(
+            robot_id, room, str(body.get("groupName") or ""), str(body.get("groupRemark") or ""),
+            str(body.get("receivedName") or ""),
+        )
     return f"robot:{robot_id}"
 
 
@@ -216,26 +234,14 @@ class Classification(BaseModel):
     message_type: str | None  # None for robot messages
     confidence: float = Field(ge=0.0, le=1.0)
     reason: str
-    decided_by: Literal["placeholder", "rules", "llm"] = "rules"
+    decided_by: Literal["rules", "llm"] = "rules"
     sentiment: float | None = None  # -1 (negative) .. 1 (positive)
     need_reply: bool | None = None
     staff_command: str | None = None
 
 
-class MonitorEvent(BaseModel):
-    """Value on worktool.monitor and one line of replay output (DESIGN.md contract)."""
 
-    event: str
-    event_time: UtcDatetime
-    session_id: str | None = None
-    robot_id: str | None = None
-    data: dict[str, Any] = Field(default_factory=dict)
-
-    def to_json(self) -> bytes:
-        return orjson.dumps(self.model_dump(mode="json"))
-
-
-class DlqRecord(BaseModel):
+class DlqRecord(JsonRecord):
     """Value on worktool.dlq: what was rejected, where, and why."""
 
     stage: Literal["gateway", "dataflow"]
@@ -245,6 +251,3 @@ class DlqRecord(BaseModel):
     kind: str | None = None
     # The original bytes, decoded as UTF-8 with replacement so the record stays JSON.
     raw: str
-
-    def to_json(self) -> bytes:
-        return orjson.dumps(self.model_dump(mode="json"))

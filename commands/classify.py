@@ -14,9 +14,9 @@ from typing import Any, BinaryIO
 import orjson
 from pydantic import ValidationError
 
+from classifiers import build_classifier, close_classifier
 from operators.classify import Classifier, RuleClassifier, classification_fields
 from operators.parse import parse_mentions, parse_message
-from worktool.classifiers import build_classifier, close_classifier
 from worktool.config import BusinessConfig, ConfigError, load_config
 from worktool.models import TEXT_TYPES, Classification, Message, RawRecord
 from worktool.settings import get_settings

@@ -32,14 +32,15 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from worktool.llm.breaker import CircuitBreaker
-from worktool.llm.prompt import build_messages
-from worktool.llm.providers import Completion, LLMCallError, Provider, make_provider
-from worktool.llm.schema import InvalidAnswer, LLMVerdict, parse_verdict, types_for
+from classifiers.llm.breaker import CircuitBreaker
+from classifiers.llm.prompt import build_messages
+from classifiers.llm.providers import Completion, LLMCallError, Provider, make_provider
+from classifiers.llm.schema import InvalidAnswer, LLMVerdict, parse_verdict, types_for
+from operators.classify import Classifier
 from worktool.models import Classification, Message, iso
 from worktool.settings import Settings
 
@@ -57,12 +58,6 @@ _MAX_PENDING_LOGS = 10_000
 
 class BreakerOpen(Exception):
     pass
-
-
-class RuleClassifier(Protocol):
-    """operators.classify.Classifier, restated so worktool does not import operators."""
-
-    def classify_batch(self, messages: list[Message]) -> list[Classification]: ...
 
 
 @dataclass
@@ -127,7 +122,7 @@ class LLMClassifier:
 
     def __init__(
         self,
-        rules: RuleClassifier,
+        rules: Classifier,
         settings: Settings,
         *,
         clock: Callable[[], float] = time.monotonic,

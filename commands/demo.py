@@ -20,11 +20,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from worktool.models import to_utc
+from worktool.models import WEBHOOK_KINDS, to_utc
 from worktool.settings import Settings
 
 SAMPLE_DAY = Path(__file__).parent / "data" / "sample_day.jsonl"
-WEBHOOK_KINDS = ("message", "result", "qrcode", "online", "offline")  # "accepted" is ours, not a webhook
 
 
 @dataclass

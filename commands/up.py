@@ -27,7 +27,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
-from worktool.embedded import (
+from infra.embedded import (
     ChildProcess,
     EmbeddedKafka,
     EmbeddedPostgres,
@@ -35,7 +35,7 @@ from worktool.embedded import (
     EmbeddedServer,
     port_open,
 )
-from worktool.kafka_admin import ensure_topics, topic_plan
+from infra.kafka_admin import ensure_topics, topic_plan
 from worktool.settings import Settings
 
 log = logging.getLogger("worktool.up")
@@ -100,7 +100,7 @@ class Stack:
 
         ensure_topics(self.kafka_url, topic_plan(self.settings))
         log.info("topics ready: %s", ", ".join(self.settings.all_topics))
-        from worktool.migrate import apply_up
+        from infra.migrate import apply_up
 
         apply_up(self.database_url)
         log.info("migrations applied")
@@ -138,7 +138,7 @@ class Stack:
             log.info("starting %s", name)
             self.apps[name] = ChildProcess(
                 name,
-                [sys.executable, "-m", "worktool.cli", name],
+                [sys.executable, "-m", "commands.cli", name],
                 self.logs_dir / f"{name}.log",
                 stop_signal=stop_signal,
                 stop_timeout_s=stop_s,
@@ -249,7 +249,7 @@ def _setup_logging(console: Console) -> None:
 
 
 def _start_demo(stack: Stack, console: Console) -> threading.Thread:
-    from worktool import demo
+    from commands import demo
 
     def run() -> None:
         try:

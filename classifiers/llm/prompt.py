@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 
-from worktool.llm.schema import types_for
+from classifiers.llm.schema import types_for
 from worktool.models import Classification, Message
 
 # Long messages are cut: the type is decided by the gist, and tokens cost money.

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 # Any constant works, as long as every migrating process uses the same one. Derived from the name so it
 # does not collide with advisory locks other code might take with small integers.
-LOCK_KEY = int.from_bytes(hashlib.sha256(b"worktool.migrate").digest()[:8], "big", signed=True)
+LOCK_KEY = int.from_bytes(hashlib.sha256(b"infra.migrate").digest()[:8], "big", signed=True)
 
 _FILE = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.(?P<direction>up|down)\.sql$")
 

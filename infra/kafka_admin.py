@@ -2,7 +2,7 @@
 
 Works against the embedded Tansu broker and a real Kafka cluster alike. Partition counts are final at
 creation (Tansu cannot add partitions later), so `topic_plan` is the single source of them.
-Run `python -m worktool.kafka_admin` to create the topics named by the environment's Settings.
+Run `python -m infra.kafka_admin` to create the topics named by the environment's Settings.
 """
 
 from __future__ import annotations

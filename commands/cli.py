@@ -25,7 +25,7 @@ def up(
 ) -> None:
     """Start the whole stack (embedded broker, PostgreSQL, Redis unless their URLs are set; migrations,
     gateway, dataflow) and supervise it until Ctrl-C / SIGTERM."""
-    from worktool.stack import run_up
+    from commands.up import run_up
 
     raise typer.Exit(run_up(demo=demo, data_dir=data_dir))
 
@@ -53,7 +53,7 @@ def migrate_up(
     target: Annotated[int | None, typer.Option(help="Stop after this version.")] = None,
 ) -> None:
     """Apply pending migrations."""
-    from worktool.migrate import cli_up
+    from infra.migrate import cli_up
 
     raise typer.Exit(cli_up(target))
 
@@ -63,7 +63,7 @@ def migrate_down(
     steps: Annotated[int, typer.Option(help="How many migrations to roll back.")] = 1,
 ) -> None:
     """Roll back the newest applied migrations."""
-    from worktool.migrate import cli_down
+    from infra.migrate import cli_down
 
     raise typer.Exit(cli_down(steps))
 
@@ -71,7 +71,7 @@ def migrate_down(
 @migrate_app.command("status")
 def migrate_status() -> None:
     """List migrations and whether each is applied."""
-    from worktool.migrate import cli_status
+    from infra.migrate import cli_status
 
     raise typer.Exit(cli_status())
 
@@ -83,7 +83,7 @@ def replay(
     progress: Annotated[bool | None, typer.Option(help="Progress bar (default: when stderr is a terminal).")] = None,
 ) -> None:
     """Run the dataflow over an archive in event time; write the monitor events as JSONL."""
-    from dataflows.replay import cli_replay
+    from commands.replay import cli_replay
 
     raise typer.Exit(cli_replay(file, out, progress))
 
@@ -93,7 +93,7 @@ def archive(
     out: Annotated[Path, typer.Option("--out", "-o", help="Archive file to write (JSONL).")],
 ) -> None:
     """Dump worktool.raw to a JSONL archive (the format `replay` reads)."""
-    from dataflows.replay import cli_archive
+    from commands.replay import cli_archive
 
     raise typer.Exit(cli_archive(out))
 
@@ -102,7 +102,7 @@ def archive(
 def classify() -> None:
     """Read raw records (JSONL) on stdin; write one JSON line per record with sender_type,
     message_type, confidence and reason."""
-    from worktool.classify_cli import cli_classify
+    from commands.classify import cli_classify
 
     raise typer.Exit(cli_classify())
 
@@ -114,7 +114,7 @@ def accuracy(
     errors: Annotated[bool, typer.Option("--errors", help="List the misclassified messages.")] = False,
 ) -> None:
     """Print the rule classifier's accuracy and confusion matrix on a labelled set."""
-    from worktool.classify_cli import cli_accuracy
+    from commands.classify import cli_accuracy
 
     raise typer.Exit(cli_accuracy(dataset, roster, errors))
 

@@ -1,0 +1,17 @@
+"""LLM classification on top of the rules: providers, prompts, answer schema, circuit breaker."""
+
+from __future__ import annotations
+
+from classifiers.llm.breaker import CircuitBreaker
+from classifiers.llm.classifier import LLMClassifier
+from classifiers.llm.providers import DashScopeProvider, LLMCallError, OpenAIProvider, Provider, make_provider
+
+__all__ = [
+    "CircuitBreaker",
+    "DashScopeProvider",
+    "LLMCallError",
+    "LLMClassifier",
+    "OpenAIProvider",
+    "Provider",
+    "make_provider",
+]

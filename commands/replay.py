@@ -1,0 +1,64 @@
+"""`worktool replay` and `worktool archive` on the command line: progress on a terminal, a summary at
+the end, clear errors. The work is dataflows/replay.py."""
+
+from __future__ import annotations
+
+import sys
+import time
+from contextlib import ExitStack, nullcontext
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from classifiers import ClassifierUnavailable
+from dataflows.replay import dump_topic, replay_archive
+from worktool.config import ConfigError
+from worktool.settings import get_settings
+
+err = Console(stderr=True)
+
+
+def _progress(enabled: bool) -> Progress | nullcontext:
+    if not enabled:
+        return nullcontext()
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        console=err, transient=False,
+    )
+
+
+def cli_replay(file: Path, out: Path | None, progress: bool | None) -> int:
+    show = sys.stderr.isatty() if progress is None else progress
+    started = time.perf_counter()
+    try:
+        with ExitStack() as stack:
+            stream = stack.enter_context(out.open("wb")) if out else sys.stdout.buffer
+            bar = stack.enter_context(_progress(show))
+            task = bar.add_task("replay", total=None) if bar is not None else None
+            records, rejected = replay_archive(
+                file, stream,
+                on_start=(lambda n: bar.update(task, total=n)) if bar is not None else None,
+                on_progress=(lambda n: bar.advance(task, n)) if bar is not None else None,
+            )
+    except (ConfigError, ClassifierUnavailable) as e:
+        err.print(f"[red]{e}[/red]")
+        return 2
+    elapsed = time.perf_counter() - started
+    err.print(f"replayed {records} records in {elapsed:.1f} s; {len(rejected)} rejected")
+    for r in rejected[:5]:
+        err.print(f"  rejected: {r.reason}")
+    return 0
+
+
+def cli_archive(out: Path) -> int:
+    settings = get_settings()
+    if not settings.kafka_bootstrap_servers:
+        err.print("[red]KAFKA_BOOTSTRAP_SERVERS is not set (is `worktool up` running?)[/red]")
+        return 2
+    with out.open("wb") as f, _progress(sys.stderr.isatty()) as bar:
+        task = bar.add_task("archive", total=None) if bar is not None else None
+        n = dump_topic(settings.kafka_bootstrap_servers, settings.topic_raw, f,
+                       on_record=(lambda: bar.advance(task)) if bar is not None else None)
+    err.print(f"archived {n} records from {settings.topic_raw} to {out}")
+    return 0

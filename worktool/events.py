@@ -1,0 +1,300 @@
+"""The monitor-event catalogue: the typed contract of worktool.monitor (and of replay output).
+
+Every value on the monitor topic is a `MonitorEvent` envelope
+
+    {"schema_version": 1, "event": str, "event_time": ISO-8601 UTC, "session_id": str|null,
+     "robot_id": str|null, "data": {...}}
+
+whose `data` is the model registered for its `event` name below. Dashboards, the Postgres projection
+(sinks/postgres.py) and tests depend on these names; `worktool schema` writes the JSON Schema of each,
+and docs/events.md describes them. Rules for changing this file:
+
+- adding an event, or an optional field to one, is compatible;
+- renaming or removing a field, changing its type or meaning, is not: raise SCHEMA_VERSION.
+
+Producers build the data model and call `.at(event_time, session_id, robot_id)`. On the dataflow's hot
+path they use `model_construct` (no validation: every value comes from already-validated parts); the
+schema test validates every event the sample day produces, so a drifting producer still fails CI.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, model_validator
+
+from worktool.models import SenderType, UtcDatetime
+
+SCHEMA_VERSION = 1
+
+
+class EventData(BaseModel):
+    """Base of every event's `data`. Subclasses set EVENT and are registered in CATALOGUE."""
+
+    model_config = ConfigDict(extra="forbid")
+    EVENT: ClassVar[str]
+
+    def at(self, event_time: datetime, session_id: str | None = None, robot_id: str | None = None) -> MonitorEvent:
+        """This data in its envelope (no validation: see the module doc)."""
+        return MonitorEvent.model_construct(
+            schema_version=SCHEMA_VERSION,
+            event=self.EVENT,
+            event_time=event_time,
+            session_id=session_id,
+            robot_id=robot_id,
+            data=self,
+        )
+
+    @classmethod
+    def event(
+        cls, *, event_time: Any, session_id: str | None = None, robot_id: str | None = None, **fields: Any
+    ) -> MonitorEvent:
+        """Validated construction, for producers off the hot path."""
+        return MonitorEvent(
+            event=cls.EVENT, event_time=event_time, session_id=session_id, robot_id=robot_id,
+            data=cls.model_validate(fields),
+        )
+
+
+CATALOGUE: dict[str, type[EventData]] = {}
+
+
+def _register(cls: type[EventData]) -> type[EventData]:
+    if cls.EVENT in CATALOGUE:
+        raise ValueError(f"event {cls.EVENT} registered twice")
+    CATALOGUE[cls.EVENT] = cls
+    return cls
+
+
+class MonitorEvent(BaseModel):
+    """The envelope of every monitor event."""
+
+    schema_version: int = SCHEMA_VERSION
+    event: str
+    event_time: UtcDatetime
+    session_id: str | None = None
+    robot_id: str | None = None
+    data: SerializeAsAny[EventData]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _typed_data(cls, value: Any) -> Any:
+        if isinstance(value, dict) and isinstance(value.get("data"), dict):
+            model = CATALOGUE.get(value.get("event"))  # type: ignore[arg-type]
+            if model is None:
+                raise ValueError(f"unknown monitor event {value.get('event')!r}")
+            value = {**value, "data": model.model_validate(value["data"])}
+        return value
+
+    @model_validator(mode="after")
+    def _data_matches_event(self) -> MonitorEvent:
+        if getattr(type(self.data), "EVENT", None) != self.event:
+            raise ValueError(f"data of type {type(self.data).__name__} does not belong to event {self.event!r}")
+        return self
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.model_dump(mode="json"))
+
+
+def parse_event(raw: bytes | str) -> MonitorEvent:
+    """One monitor event from its JSON (the monitor topic, a replay output line)."""
+    return MonitorEvent.model_validate_json(raw)
+
+
+# ---------------------------------------------------------------------------------------------
+# Intake and classification
+
+
+@_register
+class MessageClassified(EventData):
+    """A message (the first report of it), who sent it and what kind of message it is."""
+
+    EVENT: ClassVar[str] = "message_classified"
+    message_id: str
+    sender_type: SenderType
+    message_type: str | None = Field(description="one of the 14 message types; null for our robots' echoes")
+    confidence: float = Field(ge=0, le=1)
+    reason: str
+    decided_by: Literal["rules", "llm"]
+    staff_command: str | None = None
+    sentiment: float | None = Field(default=None, ge=-1, le=1)
+    need_reply: bool | None = None
+    satisfaction: float | None = Field(default=None, ge=0, le=1, description="the user's rolling satisfaction")
+    sender_name: str
+    text: str
+    raw_text: str
+    text_type: int
+    content_kind: str
+    room_type: int
+    is_group: bool
+    group_name: str
+    group_remark: str
+    reply_target: str
+    at_me: bool
+    mentions: list[str]
+    mentioned_robots: list[str] = Field(description="robot ids of our robots @-mentioned in the message")
+    is_echo: bool = Field(description="one of our own robots' messages")
+    session_message_count: int
+
+
+@_register
+class RobotJoinedSession(EventData):
+    """A robot reported a message of this session for the first time: it sits in that group or chat."""
+
+    EVENT: ClassVar[str] = "robot_joined_session"
+    group_name: str | None = None
+    reply_target: str | None = None
+
+
+@_register
+class RobotStatus(EventData):
+    """An online or offline callback."""
+
+    EVENT: ClassVar[str] = "robot_status"
+    status: Literal["online", "offline"]
+
+
+@_register
+class CommandCallback(EventData):
+    """A command-result, group-QR or accepted record as WorkTool (or our dispatcher) reported it."""
+
+    EVENT: ClassVar[str] = "command_callback"
+    kind: Literal["result", "qrcode", "accepted"]
+    worktool_message_id: str
+    error_code: int
+    error_reason: str
+    command_type: int | None = None
+    group_name: str | None = None
+    qr_code: str | None = None
+
+
+@_register
+class AiCall(EventData):
+    """One LLM call, with its input and output (the API key never appears)."""
+
+    EVENT: ClassVar[str] = "ai_call"
+    call_id: str
+    message_id: str | None = None
+    operation_type: str
+    provider: str | None = None
+    model_id: str | None = None
+    input: str | None = None
+    output: str | None = None
+    status: Literal["ok", "error", "timeout", "breaker_open", "invalid"]
+    error_message: str | None = None
+    latency_ms: int | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    total_tokens: int | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Staff intervention and alerts
+
+
+@_register
+class InterventionNeeded(EventData):
+    """A message that needs a person (the four intervention situations)."""
+
+    EVENT: ClassVar[str] = "intervention_needed"
+    message_id: str
+    reason: str
+
+
+@_register
+class AlertRaised(EventData):
+    EVENT: ClassVar[str] = "alert_raised"
+    alert_id: str
+    alert_type: str
+    level: int = Field(ge=1, le=4)
+
+
+@_register
+class AlertEscalated(EventData):
+    EVENT: ClassVar[str] = "alert_escalated"
+    alert_id: str
+    from_level: int = Field(ge=1, le=4)
+    to_level: int = Field(ge=1, le=4)
+
+
+@_register
+class AlertCancelled(EventData):
+    EVENT: ClassVar[str] = "alert_cancelled"
+    alert_id: str
+    reason: Literal["staff_intervened", "user_satisfied", "problem_solved", "expired", "manual"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Replies and commands
+
+
+@_register
+class ReplyScheduled(EventData):
+    EVENT: ClassVar[str] = "reply_scheduled"
+    message_id: str
+    robot_id: str
+    target: str
+    delay_s: float = Field(ge=0)
+    due_time: UtcDatetime
+
+
+@_register
+class CommandSent(EventData):
+    EVENT: ClassVar[str] = "command_sent"
+    command_id: str
+    robot_id: str | None
+
+
+@_register
+class CommandResult(EventData):
+    EVENT: ClassVar[str] = "command_result"
+    command_id: str
+    status: Literal["completed", "failed"]
+
+
+@_register
+class CommandTimeout(EventData):
+    EVENT: ClassVar[str] = "command_timeout"
+    command_id: str
+
+
+# ---------------------------------------------------------------------------------------------
+# After-sales tasks
+
+
+@_register
+class TaskCreated(EventData):
+    EVENT: ClassVar[str] = "task_created"
+    task_id: str
+    task_type: str
+
+
+@_register
+class UserResponse(EventData):
+    EVENT: ClassVar[str] = "user_response"
+    task_id: str
+    status: Literal["responded", "refused", "timeout"]
+
+
+def envelope_schema(model: type[EventData]) -> dict[str, Any]:
+    """JSON Schema of one event: the envelope with `event` fixed and `data` of `model`."""
+    from pydantic import create_model
+
+    typed = create_model(
+        f"{model.__name__}Event",
+        __base__=BaseModel,
+        schema_version=(int, SCHEMA_VERSION),
+        event=(Literal[model.EVENT], ...),  # type: ignore[valid-type]
+        event_time=(UtcDatetime, ...),
+        session_id=(str | None, None),
+        robot_id=(str | None, None),
+        data=(model, ...),
+    )
+    schema = typed.model_json_schema(mode="serialization")
+    schema["description"] = (model.__doc__ or "").strip() or f"The {model.EVENT} monitor event."
+    return schema
+
+
+__all__ = ["CATALOGUE", "SCHEMA_VERSION", "EventData", "MonitorEvent", "envelope_schema", "parse_event"]
