@@ -31,9 +31,21 @@ from worktool.config import BusinessConfig  # noqa: E402
 from worktool.models import raw_record_key  # noqa: E402
 from worktool.settings import Settings  # noqa: E402
 
-TEXTS = ["你好", "佣金什么时候结算？能日结吗", "我的视频号发不了作品，需要扫码认证吗", "好的收到", "在的",
-         "我要投诉你们，说好的一天300到500呢", "我把橱窗里的商品删了", "今天的视频已经发了", "麻烦看一下我的账号",
-         "马上给我配合扫码！！！别废话", "[暂停回复]", "请完成出镜人身份验证", "现在没时间，不想弄了"]
+TEXTS = [
+    "你好",
+    "佣金什么时候结算？能日结吗",
+    "我的视频号发不了作品，需要扫码认证吗",
+    "好的收到",
+    "在的",
+    "我要投诉你们，说好的一天300到500呢",
+    "我把橱窗里的商品删了",
+    "今天的视频已经发了",
+    "麻烦看一下我的账号",
+    "马上给我配合扫码！！！别废话",
+    "[暂停回复]",
+    "请完成出镜人身份验证",
+    "现在没时间，不想弄了",
+]
 
 
 def synthetic(n: int, groups: int = 200) -> list[bytes]:
@@ -43,12 +55,28 @@ def synthetic(n: int, groups: int = 200) -> list[bytes]:
     while len(out) < n:
         t += timedelta(milliseconds=rnd.randint(50, 400))
         g = rnd.randrange(groups)
-        body = {"spoken": rnd.choice(TEXTS), "rawSpoken": "", "receivedName": f"用户{rnd.randrange(2000)}",
-                "groupName": f"视频号运营{g}群", "groupRemark": f"{g}群", "roomType": 1, "atMe": False, "textType": 1}
+        body = {
+            "spoken": rnd.choice(TEXTS),
+            "rawSpoken": "",
+            "receivedName": f"用户{rnd.randrange(2000)}",
+            "groupName": f"视频号运营{g}群",
+            "groupRemark": f"{g}群",
+            "roomType": 1,
+            "atMe": False,
+            "textType": 1,
+        }
         body["rawSpoken"] = body["spoken"]
         for robot in ("wt_monitor", "wt_day")[: rnd.choice((1, 2))]:  # some reported twice
-            out.append(orjson.dumps({"kind": "message", "robot_id": robot,
-                                     "received_at": t.isoformat().replace("+00:00", "Z"), "body": body}))
+            out.append(
+                orjson.dumps(
+                    {
+                        "kind": "message",
+                        "robot_id": robot,
+                        "received_at": t.isoformat().replace("+00:00", "Z"),
+                        "body": body,
+                    }
+                )
+            )
     return out[:n]
 
 
@@ -81,10 +109,20 @@ def bench_replay(n: int) -> None:
         source = ArchiveSource(path, timedelta(seconds=settings.replay_tick_interval_s))
         loaded = time.perf_counter()
         sink = CountingSink()
-        run_main(build_flow(source, FlowSinks(events=[sink]), classifier, FlowOptions.from_settings(settings, config), extra_events=extra))
+        run_main(
+            build_flow(
+                source,
+                FlowSinks(events=[sink]),
+                classifier,
+                FlowOptions.from_settings(settings, config),
+                extra_events=extra,
+            )
+        )
         done = time.perf_counter()
-    print(f"replay: {n} records ({type(classifier).__name__}): load+sort {loaded - started:.2f} s, "
-          f"flow {done - loaded:.2f} s -> {n / (done - loaded):,.0f} records/s, {sink.box[0]} events")
+    print(
+        f"replay: {n} records ({type(classifier).__name__}): load+sort {loaded - started:.2f} s, "
+        f"flow {done - loaded:.2f} s -> {n / (done - loaded):,.0f} records/s, {sink.box[0]} events"
+    )
 
 
 def bench_kafka(n: int) -> None:
@@ -98,17 +136,26 @@ def bench_kafka(n: int) -> None:
     from sinks.kafka import ModelKafkaSink
     from sinks.postgres import PostgresEventSink
 
-    with tempfile.TemporaryDirectory() as d, EmbeddedKafka(Path(d) / "k") as kafka, \
-            EmbeddedPostgres(Path(d) / "pg") as pg:
+    with (
+        tempfile.TemporaryDirectory() as d,
+        EmbeddedKafka(Path(d) / "k") as kafka,
+        EmbeddedPostgres(Path(d) / "pg") as pg,
+    ):
         settings = Settings(kafka_bootstrap_servers=kafka.url, database_url=pg.url)
         ensure_topics(kafka.url, {settings.topic_raw: 6, settings.topic_monitor: 3})
         apply_up(pg.url)
-        p = Producer({"bootstrap.servers": kafka.url, "linger.ms": 5, "acks": "all", "enable.idempotence": True})
+        p = Producer(
+            {"bootstrap.servers": kafka.url, "linger.ms": 5, "acks": "all", "enable.idempotence": True}
+        )
         for value in synthetic(n):
             rec = orjson.loads(value)
             while True:
                 try:
-                    p.produce(settings.topic_raw, value, raw_record_key("message", rec["robot_id"], rec["body"]).encode())
+                    p.produce(
+                        settings.topic_raw,
+                        value,
+                        raw_record_key("message", rec["robot_id"], rec["body"]).encode(),
+                    )
                     break
                 except BufferError:
                     p.poll(0.1)
@@ -118,14 +165,22 @@ def bench_kafka(n: int) -> None:
         extra = call_log_events(classifier)
         source = KafkaSource([kafka.url], [settings.topic_raw], tail=False, batch_size=1000)
         count = CountingSink()
-        sinks = FlowSinks(events=[ModelKafkaSink(kafka.url, settings.topic_monitor), PostgresEventSink(pg.url), count])
+        sinks = FlowSinks(
+            events=[ModelKafkaSink(kafka.url, settings.topic_monitor), PostgresEventSink(pg.url), count]
+        )
         started = time.perf_counter()
-        run_main(build_flow(source, sinks, classifier, FlowOptions.from_settings(settings, config), extra_events=extra))
+        run_main(
+            build_flow(
+                source, sinks, classifier, FlowOptions.from_settings(settings, config), extra_events=extra
+            )
+        )
         elapsed = time.perf_counter() - started
         with psycopg.connect(pg.url) as conn:
             rows = conn.execute("select count(*) from session_messages").fetchone()[0]
-    print(f"kafka->flow->monitor+postgres: {n} records in {elapsed:.2f} s -> {n / elapsed:,.0f} records/s "
-          f"({count.box[0]} events, {rows} session_messages rows)")
+    print(
+        f"kafka->flow->monitor+postgres: {n} records in {elapsed:.2f} s -> {n / elapsed:,.0f} records/s "
+        f"({count.box[0]} events, {rows} session_messages rows)"
+    )
 
 
 if __name__ == "__main__":

@@ -31,8 +31,13 @@ def main() -> None:
     args = p.parse_args()
 
     with FakeOpenAIServer(slow(args.delay)) as server:
-        settings = Settings(llm_provider="openai", llm_base_url=server.base_url, llm_model="fake",
-                            llm_timeout_s=10, llm_max_in_flight=args.in_flight)
+        settings = Settings(
+            llm_provider="openai",
+            llm_base_url=server.base_url,
+            llm_model="fake",
+            llm_timeout_s=10,
+            llm_max_in_flight=args.in_flight,
+        )
         with LLMClassifier(StubRules(), settings) as classifier:
             messages = [make_message(i, text=f"第{i}条：结算什么时候到账？") for i in range(args.messages)]
             started = time.perf_counter()
@@ -44,9 +49,11 @@ def main() -> None:
             classifier.drain_call_logs()
     batches = math.ceil(args.messages / args.batch)
     ideal = batches * math.ceil(args.batch / args.in_flight) * args.delay
-    print(f"{args.messages} messages in {elapsed:.2f} s ({args.messages / elapsed:.0f}/s), "
-          f"ideal {ideal:.2f} s, overhead {(elapsed - ideal) / args.messages * 1000:.2f} ms/message, "
-          f"decided by llm: {llm}, peak in flight {server.max_in_flight}")
+    print(
+        f"{args.messages} messages in {elapsed:.2f} s ({args.messages / elapsed:.0f}/s), "
+        f"ideal {ideal:.2f} s, overhead {(elapsed - ideal) / args.messages * 1000:.2f} ms/message, "
+        f"decided by llm: {llm}, peak in flight {server.max_in_flight}"
+    )
 
 
 if __name__ == "__main__":

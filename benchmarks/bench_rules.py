@@ -60,9 +60,11 @@ def main() -> int:
         runs.append(time.process_time() - cpu)
     best, median = min(runs), statistics.median(runs)
     chars = statistics.mean(len(m.text) for m in messages)
-    print(f"{len(messages)} messages ({chars:.0f} characters on average), best of {args.repeat}: {len(messages) / best:,.0f} messages/s "
-          f"({1e6 * best / len(messages):.1f} µs/message; median {len(messages) / median:,.0f}/s), "
-          f"batch {args.batch}, Python {sys.version.split()[0]}")
+    print(
+        f"{len(messages)} messages ({chars:.0f} characters on average), best of {args.repeat}: {len(messages) / best:,.0f} messages/s "
+        f"({1e6 * best / len(messages):.1f} µs/message; median {len(messages) / median:,.0f}/s), "
+        f"batch {args.batch}, Python {sys.version.split()[0]}"
+    )
     return 0
 
 

@@ -56,8 +56,17 @@ def ai_call_event(call: dict[str, Any]) -> MonitorEvent:
     """An LLM call log as a monitor event, stamped with its message's event time."""
     data = {k: v for k, v in call.items() if k not in ("event_time", "session_id", "robot_id")}
     return AiCall.event(
-        event_time=call["event_time"], session_id=call.get("session_id"), robot_id=call.get("robot_id"), **data
+        event_time=call["event_time"],
+        session_id=call.get("session_id"),
+        robot_id=call.get("robot_id"),
+        **data,
     )
 
 
-__all__ = ["ClassifierUnavailable", "ai_call_event", "build_classifier", "call_log_events", "close_classifier"]
+__all__ = [
+    "ClassifierUnavailable",
+    "ai_call_event",
+    "build_classifier",
+    "call_log_events",
+    "close_classifier",
+]

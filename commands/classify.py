@@ -30,6 +30,8 @@ def roster_for(dataset: Path) -> Path:
     """`x_messages.jsonl` uses `x_roster.yaml` beside it when present, else `labelled_roster.yaml`."""
     own = dataset.with_name(dataset.stem.removesuffix("_messages") + "_roster.yaml")
     return own if own.is_file() else dataset.parent / ROSTER_NAME
+
+
 MESSAGE_TYPE_TARGET = 0.95
 SENDER_TYPE_TARGET = 0.99
 _BATCH = 64  # records classified together (lets an LLM classifier work concurrently)
@@ -103,7 +105,9 @@ def _first_error(e: ValidationError) -> str:
     return f"{loc}: {err['msg']}"
 
 
-def _flush(classifier: Classifier, pending: list[tuple[int, Message]], results: list[dict[str, Any]], out: Any) -> None:
+def _flush(
+    classifier: Classifier, pending: list[tuple[int, Message]], results: list[dict[str, Any]], out: Any
+) -> None:
     if pending:
         for (slot, m), c in zip(pending, classifier.classify_batch([m for _, m in pending]), strict=True):
             results[slot] = classification_fields(m.message_id, c)
@@ -249,11 +253,16 @@ def cli_accuracy(dataset: Path | None = None, roster: Path | None = None, show_e
 
     if show_errors:
         for row, c in ev.errors:
-            console.print(f"{row['expected_sender_type']}/{row['expected_message_type']} -> "
-                          f"{c.sender_type}/{c.message_type}  {row['text']!r}  [{c.reason}]", markup=False)
+            console.print(
+                f"{row['expected_sender_type']}/{row['expected_message_type']} -> "
+                f"{c.sender_type}/{c.message_type}  {row['text']!r}  [{c.reason}]",
+                markup=False,
+            )
 
     ok = ev.overall.type_accuracy >= MESSAGE_TYPE_TARGET and ev.overall.sender_accuracy >= SENDER_TYPE_TARGET
     verdict = "meets" if ok else "is below"
-    console.print(f"Accuracy {verdict} the targets (message type >= {MESSAGE_TYPE_TARGET:.0%}, "
-                  f"sender type >= {SENDER_TYPE_TARGET:.0%}).")
+    console.print(
+        f"Accuracy {verdict} the targets (message type >= {MESSAGE_TYPE_TARGET:.0%}, "
+        f"sender type >= {SENDER_TYPE_TARGET:.0%})."
+    )
     return 0 if ok else 1

@@ -14,13 +14,17 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
 )
-migrate_app = typer.Typer(help="Database migrations (numbered SQL files in migrations/).", no_args_is_help=True)
+migrate_app = typer.Typer(
+    help="Database migrations (numbered SQL files in migrations/).", no_args_is_help=True
+)
 app.add_typer(migrate_app, name="migrate")
 
 
 @app.command()
 def up(
-    demo: Annotated[bool, typer.Option("--demo", help="Play the bundled sample day through the live gateway.")] = False,
+    demo: Annotated[
+        bool, typer.Option("--demo", help="Play the bundled sample day through the live gateway.")
+    ] = False,
     data_dir: Annotated[Path | None, typer.Option(help="Data directory (default WORKTOOL_DATA_DIR).")] = None,
 ) -> None:
     """Start the whole stack (embedded broker, PostgreSQL, Redis unless their URLs are set; migrations,
@@ -79,8 +83,12 @@ def migrate_status() -> None:
 @app.command()
 def replay(
     file: Annotated[Path, typer.Argument(help="JSONL archive of raw records.", exists=True, dir_okay=False)],
-    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write monitor events here (default stdout).")] = None,
-    progress: Annotated[bool | None, typer.Option(help="Progress bar (default: when stderr is a terminal).")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Write monitor events here (default stdout).")
+    ] = None,
+    progress: Annotated[
+        bool | None, typer.Option(help="Progress bar (default: when stderr is a terminal).")
+    ] = None,
 ) -> None:
     """Run the dataflow over an archive in event time; write the monitor events as JSONL."""
     from commands.replay import cli_replay
@@ -109,8 +117,13 @@ def classify() -> None:
 
 @app.command()
 def accuracy(
-    dataset: Annotated[Path | None, typer.Argument(help="Labelled JSONL set (default tests/data/labelled_messages.jsonl).")] = None,
-    roster: Annotated[Path | None, typer.Option(help="Roster YAML (default: X_roster.yaml or labelled_roster.yaml beside the set).")] = None,
+    dataset: Annotated[
+        Path | None, typer.Argument(help="Labelled JSONL set (default tests/data/labelled_messages.jsonl).")
+    ] = None,
+    roster: Annotated[
+        Path | None,
+        typer.Option(help="Roster YAML (default: X_roster.yaml or labelled_roster.yaml beside the set)."),
+    ] = None,
     errors: Annotated[bool, typer.Option("--errors", help="List the misclassified messages.")] = False,
 ) -> None:
     """Print the rule classifier's accuracy and confusion matrix on a labelled set."""

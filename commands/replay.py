@@ -23,8 +23,12 @@ def _progress(enabled: bool) -> Progress | nullcontext:
     if not enabled:
         return nullcontext()
     return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        console=err, transient=False,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=err,
+        transient=False,
     )
 
 
@@ -37,7 +41,8 @@ def cli_replay(file: Path, out: Path | None, progress: bool | None) -> int:
             bar = stack.enter_context(_progress(show))
             task = bar.add_task("replay", total=None) if bar is not None else None
             records, rejected = replay_archive(
-                file, stream,
+                file,
+                stream,
                 on_start=(lambda n: bar.update(task, total=n)) if bar is not None else None,
                 on_progress=(lambda n: bar.advance(task, n)) if bar is not None else None,
             )
@@ -58,7 +63,11 @@ def cli_archive(out: Path) -> int:
         return 2
     with out.open("wb") as f, _progress(sys.stderr.isatty()) as bar:
         task = bar.add_task("archive", total=None) if bar is not None else None
-        n = dump_topic(settings.kafka_bootstrap_servers, settings.topic_raw, f,
-                       on_record=(lambda: bar.advance(task)) if bar is not None else None)
+        n = dump_topic(
+            settings.kafka_bootstrap_servers,
+            settings.topic_raw,
+            f,
+            on_record=(lambda: bar.advance(task)) if bar is not None else None,
+        )
     err.print(f"archived {n} records from {settings.topic_raw} to {out}")
     return 0

@@ -69,7 +69,9 @@ class FlowOptions:
 
     @classmethod
     def from_settings(cls, settings: Settings, config: BusinessConfig) -> FlowOptions:
-        return cls(shards=settings.shards, dedup_window=timedelta(seconds=settings.dedup_window_s), config=config)
+        return cls(
+            shards=settings.shards, dedup_window=timedelta(seconds=settings.dedup_window_s), config=config
+        )
 
     def policy(self) -> ShardPolicy:
         return ShardPolicy(

@@ -45,8 +45,16 @@ def live_flow() -> Dataflow:
         dlq=[ModelKafkaSink(bootstrap, settings.topic_dlq)],
         heartbeat=[HeartbeatSink(settings.redis_url)],
     )
-    log.info("live dataflow: %s -> %s, postgres, %s", settings.topic_raw, settings.topic_monitor, settings.topic_dlq)
+    log.info(
+        "live dataflow: %s -> %s, postgres, %s",
+        settings.topic_raw,
+        settings.topic_monitor,
+        settings.topic_dlq,
+    )
     return build_flow(
-        [kafka, ticks], sinks, classifier, FlowOptions.from_settings(settings, config),
+        [kafka, ticks],
+        sinks,
+        classifier,
+        FlowOptions.from_settings(settings, config),
         extra_events=call_log_events(classifier),
     )

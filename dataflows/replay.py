@@ -35,12 +35,17 @@ def replay_archive(
     classifier = build_classifier(settings, config)
     rejected: list[DlqRecord] = []
     try:
-        source = ArchiveSource(path, timedelta(seconds=settings.replay_tick_interval_s), on_progress=on_progress)
+        source = ArchiveSource(
+            path, timedelta(seconds=settings.replay_tick_interval_s), on_progress=on_progress
+        )
         if on_start is not None:
             on_start(source.record_count)
         sinks = FlowSinks(events=[JsonlSink(out)], dlq=[TestingSink(rejected)])
         flow = build_flow(
-            source, sinks, classifier, FlowOptions.from_settings(settings, config),
+            source,
+            sinks,
+            classifier,
+            FlowOptions.from_settings(settings, config),
             extra_events=call_log_events(classifier),
         )
         run_main(flow)
@@ -55,10 +60,14 @@ def dump_topic(bootstrap: str, topic: str, out: IO[bytes], on_record=None, idle_
     Tansu's high watermark is unreliable), then stops."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
-    consumer = Consumer({
-        "bootstrap.servers": bootstrap, "group.id": "worktool-archive", "enable.auto.commit": False,
-        "enable.partition.eof": True,
-    })
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "worktool-archive",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
     try:
         meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
         if meta is None or meta.error is not None:

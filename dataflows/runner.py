@@ -27,11 +27,18 @@ def ensure_recovery_dir() -> str:
 def bytewax_command(workers: int = 1) -> list[str]:
     settings = get_settings()
     return [
-        sys.executable, "-m", "bytewax.run", "dataflows.main:live_flow()",
-        "-w", str(workers),
-        "-r", ensure_recovery_dir(),
-        "-s", str(settings.snapshot_interval_s),
-        "-b", "30",
+        sys.executable,
+        "-m",
+        "bytewax.run",
+        "dataflows.main:live_flow()",
+        "-w",
+        str(workers),
+        "-r",
+        ensure_recovery_dir(),
+        "-s",
+        str(settings.snapshot_interval_s),
+        "-b",
+        "30",
     ]
 
 

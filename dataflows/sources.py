@@ -97,8 +97,13 @@ def with_data_ticks(rows: list[tuple[datetime | None, bytes]], interval: timedel
 
 
 class _ListPartition(StatefulSourcePartition[bytes | Tick, int]):
-    def __init__(self, items: list[bytes | Tick], resume: int | None, batch_size: int,
-                 on_progress: Callable[[int], None] | None) -> None:
+    def __init__(
+        self,
+        items: list[bytes | Tick],
+        resume: int | None,
+        batch_size: int,
+        on_progress: Callable[[int], None] | None,
+    ) -> None:
         self._items = items
         self._i = resume or 0
         self._batch = batch_size
@@ -120,8 +125,13 @@ class _ListPartition(StatefulSourcePartition[bytes | Tick, int]):
 class ArchiveSource(FixedPartitionedSource[bytes | Tick, int]):
     """A JSONL archive of raw records, replayed in event time with data-derived ticks."""
 
-    def __init__(self, path: Path, tick_interval: timedelta, batch_size: int = 1000,
-                 on_progress: Callable[[int], None] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        tick_interval: timedelta,
+        batch_size: int = 1000,
+        on_progress: Callable[[int], None] | None = None,
+    ) -> None:
         self.rows = load_archive(path)
         self.items = with_data_ticks(self.rows, tick_interval)
         self.batch_size = batch_size

@@ -195,7 +195,9 @@ def validate(kind: str, body: dict[str, Any]) -> None:
         schema.model_validate(body)
     except ValidationError as e:
         errors = e.errors(include_url=False, include_context=False, include_input=False)
-        raise Rejected(422, "invalid_fields", f"invalid {kind} callback: {summarize_errors(e)}", errors) from e
+        raise Rejected(
+            422, "invalid_fields", f"invalid {kind} callback: {summarize_errors(e)}", errors
+        ) from e
 
 
 # ---------------------------------------------------------------------------------------------

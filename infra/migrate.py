@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 # Any constant works, as long as every migrating process uses the same one. Derived from the name so it
 # does not collide with advisory locks other code might take with small integers.
-LOCK_KEY = int.from_bytes(hashlib.sha256(b"infra.migrate").digest()[:8], "big", signed=True)
+LOCK_KEY = int.from_bytes(hashlib.sha256(b"worktool.migrate").digest()[:8], "big", signed=True)
 
 _FILE = re.compile(r"^(?P<version>\d{4})_(?P<name>[a-z0-9_]+)\.(?P<direction>up|down)\.sql$")
 
@@ -47,6 +47,19 @@ class MigrationError(RuntimeError):
     """A migration cannot be applied or rolled back; the message says why and what to do."""
 
 
+def _statements(sql: str) -> str:
+    """The SQL without `--` comments, trailing spaces and blank lines (no `--` in our string literals)."""
+    lines = (line.split("--", 1)[0].rstrip() for line in sql.replace("\r\n", "\n").split("\n"))
+    return "\n".join(line for line in lines if line)
+
+
+# Databases migrated before checksums ignored comments recorded the sha256 of the whole file.
+_FULL_TEXT_CHECKSUMS: dict[int, frozenset[str]] = {
+    1: frozenset({"2a7eddd5459fbae4653286567abd23dd5ad1e66a33942296c4f18851c83cebf2"}),
+    2: frozenset({"428231146027c247729e04b28f2be3621bfb2b5aceabe23f965d8757d16906f6"}),
+}
+
+
 @dataclass(frozen=True)
 class Migration:
     version: int
@@ -56,8 +69,12 @@ class Migration:
 
     @property
     def checksum(self) -> str:
-        # Line endings normalised: a checkout with CRLF is not an edit.
-        return hashlib.sha256(self.up_sql.replace("\r\n", "\n").encode()).hexdigest()
+        """sha256 of the statements: comments and blank lines are not part of it, so fixing a comment
+        of an applied migration is not an edit; neither are CRLF line endings."""
+        return hashlib.sha256(_statements(self.up_sql).encode()).hexdigest()
+
+    def matches(self, recorded: str) -> bool:
+        return recorded == self.checksum or recorded in _FULL_TEXT_CHECKSUMS.get(self.version, ())
 
     @property
     def label(self) -> str:
@@ -161,7 +178,7 @@ def _verify(migrations: list[Migration], history: dict[int, tuple[str, str, date
             + " (it was migrated by a newer version; upgrade this code)"
         )
     edited = [
-        known[v].label for v, (_, checksum, _) in sorted(history.items()) if known[v].checksum != checksum
+        known[v].label for v, (_, checksum, _) in sorted(history.items()) if not known[v].matches(checksum)
     ]
     if edited:
         raise MigrationError(
@@ -256,7 +273,7 @@ def status(database_url: str, *, source: Traversable | Path | None = None) -> li
             state = "pending"
         elif m is None:
             state = "missing file"
-        elif m.checksum != h[1]:
+        elif not m.matches(h[1]):
             state = "checksum mismatch"
         else:
             state = "applied"

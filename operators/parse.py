@@ -54,7 +54,9 @@ def parse_message(record: RawRecord) -> tuple[str, Message]:
     raw_text = body.rawSpoken or body.spoken
     # Non-text messages often carry an empty `spoken`; the file payload stays out of the fingerprint
     # but its length keeps two different images from collapsing into one.
-    content_key = raw_text if body.textType == 1 or raw_text else f"<{body.textType}:{len(body.fileBase64 or '')}>"
+    content_key = (
+        raw_text if body.textType == 1 or raw_text else f"<{body.textType}:{len(body.fileBase64 or '')}>"
+    )
     fp = fingerprint(session_id, body.receivedName, body.textType, content_key)
     msg = Message(
         message_id=message_id_for(fp, record),

@@ -297,8 +297,11 @@ class MessageTypeRules:
         self._question_suffixes = frozenset(normalize_text(w) for w in resp.question_suffixes)
         self._refusing = frozenset(resp.refusal_negators)  # "不行" refuses, "没收到" reports
         # A message made only of acknowledgements, fillers and punctuation/emoji ("好的好的~", "现在可以").
-        ack_words = sorted({normalize_text(w) for w in [*resp.responded, *resp.acknowledgements, *resp.fillers]},
-                           key=len, reverse=True)
+        ack_words = sorted(
+            {normalize_text(w) for w in [*resp.responded, *resp.acknowledgements, *resp.fillers]},
+            key=len,
+            reverse=True,
+        )
         self._ack_only = re.compile("(?:" + "|".join(map(re.escape, ack_words)) + r"|\W|_)+")
         extra = dict(extra_keywords or {})
         groups = dict.fromkeys(extra, "extra")
@@ -320,7 +323,11 @@ class MessageTypeRules:
         s = c.staff
         self._staff = TermMatcher(
             {"reply": s.reply.keywords, "task": s.task.keywords, "other": s.other.keywords, **extra},
-            {"reply": s.reply.compiled_patterns, "task": s.task.compiled_patterns, "other": s.other.compiled_patterns},
+            {
+                "reply": s.reply.compiled_patterns,
+                "task": s.task.compiled_patterns,
+                "other": s.other.compiled_patterns,
+            },
             groups,
         )
         o = c.operator
@@ -333,11 +340,16 @@ class MessageTypeRules:
                 "other": o.other.keywords,
                 **extra,
             },
-            {"hard": o.tone_hard.compiled_patterns, "assign": o.assign.compiled_patterns,
-             "other": o.other.compiled_patterns},
+            {
+                "hard": o.tone_hard.compiled_patterns,
+                "assign": o.assign.compiled_patterns,
+                "other": o.other.compiled_patterns,
+            },
             groups,
         )
-        self._self_subjects = tuple(sorted((normalize_text(w) for w in o.self_subjects), key=len, reverse=True))
+        self._self_subjects = tuple(
+            sorted((normalize_text(w) for w in o.self_subjects), key=len, reverse=True)
+        )
         self._vocatives = frozenset(normalize_text(w) for w in c.peer_vocatives)
         self._self_mentions = frozenset(normalize_text(w) for w in s.self_mentions)
         self._commands = [(normalize_text(k), v) for k, v in c.staff_commands.items()]
@@ -352,8 +364,14 @@ class MessageTypeRules:
         if text is None:
             text = self.text_of(m)
         if m.text_type not in TEXT_KINDS or not text.strip():
-            if sender_type in ("staff", "assistant") and m.text_type in TEXT_KINDS and self._owner_mentions(m):
-                return TypeDecision("staff_at_user", 0.7, "bare @ of an owner: a reminder", text=text, hits=[])
+            if (
+                sender_type in ("staff", "assistant")
+                and m.text_type in TEXT_KINDS
+                and self._owner_mentions(m)
+            ):
+                return TypeDecision(
+                    "staff_at_user", 0.7, "bare @ of an owner: a reminder", text=text, hits=[]
+                )
             return self._non_text(m, sender_type)
         if sender_type == "user":
             return self._user_type(m, text)
@@ -396,8 +414,10 @@ class MessageTypeRules:
 
     def _owner_mentions(self, m: Message) -> list[str]:
         return [
-            n for n in m.mentions
-            if self.senders.sender_type(n, m.room_type) == "user" and normalize_text(n) not in self._self_mentions
+            n
+            for n in m.mentions
+            if self.senders.sender_type(n, m.room_type) == "user"
+            and normalize_text(n) not in self._self_mentions
         ]
 
     # -----------------------------------------------------------------------------------------
@@ -427,9 +447,15 @@ class MessageTypeRules:
             elif label == "ack":
                 if text[h.end : h.end + 1] in self._question_suffixes:
                     continue  # a question, not an answer
-                if h.term in self._responded and self.negation.before(text, h.start, window=1) in self._refusing:
-                    votes.add("chat_cooperation", self.responses.negated_response_weight,
-                              f"{text[h.start - 1]}{h.term}")
+                if (
+                    h.term in self._responded
+                    and self.negation.before(text, h.start, window=1) in self._refusing
+                ):
+                    votes.add(
+                        "chat_cooperation",
+                        self.responses.negated_response_weight,
+                        f"{text[h.start - 1]}{h.term}",
+                    )
                     flags.add("refused")
                     continue
                 acks.append(h)
@@ -534,7 +560,9 @@ class MessageTypeRules:
             votes.move("chat_private_operation", target, "asked")
         if peer and not to_us:
             strong = sum(
-                h.weight for h in hits if h.label == "chat_complaint" and h.weight >= c.complaint_strong_weight
+                h.weight
+                for h in hits
+                if h.label == "chat_complaint" and h.weight >= c.complaint_strong_weight
             )
             soft = votes.scores.get("chat_complaint", 0.0) - strong
             if soft > 0:
@@ -565,7 +593,9 @@ class MessageTypeRules:
         s = self.c.staff
         hits = self._staff.scan(text)
         if m.room_type in INTERNAL_ROOM_TYPES:
-            return TypeDecision("staff_other", 0.8, "internal room: no owner to address", text=text, hits=hits)
+            return TypeDecision(
+                "staff_other", 0.8, "internal room: no owner to address", text=text, hits=hits
+            )
         if not _has_alnum(text):
             return TypeDecision("staff_other", 0.7, "no readable text", text=text, hits=hits)
         scores: dict[str, float] = defaultdict(float)
@@ -583,14 +613,26 @@ class MessageTypeRules:
         if owners:
             # the speech act decides: an answer -> reply, a question -> ask, else a task or reminder;
             # a message ending on a question asks, whatever answer-like words it holds
-            ends_asking = question and self.is_question(text[_clause_start(text, len(text.rstrip(" ?")) - 1):])
-            answers = (reply >= s.at_reply_min and reply > task) or (not task and not question and reply >= s.reply_threshold)
+            ends_asking = question and self.is_question(
+                text[_clause_start(text, len(text.rstrip(" ?")) - 1) :]
+            )
+            answers = (reply >= s.at_reply_min and reply > task) or (
+                not task and not question and reply >= s.reply_threshold
+            )
             if answers and not (ends_asking and not task):
-                code, conf, reason = "staff_reply_user", confidence(reply, task), f"@{owners[0]} with an answer: {why('reply')}"
+                code, conf, reason = (
+                    "staff_reply_user",
+                    confidence(reply, task),
+                    f"@{owners[0]} with an answer: {why('reply')}",
+                )
             elif question and not task:
                 code, conf, reason = "staff_ask_user", 0.7, f"@{owners[0]} with a question"
             else:
-                code, conf, reason = "staff_at_user", 0.9 if task else 0.75, f"@{owners[0]}: {why('task') or 'mention'}"
+                code, conf, reason = (
+                    "staff_at_user",
+                    0.9 if task else 0.75,
+                    f"@{owners[0]}: {why('task') or 'mention'}",
+                )
         elif question:
             code, conf, reason = "staff_ask_user", 0.75, "question"
         elif reply >= s.reply_threshold and reply > other:
@@ -631,15 +673,22 @@ class MessageTypeRules:
             hard_terms.append(f"{exclamations}x!")
         if hard_terms and hard - polite >= o.hard_threshold:
             reason = "harsh: " + ", ".join(hard_terms) + (f" (politeness -{polite:.1f})" if polite else "")
-            return TypeDecision("operator_tone_hard", confidence(hard - polite, 0.0), reason, text=text, hits=hits)
+            return TypeDecision(
+                "operator_tone_hard", confidence(hard - polite, 0.0), reason, text=text, hits=hits
+            )
         owners = self._owner_mentions(m)
         if owners and assign > 0:  # an @ makes a task of task words; alone it assigns nothing
             assign += o.mention_weight
             assign_terms.append(f"@{owners[0]}")
         assign -= other
         if assign >= o.assign_threshold:
-            return TypeDecision("operator_assign_user", confidence(assign, 0.0), "task: " + ", ".join(assign_terms),
-                                text=text, hits=hits)
+            return TypeDecision(
+                "operator_assign_user",
+                confidence(assign, 0.0),
+                "task: " + ", ".join(assign_terms),
+                text=text,
+                hits=hits,
+            )
         reason = "no task or harsh words" + (" | " + ", ".join(notes) if notes else "")
         return TypeDecision("operator_other", 0.5, reason, text=text, hits=hits)
 

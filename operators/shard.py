@@ -99,7 +99,9 @@ class DedupShard(_FastCopy):
             return [item]
         msg = item.message
         self.clock.advance(msg.received_at)
-        verdict = self.dedup.observe(item.fp, msg.message_id, msg.robot_id, msg.received_at, policy.dedup_window)
+        verdict = self.dedup.observe(
+            item.fp, msg.message_id, msg.robot_id, msg.received_at, policy.dedup_window
+        )
         if not verdict.is_duplicate:
             return [msg]
         self.duplicates += 1
@@ -141,7 +143,11 @@ class SessionShard(_FastCopy):
         if robot_id in session.robots:
             return []
         session.robots.add(robot_id)
-        return [RobotJoinedSession.model_construct(group_name=group_name, reply_target=target).at(at, session_id, robot_id)]
+        return [
+            RobotJoinedSession.model_construct(group_name=group_name, reply_target=target).at(
+                at, session_id, robot_id
+            )
+        ]
 
     def _on_message(self, cm: ClassifiedMessage, policy: ShardPolicy) -> list[MonitorEvent]:
         m, c = cm.message, cm.classification
@@ -150,7 +156,10 @@ class SessionShard(_FastCopy):
         if c.sender_type == "user" and c.sentiment is not None:
             # Rolling per-user satisfaction; a display name is only unique within its conversation.
             satisfaction = policy.satisfaction.observe(
-                self.satisfaction, f"{m.session_id}\x1f{m.sender_name}", c.sentiment, m.received_at,
+                self.satisfaction,
+                f"{m.session_id}\x1f{m.sender_name}",
+                c.sentiment,
+                m.received_at,
                 complaint=c.message_type == "chat_complaint",
             )
         events = self._robot_seen(m.session_id, m.robot_id, m.received_at, m.group_name, m.reply_target)

@@ -41,7 +41,9 @@ class _KafkaPartition(StatelessSinkPartition[Any]):
         for item in items:
             while True:
                 try:
-                    self._producer.produce(self._topic, item.to_json(), self._key_fn(item), on_delivery=self._on_delivery)
+                    self._producer.produce(
+                        self._topic, item.to_json(), self._key_fn(item), on_delivery=self._on_delivery
+                    )
                     break
                 except BufferError:  # local queue full: let librdkafka drain it
                     self._producer.poll(0.1)

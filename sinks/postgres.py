@@ -307,7 +307,11 @@ def _robot_joined_session(ev: MonitorEvent) -> list[tuple[Upsert, dict[str, Any]
 
 def _robot_status(ev: MonitorEvent) -> list[tuple[Upsert, dict[str, Any]]]:
     d: RobotStatus = ev.data  # type: ignore[assignment]
-    row = {"robot_id": _required(ev.robot_id, "robot_id"), "status": d.status, "last_status_at": ev.event_time}
+    row = {
+        "robot_id": _required(ev.robot_id, "robot_id"),
+        "status": d.status,
+        "last_status_at": ev.event_time,
+    }
     return [(ROBOT_STATUS, row)]
 
 

@@ -42,7 +42,11 @@ def answers(url: str, status: int = 200) -> bool:
 
 def env_for(settings: Settings, **extra: str) -> dict[str, str]:
     """Environment that makes a child process see exactly these settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("WORKTOOL_", "KAFKA_", "DATABASE_", "REDIS_"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("WORKTOOL_", "KAFKA_", "DATABASE_", "REDIS_"))
+    }
     for name, field in Settings.model_fields.items():
         value = getattr(settings, name)
         if value is not None:

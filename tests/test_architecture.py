@@ -38,7 +38,9 @@ def test_ruff_check_and_format_are_clean() -> None:
     assert fmt.returncode == 0, fmt.stdout[-3000:]
 
 
-_OUTSIDE = re.compile(r"\.\./shared|shared/(domain|seeds)|RULES\.md|DESIGN\.md|bytewax-notes|worktool-platform\.md")
+_OUTSIDE = re.compile(
+    r"\.\./shared|shared/(domain|seeds)|RULES\.md|DESIGN\.md|bytewax-notes|worktool-platform\.md"
+)
 
 
 def test_the_repository_stands_alone() -> None:
@@ -47,7 +49,10 @@ def test_the_repository_stands_alone() -> None:
     offenders = []
     for name in tracked.stdout.splitlines():
         path = REPO / name
-        if path.suffix not in {".py", ".md", ".yaml", ".yml", ".toml", ".sql", ".txt", ".json"} or not path.is_file():
+        if (
+            path.suffix not in {".py", ".md", ".yaml", ".yml", ".toml", ".sql", ".txt", ".json"}
+            or not path.is_file()
+        ):
             continue
         for lineno, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1):
             if _OUTSIDE.search(line) and name != "tests/test_architecture.py":

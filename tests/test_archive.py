@@ -28,8 +28,14 @@ def test_archive_then_replay_matches_the_original(settings_factory, unique_topic
 
     dump = tmp_path / "dump.jsonl"
     env = env_for(settings)
-    r = subprocess.run([sys.executable, "-m", "commands.cli", "archive", "--out", str(dump)],
-                       cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "commands.cli", "archive", "--out", str(dump)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     dumped = dump.read_bytes().splitlines()
     assert sorted(dumped) == sorted(lines)  # every record, byte for byte
@@ -38,8 +44,14 @@ def test_archive_then_replay_matches_the_original(settings_factory, unique_topic
 
     def replay(path):
         out = tmp_path / f"{path.stem}.events.jsonl"
-        done = subprocess.run([sys.executable, "-m", "commands.cli", "replay", str(path), "--out", str(out)],
-                              cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", "commands.cli", "replay", str(path), "--out", str(out)],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 0, done.stderr
         return sorted(out.read_bytes().splitlines())
 
@@ -48,7 +60,12 @@ def test_archive_then_replay_matches_the_original(settings_factory, unique_topic
 
 def test_archive_without_a_broker_says_so(tmp_path):
     env = env_for(Settings())  # no KAFKA_BOOTSTRAP_SERVERS
-    r = subprocess.run([sys.executable, "-m", "commands.cli", "archive", "--out", str(tmp_path / "x.jsonl")],
-                       cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "commands.cli", "archive", "--out", str(tmp_path / "x.jsonl")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 2 and "KAFKA_BOOTSTRAP_SERVERS" in r.stderr
-

@@ -23,14 +23,27 @@ AT = "2026-11-20T02:00:00.000Z"
 
 
 def message(body: dict) -> dict:
-    base = {"spoken": "", "rawSpoken": "", "receivedName": "用户甲", "groupName": "视频号运营A群",
-            "groupRemark": "A群", "roomType": 1, "atMe": "false", "textType": 1}
+    base = {
+        "spoken": "",
+        "rawSpoken": "",
+        "receivedName": "用户甲",
+        "groupName": "视频号运营A群",
+        "groupRemark": "A群",
+        "roomType": 1,
+        "atMe": "false",
+        "textType": 1,
+    }
     return {"kind": "message", "robot_id": "wt_day", "received_at": AT, "body": {**base, **body}}
 
 
 LINES = [
-    message({"spoken": "我的视频号发不了作品，需要扫码认证吗", "rawSpoken": "@运营助理小A 我的视频号发不了作品，需要扫码认证吗",
-             "atMe": "true"}),
+    message(
+        {
+            "spoken": "我的视频号发不了作品，需要扫码认证吗",
+            "rawSpoken": "@运营助理小A 我的视频号发不了作品，需要扫码认证吗",
+            "atMe": "true",
+        }
+    ),
     message({"spoken": "[暂停回复]", "rawSpoken": "[暂停回复]", "receivedName": "售后小王"}),
     message({"spoken": "", "textType": 2, "fileBase64": "iVBORw0KGgo="}),
     message({"spoken": "您好", "receivedName": "运营助理小A"}),
@@ -63,8 +76,16 @@ def test_classify_writes_one_line_per_record(roster_env):
     first, command, image, robot, result = rows
     assert first["sender_type"] == "user" and first["message_type"] == "chat_after_sales"
     assert first["need_reply"] is True and first["decided_by"] == "rules"
-    assert set(first) >= {"message_id", "sender_type", "message_type", "confidence", "reason", "decided_by",
-                          "staff_command", "sentiment"}
+    assert set(first) >= {
+        "message_id",
+        "sender_type",
+        "message_type",
+        "confidence",
+        "reason",
+        "decided_by",
+        "staff_command",
+        "sentiment",
+    }
     assert command["sender_type"] == "staff" and command["staff_command"] == "pause_replies"
     assert image["message_type"] == "chat_other" and "image" in image["reason"]
     assert robot["sender_type"] == "robot" and robot["message_type"] is None
@@ -74,7 +95,11 @@ def test_classify_writes_one_line_per_record(roster_env):
 def test_bad_lines_become_error_lines_and_order_is_kept(roster_env):
     bad_body = message({"receivedName": ""})
     group_without_name = message({"groupName": "", "groupRemark": "", "spoken": "在"})
-    data = b"{not json\n\n" + jsonl([{"kind": "message"}, bad_body, group_without_name, LINES[0]]) + b"\xff\xfe\n"
+    data = (
+        b"{not json\n\n"
+        + jsonl([{"kind": "message"}, bad_body, group_without_name, LINES[0]])
+        + b"\xff\xfe\n"
+    )
     code, rows = run_cli(data)
     assert code == 0
     assert [("error" in r) for r in rows] == [True, True, True, True, False, True]
@@ -89,7 +114,9 @@ def test_many_records_are_batched_in_order(roster_env):
     texts = [f"第{i}个问题：佣金什么时候结算？" if i % 2 else "好的" for i in range(150)]
     code, rows = run_cli(jsonl([message({"spoken": t}) for t in texts]))
     assert code == 0
-    assert [r["message_type"] for r in rows] == ["chat_daily" if i % 2 else "chat_cooperation" for i in range(150)]
+    assert [r["message_type"] for r in rows] == [
+        "chat_daily" if i % 2 else "chat_cooperation" for i in range(150)
+    ]
 
 
 class _Broken(io.RawIOBase):
@@ -120,15 +147,25 @@ def test_worktool_classify_command(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("WORKTOOL_")}
     env["WORKTOOL_CONFIG"] = str(ROSTER)
     proc = subprocess.run(
-        [sys.executable, "-m", "commands.cli", "classify"], input=jsonl(LINES), capture_output=True,
-        cwd=REPO, env=env, timeout=120,
+        [sys.executable, "-m", "commands.cli", "classify"],
+        input=jsonl(LINES),
+        capture_output=True,
+        cwd=REPO,
+        env=env,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr.decode()
     rows = [orjson.loads(line) for line in proc.stdout.splitlines()]
-    assert [r.get("message_type") for r in rows[:4]] == ["chat_after_sales", "staff_other", "chat_other", None]
+    assert [r.get("message_type") for r in rows[:4]] == [
+        "chat_after_sales",
+        "staff_other",
+        "chat_other",
+        None,
+    ]
 
 
 # --- build_classifier -------------------------------------------------------------------------------
+
 
 def test_rules_unless_an_llm_is_configured():
     assert isinstance(build_classifier(Settings(), BusinessConfig()), RuleClassifier)
@@ -164,6 +201,7 @@ def test_missing_or_misconfigured_llm_is_an_error_at_start_up(monkeypatch):
 
 # --- worktool accuracy ---------------------------------------------------------------------------------
 
+
 def test_accuracy_on_the_labelled_set_meets_the_targets(capsys):
     assert classify_cli.cli_accuracy() == 0
     out = capsys.readouterr().out
@@ -172,8 +210,14 @@ def test_accuracy_on_the_labelled_set_meets_the_targets(capsys):
 
 def test_accuracy_below_target_exits_1(tmp_path, capsys):
     data = tmp_path / "set.jsonl"
-    rows = [{"text": "好的", "sender_name": "张姐", "expected_sender_type": "user",
-             "expected_message_type": "chat_complaint"}]
+    rows = [
+        {
+            "text": "好的",
+            "sender_name": "张姐",
+            "expected_sender_type": "user",
+            "expected_message_type": "chat_complaint",
+        }
+    ]
     data.write_bytes(jsonl(rows))
     assert classify_cli.cli_accuracy(data, ROSTER) == 1
     assert "is below the targets" in capsys.readouterr().out

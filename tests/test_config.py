@@ -18,7 +18,16 @@ def test_no_file_and_empty_file_give_the_rules_defaults(tmp_path):
     for config in (load_config(None), load_config(write(tmp_path, ""))):
         c = config.classifier
         assert c.user.chat_complaint.keywords["投诉"] == 3.0
-        assert c.responses.responded == ["在", "在的", "来了", "好的", "收到", "可以", "行", "是的"]  # RULES §7
+        assert c.responses.responded == [
+            "在",
+            "在的",
+            "来了",
+            "好的",
+            "收到",
+            "可以",
+            "行",
+            "是的",
+        ]  # RULES §7
         assert c.responses.refused == ["没时间", "不想", "不弄了", "不配合"]
         assert c.staff_commands["[暂停回复]"] == "pause_replies"
         assert c.satisfaction.initial == 0.5 and c.satisfaction.low == 0.3 and c.satisfaction.high == 0.7
@@ -27,7 +36,10 @@ def test_no_file_and_empty_file_give_the_rules_defaults(tmp_path):
 
 
 def test_roster_with_patterns(tmp_path):
-    config = load_config(write(tmp_path, """
+    config = load_config(
+        write(
+            tmp_path,
+            """
 robots:
   - {robot_id: wt1, name: 运营助理小A, role: reply_day}
 staff: [售后小王]
@@ -35,7 +47,9 @@ staff_patterns: ["^售后[-_]"]
 operators: [王老板]
 operator_patterns: ["^运营[-_]"]
 assistants: [群助理小美]
-"""))
+""",
+        )
+    )
     assert config.robot_names == frozenset({"运营助理小A"})
     patterns = config.compiled_name_patterns
     assert [p.pattern for p in patterns["staff"]] == ["^售后[-_]"]
@@ -43,14 +57,19 @@ assistants: [群助理小美]
 
 
 def test_classifier_section_merges_over_the_defaults(tmp_path):
-    config = load_config(write(tmp_path, """
+    config = load_config(
+        write(
+            tmp_path,
+            """
 classifier:
   threshold: 1.5
   user:
     chat_complaint:
       keywords: {差评: 3.5, 投诉: 0, 退群: 2.5}
   negators: [不, 没]
-"""))
+""",
+        )
+    )
     c = config.classifier
     complaint = c.user.chat_complaint
     assert c.threshold == 1.5
@@ -68,7 +87,10 @@ classifier:
         ("stafff: [a]", "stafff"),
         ("robots:\n  - {robot_id: x, name: y, role: boss}", "robots.0.role"),
         ("robots:\n  - {robot_id: x, role: monitor}", "robots.0.name"),
-        ("classifier:\n  user:\n    chat_complaint:\n      keywordz: {a: 1}", "classifier.user.chat_complaint.keywordz"),
+        (
+            "classifier:\n  user:\n    chat_complaint:\n      keywordz: {a: 1}",
+            "classifier.user.chat_complaint.keywordz",
+        ),
         ("classifier:\n  user:\n    chat_foo: {}", "classifier.user.chat_foo"),
         ("classifier:\n  satisfaction:\n    alpha: 2", "classifier.satisfaction.alpha"),
         ("classifier:\n  threshold: high", "classifier.threshold"),

@@ -23,11 +23,21 @@ T0 = datetime(2026, 11, 20, 1, 0, tzinfo=UTC)
 def records(n: int) -> list[tuple[str, bytes]]:
     out = []
     for i in range(n):
-        body = {"spoken": f"消息{i}", "rawSpoken": f"消息{i}", "receivedName": f"用户{i % 7}",
-                "groupName": f"群{i % 5}", "groupRemark": "", "roomType": 1, "atMe": False, "textType": 1}
+        body = {
+            "spoken": f"消息{i}",
+            "rawSpoken": f"消息{i}",
+            "receivedName": f"用户{i % 7}",
+            "groupName": f"群{i % 5}",
+            "groupRemark": "",
+            "roomType": 1,
+            "atMe": False,
+            "textType": 1,
+        }
         at = (T0 + timedelta(seconds=i)).isoformat().replace("+00:00", "Z")
         for robot, delay in (("wt_monitor", 0.0), ("wt_day", 0.2)):  # every message reported twice
-            stamp = at if not delay else (T0 + timedelta(seconds=i + delay)).isoformat().replace("+00:00", "Z")
+            stamp = (
+                at if not delay else (T0 + timedelta(seconds=i + delay)).isoformat().replace("+00:00", "Z")
+            )
             rec = {"kind": "message", "robot_id": robot, "received_at": stamp, "body": body}
             out.append((raw_record_key("message", robot, body), orjson.dumps(rec)))
     return out
@@ -38,7 +48,9 @@ def count_rows(url: str) -> int:
         return conn.execute("select count(*) from session_messages").fetchone()[0]
 
 
-def test_killed_mid_stream_and_restarted_loses_and_duplicates_nothing(settings_factory, unique_topics, tmp_path):
+def test_killed_mid_stream_and_restarted_loses_and_duplicates_nothing(
+    settings_factory, unique_topics, tmp_path
+):
     settings = settings_factory(**unique_topics(), snapshot_interval_s=1)
     n = 400
     data = records(n)
@@ -60,12 +72,18 @@ def test_killed_mid_stream_and_restarted_loses_and_duplicates_nothing(settings_f
         wait_until(lambda: count_rows(settings.database_url) >= n, 90, what=f"{n} rows")
         time.sleep(2)  # anything re-emitted after resume has landed by now
         with psycopg.connect(settings.database_url) as conn:
-            assert conn.execute("select count(*), count(distinct message_id) from session_messages").fetchone() == (n, n)
+            assert conn.execute(
+                "select count(*), count(distinct message_id) from session_messages"
+            ).fetchone() == (n, n)
             per_session = conn.execute(
-                "select session_id, message_count from sessions order by session_id").fetchall()
+                "select session_id, message_count from sessions order by session_id"
+            ).fetchall()
         assert per_session == [(f"group:群{g}", n // 5) for g in range(5)]
-        classified = [r for r in consume_all(settings.kafka_bootstrap_servers, settings.topic_monitor)
-                      if r["value"]["event"] == "message_classified"]
+        classified = [
+            r
+            for r in consume_all(settings.kafka_bootstrap_servers, settings.topic_monitor)
+            if r["value"]["event"] == "message_classified"
+        ]
         # The monitor topic is at-least-once: every message is there, re-emits after the kill allowed.
         assert len({r["value"]["data"]["message_id"] for r in classified}) == n
     finally:

@@ -23,8 +23,17 @@ def raw(kind: str, robot: str, seconds: float, body: dict) -> bytes:
 
 
 def msg(text: str, sender: str, group: str = "A群", **extra) -> dict:
-    return {"spoken": text, "rawSpoken": text, "receivedName": sender, "groupName": group, "groupRemark": "",
-            "roomType": 1, "atMe": False, "textType": 1, **extra}
+    return {
+        "spoken": text,
+        "rawSpoken": text,
+        "receivedName": sender,
+        "groupName": group,
+        "groupRemark": "",
+        "roomType": 1,
+        "atMe": False,
+        "textType": 1,
+        **extra,
+    }
 
 
 def day() -> list[bytes]:
@@ -88,7 +97,9 @@ def test_duplicates_dropped_echo_marked_and_bad_records_to_dlq():
     joined = {(e.session_id, e.robot_id) for e in events if e.event == "robot_joined_session"}
     assert ("group:群0", "wt_day") in joined and ("group:群0", "wt_monitor") in joined
     assert [e.data.status for e in events if e.event == "robot_status"] == ["online"]
-    assert [e.data.worktool_message_id for e in events if e.event == "command_callback"] == ["2020902840222093312"]
+    assert [e.data.worktool_message_id for e in events if e.event == "command_callback"] == [
+        "2020902840222093312"
+    ]
     assert len(dlq) == 2 and any("receivedName" in d.reason for d in dlq)
     counts = sorted(e.data.session_message_count for e in classified if e.session_id == "group:群1")
     assert counts == list(range(1, 11))
@@ -126,11 +137,15 @@ def test_counters_count_dlq_duplicates_and_deciding_path():
     def value(name, **labels):
         return REGISTRY.get_sample_value(name, labels) or 0.0
 
-    before = (value("worktool_dataflow_dlq_records_total", kind="unreadable"),
-              value("worktool_dataflow_duplicate_reports_total"),
-              value("worktool_dataflow_messages_classified_total", decided_by="rules"))
+    before = (
+        value("worktool_dataflow_dlq_records_total", kind="unreadable"),
+        value("worktool_dataflow_duplicate_reports_total"),
+        value("worktool_dataflow_messages_classified_total", decided_by="rules"),
+    )
     run(with_ticks(day()))
-    after = (value("worktool_dataflow_dlq_records_total", kind="unreadable"),
-             value("worktool_dataflow_duplicate_reports_total"),
-             value("worktool_dataflow_messages_classified_total", decided_by="rules"))
+    after = (
+        value("worktool_dataflow_dlq_records_total", kind="unreadable"),
+        value("worktool_dataflow_duplicate_reports_total"),
+        value("worktool_dataflow_messages_classified_total", decided_by="rules"),
+    )
     assert [a - b for a, b in zip(after, before, strict=True)] == [1, 15, 42]

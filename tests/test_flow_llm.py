@@ -26,19 +26,31 @@ def test_llm_verdicts_and_call_logs_flow_to_events_and_postgres(settings_factory
         server.script(http_error(500), http_error(500), http_error(500), http_error(500))
         server.default = ok()
         settings = settings_factory(
-            llm_provider="openai", llm_base_url=server.base_url, llm_model="fake-model",
-            llm_api_key="sk-test-secret", llm_timeout_s=2.0, llm_max_in_flight=2,
+            llm_provider="openai",
+            llm_base_url=server.base_url,
+            llm_model="fake-model",
+            llm_api_key="sk-test-secret",
+            llm_timeout_s=2.0,
+            llm_max_in_flight=2,
         )
         config = BusinessConfig()
         classifier = build_classifier(settings, config)
-        records = [raw("message", "wt_day", i * 5.0, msg(f"这个号怎么还没有收益{i}", f"用户{i}")) for i in range(4)]
+        records = [
+            raw("message", "wt_day", i * 5.0, msg(f"这个号怎么还没有收益{i}", f"用户{i}")) for i in range(4)
+        ]
         events: list = []
         sinks = FlowSinks(events=[TestingSink(events), PostgresEventSink(settings.database_url)])
         try:
-            run_main(build_flow(TestingSource(with_ticks(records), batch_size=1), sinks, classifier,
-                                FlowOptions.from_settings(settings, config),
-                                extra_events=call_log_events(classifier)),
-                     epoch_interval=timedelta(0))
+            run_main(
+                build_flow(
+                    TestingSource(with_ticks(records), batch_size=1),
+                    sinks,
+                    classifier,
+                    FlowOptions.from_settings(settings, config),
+                    extra_events=call_log_events(classifier),
+                ),
+                epoch_interval=timedelta(0),
+            )
         finally:
             classifier.close()
 
@@ -49,8 +61,12 @@ def test_llm_verdicts_and_call_logs_flow_to_events_and_postgres(settings_factory
     assert sorted(c.data.status for c in calls) == ["error", "ok", "ok", "ok"]
     assert all("sk-test-secret" not in str(c.data) for c in calls)
     with psycopg.connect(settings.database_url) as conn:
-        logged = conn.execute("select status, model_id, total_tokens from ai_io_logs order by status").fetchall()
-        decided = conn.execute("select decided_by, count(*) from session_messages group by 1 order by 1").fetchall()
+        logged = conn.execute(
+            "select status, model_id, total_tokens from ai_io_logs order by status"
+        ).fetchall()
+        decided = conn.execute(
+            "select decided_by, count(*) from session_messages group by 1 order by 1"
+        ).fetchall()
     assert [r[0] for r in logged] == ["error", "ok", "ok", "ok"] and logged[1][1] == "fake-model"
     assert logged[1][2] and logged[1][2] > 0
     assert decided == [("llm", 3), ("rules", 1)]

@@ -38,8 +38,12 @@ SERVERS = {"openai": FakeOpenAIServer, "dashscope": FakeDashScopeServer}
 
 def settings_for(provider: str, base_url: str, **overrides) -> Settings:
     values = dict(
-        llm_provider=provider, llm_base_url=base_url, llm_model="fake-model", llm_api_key=SECRET,
-        llm_timeout_s=TIMEOUT_S, llm_max_in_flight=4,
+        llm_provider=provider,
+        llm_base_url=base_url,
+        llm_model="fake-model",
+        llm_api_key=SECRET,
+        llm_timeout_s=TIMEOUT_S,
+        llm_max_in_flight=4,
     )
     return Settings(**{**values, **overrides})
 
@@ -87,7 +91,11 @@ def test_success_takes_the_llm_verdict_and_logs_the_call(provider, server, make_
     assert result.decided_by == "llm"
     assert result.sender_type == "user"  # from the rules
     assert (result.message_type, result.confidence, result.sentiment, result.need_reply) == (
-        DEFAULT_ANSWER["message_type"], DEFAULT_ANSWER["confidence"], DEFAULT_ANSWER["sentiment"], True)
+        DEFAULT_ANSWER["message_type"],
+        DEFAULT_ANSWER["confidence"],
+        DEFAULT_ANSWER["sentiment"],
+        True,
+    )
     assert result.reason == DEFAULT_ANSWER["reason"]
 
     [req] = server.requests
@@ -97,14 +105,33 @@ def test_success_takes_the_llm_verdict_and_logs_the_call(provider, server, make_
 
     log = only_log(c)
     assert log["call_id"] == f"{m.message_id}:classify"
-    assert {k: log[k] for k in ("message_id", "session_id", "robot_id", "operation_type", "provider", "model_id",
-                                "status", "error_message")} == {
-        "message_id": m.message_id, "session_id": m.session_id, "robot_id": m.robot_id,
-        "operation_type": "classify", "provider": provider, "model_id": "fake-model", "status": "ok",
+    assert {
+        k: log[k]
+        for k in (
+            "message_id",
+            "session_id",
+            "robot_id",
+            "operation_type",
+            "provider",
+            "model_id",
+            "status",
+            "error_message",
+        )
+    } == {
+        "message_id": m.message_id,
+        "session_id": m.session_id,
+        "robot_id": m.robot_id,
+        "operation_type": "classify",
+        "provider": provider,
+        "model_id": "fake-model",
+        "status": "ok",
         "error_message": None,
     }
     assert (log["input_tokens"], log["output_tokens"], log["total_tokens"]) == (
-        USAGE["input"], USAGE["output"], USAGE["input"] + USAGE["output"])
+        USAGE["input"],
+        USAGE["output"],
+        USAGE["input"] + USAGE["output"],
+    )
     assert json.loads(log["output"]) == DEFAULT_ANSWER
     assert [turn["role"] for turn in json.loads(log["input"])] == ["system", "user"]
     assert log["latency_ms"] >= 0
@@ -116,7 +143,11 @@ def test_staff_keep_sender_type_and_inline_command(server, make_classifier):
     c = make_classifier()
     [result] = c.classify_batch([make_message(sender="售后小王", text="已经帮您处理好了 [已解决]")])
     assert (result.decided_by, result.sender_type, result.message_type, result.staff_command) == (
-        "llm", "staff", "staff_reply_user", "[已解决]")
+        "llm",
+        "staff",
+        "staff_reply_user",
+        "[已解决]",
+    )
     assert "staff_reply_user" in json.dumps(server.requests[0].body)  # the staff codes were offered
 
 
@@ -279,7 +310,9 @@ def test_a_refused_request_does_not_trip_the_breaker(server, make_classifier):
 def test_in_flight_bound_and_batch_wall_time(server, make_classifier):
     delay, in_flight, n = 0.1, 5, 50
     server.default = slow(delay)
-    c = make_classifier(settings={"llm_max_in_flight": in_flight, "llm_timeout_s": 3.0}, batch_deadline_s=None)
+    c = make_classifier(
+        settings={"llm_max_in_flight": in_flight, "llm_timeout_s": 3.0}, batch_deadline_s=None
+    )
 
     started = time.perf_counter()
     results = c.classify_batch([make_message(i) for i in range(n)])
@@ -303,8 +336,12 @@ def test_mixed_batch_each_message_on_its_own(server, make_classifier):
 
     server.default = by_text
     c = make_classifier()
-    batch = [make_message(1, text="SLOW-ME 在吗"), make_message(2, text="GARBLE-ME 在吗"), make_message(3, text="结算呢"),
-             make_message(4, sender="小助手机器人", text="收到")]
+    batch = [
+        make_message(1, text="SLOW-ME 在吗"),
+        make_message(2, text="GARBLE-ME 在吗"),
+        make_message(3, text="结算呢"),
+        make_message(4, sender="小助手机器人", text="收到"),
+    ]
     results = c.classify_batch(batch)
     assert [r.decided_by for r in results] == ["rules", "rules", "llm", "rules"]
     statuses = {log["message_id"]: log["status"] for log in c.drain_call_logs()}

@@ -81,8 +81,13 @@ def test_breaker_late_failure_while_open_does_not_extend_cooldown():
 
 # -- answer schema ---------------------------------------------------------------------------------
 
-GOOD = {"message_type": "chat_after_sales", "confidence": 0.8, "reason": "要扫码", "sentiment": 0.1,
-        "need_reply": True}
+GOOD = {
+    "message_type": "chat_after_sales",
+    "confidence": 0.8,
+    "reason": "要扫码",
+    "sentiment": 0.1,
+    "need_reply": True,
+}
 
 
 def test_parse_accepts_a_valid_answer_even_inside_fences():
@@ -124,7 +129,11 @@ def test_the_fourteen_codes():
 
 @pytest.mark.parametrize(
     "sender, own, foreign",
-    [("user", USER_TYPES, STAFF_TYPES), ("staff", STAFF_TYPES, USER_TYPES), ("operator", OPERATOR_TYPES, USER_TYPES)],
+    [
+        ("user", USER_TYPES, STAFF_TYPES),
+        ("staff", STAFF_TYPES, USER_TYPES),
+        ("operator", OPERATOR_TYPES, USER_TYPES),
+    ],
 )
 def test_prompt_lists_only_the_senders_codes(sender, own, foreign):
     rule = Classification(sender_type=sender, message_type=next(iter(own)), confidence=0.4, reason="关键词")

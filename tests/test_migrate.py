@@ -201,7 +201,7 @@ def test_status_reports_pending_then_applied(db: str) -> None:
 def test_edited_applied_migration_is_refused(db: str, source: Path) -> None:
     apply_up(db, source=source)
     up = source / "0001_core_schema.up.sql"
-    up.write_text(up.read_text() + "\n-- an innocent-looking edit\n")
+    up.write_text(up.read_text() + "\nCREATE INDEX sneaky_idx ON sessions (status);\n")
 
     with pytest.raises(MigrationError, match=r"checksum mismatch.*0001_core_schema"):
         apply_up(db, source=source)
@@ -387,3 +387,22 @@ def test_unreachable_database_is_a_clear_cli_error(
 def test_source_copy_matches_the_package(source: Path) -> None:
     # Guards the `source` fixture itself: the copies must checksum like the packaged files.
     assert [m.checksum for m in load_migrations(source)] == [m.checksum for m in load_migrations()]
+
+
+def test_comments_are_not_part_of_the_checksum(db: str, source: Path) -> None:
+    """Fixing a comment of an applied migration is not an edit; a database migrated when checksums
+    covered the whole file is accepted too."""
+    apply_up(db, source=source)
+    up = source / "0001_core_schema.up.sql"
+    up.write_text(up.read_text().replace("-- ", "-- reworded: ") + "\n-- a new comment\n")
+    assert [s.state for s in status(db, source=source)] == ["applied", "applied"]
+
+    import psycopg
+
+    with psycopg.connect(db, autocommit=True) as conn:  # as recorded by the first release
+        conn.execute(
+            "UPDATE migration_history SET checksum = "
+            "'2a7eddd5459fbae4653286567abd23dd5ad1e66a33942296c4f18851c83cebf2' WHERE version = 1"
+        )
+    assert [s.state for s in status(db, source=source)] == ["applied", "applied"]
+    apply_up(db, source=source)  # no error

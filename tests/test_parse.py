@@ -13,8 +13,16 @@ def record(body: dict, robot: str = "wt_day") -> RawRecord:
     return RawRecord(kind="message", robot_id=robot, received_at=AT, body=body)
 
 
-GROUP = {"spoken": "需要扫码认证吗", "rawSpoken": "@运营助理小A 需要扫码认证吗", "receivedName": "用户甲",
-         "groupName": "视频号运营A群", "groupRemark": "A群", "roomType": 1, "atMe": "true", "textType": 1}
+GROUP = {
+    "spoken": "需要扫码认证吗",
+    "rawSpoken": "@运营助理小A 需要扫码认证吗",
+    "receivedName": "用户甲",
+    "groupName": "视频号运营A群",
+    "groupRemark": "A群",
+    "roomType": 1,
+    "atMe": "true",
+    "textType": 1,
+}
 
 
 def test_group_message_session_target_and_mentions():
@@ -27,7 +35,9 @@ def test_group_message_session_target_and_mentions():
 
 
 def test_loose_types_are_coerced():
-    _, m = parse_message(record({**GROUP, "atMe": "false", "roomType": "1", "textType": "1", "groupRemark": ""}))
+    _, m = parse_message(
+        record({**GROUP, "atMe": "false", "roomType": "1", "textType": "1", "groupRemark": ""})
+    )
     assert m.at_me is False and m.room_type == 1 and m.reply_target == "视频号运营A群"
 
 
@@ -46,16 +56,21 @@ def test_same_content_from_two_robots_has_same_fingerprint_and_id_is_determinist
 
 
 def test_image_with_empty_text_parses():
-    _, m = parse_message(record({**GROUP, "spoken": "", "rawSpoken": "", "textType": 2, "fileBase64": "iVBOR"}))
+    _, m = parse_message(
+        record({**GROUP, "spoken": "", "rawSpoken": "", "textType": 2, "fileBase64": "iVBOR"})
+    )
     assert m.content_kind == "image" and m.text == "" and m.has_file
 
 
-@pytest.mark.parametrize("bad", [
-    {k: v for k, v in GROUP.items() if k != "receivedName"},
-    {**GROUP, "roomType": 9},
-    {**GROUP, "atMe": "maybe"},
-    {**GROUP, "groupName": "", "groupRemark": ""},
-])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {k: v for k, v in GROUP.items() if k != "receivedName"},
+        {**GROUP, "roomType": 9},
+        {**GROUP, "atMe": "maybe"},
+        {**GROUP, "groupName": "", "groupRemark": ""},
+    ],
+)
 def test_malformed_bodies_raise(bad):
     with pytest.raises((ValidationError, ValueError)):
         parse_message(record(bad))

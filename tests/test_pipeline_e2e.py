@@ -43,23 +43,44 @@ def test_webhooks_become_rows_and_monitor_events(stack):
     assert httpx.post(url, params={"robotId": "wt_monitor"}, json=body).json() == ok
     form = {**body, "roomType": "1", "atMe": "true", "textType": "1"}
     assert httpx.post(url, params={"robotId": "wt_day"}, data=form).json() == ok
-    private = {"spoken": "你好，我想退出合作", "rawSpoken": "你好，我想退出合作", "receivedName": "用户乙",
-               "groupName": "", "groupRemark": "", "roomType": "2", "atMe": "false", "textType": "1"}
+    private = {
+        "spoken": "你好，我想退出合作",
+        "rawSpoken": "你好，我想退出合作",
+        "receivedName": "用户乙",
+        "groupName": "",
+        "groupRemark": "",
+        "roomType": "2",
+        "atMe": "false",
+        "textType": "1",
+    }
     assert httpx.post(url, params={"robotId": "wt_day"}, data=private).json() == ok
-    bad = httpx.post(url, params={"robotId": "wt_day"}, content=b"{not json", headers={"content-type": "application/json"})
+    bad = httpx.post(
+        url, params={"robotId": "wt_day"}, content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert 400 <= bad.status_code < 500
 
-    got = wait_until(lambda: rows(settings.database_url,
-                                  "select session_id, sender_name, at_me, room_type, content from session_messages"
-                                  " order by session_id")
-                     if len(rows(settings.database_url, "select 1 from session_messages")) >= 2 else None,
-                     60, what="2 rows")
+    got = wait_until(
+        lambda: (
+            rows(
+                settings.database_url,
+                "select session_id, sender_name, at_me, room_type, content from session_messages"
+                " order by session_id",
+            )
+            if len(rows(settings.database_url, "select 1 from session_messages")) >= 2
+            else None
+        ),
+        60,
+        what="2 rows",
+    )
     assert got == [
         ("group:视频号运营A群", "用户甲-138****0000", True, 1, body["spoken"]),
         ("private:wt_day:用户乙", "用户乙", False, 2, private["spoken"]),
     ]
-    robots = rows(settings.database_url, "select robot_id from session_robots where session_id = %s order by 1",
-                  "group:视频号运营A群")
+    robots = rows(
+        settings.database_url,
+        "select robot_id from session_robots where session_id = %s order by 1",
+        "group:视频号运营A群",
+    )
     assert robots == [("wt_day",), ("wt_monitor",)]
 
     events = [r["value"] for r in consume_all(settings.kafka_bootstrap_servers, settings.topic_monitor)]

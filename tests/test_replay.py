@@ -18,7 +18,10 @@ SAMPLE = REPO / "commands" / "data" / "sample_day.jsonl"
 def replay(out: Path, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "commands.cli", "replay", str(SAMPLE), "--out", str(out), *args],
-        cwd=REPO, capture_output=True, text=True, timeout=120,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -44,8 +47,13 @@ def test_replay_rejects_bad_lines_without_stopping(tmp_path):
     good = SAMPLE.read_bytes().splitlines()[0]
     archive.write_bytes(b"not json\n" + good + b"\n" + b'{"kind":"message"}\n')
     out = tmp_path / "out.jsonl"
-    r = subprocess.run([sys.executable, "-m", "commands.cli", "replay", str(archive), "--out", str(out)],
-                       cwd=REPO, capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "commands.cli", "replay", str(archive), "--out", str(out)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     assert "2 rejected" in r.stderr
     assert out.read_bytes().count(b"\n") >= 1

@@ -8,15 +8,17 @@ from worktool.config import BusinessConfig, RobotConfig
 
 @pytest.fixture
 def resolver() -> SenderResolver:
-    return SenderResolver(BusinessConfig(
-        robots=[RobotConfig(robot_id="wt_day", name="运营助理小A", role="reply_day")],
-        staff=["售后小王", "双重身份"],
-        operators=["王老板", "双重身份", "运营-Linda"],
-        assistants=["群助理小美"],
-        staff_patterns=["^售后[-_]", "(?i)^cs[-_]"],
-        operator_patterns=["^运营[-_]", "^售后-老板"],
-        assistant_patterns=["^群助理"],
-    ))
+    return SenderResolver(
+        BusinessConfig(
+            robots=[RobotConfig(robot_id="wt_day", name="运营助理小A", role="reply_day")],
+            staff=["售后小王", "双重身份"],
+            operators=["王老板", "双重身份", "运营-Linda"],
+            assistants=["群助理小美"],
+            staff_patterns=["^售后[-_]", "(?i)^cs[-_]"],
+            operator_patterns=["^运营[-_]", "^售后-老板"],
+            assistant_patterns=["^群助理"],
+        )
+    )
 
 
 @pytest.mark.parametrize(

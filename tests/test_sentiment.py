@@ -16,9 +16,18 @@ T0 = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
 @pytest.mark.parametrize(
     ("text", "sign"),
     [
-        ("谢谢老师，太好了", 1), ("非常满意", 1), ("好的", 1), ("不用担心", 1),
-        ("我很不满意，要求退款", -1), ("骗子", -1), ("太失望了", -1), ("现在不行", -1), ("唉", -1),
-        ("佣金什么时候结算", 0), ("", 0), ("麻烦您扫一下码", 0),  # 麻烦您 is politeness, not annoyance
+        ("谢谢老师，太好了", 1),
+        ("非常满意", 1),
+        ("好的", 1),
+        ("不用担心", 1),
+        ("我很不满意，要求退款", -1),
+        ("骗子", -1),
+        ("太失望了", -1),
+        ("现在不行", -1),
+        ("唉", -1),
+        ("佣金什么时候结算", 0),
+        ("", 0),
+        ("麻烦您扫一下码", 0),  # 麻烦您 is politeness, not annoyance
     ],
 )
 def test_sentiment_sign(text, sign):
@@ -40,12 +49,17 @@ def test_classifier_scan_gives_the_same_sentiment():
     from worktool.config import BusinessConfig
 
     rules = RuleClassifier(BusinessConfig(operators=["王老板"]))
-    for text, sender in [("我很不满意，要求退款", "张姐"), ("你是猪吗，这点事都做不好", "王老板"), ("谢谢老师", "张姐")]:
+    for text, sender in [
+        ("我很不满意，要求退款", "张姐"),
+        ("你是猪吗，这点事都做不好", "王老板"),
+        ("谢谢老师", "张姐"),
+    ]:
         c = rules.classify(labelled_message({"text": text, "sender_name": sender}))
         assert c.sentiment == SCORER.score(text)
 
 
 # --- satisfaction ---------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def tracker() -> SatisfactionTracker:
@@ -60,7 +74,9 @@ def test_new_users_start_neutral(tracker):
 
 def test_repeated_negative_messages_fall_below_low(tracker):
     state = SatisfactionState()
-    scores = [tracker.observe(state, "张姐", SCORER.score("太失望了"), T0 + timedelta(minutes=i)) for i in range(3)]
+    scores = [
+        tracker.observe(state, "张姐", SCORER.score("太失望了"), T0 + timedelta(minutes=i)) for i in range(3)
+    ]
     assert scores[0] < 0.5 and scores == sorted(scores, reverse=True)
     assert tracker.is_low(scores[-1])
 
@@ -73,8 +89,10 @@ def test_a_complaint_alone_is_low(tracker):
 def test_recovery_takes_several_positive_messages(tracker):
     state = SatisfactionState()
     tracker.observe(state, "张姐", 0.0, T0, complaint=True)
-    scores = [tracker.observe(state, "张姐", SCORER.score("谢谢老师，太好了"), T0 + timedelta(minutes=i + 1))
-              for i in range(8)]
+    scores = [
+        tracker.observe(state, "张姐", SCORER.score("谢谢老师，太好了"), T0 + timedelta(minutes=i + 1))
+        for i in range(8)
+    ]
     assert not tracker.is_high(scores[1])
     assert tracker.is_high(scores[-1]) and scores[-1] <= 1.0
 

@@ -126,7 +126,12 @@ def command_callback(minutes: float) -> MonitorEvent:
         event="command_callback",
         event_time=at(minutes),
         robot_id="wt_reply_day",
-        data={"kind": "result", "worktool_message_id": "2020902840222093312", "error_code": 0, "error_reason": ""},
+        data={
+            "kind": "result",
+            "worktool_message_id": "2020902840222093312",
+            "error_code": 0,
+            "error_reason": "",
+        },
     )
 
 
@@ -326,7 +331,9 @@ def test_ai_call_is_logged_once(conn: psycopg.Connection) -> None:
 
 def test_unprojected_events_and_other_items_are_ignored(conn: psycopg.Connection) -> None:
     other = MonitorEvent(
-        event="alert_raised", event_time=at(0), data={"alert_id": "a1", "alert_type": "user_complaint", "level": 4}
+        event="alert_raised",
+        event_time=at(0),
+        data={"alert_id": "a1", "alert_type": "user_complaint", "level": 4},
     )
     assert write_events(conn, [command_callback(0), other, "not an event", None]) == {}
     assert all(not table_rows or table == "message_types" for table, table_rows in dump(conn).items())

@@ -36,7 +36,9 @@ class EventData(BaseModel):
     model_config = ConfigDict(extra="forbid")
     EVENT: ClassVar[str]
 
-    def at(self, event_time: datetime, session_id: str | None = None, robot_id: str | None = None) -> MonitorEvent:
+    def at(
+        self, event_time: datetime, session_id: str | None = None, robot_id: str | None = None
+    ) -> MonitorEvent:
         """This data in its envelope (no validation: see the module doc)."""
         return MonitorEvent.model_construct(
             schema_version=SCHEMA_VERSION,
@@ -53,7 +55,10 @@ class EventData(BaseModel):
     ) -> MonitorEvent:
         """Validated construction, for producers off the hot path."""
         return MonitorEvent(
-            event=cls.EVENT, event_time=event_time, session_id=session_id, robot_id=robot_id,
+            event=cls.EVENT,
+            event_time=event_time,
+            session_id=session_id,
+            robot_id=robot_id,
             data=cls.model_validate(fields),
         )
 
@@ -91,7 +96,9 @@ class MonitorEvent(BaseModel):
     @model_validator(mode="after")
     def _data_matches_event(self) -> MonitorEvent:
         if getattr(type(self.data), "EVENT", None) != self.event:
-            raise ValueError(f"data of type {type(self.data).__name__} does not belong to event {self.event!r}")
+            raise ValueError(
+                f"data of type {type(self.data).__name__} does not belong to event {self.event!r}"
+            )
         return self
 
     def to_json(self) -> bytes:
@@ -121,7 +128,9 @@ class MessageClassified(EventData):
     staff_command: str | None = None
     sentiment: float | None = Field(default=None, ge=-1, le=1)
     need_reply: bool | None = None
-    satisfaction: float | None = Field(default=None, ge=0, le=1, description="the user's rolling satisfaction")
+    satisfaction: float | None = Field(
+        default=None, ge=0, le=1, description="the user's rolling satisfaction"
+    )
     sender_name: str
     text: str
     raw_text: str

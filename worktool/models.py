@@ -52,7 +52,9 @@ class JsonRecord(BaseModel):
 
 def summarize_errors(e: ValidationError, limit: int = 5) -> str:
     """`loc: msg; loc: msg` of a pydantic error, short enough for a log line or a DLQ reason."""
-    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or 'record'}: {err['msg']}" for err in e.errors()[:limit])
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or 'record'}: {err['msg']}" for err in e.errors()[:limit]
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -188,7 +190,10 @@ def raw_record_key(kind: str, robot_id: str, body: dict[str, Any]) -> str:
         except (TypeError, ValueError):
             room = 1
         return conversation_key(
-            robot_id, room, str(body.get("groupName") or ""), str(body.get("groupRemark") or ""),
+            robot_id,
+            room,
+            str(body.get("groupName") or ""),
+            str(body.get("groupRemark") or ""),
             str(body.get("receivedName") or ""),
         )
     return f"robot:{robot_id}"
@@ -238,7 +243,6 @@ class Classification(BaseModel):
     sentiment: float | None = None  # -1 (negative) .. 1 (positive)
     need_reply: bool | None = None
     staff_command: str | None = None
-
 
 
 class DlqRecord(JsonRecord):

@@ -198,7 +198,9 @@ class LLMClassifier:
         deadline = asyncio.get_running_loop().time() + self._deadline_s
         return await asyncio.gather(*(self._classify_one(m, r, deadline) for m, r in items))
 
-    async def _classify_one(self, message: Message, rule: Classification, deadline: float) -> Classification | None:
+    async def _classify_one(
+        self, message: Message, rule: Classification, deadline: float
+    ) -> Classification | None:
         """Never raises (except cancellation); None means "keep the rule result"."""
         call = _Call(message, build_messages(message, rule))
         try:

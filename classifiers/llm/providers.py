@@ -92,7 +92,9 @@ def status_error(status: int, detail: str, headers: Mapping[str, Any] | None = N
         kind = "server"
     else:
         kind = "client"
-    return LLMCallError(kind, f"HTTP {status}: {detail}"[:500], status_code=status, retry_after=_retry_after(headers))
+    return LLMCallError(
+        kind, f"HTTP {status}: {detail}"[:500], status_code=status, retry_after=_retry_after(headers)
+    )
 
 
 class Provider(ABC):
@@ -216,5 +218,7 @@ PROVIDERS: dict[str, type[Provider]] = {"openai": OpenAIProvider, "dashscope": D
 def make_provider(settings: Settings) -> Provider:
     name = (settings.llm_provider or "").strip().lower()
     if name not in PROVIDERS:
-        raise ValueError(f"WORKTOOL_LLM_PROVIDER must be one of {sorted(PROVIDERS)}, got {settings.llm_provider!r}")
+        raise ValueError(
+            f"WORKTOOL_LLM_PROVIDER must be one of {sorted(PROVIDERS)}, got {settings.llm_provider!r}"
+        )
     return PROVIDERS[name](settings)

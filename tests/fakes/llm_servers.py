@@ -121,7 +121,9 @@ class FakeLLMServer:
         httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         httpd.daemon_threads = True
         httpd.request_queue_size = 128
-        threading.Thread(target=httpd.serve_forever, args=(0.05,), name=f"fake-{type(self).__name__}", daemon=True).start()
+        threading.Thread(
+            target=httpd.serve_forever, args=(0.05,), name=f"fake-{type(self).__name__}", daemon=True
+        ).start()
         self._httpd = httpd
         return self
 
@@ -236,7 +238,9 @@ class _Handler(BaseHTTPRequestHandler):
         with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             self._send(status, payload, headers)
 
-    def _respond(self, fake: FakeLLMServer, body: dict[str, Any]) -> tuple[int, dict[str, Any], dict[str, str]]:
+    def _respond(
+        self, fake: FakeLLMServer, body: dict[str, Any]
+    ) -> tuple[int, dict[str, Any], dict[str, str]]:
         if self.path != fake.path:
             return 404, fake.error_body(404, f"no such path {self.path}"), {}
         behaviour = fake._next(body)
@@ -245,7 +249,11 @@ class _Handler(BaseHTTPRequestHandler):
         if behaviour.reject_json_mode and _asks_json_mode(body):
             return 400, fake.error_body(400, "response_format is not supported"), {}
         if behaviour.status != 200:
-            return behaviour.status, fake.error_body(behaviour.status, behaviour.error_message), behaviour.headers
+            return (
+                behaviour.status,
+                fake.error_body(behaviour.status, behaviour.error_message),
+                behaviour.headers,
+            )
         content = behaviour.content
         if content is None:
             content = json.dumps(DEFAULT_ANSWER, ensure_ascii=False)
