@@ -89,11 +89,18 @@ def replay(
     progress: Annotated[
         bool | None, typer.Option(help="Progress bar (default: when stderr is a terminal).")
     ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            help="After the archive, advance the clock to this ISO-8601 time (with offset) so that "
+            "what is due by then fires (expiries, escalation windows)."
+        ),
+    ] = None,
 ) -> None:
     """Run the dataflow over an archive in event time; write the monitor events as JSONL."""
-    from commands.replay import cli_replay
+    from commands.replay import cli_replay, parse_until
 
-    raise typer.Exit(cli_replay(file, out, progress))
+    raise typer.Exit(cli_replay(file, out, progress, parse_until(until)))
 
 
 @app.command()

@@ -39,7 +39,9 @@ def live_flow() -> Dataflow:
         # Tansu joins consumer groups slowly; bytewax uses assign(), these only shorten timeouts.
         add_config={"session.timeout.ms": "6000", "fetch.wait.max.ms": "50"},
     )
-    ticks = TickSource(timedelta(seconds=settings.tick_interval_s), timedelta(seconds=settings.tick_lag_s))
+    ticks = TickSource(
+        timedelta(seconds=settings.tick_interval_s), timedelta(seconds=settings.allowed_lateness_s)
+    )
     sinks = FlowSinks(
         events=[ModelKafkaSink(bootstrap, settings.topic_monitor), PostgresEventSink(settings.database_url)],
         dlq=[ModelKafkaSink(bootstrap, settings.topic_dlq)],

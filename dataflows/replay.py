@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO
 
@@ -27,8 +27,11 @@ def replay_archive(
     settings: Settings | None = None,
     on_start: Callable[[int], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
+    until: datetime | None = None,
 ) -> tuple[int, list[DlqRecord]]:
     """Run the flow over `path`, writing monitor events to `out`. Returns (records, rejected).
+    `until`: after the archive, advance the clock to this time so that what is due by then fires
+    (without it, timers pending at the end of the archive stay pending).
     `on_start(total records)` and `on_progress(records done)` report progress."""
     settings = settings or get_settings()
     config = load_config(settings.config_path)
@@ -36,7 +39,11 @@ def replay_archive(
     rejected: list[DlqRecord] = []
     try:
         source = ArchiveSource(
-            path, timedelta(seconds=settings.replay_tick_interval_s), on_progress=on_progress
+            path,
+            timedelta(seconds=settings.replay_tick_interval_s),
+            on_progress=on_progress,
+            lateness=timedelta(seconds=settings.allowed_lateness_s),
+            until=until,
         )
         if on_start is not None:
             on_start(source.record_count)
