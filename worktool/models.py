@@ -2,6 +2,7 @@
 
 - WorkTool callback bodies (what the gateway validates),
 - RawRecord (value on worktool.raw and one line of a JSONL archive),
+- ControlRecord (value on worktool.control, also a line of an archive),
 - Message (the canonical parsed message inside the dataflow),
 - Classification (who spoke and what kind of message it is),
 - DlqRecord (value on worktool.dlq).
@@ -167,6 +168,25 @@ class RawRecord(JsonRecord):
     robot_id: Annotated[str, Field(min_length=1)]
     received_at: UtcDatetime
     body: dict[str, Any]
+
+
+ControlAction = Literal["cancel_alert", "escalate_alert"]
+
+
+class ControlRecord(JsonRecord):
+    """Value on worktool.control: an operator's action, applied by the dataflow in order with everything
+    else (and part of an archive, so a replay applies it too). Written by the console API and by
+    `worktool alerts`. `session_id` / `robot_id` say whose state it touches (alert_history has them):
+    a session's alerts live with the session, a robot_fault alert with its robot."""
+
+    action: ControlAction
+    at: UtcDatetime
+    actor: Annotated[str, Field(min_length=1, max_length=128)]
+    reason: Annotated[str, Field(max_length=2000)] = ""
+    request_id: Annotated[str, Field(min_length=1, max_length=128)]  # unique per request: applied once
+    alert_id: str | None = None
+    session_id: str | None = None
+    robot_id: str | None = None
 
 
 def conversation_key(robot_id: str, room_type: int, group_name: str, group_remark: str, sender: str) -> str:
