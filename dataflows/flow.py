@@ -3,10 +3,12 @@
 
     sources ─▶ parse ─┬─▶ DLQ
                       └─▶ shard ─▶ dedup ─▶ classify ─▶ sessions ─┬─▶ monitor events ─▶ Kafka / JSONL / Postgres
+                                                                  ├─▶ commands ─▶ worktool.commands (live only)
                                                                   ├─▶ DLQ (an item a step failed on)
                                                                   └─▶ ticks ─▶ heartbeat
 
-Source items are raw-record bytes (an archive line or a Kafka value), `KafkaSourceMessage`s, or `Tick`s.
+Source items are raw-record or control-record bytes (an archive line, a Kafka value of worktool.raw or
+worktool.control), `KafkaSourceMessage`s, or `Tick`s.
 `dedup` and `sessions` are `op.stateful` steps keyed by a fixed set of shards (dataflows/stateful.py
 adapts the pure steps of operators/dedup.py and operators/sessions.py); ticks are broadcast to every
 shard so each one's event-time clock moves (operators/timers.py).
@@ -32,14 +34,15 @@ from dataflows.stateful import builder
 from operators.classify import Classifier
 from operators.dedup import DedupStep
 from operators.parse import parse_message
-from operators.sentiment import SatisfactionTracker
-from operators.sessions import SessionPolicy, SessionStep
+from operators.sessions import SessionPolicy, SessionStep, subject_of
 from operators.shard import ClassifiedMessage, ParsedMessage, RobotRecord, RobotSighting, robot_key, shard_for
 from operators.timers import Tick
 from worktool.config import BusinessConfig
 from worktool.events import MonitorEvent
 from worktool.models import (
     RESULT_KINDS,
+    CommandRecord,
+    ControlRecord,
     DlqRecord,
     Message,
     RawRecord,
@@ -59,6 +62,7 @@ class FlowSinks:
     events: list[Sink] = field(default_factory=list)  # MonitorEvent
     dlq: list[Sink] = field(default_factory=list)  # DlqRecord
     heartbeat: list[Sink] = field(default_factory=list)  # Tick
+    commands: list[Sink] = field(default_factory=list)  # CommandRecord (never in a replay: it sends nothing)
 
 
 @dataclass(frozen=True)
@@ -74,10 +78,7 @@ class FlowOptions:
         )
 
     def session_policy(self) -> SessionPolicy:
-        return SessionPolicy(
-            SatisfactionTracker(self.config.classifier.satisfaction),
-            {r.name: r.robot_id for r in self.config.robots},
-        )
+        return SessionPolicy(self.config)
 
 
 def _raw_bytes(item: Any) -> bytes | Tick | None:
@@ -92,13 +93,15 @@ def _raw_bytes(item: Any) -> bytes | Tick | None:
     return value if value is not None else b""
 
 
-def parse(item: Any) -> ParsedMessage | RobotRecord | Tick | DlqRecord | None:
-    """Bytes -> typed item, or a DlqRecord that says why. Never raises."""
+def parse(item: Any) -> ParsedMessage | RobotRecord | ControlRecord | Tick | DlqRecord | None:
+    """Bytes (a raw record or a control record) -> typed item, or a DlqRecord that says why. Never raises."""
     data = _raw_bytes(item)
     if data is None or isinstance(data, Tick):
         return data
     record: RawRecord | None = None
     try:
+        if data.startswith(b'{"action"'):  # a control record, as ControlRecord.to_json() writes it
+            return ControlRecord.model_validate_json(data)
         record = RawRecord.model_validate_json(data)
         if record.kind == "message":
             fp, msg = parse_message(record)
@@ -117,14 +120,16 @@ def parse(item: Any) -> ParsedMessage | RobotRecord | Tick | DlqRecord | None:
         )
 
 
-def _keyed(shards: int) -> Callable[[ParsedMessage | RobotRecord | Tick], Iterable[tuple[str, Any]]]:
+def _keyed(shards: int) -> Callable[[Any], Iterable[tuple[str, Any]]]:
     all_shards = [str(i) for i in range(shards)]
 
-    def key(item: ParsedMessage | RobotRecord | Tick) -> Iterable[tuple[str, Any]]:
+    def key(item: ParsedMessage | RobotRecord | ControlRecord | Tick) -> Iterable[tuple[str, Any]]:
         if isinstance(item, Tick):
             return [(s, item) for s in all_shards]  # every shard's clock must move
         if isinstance(item, ParsedMessage):
             return [(shard_for(item.message.session_id, shards), item)]
+        if isinstance(item, ControlRecord):
+            return [(shard_for(subject_of(item)[0], shards), item)]
         return [(shard_for(robot_key(item.robot_id), shards), item)]
 
     return key
@@ -191,7 +196,10 @@ def build_flow(
         values = op.flat_map_batch("extra_events", values, lambda batch: [*batch, *extra_events()])
     failed = op.branch("sessions_failed", values, lambda x: isinstance(x, DlqRecord))
     rejected.append(failed.trues)
-    ticks = op.branch("is_tick", failed.falses, lambda x: isinstance(x, Tick))
+    commands = op.branch("is_command", failed.falses, lambda x: isinstance(x, CommandRecord))
+    for i, sink in enumerate(sinks.commands):
+        op.output(f"commands_out_{i}", commands.trues, sink)
+    ticks = op.branch("is_tick", commands.falses, lambda x: isinstance(x, Tick))
     for i, sink in enumerate(sinks.heartbeat):
         op.output(f"heartbeat_out_{i}", ticks.trues, sink)
     events = op.filter("is_event", ticks.falses, lambda x: isinstance(x, MonitorEvent))

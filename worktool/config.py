@@ -189,6 +189,111 @@ class ClassifierConfig(_Strict):
         return re.compile("|".join(f"(?:{p})" for p in self.question_patterns))
 
 
+# ---------------------------------------------------------------------------------------------
+# Event-time rules (docs/rules.md §3 staff intervention, §4 alerts). Minutes unless named otherwise.
+
+AlertType = Literal[
+    "user_complaint",
+    "staff_no_reply",
+    "user_not_cooperating",
+    "task_not_followed_up",
+    "task_unfinished",
+    "low_satisfaction",
+    "operator_harsh",
+    "private_operation",
+    "robot_fault",
+]
+ALERT_TYPES: tuple[str, ...] = AlertType.__args__  # type: ignore[attr-defined]
+Minutes = Annotated[float, Field(gt=0)]
+Level = Annotated[int, Field(ge=1, le=4)]
+
+
+class StaffWindowConfig(_Strict):
+    """A session is "staff handling" from a staff (or assistant) message until this long passes
+    without one; no automatic reply is sent meanwhile."""
+
+    minutes: Minutes = 10
+
+
+class InterventionConfig(_Strict):
+    user_waiting_minutes: Minutes = 30  # user_waiting_too_long (and the staff_no_reply alert)
+    negative_sentiment: float = Field(default=-0.3, ge=-1, le=0)  # a user's reply this negative, after staff
+    staff_low_quality: Probability = 0.5  # staff_low_reply_quality below this score
+    # Rule fallback of the reply-quality score: a staff reply holding one of these is dismissive...
+    dismissive_words: list[str] = Field(
+        default_factory=lambda: [
+            "不知道",
+            "不清楚",
+            "自己看",
+            "自己弄",
+            "没办法",
+            "随便",
+            "问别人",
+            "不归我管",
+            "等着吧",
+        ]
+    )
+    dismissive_score: Probability = 0.2
+    # ...and one shorter than this many characters (after removing @mentions and punctuation) says little.
+    short_reply_chars: int = Field(default=4, ge=0)
+    short_score: Probability = 0.3
+
+
+class NotificationConfig(_Strict):
+    """Where alert notifications go. WeCom texts go through the notify robot to `staff_target` (a staff
+    group's remark/name, or a person); phone and SMS go to webhooks the dispatcher calls."""
+
+    staff_target: str = "售后工作群"
+    reminder_minutes: Minutes = 10  # level >= 2: a reminder if the alert is still open this much later
+    phone_targets: list[str] = Field(default_factory=list)  # level >= 3
+    sms_targets: list[str] = Field(default_factory=list)  # level 4
+    min_interval_minutes: float = Field(
+        default=5, ge=0
+    )  # repeated notifications of one alert, at most one per
+
+
+class AlertConfig(_Strict):
+    start_levels: dict[AlertType, Level] = Field(
+        default_factory=lambda: {
+            "user_complaint": 4,
+            "staff_no_reply": 1,
+            "user_not_cooperating": 2,
+            "task_not_followed_up": 2,
+            "task_unfinished": 3,
+            "low_satisfaction": 3,
+            "operator_harsh": 2,
+            "private_operation": 2,
+            "robot_fault": 3,
+        }
+    )
+    # A repeat of an open alert's key within escalation_minutes[level - 1] of its previous trigger raises
+    # its level by one (1->2 within 30, 2->3 within 60, 3->4 within 90); later, it re-notifies.
+    escalation_minutes: Annotated[list[Minutes], Field(min_length=3, max_length=3)] = Field(
+        default_factory=lambda: [30.0, 60.0, 90.0]
+    )
+    expiry_minutes: Minutes = 1440  # an open alert not triggered again for this long is cancelled "expired"
+    user_not_cooperating_minutes: Minutes = 60
+    task_not_followed_up_minutes: Minutes = 3
+    task_unfinished_minutes: Minutes = 1440
+    # A user saying the problem is solved cancels their alerts (problem_solved).
+    solved_words: list[str] = Field(
+        default_factory=lambda: ["解决了", "已经好了", "搞定了", "弄好了", "没问题了", "可以了", "好了谢谢"]
+    )
+    # Clearly positive feedback (sentiment at least this) cancels the user's alerts (user_satisfied).
+    positive_sentiment: float = Field(default=0.5, ge=0, le=1)
+    notifications: NotificationConfig = Field(default_factory=NotificationConfig)
+
+    @model_validator(mode="after")
+    def _complete(self) -> AlertConfig:
+        missing = [t for t in ALERT_TYPES if t not in self.start_levels]
+        if missing:
+            self.start_levels = {
+                **AlertConfig.model_fields["start_levels"].default_factory(),
+                **self.start_levels,
+            }
+        return self
+
+
 class BusinessConfig(_Strict):
     robots: list[RobotConfig] = Field(default_factory=list)
     staff: list[str] = Field(default_factory=list)
@@ -199,6 +304,12 @@ class BusinessConfig(_Strict):
     assistant_patterns: list[Regex] = Field(default_factory=list)
     timezone: str = "Asia/Shanghai"
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
+    staff_window: StaffWindowConfig = Field(default_factory=StaffWindowConfig)
+    intervention: InterventionConfig = Field(default_factory=InterventionConfig)
+    alerts: AlertConfig = Field(default_factory=AlertConfig)
+
+    def robots_with_role(self, role: RobotRole) -> list[RobotConfig]:
+        return [r for r in self.robots if r.role == role]
 
     @property
     def robot_names(self) -> frozenset[str]:

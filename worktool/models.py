@@ -3,6 +3,7 @@
 - WorkTool callback bodies (what the gateway validates),
 - RawRecord (value on worktool.raw and one line of a JSONL archive),
 - ControlRecord (value on worktool.control, also a line of an archive),
+- CommandRecord (value on worktool.commands),
 - Message (the canonical parsed message inside the dataflow),
 - Classification (who spoke and what kind of message it is),
 - DlqRecord (value on worktool.dlq).
@@ -187,6 +188,29 @@ class ControlRecord(JsonRecord):
     alert_id: str | None = None
     session_id: str | None = None
     robot_id: str | None = None
+
+
+CommandChannel = Literal["wecom", "phone", "sms"]
+
+
+class CommandCause(BaseModel):
+    event: str  # what decided it: reply_scheduled, alert_raised, alert_escalated, alert_reminder, ...
+    message_id: str | None = None
+    alert_id: str | None = None
+
+
+class CommandRecord(JsonRecord):
+    """Value on worktool.commands: something to send, written by the dataflow, sent by the dispatcher.
+    `command_id` is deterministic (derived from its cause), so a replay or a restart cannot double it."""
+
+    command_id: str
+    channel: CommandChannel
+    robot_id: str | None  # the robot that sends a WeCom text; None for phone and SMS
+    target: str  # group remark/name or person (WeCom), a phone number or contact (phone, SMS)
+    content: str
+    at_list: list[str] = Field(default_factory=list)
+    due_time: UtcDatetime  # not before this (reply delays)
+    cause: CommandCause
 
 
 def conversation_key(robot_id: str, room_type: int, group_name: str, group_remark: str, sender: str) -> str:

@@ -17,7 +17,6 @@ from dataflows.stateful import StepLogic, builder
 from operators.classify import RuleClassifier
 from operators.dedup import DedupStep
 from operators.parse import parse_message
-from operators.sentiment import SatisfactionTracker
 from operators.sessions import SessionPolicy, SessionStep
 from operators.shard import ClassifiedMessage, ParsedMessage, RobotRecord, RobotSighting, shard_for
 from operators.timers import Tick, Timer
@@ -53,8 +52,8 @@ class PingStep(SessionStep):
         super().__init__(*args, **kwargs)
         self.timer_handlers["ping"] = self._pong
 
-    def _on_message(self, cm: ClassifiedMessage) -> list[MonitorEvent]:
-        events = super()._on_message(cm)
+    def _on_message(self, s: Any, cm: ClassifiedMessage) -> list[Any]:
+        events = super()._on_message(s, cm)
         m = cm.message
         if m.text == "ping":
             self.clock.schedule(m.received_at + timedelta(seconds=30), m.session_id, "ping", m.message_id)
@@ -67,7 +66,7 @@ class PingStep(SessionStep):
 
 
 def policy() -> SessionPolicy:
-    return SessionPolicy(SatisfactionTracker(CONFIG.classifier.satisfaction))
+    return SessionPolicy(CONFIG)
 
 
 def events_of(out: list[Any], name: str) -> list[MonitorEvent]:
@@ -142,9 +141,7 @@ def test_late_records_are_counted_and_still_applied() -> None:
 
 
 def test_idle_sessions_without_timers_are_dropped() -> None:
-    step = PingStep(
-        SessionPolicy(SatisfactionTracker(CONFIG.classifier.satisfaction), idle=timedelta(hours=1))
-    )
+    step = PingStep(SessionPolicy(CONFIG, idle=timedelta(hours=1)))
     step.on_item(classified("你好", 0, group="A群"))
     step.on_item(classified("ping", 0, group="B群"))
     step.clock.schedule(at(86_400), "group:B群", "ping", "m")  # B keeps something pending
@@ -166,10 +163,10 @@ def test_session_step_snapshot_is_plain_data_and_resumes() -> None:
 
 def test_a_step_that_fails_on_one_item_sends_it_to_the_dlq_and_goes_on() -> None:
     class Fragile(PingStep):
-        def _on_message(self, cm: ClassifiedMessage) -> list[MonitorEvent]:
+        def _on_message(self, s: Any, cm: ClassifiedMessage) -> list[Any]:
             if cm.message.text == "boom":
                 raise ValueError("cannot handle this")
-            return super()._on_message(cm)
+            return super()._on_message(s, cm)
 
     logic = StepLogic("sessions", Fragile(policy()))
     [dlq], retain = logic.on_item(classified("boom", 0))
