@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from classifiers import ClassifierUnavailable
-from dataflows.replay import dump_topic, replay_archive
+from dataflows.replay import dump_topics, replay_archive
 from worktool.config import ConfigError
 from worktool.models import to_utc
 from worktool.settings import get_settings
@@ -79,11 +79,11 @@ def cli_archive(out: Path) -> int:
         return 2
     with out.open("wb") as f, _progress(sys.stderr.isatty()) as bar:
         task = bar.add_task("archive", total=None) if bar is not None else None
-        n = dump_topic(
+        n = dump_topics(
             settings.kafka_bootstrap_servers,
-            settings.topic_raw,
+            [settings.topic_raw, settings.topic_control],
             f,
             on_record=(lambda: bar.advance(task)) if bar is not None else None,
         )
-    err.print(f"archived {n} records from {settings.topic_raw} to {out}")
+    err.print(f"archived {n} records from {settings.topic_raw} and {settings.topic_control} to {out}")
     return 0

@@ -62,9 +62,12 @@ def replay_archive(
     return source.record_count, rejected
 
 
-def dump_topic(bootstrap: str, topic: str, out: IO[bytes], on_record=None, idle_s: float = 3.0) -> int:
-    """Every record of `topic`, sorted by received_at. Reads each partition to its end (partition EOF;
-    Tansu's high watermark is unreliable), then stops."""
+def dump_topics(
+    bootstrap: str, topics: list[str], out: IO[bytes], on_record=None, idle_s: float = 3.0
+) -> int:
+    """Every record of `topics` (the raw and the control topic), sorted by event time (received_at of a
+    raw record, at of a control record). Reads each partition to its end (partition EOF; Tansu's high
+    watermark is unreliable), then stops."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
     consumer = Consumer(
@@ -76,25 +79,28 @@ def dump_topic(bootstrap: str, topic: str, out: IO[bytes], on_record=None, idle_
         }
     )
     try:
-        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        if meta is None or meta.error is not None:
-            raise SystemExit(f"topic {topic} not found on {bootstrap}")
-        parts = sorted(meta.partitions)
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-        done: set[int] = set()
+        parts: list[tuple[str, int]] = []
+        for topic in topics:
+            meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+            if meta is None or meta.error is not None:
+                raise SystemExit(f"topic {topic} not found on {bootstrap}")
+            parts += [(topic, p) for p in sorted(meta.partitions)]
+        consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in parts])
+        done: set[tuple[str, int]] = set()
         rows: list[tuple[str, bytes]] = []
         last_data = time.monotonic()
         while len(done) < len(parts) and time.monotonic() - last_data < idle_s:
             for msg in consumer.consume(1000, 0.5):
                 if msg.error():
                     if msg.error().code() == KafkaError._PARTITION_EOF:
-                        done.add(msg.partition())
+                        done.add((msg.topic(), msg.partition()))
                     continue
                 last_data = time.monotonic()
                 value = msg.value() or b""
                 try:
-                    stamp = orjson.loads(value).get("received_at", "")
-                except orjson.JSONDecodeError:
+                    record = orjson.loads(value)
+                    stamp = record.get("received_at") or record.get("at") or ""
+                except (orjson.JSONDecodeError, AttributeError):
                     stamp = ""
                 rows.append((stamp if isinstance(stamp, str) else "", value))
                 if on_record:

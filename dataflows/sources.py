@@ -57,8 +57,9 @@ class TickSource(DynamicSource[Tick]):
 
 def _stamp(line: bytes) -> datetime | None:
     try:
-        return to_utc(orjson.loads(line)["received_at"])
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        record = orjson.loads(line)
+        return to_utc(record.get("received_at") or record["at"])  # a raw record, or a control record
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
         return None
 
 

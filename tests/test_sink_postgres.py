@@ -331,9 +331,7 @@ def test_ai_call_is_logged_once(conn: psycopg.Connection) -> None:
 
 def test_unprojected_events_and_other_items_are_ignored(conn: psycopg.Connection) -> None:
     other = MonitorEvent(
-        event="alert_raised",
-        event_time=at(0),
-        data={"alert_id": "a1", "alert_type": "user_complaint", "level": 4},
+        event="staff_window_closed", event_time=at(0), session_id="group:A群", data={"opened_at": at(0)}
     )
     assert write_events(conn, [command_callback(0), other, "not an event", None]) == {}
     assert all(not table_rows or table == "message_types" for table, table_rows in dump(conn).items())
