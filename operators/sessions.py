@@ -420,7 +420,7 @@ class SessionStep:
         )
         if alert_type is not None:
             out += self._alert(s, alert_type, m, user)
-        if fell_low:
+        if fell_low and alert_type != "user_complaint":  # a complaint's level-4 alert already covers it
             out += self._alert(s, "low_satisfaction", m, user)
         if c.message_type == "chat_after_sales" and self._open_task_of(s, user) is None:
             out += self._create_task(s, m)
