@@ -1,5 +1,5 @@
 """Generate commands/data/sample_day.jsonl: one working day (Asia/Shanghai) of four WeCom customer
-groups of a 视频号 operations agency, as raw records in the DESIGN.md archive format.
+groups of a 视频号 operations agency, as raw records in the archive format (RawRecord).
 
 Deterministic (fixed seed). Run: `python benchmarks/make_sample_day.py [OUT]`.
 The rosters match config/business.example.yaml.

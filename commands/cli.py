@@ -139,5 +139,18 @@ def accuracy(
     raise typer.Exit(cli_accuracy(dataset, roster, errors))
 
 
+@app.command()
+def schema(
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Directory for the schema files (created if missing).")
+    ] = Path("schemas"),
+) -> None:
+    """Write the JSON Schema of every monitor event (<event>.schema.json) and of the raw record
+    (raw_record.schema.json)."""
+    from commands.schema import cli_schema
+
+    raise typer.Exit(cli_schema(out))
+
+
 if __name__ == "__main__":
     app()

@@ -1,4 +1,4 @@
-"""Message type by rules (RULES.md §2). Pure and precompiled: build once per configuration.
+"""Message type by rules (docs/rules.md §2). Pure and precompiled: build once per configuration.
 
 How a user's text is typed:
 1. The text is normalised (NFKC, case-folded, @mentions removed) and scanned once for every weighted
@@ -15,11 +15,11 @@ How a user's text is typed:
    - soft complaint words between owners (peer words, no @ of us) are grumbling (chat_complain_discuss),
      grumbling addressed to us is a complaint; strong words (投诉, 举报, 退款) stay complaints;
    - owners asking each other ("大家都结算了吗") are discussing;
-   - acknowledgements (RULES.md §7 response words) vote for cooperation, also after fillers and time
+   - acknowledgements (docs/rules.md §7 response words) vote for cooperation, also after fillers and time
      words ("明天上午可以"); one negated by a refusal negator ("现在不行", not "没收到") and the refusal
      words count as a refusal, which is cooperation too (the owner answers a request), unless supposed
      ("早知道不弄了") or said in anger (complaint words: "不弄了，烦死了" is a complaint).
-4. The best score wins (ties by RULES.md priority); below `threshold` a question is chat_daily, other
+4. The best score wins (ties by docs/rules.md priority); below `threshold` a question is chat_daily, other
    readable text small talk (chat_daily), and nothing readable (emoji, "。。。") chat_other.
 
 Staff and assistants: @ of an owner (never "@我") -> by speech act: an answer -> staff_reply_user, a
@@ -59,7 +59,7 @@ from worktool.models import INTERNAL_ROOM_TYPES, Message, SenderType
 
 TEXT_KINDS = frozenset({0, 1, 15})  # read as text when they carry any
 
-# Tie-break order among equal scores: RULES.md priority, the most urgent first.
+# Tie-break order among equal scores: docs/rules.md priority, the most urgent first.
 USER_TYPE_ORDER = (
     "chat_complaint",
     "chat_private_operation",
@@ -612,7 +612,7 @@ class MessageTypeRules:
             votes.move("chat_cooperation", "chat_complaint", "angry refusal")
 
     def _need_reply(self, code: str, flags: set[str], m: Message) -> bool:
-        """RULES.md §5: a question or request addressed to us, of a type that gets replies."""
+        """docs/rules.md §5: a question or request addressed to us, of a type that gets replies."""
         if code not in self._reply_types:
             return False
         if "peer" in flags and "to_us" not in flags:
@@ -733,7 +733,7 @@ ResponseStatus = Literal["responded", "refused"]
 
 
 class ResponseDetector:
-    """RULES.md §7 user-response monitoring after a staff @: `responded` on a response word, `refused`
+    """docs/rules.md §7 user-response monitoring after a staff @: `responded` on a response word, `refused`
     on a refusal word or a negated response word ("现在不行"); a refusal wins over a response."""
 
     def __init__(self, config: ClassifierConfig) -> None:

@@ -17,7 +17,7 @@ from worktool.settings import Settings
 
 REPO = Path(__file__).resolve().parents[1]
 
-# The message callback of worktool-platform.md §5: an owner @-ing the day robot in a group.
+# The message callback of docs/platform.md §3: an owner @-ing the day robot in a group.
 GROUP_MESSAGE = {
     "spoken": "我的视频号发不了作品，需要扫码认证吗",
     "rawSpoken": "@运营助理小A 我的视频号发不了作品，需要扫码认证吗",

@@ -41,7 +41,7 @@ TABLES = {
     "ai_io_logs",
 }
 
-# RULES.md §2: code -> (sender category, priority)
+# docs/rules.md §2: code -> (sender category, priority)
 MESSAGE_TYPES = {
     "chat_after_sales": ("user", 1),
     "chat_complaint": ("user", 1),

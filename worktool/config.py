@@ -1,11 +1,11 @@
 """Business configuration: one YAML file named by WORKTOOL_CONFIG, validated with pydantic.
 
-Everything a business person tunes lives here, with the RULES.md defaults built in, so an empty
+Everything a business person tunes lives here, with the docs/rules.md defaults built in, so an empty
 file (or no file) works. Errors name the bad key (and the bad regex).
 
 Roster: `robots`, `staff`, `operators`, `assistants` are exact display names; `staff_patterns`,
 `operator_patterns`, `assistant_patterns` are regular expressions tried after every exact name
-(RULES.md §1). The `classifier:` section is merged over worktool/rule_defaults.py (mappings merge
+(docs/rules.md §1). The `classifier:` section is merged over worktool/rule_defaults.py (mappings merge
 key by key, lists and numbers replace), see that module for the meaning of each list.
 """
 
@@ -80,7 +80,7 @@ class TermRules(_Strict):
 
 
 class UserTypeRules(_Strict):
-    """One TermRules per user message type (RULES.md §2); chat_other catches spam and placeholders."""
+    """One TermRules per user message type (docs/rules.md §2); chat_other catches spam and placeholders."""
 
     chat_after_sales: TermRules
     chat_complaint: TermRules
@@ -92,8 +92,8 @@ class UserTypeRules(_Strict):
 
 
 class ResponseWords(_Strict):
-    responded: list[str]  # RULES.md §7
-    refused: list[str]  # RULES.md §7; a refusal wins over a response in the same message
+    responded: list[str]  # docs/rules.md §7
+    refused: list[str]  # docs/rules.md §7; a refusal wins over a response in the same message
     acknowledgements: list[str]
     fillers: list[str]
     refusal_words: Weights
@@ -317,7 +317,7 @@ class BusinessConfig(_Strict):
 
     @cached_property
     def compiled_name_patterns(self) -> dict[str, tuple[re.Pattern[str], ...]]:
-        """Roster patterns by sender type, in RULES.md §1 precedence order."""
+        """Roster patterns by sender type, in docs/rules.md §1 precedence order."""
         return {
             "operator": tuple(re.compile(p) for p in self.operator_patterns),
             "staff": tuple(re.compile(p) for p in self.staff_patterns),

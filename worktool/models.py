@@ -60,7 +60,7 @@ def summarize_errors(e: ValidationError, limit: int = 5) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# WorkTool's loose types (worktool-platform.md §1.1): atMe may be the string "false", roomType a string.
+# WorkTool's loose types (docs/platform.md §1): atMe may be the string "false", roomType a string.
 
 _TRUE = {"true", "1", "yes", "y", "on"}
 _FALSE = {"false", "0", "no", "n", "off", "", "null", "none"}
@@ -106,7 +106,7 @@ RoomType = Literal[1, 2, 3, 4]  # 1 external group, 2 external contact, 3 intern
 GROUP_ROOM_TYPES = (1, 3)
 INTERNAL_ROOM_TYPES = (3, 4)
 
-# textType codes (worktool-platform.md §1.1)
+# textType codes (docs/platform.md §1)
 TEXT_TYPES: dict[int, str] = {
     0: "unknown",
     1: "text",
