@@ -38,7 +38,7 @@ def cli_alert_action(
     import psycopg
     from rich.console import Console
 
-    from console.actions import ActionError, ControlProducer, perform_action
+    from console.actions import ActionError, ControlProducer, ServiceUnavailable, perform_action
 
     out, err = Console(highlight=False), Console(stderr=True, highlight=False)
     settings = settings or Settings()
@@ -54,7 +54,8 @@ def cli_alert_action(
             settings.database_url, producer, alert_id, action, actor=actor.strip(), reason=reason.strip()
         )
     except ActionError as e:
-        err.print(f"[red]refused ({e.status}):[/red] {e.detail}")
+        outcome = "failed" if isinstance(e, ServiceUnavailable) else "refused"
+        err.print(f"[red]{outcome} ({e.status}):[/red] {e.detail}")
         return 1
     except psycopg.Error as e:
         err.print(f"[red]database error:[/red] {e}")
