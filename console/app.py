@@ -15,10 +15,9 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request, status
 from fastapi.responses import JSONResponse
@@ -37,8 +36,6 @@ from console.actions import (
 from worktool.models import ControlAction
 from worktool.settings import Settings
 
-log = logging.getLogger(__name__)
-
 POOL_TIMEOUT_S = 5.0
 AlertId = Annotated[str, Path(min_length=1, max_length=200)]
 
@@ -55,7 +52,7 @@ class ActionRequest(BaseModel):
 
 
 class ActionAccepted(BaseModel):
-    status: str = "accepted"
+    status: Literal["accepted"] = "accepted"
     request_id: str
     alert_id: str
 
@@ -123,7 +120,12 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Opened without waiting: the API starts even while the database is still coming up, and a
         # request that finds no connection within POOL_TIMEOUT_S is answered 503.
         own_pool = AsyncConnectionPool(
-            settings.database_url, min_size=1, max_size=4, timeout=POOL_TIMEOUT_S, open=False
+            settings.database_url,
+            min_size=1,
+            max_size=4,
+            timeout=POOL_TIMEOUT_S,
+            kwargs={"autocommit": True},  # single reads: no transaction to end
+            open=False,
         )
         await own_pool.open(wait=False)
         app.state.pool = own_pool
