@@ -23,6 +23,14 @@ class Settings(BaseSettings):
     config_path: Path | None = Field(default=None, alias="WORKTOOL_CONFIG")
     api_base_url: str = Field(default="https://api.worktool.ymdyes.cn", alias="WORKTOOL_API_BASE_URL")
 
+    # Console API (console/): our own HTTP API for operators' manual actions; not WorkTool's API above.
+    # Without a token it is unauthenticated, so it refuses to listen anywhere but loopback.
+    api_host: str = Field(default="127.0.0.1", alias="WORKTOOL_API_HOST")
+    api_port: int = Field(default=8081, alias="WORKTOOL_API_PORT")
+    api_token: str | None = Field(default=None, alias="WORKTOOL_API_TOKEN", repr=False)
+    # How long the API and `worktool alerts` wait for the broker to acknowledge a control record.
+    api_produce_timeout_s: float = Field(default=5.0, gt=0, alias="WORKTOOL_API_PRODUCE_TIMEOUT_S")
+
     topic_raw: str = Field(default="worktool.raw", alias="WORKTOOL_TOPIC_RAW")
     topic_control: str = Field(default="worktool.control", alias="WORKTOOL_TOPIC_CONTROL")
     topic_commands: str = Field(default="worktool.commands", alias="WORKTOOL_TOPIC_COMMANDS")
