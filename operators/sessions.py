@@ -65,6 +65,8 @@ NOT_COOPERATING = "user_not_cooperating"
 NOT_FOLLOWED_UP = "task_not_followed_up"
 TASK_UNFINISHED = "task_unfinished"
 
+_APPLIED_KEPT = 32  # control request ids remembered per subject
+
 # When one message needs intervention for several reasons, the message row keeps the most urgent.
 _INTERVENTION_ORDER = (
     "complaint",
@@ -153,6 +155,7 @@ class Subject:
         default_factory=dict
     )  # id -> (user, type, at, timer)
     alerts: dict[str, Alert] = field(default_factory=dict)
+    applied: list[str] = field(default_factory=list)  # request ids of the latest control records
 
     def reply_state(self) -> tuple[str, bool, datetime | None]:
         return self.status, self.ai_paused, self.staff_until
@@ -173,6 +176,7 @@ class Subject:
             "follow_up": dict(self.follow_up),
             "tasks": dict(self.tasks),
             "alerts": {k: a.snapshot() for k, a in self.alerts.items()},
+            "applied": list(self.applied),
         }
 
     @classmethod
@@ -597,6 +601,10 @@ class SessionStep:
         return [data.at(rec.received_at, robot_id=rec.robot_id)]
 
     def _on_control(self, s: Subject, rec: ControlRecord) -> list[ItemOut]:
+        # A request is applied once, even if the console's producer wrote it twice.
+        if rec.request_id in s.applied:
+            return []
+        s.applied = [*s.applied[-(_APPLIED_KEPT - 1) :], rec.request_id]
         alerts = self.policy.alerts
         alert = alerts.find(s.alerts, rec.alert_id or "")
         if alert is None:

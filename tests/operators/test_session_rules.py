@@ -312,6 +312,16 @@ def test_manual_cancel_and_escalate_through_control_records(step) -> None:
     assert step.on_item(control("cancel_alert", 3)) == []  # closed: nothing happens twice
 
 
+def test_a_control_request_written_twice_is_applied_once(step) -> None:
+    step.on_item(harsh(0))
+    alert_id = alert_of(step, "operator_harsh").alert_id
+    request = ControlRecord(action="escalate_alert", at=at(1), actor="主管", request_id="same", alert_id=alert_id,
+                            session_id=SID)  # fmt: skip
+    assert events(step.on_item(request), "alert_escalated")
+    assert step.on_item(request.model_copy(update={"at": at(2)})) == []
+    assert alert_of(step, "operator_harsh").level == 3
+
+
 # -- notifications, reminders -------------------------------------------------------------------------
 
 
