@@ -41,6 +41,7 @@ from worktool.config import BusinessConfig
 from worktool.events import MonitorEvent
 from worktool.models import (
     RESULT_KINDS,
+    AcceptedBody,
     CommandRecord,
     ControlRecord,
     DlqRecord,
@@ -106,6 +107,10 @@ def parse(item: Any) -> ParsedMessage | RobotRecord | ControlRecord | Tick | Dlq
         if record.kind == "message":
             fp, msg = parse_message(record)
             return ParsedMessage(fp, msg)
+        if record.kind == "accepted":
+            return RobotRecord(
+                record.kind, record.robot_id, record.received_at, AcceptedBody.model_validate(record.body)
+            )
         result = ResultCallback.model_validate(record.body) if record.kind in RESULT_KINDS else None
         return RobotRecord(record.kind, record.robot_id, record.received_at, result)
     except (ValidationError, ValueError) as e:

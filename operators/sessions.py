@@ -594,9 +594,9 @@ class SessionStep:
             worktool_message_id=body.messageId,
             error_code=body.errorCode,
             error_reason=body.errorReason,
-            command_type=body.type,
-            group_name=body.groupName,
-            qr_code=body.qrCode,
+            command_type=getattr(body, "type", None),
+            group_name=getattr(body, "groupName", None),
+            qr_code=getattr(body, "qrCode", None),
         )
         return [data.at(rec.received_at, robot_id=rec.robot_id)]
 

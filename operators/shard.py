@@ -11,7 +11,7 @@ import zlib
 from dataclasses import dataclass
 from datetime import datetime
 
-from worktool.models import Classification, Message, RawKind, ResultCallback
+from worktool.models import AcceptedBody, Classification, Message, RawKind, ResultCallback
 
 
 def shard_for(key: str, shards: int) -> str:
@@ -56,4 +56,4 @@ class RobotRecord:
     kind: RawKind
     robot_id: str
     received_at: datetime
-    result: ResultCallback | None = None  # for result, qrcode and accepted
+    result: ResultCallback | AcceptedBody | None = None  # for result, qrcode and accepted

@@ -155,11 +155,24 @@ class ResultCallback(BaseModel):
     qrCode: LooseStr | None = None
 
 
+class AcceptedBody(BaseModel):
+    """Body of an `accepted` raw record, written by our dispatcher: what WorkTool (or a phone/SMS
+    webhook) answered to one send request, so that a replay sees everything that came from outside."""
+
+    model_config = ConfigDict(extra="allow")
+
+    messageId: LooseStr = ""  # WorkTool's id of the request, carried by its result callbacks; "" if refused
+    commandIds: list[str] = Field(min_length=1)  # our commands in the request, in list order
+    errorCode: LooseInt = 0  # 0: accepted; anything else: the submission failed after its retries
+    errorReason: LooseStr = ""
+    channel: Literal["wecom", "phone", "sms"] = "wecom"
+
+
 # The webhooks WorkTool calls; "accepted" is written by our own dispatcher (WorkTool's answer to a send).
 WEBHOOK_KINDS = ("message", "result", "qrcode", "online", "offline")
 RawKind = Literal["message", "result", "qrcode", "online", "offline", "accepted"]
-# Kinds whose body is a ResultCallback.
-RESULT_KINDS = ("result", "qrcode", "accepted")
+# Kinds whose body is a ResultCallback ("accepted" has its own AcceptedBody).
+RESULT_KINDS = ("result", "qrcode")
 
 
 class RawRecord(JsonRecord):
