@@ -8,13 +8,13 @@ a silent no-op later): the alert may still close between the check and the dataf
 and the dataflow re-checks when it applies it. Each record carries a fresh `request_id` so the dataflow
 applies it once even if the producer's retry delivered it twice.
 
-Entries: `perform_action` (synchronous: the CLI) and `perform_action_async` (the API). Both raise an
-`ActionError` whose `status` is the HTTP status to answer.
+Entries: `perform_action` (synchronous: the CLI); the API (console/app.py) composes the same steps
+with its audit row in one transaction. Both raise an `ActionError` whose `status` is the HTTP status to
+answer.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
 import time
@@ -134,6 +134,9 @@ class AlertRow(BaseModel):
     handled_by: str | None
     handled_at: UtcDatetime | None
     parent_alert_id: str | None
+    trigger_count: int
+    cancelled_by: str | None
+    notified_at: UtcDatetime | None
     created_at: UtcDatetime
     updated_at: UtcDatetime
 
@@ -274,7 +277,7 @@ class ControlProducer:
 # Entries
 
 
-def _log_accepted(accepted: Accepted) -> None:
+def log_accepted(accepted: Accepted) -> None:
     r = accepted.record
     log.info(
         "%s of alert %s by %s accepted (request %s, %s[%d]@%d)",
@@ -302,7 +305,7 @@ def perform_action(
     accepted = producer.send(
         build_control_record(alert, action, actor=actor, reason=reason), control_key(alert)
     )
-    _log_accepted(accepted)
+    log_accepted(accepted)
     return alert, accepted
 
 
@@ -312,20 +315,3 @@ async def read_alert_async(pool: AsyncConnectionPool, alert_id: str) -> AlertRow
             return await fetch_alert_async(conn, alert_id)
     except (PoolTimeout, psycopg.OperationalError) as e:
         raise ServiceUnavailable(f"cannot read alert_history: {e}") from e
-
-
-async def perform_action_async(
-    pool: AsyncConnectionPool,
-    producer: ControlProducer,
-    alert_id: str,
-    action: ControlAction,
-    *,
-    actor: str,
-    reason: str,
-) -> tuple[AlertRow, Accepted]:
-    """The same as `perform_action` for asyncio: the produce waits in a worker thread."""
-    alert = check_action(await read_alert_async(pool, alert_id), alert_id, action)
-    record = build_control_record(alert, action, actor=actor, reason=reason)
-    accepted = await asyncio.to_thread(producer.send, record, control_key(alert))
-    _log_accepted(accepted)
-    return alert, accepted

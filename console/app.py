@@ -1,38 +1,53 @@
-"""The console API: operators' manual actions on alerts, as its own small ASGI app (the webhook gateway
-stays minimal).
+"""The console API: operators' manual actions on alerts, accounts, and read endpoints for the monitor page
+and for scripts, as its own small ASGI app (the webhook gateway stays minimal).
 
+- `POST /api/auth/login`, `GET /api/auth/me`; `GET|POST /api/users`, `PATCH /api/users/{username}`
+  (console/auth.py).
 - `POST /api/alerts/{alert_id}/cancel`, `POST /api/alerts/{alert_id}/escalate` with {"reason", "actor"}:
   202 once the control record is acknowledged by the broker; 404 unknown alert; 409 closed alert or
-  escalation past level 4; 503 database or broker not answering.
-- `GET /api/alerts/{alert_id}`: the alert_history row.
+  escalation past level 4; 503 database or broker not answering. Audited.
+- `GET /api/alerts/{alert_id}`: the alert_history row, with its escalation history.
+- Lists (console/reads.py): `/api/sessions[/{id}]`, `/api/alerts`, `/api/commands`, `/api/robots`,
+  `/api/ai-logs`, `/api/audit`; LLM provider keys (console/llm_keys.py).
 - `GET /healthz`; OpenAPI at /docs.
 
-Authentication: `Authorization: Bearer <WORKTOOL_API_TOKEN>` on /api/*. Without a token configured the
-API is open, so it answers loopback clients only (console/server.py also refuses to bind elsewhere).
+Every /api route but the login needs a bearer token and a permission (console/auth.py,
+console/permissions.py).
 """
 
 from __future__ import annotations
 
-import hmac
+import asyncio
 import ipaddress
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request, status
+from fastapi import APIRouter, FastAPI, HTTPException, Path, Request, status
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import AsyncConnectionPool
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
+from console import audit, tokens
+from console.accounts import AccountDirectory, load_users_file
 from console.actions import (
     ActionError,
     AlertNotFound,
     AlertRow,
     ControlProducer,
-    perform_action_async,
+    build_control_record,
+    check_action,
+    control_key,
+    fetch_alert_async,
+    log_accepted,
     read_alert_async,
 )
+from console.auth import AUTH_ERRORS, LoginThrottle, Principal, auth_router, require, users_router
+from console.common import Problem, client_addr, connection
+from console.llm_keys import llm_router
+from console.permissions import Permission
+from console.reads import READ_ROUTERS
 from worktool.models import ControlAction
 from worktool.settings import Settings
 
@@ -46,8 +61,12 @@ class ActionRequest(BaseModel):
     reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)] = Field(
         description="Why (kept with the alert)."
     )
-    actor: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)] = Field(
-        description="Who asks (an operator's name)."
+    actor: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)] | None = (
+        Field(
+            default=None,
+            description="Who asks: required with the service token (scripts name their operator); for a "
+            "logged-in account the account name is recorded instead.",
+        )
     )
 
 
@@ -57,14 +76,9 @@ class ActionAccepted(BaseModel):
     alert_id: str
 
 
-class Problem(BaseModel):
-    detail: str
-
-
 _ERRORS: dict[int | str, dict[str, object]] = {
-    401: {"model": Problem, "description": "Missing or wrong bearer token."},
+    **AUTH_ERRORS,
     404: {"model": Problem, "description": "Unknown alert."},
-    503: {"model": Problem, "description": "The database or the broker did not answer."},
 }
 
 
@@ -82,30 +96,6 @@ def is_loopback(host: str | None) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
-
-
-_bearer = HTTPBearer(auto_error=False, description="WORKTOOL_API_TOKEN")
-
-
-async def authenticate(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> None:
-    expected: bytes | None = request.app.state.api_token
-    if expected is None:
-        # No token: open, but to loopback clients only (in case the app is served elsewhere).
-        client = request.client.host if request.client else None
-        if not is_loopback(client):
-            raise HTTPException(
-                status.HTTP_403_FORBIDDEN, "no API token is configured: loopback clients only"
-            )
-        return
-    given = credentials.credentials.encode() if credentials else b""
-    if not hmac.compare_digest(given, expected):
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "missing or wrong bearer token",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
 
 
 @asynccontextmanager
@@ -150,31 +140,72 @@ async def _action_error(_request: Request, e: Exception) -> JSONResponse:
     return JSONResponse({"detail": e.detail}, status_code=e.status)
 
 
+async def _validation_error(_request: Request, e: Exception) -> JSONResponse:
+    """422 without the offending input: it may be a password or an API key."""
+    assert isinstance(e, RequestValidationError)
+    errors = [{k: v for k, v in err.items() if k in ("type", "loc", "msg")} for err in e.errors()]
+    return JSONResponse({"detail": errors}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+
+
 async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-alerts = APIRouter(prefix="/api/alerts", dependencies=[Depends(authenticate)], tags=["alerts"])
+alerts = APIRouter(prefix="/api/alerts", tags=["alerts"])
 
 
 @alerts.get("/{alert_id}", responses=_ERRORS)
-async def get_alert(alert_id: AlertId, request: Request) -> AlertRow:
-    """The alert as alert_history has it (kept current by the dataflow)."""
+async def get_alert(
+    alert_id: AlertId, _: Annotated[Principal, require(Permission.READ)], request: Request
+) -> AlertRow:
+    """The alert as alert_history has it (kept current by the dataflow), with its escalation history."""
     alert = await read_alert_async(request.app.state.pool, alert_id)
     if alert is None:
         raise AlertNotFound(f"alert {alert_id} does not exist")
     return alert
 
 
-async def _act(request: Request, alert_id: str, action: ControlAction, body: ActionRequest) -> ActionAccepted:
-    _, accepted = await perform_action_async(
-        request.app.state.pool,
-        request.app.state.producer,
-        alert_id,
-        action,
-        actor=body.actor,
-        reason=body.reason,
-    )
+def _requested_state(alert: AlertRow, action: ControlAction, reason: str) -> dict[str, Any]:
+    """What the action asks for (the dataflow applies it, and re-checks, a moment later)."""
+    if action == "cancel_alert":
+        return {
+            "status": "cancelled",
+            "alert_level": alert.alert_level,
+            "cancel_reason": "manual",
+            "reason": reason,
+        }
+    return {"status": "escalated", "alert_level": alert.alert_level + 1, "reason": reason}
+
+
+async def _act(
+    request: Request, principal: Principal, alert_id: str, action: ControlAction, body: ActionRequest
+) -> ActionAccepted:
+    """Check the alert, then in one transaction: the audit row, the control record, the commit once the
+    broker acknowledged it. A refused or unacknowledged action leaves no audit row."""
+    if principal.kind == "service" and body.actor is None:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "actor is required with the service token")
+    actor = body.actor if principal.kind == "service" and body.actor else principal.name
+    producer: ControlProducer = request.app.state.producer
+    async with connection(request.app.state.pool, "cannot read alert_history") as conn:
+        alert = check_action(await fetch_alert_async(conn, alert_id), alert_id, action)
+        record = build_control_record(alert, action, actor=actor, reason=body.reason)
+        async with conn.transaction():
+            await audit.record(
+                conn,
+                audit.AuditEntry(
+                    actor=principal.name,
+                    actor_role=principal.role,
+                    action="alert.cancel" if action == "cancel_alert" else "alert.escalate",
+                    target_type="alert",
+                    target_id=alert_id,
+                    client_addr=client_addr(request),
+                    request_id=record.request_id,
+                    before={"status": alert.status, "alert_level": alert.alert_level},
+                    after={**_requested_state(alert, action, body.reason), "actor": actor},
+                ),
+            )
+            accepted = await asyncio.to_thread(producer.send, record, control_key(alert))
+    log_accepted(accepted)
     return ActionAccepted(request_id=accepted.record.request_id, alert_id=alert_id)
 
 
@@ -183,9 +214,14 @@ async def _act(request: Request, alert_id: str, action: ControlAction, body: Act
     status_code=status.HTTP_202_ACCEPTED,
     responses={**_ERRORS, 409: {"model": Problem, "description": "The alert is closed."}},
 )
-async def cancel_alert(alert_id: AlertId, body: ActionRequest, request: Request) -> ActionAccepted:
+async def cancel_alert(
+    alert_id: AlertId,
+    body: ActionRequest,
+    principal: Annotated[Principal, require(Permission.CANCEL_ALERTS)],
+    request: Request,
+) -> ActionAccepted:
     """Cancel an open alert (cancel reason `manual`)."""
-    return await _act(request, alert_id, "cancel_alert", body)
+    return await _act(request, principal, alert_id, "cancel_alert", body)
 
 
 @alerts.post(
@@ -196,9 +232,14 @@ async def cancel_alert(alert_id: AlertId, body: ActionRequest, request: Request)
         409: {"model": Problem, "description": "The alert is closed, or already at level 4 (the ceiling)."},
     },
 )
-async def escalate_alert(alert_id: AlertId, body: ActionRequest, request: Request) -> ActionAccepted:
+async def escalate_alert(
+    alert_id: AlertId,
+    body: ActionRequest,
+    principal: Annotated[Principal, require(Permission.ESCALATE_ALERTS)],
+    request: Request,
+) -> ActionAccepted:
     """Raise an open alert one level (at most level 4)."""
-    return await _act(request, alert_id, "escalate_alert", body)
+    return await _act(request, principal, alert_id, "escalate_alert", body)
 
 
 def create_app(
@@ -207,20 +248,27 @@ def create_app(
     pool: AsyncConnectionPool | None = None,
     producer: ControlProducer | None = None,
 ) -> FastAPI:
-    """The console app. The database pool and the producer are created by its lifespan unless given."""
+    """The console app. The database pool and the producer are created by its lifespan unless given.
+    Raises TokenConfigError / AccountError for an unusable JWT secret or users file."""
     app = FastAPI(
         title="WorkTool console API",
-        description="Operators' manual actions on alerts. They are written to the control topic and "
-        "applied by the dataflow in order with everything else.",
-        version="1",
+        description="Operators' console: accounts and roles, manual actions on alerts (written to the "
+        "control topic and applied by the dataflow in order with everything else), read endpoints for "
+        "the monitor page and scripts, LLM provider keys, and the audit log of every write.",
+        version="2",
         lifespan=_lifespan,
     )
     token = configured_token(settings)
     app.state.settings = settings
     app.state.api_token = token.encode() if token else None
+    app.state.jwt_secret = tokens.resolve_secret(settings)
+    app.state.accounts = AccountDirectory(load_users_file(settings.users_file))
+    app.state.login_throttle = LoginThrottle()
     app.state.pool = pool
     app.state.producer = producer
     app.add_exception_handler(ActionError, _action_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["health"])
-    app.include_router(alerts)
+    for router in (auth_router, users_router, alerts, *READ_ROUTERS, llm_router):
+        app.include_router(router)
     return app

@@ -1,7 +1,7 @@
 """Serve the console API under uvicorn: `worktool console`, or `serve()` from the stack supervisor.
 
-Without WORKTOOL_API_TOKEN the API is unauthenticated, so it only listens on a loopback address: any
-other host is refused before anything is bound.
+Beyond a loopback address the console needs WORKTOOL_JWT_SECRET (a secret every instance shares, not
+one generated on this machine): any other host without it is refused before anything is bound.
 """
 
 from __future__ import annotations
@@ -10,7 +10,9 @@ import logging
 
 import uvicorn
 
+from console.accounts import AccountError
 from console.app import configured_token, create_app, is_loopback
+from console.tokens import TokenConfigError
 from worktool.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -32,10 +34,10 @@ def check_serving(settings: Settings) -> None:
     ]
     if missing:
         raise ConsoleConfigError(f"the console API needs {' and '.join(missing)}")
-    if configured_token(settings) is None and not is_loopback(settings.api_host):
+    if not (settings.jwt_secret or "").strip() and not is_loopback(settings.api_host):
         raise ConsoleConfigError(
-            f"refusing to serve the console API on {settings.api_host} without a token: set "
-            "WORKTOOL_API_TOKEN, or keep WORKTOOL_API_HOST on a loopback address (127.0.0.1)"
+            f"refusing to serve the console API on {settings.api_host} without WORKTOOL_JWT_SECRET: set "
+            "it (at least 32 random bytes), or keep WORKTOOL_API_HOST on a loopback address (127.0.0.1)"
         )
 
 
@@ -44,11 +46,15 @@ def serve(settings: Settings | None = None) -> None:
     check_serving(settings)
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if configured_token(settings) is None:
-        log.warning("console API is unauthenticated (no WORKTOOL_API_TOKEN): listening on loopback only")
+    try:
+        app = create_app(settings)
+    except (TokenConfigError, AccountError) as e:
+        raise ConsoleConfigError(str(e)) from e
+    if configured_token(settings) is not None:
+        log.info("console API: WORKTOOL_API_TOKEN is the service account (role %s)", settings.api_token_role)
     log.info("console API listening on http://%s:%d (docs at /docs)", settings.api_host, settings.api_port)
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.api_host,
         port=settings.api_port,
         lifespan="on",

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# The console's roles; what each may do is console/permissions.py.
+ConsoleRole = Literal["admin", "supervisor", "staff", "inspector"]
 
 
 class Settings(BaseSettings):
@@ -23,11 +27,23 @@ class Settings(BaseSettings):
     config_path: Path | None = Field(default=None, alias="WORKTOOL_CONFIG")
     api_base_url: str = Field(default="https://api.worktool.ymdyes.cn", alias="WORKTOOL_API_BASE_URL")
 
-    # Console API (console/): our own HTTP API for operators' manual actions; not WorkTool's API above.
-    # Without a token it is unauthenticated, so it refuses to listen anywhere but loopback.
+    # Console API (console/): our own HTTP API for operators; not WorkTool's API above. Every /api call
+    # carries a bearer token: an access token from POST /api/auth/login, or WORKTOOL_API_TOKEN (a
+    # service account with the role WORKTOOL_API_TOKEN_ROLE, for scripts).
     api_host: str = Field(default="127.0.0.1", alias="WORKTOOL_API_HOST")
     api_port: int = Field(default=8081, alias="WORKTOOL_API_PORT")
     api_token: str | None = Field(default=None, alias="WORKTOOL_API_TOKEN", repr=False)
+    api_token_role: ConsoleRole = Field(default="supervisor", alias="WORKTOOL_API_TOKEN_ROLE")
+    # HS256 secret of the access tokens. Required to listen beyond loopback (every instance must share
+    # it); on loopback without it one is generated into <data dir>/console/jwt_secret (mode 0600).
+    jwt_secret: str | None = Field(default=None, alias="WORKTOOL_JWT_SECRET", repr=False)
+    jwt_ttl_s: int = Field(default=1800, gt=0, le=86400, alias="WORKTOOL_JWT_TTL_S")
+    # Accounts kept in configuration (YAML: users: [{username, role, password_hash}], argon2 hashes from
+    # `worktool users hash`), beside those `worktool users add` stores in the database.
+    users_file: Path | None = Field(default=None, alias="WORKTOOL_USERS_FILE")
+    # 32 random bytes, urlsafe base64 (`worktool secrets-key` prints one): encrypts the LLM
+    # provider keys set through the console. Without it the console refuses to store any.
+    secrets_key: str | None = Field(default=None, alias="WORKTOOL_SECRETS_KEY", repr=False)
     # How long the API and `worktool alerts` wait for the broker to acknowledge a control record.
     api_produce_timeout_s: float = Field(default=5.0, gt=0, alias="WORKTOOL_API_PRODUCE_TIMEOUT_S")
 

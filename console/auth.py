@@ -1,0 +1,315 @@
+"""Authentication and authorization of /api/*, the login, and account management.
+
+Every /api route but the login needs `Authorization: Bearer <token>`, where the token is either
+- an access token from `POST /api/auth/login` (console/tokens.py): its account must still exist, be
+  enabled and have the role the token names (a changed role or a disabled account takes effect at once);
+- WORKTOOL_API_TOKEN: the service account `api-token` with the role WORKTOOL_API_TOKEN_ROLE, for scripts.
+No or a wrong or expired token is 401; a role without the route's permission (console/permissions.py) is
+403.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import socket
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Path, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from console import accounts, audit, tokens
+from console.accounts import Account, AccountDirectory, AccountExists, Password, StoredAccount, Username
+from console.common import Problem, client_addr, connection, pool_of
+from console.permissions import Permission, Role, allows, permissions_of
+
+log = logging.getLogger(__name__)
+
+SERVICE_ACCOUNT = "api-token"
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling."""
+
+    name: str
+    role: Role
+    kind: Literal["user", "service"]
+
+
+def unauthorized(detail: str) -> HTTPException:
+    return HTTPException(status.HTTP_401_UNAUTHORIZED, detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+_bearer = HTTPBearer(
+    auto_error=False, description="An access token from POST /api/auth/login, or WORKTOOL_API_TOKEN."
+)
+
+
+async def current_principal(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> Principal:
+    state = request.app.state
+    if credentials is None or not credentials.credentials:
+        raise unauthorized("missing bearer token")
+    given = credentials.credentials
+    service_token: bytes | None = state.api_token
+    if service_token is not None and hmac.compare_digest(given.encode(), service_token):
+        return Principal(SERVICE_ACCOUNT, state.settings.api_token_role, "service")
+    try:
+        claims = tokens.decode(state.jwt_secret, given)
+    except tokens.InvalidToken as e:
+        raise unauthorized(str(e)) from None
+    directory: AccountDirectory = state.accounts
+    async with connection(pool_of(request), "cannot read console_users") as conn:
+        account = await directory.lookup(conn, claims.username)
+    if account is None or account.disabled:
+        raise unauthorized("the account no longer exists or is disabled")
+    if account.role != claims.role:
+        raise unauthorized("the account's role has changed: log in again")
+    return Principal(account.username, account.role, "user")
+
+
+def require(permission: Permission) -> Any:
+    """A dependency that answers 403 unless the caller's role has `permission`."""
+
+    async def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
+        if not allows(principal.role, permission):
+            raise HTTPException(
+                status.HTTP_403_FORBIDDEN, f"the role {principal.role} may not {permission.value}"
+            )
+        return principal
+
+    return Depends(check)
+
+
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "Missing, wrong or expired bearer token."},
+    403: {"model": Problem, "description": "The caller's role lacks the permission."},
+    503: {"model": Problem, "description": "The database (or the broker) did not answer."},
+}
+
+# ---------------------------------------------------------------------------------------------
+# Login
+
+
+class LoginThrottle:
+    """At most MAX_FAILURES failed logins per account name and per client address within WINDOW_S;
+    past that, logins from them are refused (429) until the window has moved on. In memory, per process:
+    it slows guessing down, it is not a lockout policy."""
+
+    MAX_FAILURES = 10
+    WINDOW_S = 300.0
+
+    def __init__(self) -> None:
+        self._failures: dict[str, deque[float]] = {}
+
+    def _recent(self, key: str, now: float) -> deque[float]:
+        times = self._failures.setdefault(key, deque())
+        while times and times[0] <= now - self.WINDOW_S:
+            times.popleft()
+        return times
+
+    def retry_after(self, keys: list[str]) -> int | None:
+        now = time.monotonic()
+        waits = [
+            times[0] + self.WINDOW_S - now
+            for key in keys
+            if len(times := self._recent(key, now)) >= self.MAX_FAILURES
+        ]
+        return max(1, int(max(waits)) + 1) if waits else None
+
+    def failed(self, keys: list[str]) -> None:
+        now = time.monotonic()
+        for key in keys:
+            self._recent(key, now).append(now)
+        if len(self._failures) > 10_000:  # forget idle keys rather than grow without bound
+            for key in [k for k, v in self._failures.items() if not v]:
+                del self._failures[key]
+
+
+class LoginRequest(BaseModel):
+    username: Annotated[str, StringConstraints(min_length=1, max_length=64)]
+    password: Annotated[str, StringConstraints(min_length=1, max_length=accounts.MAX_PASSWORD_CHARS)] = Field(
+        repr=False
+    )
+
+
+class LoginResponse(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int = Field(description="Seconds until the token expires; log in again then.")
+    role: Role
+
+
+class Me(BaseModel):
+    username: str
+    role: Role
+    kind: Literal["user", "service"]
+    permissions: list[str]
+
+
+auth_router = APIRouter(prefix="/api/auth", tags=["auth"])
+
+
+@auth_router.post(
+    "/login",
+    responses={
+        401: {"model": Problem, "description": "Wrong username or password, or a disabled account."},
+        429: {"model": Problem, "description": "Too many failed logins; retry after Retry-After s."},
+        503: {"model": Problem, "description": "The database did not answer."},
+    },
+)
+async def login(body: LoginRequest, request: Request) -> LoginResponse:
+    """Exchange a username and password for a short-lived access token."""
+    state = request.app.state
+    throttle: LoginThrottle = state.login_throttle
+    keys = [f"user:{body.username}", f"addr:{client_addr(request)}"]
+    if (wait := throttle.retry_after(keys)) is not None:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS, "too many failed logins", headers={"Retry-After": str(wait)}
+        )
+    async with connection(pool_of(request), "cannot read console_users") as conn:
+        account = await state.accounts.lookup(conn, body.username)
+    hash_ = account.password_hash if account else None
+    matches = await asyncio.to_thread(accounts.verify_password, hash_, body.password)
+    if not matches or account is None or account.disabled:
+        throttle.failed(keys)
+        log.warning("failed console login for %r from %s", body.username, client_addr(request))
+        raise unauthorized("wrong username or password")
+    ttl = state.settings.jwt_ttl_s
+    token = tokens.issue(state.jwt_secret, account.username, account.role, ttl)
+    log.info("console login of %s (%s) from %s", account.username, account.role, client_addr(request))
+    return LoginResponse(access_token=token, expires_in=ttl, role=account.role)
+
+
+@auth_router.get("/me", responses=AUTH_ERRORS)
+async def me(principal: Annotated[Principal, Depends(current_principal)]) -> Me:
+    """The caller's account, role and permissions (what the page may offer)."""
+    return Me(
+        username=principal.name,
+        role=principal.role,
+        kind=principal.kind,
+        permissions=permissions_of(principal.role),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Accounts
+
+
+class NewUser(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    username: Username
+    role: Role
+    password: Password = Field(repr=False)
+
+
+class UserChange(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    role: Role | None = None
+    password: Password | None = Field(default=None, repr=False)
+    disabled: bool | None = None
+
+
+def audit_after(account: StoredAccount, *, password_changed: bool) -> dict[str, Any]:
+    return {**account.audit_state(), "password_changed": password_changed}
+
+
+users_router = APIRouter(prefix="/api/users", tags=["users"])
+ManageUsers = Annotated[Principal, require(Permission.MANAGE_USERS)]
+UsernamePath = Annotated[str, Path(min_length=1, max_length=64)]
+
+
+@users_router.get("", responses=AUTH_ERRORS)
+async def list_users(_: ManageUsers, request: Request) -> list[Account]:
+    """Every account: the users file's, then the table's."""
+    async with connection(pool_of(request), "cannot read console_users") as conn:
+        stored = await accounts.list_accounts(conn)
+    file_accounts = request.app.state.accounts.file_accounts.values()
+    return [a.public() for a in [*file_accounts, *stored]]
+
+
+@users_router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses={**AUTH_ERRORS, 409: {"model": Problem, "description": "The name is taken."}},
+)
+async def create_user(body: NewUser, principal: ManageUsers, request: Request) -> Account:
+    """Create an account in console_users (audited, without the password)."""
+    if body.username in request.app.state.accounts.file_accounts:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"user {body.username} is defined in the users file")
+    password_hash = await asyncio.to_thread(accounts.hash_password, body.password)
+    async with connection(pool_of(request), "cannot write console_users") as conn, conn.transaction():
+        try:
+            created = await accounts.insert_account(
+                conn, body.username, body.role, password_hash, created_by=principal.name
+            )
+        except AccountExists as e:
+            raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from None
+        await audit.record(conn, _user_entry(principal, request, "user.create", None, created, True))
+    log.info("console user %s (%s) created by %s", created.username, created.role, principal.name)
+    return created.public()
+
+
+@users_router.patch(
+    "/{username}",
+    responses={
+        **AUTH_ERRORS,
+        404: {"model": Problem, "description": "No such account in the table."},
+        409: {"model": Problem, "description": "The account is defined in the users file."},
+    },
+)
+async def change_user(
+    username: UsernamePath, body: UserChange, principal: ManageUsers, request: Request
+) -> Account:
+    """Change an account's role, password or disabled flag (audited, without the password)."""
+    if username in request.app.state.accounts.file_accounts:
+        raise HTTPException(status.HTTP_409_CONFLICT, f"user {username} is defined in the users file")
+    password_hash = None
+    if body.password is not None:
+        password_hash = await asyncio.to_thread(accounts.hash_password, body.password)
+    async with connection(pool_of(request), "cannot write console_users") as conn, conn.transaction():
+        before = await accounts.fetch_account(conn, username)
+        if before is None:
+            raise HTTPException(status.HTTP_404_NOT_FOUND, f"user {username} does not exist")
+        after = await accounts.update_account(
+            conn, username, role=body.role, password_hash=password_hash, disabled=body.disabled
+        )
+        assert after is not None
+        entry = _user_entry(principal, request, "user.update", before, after, password_hash is not None)
+        await audit.record(conn, entry)
+    log.info("console user %s changed by %s", username, principal.name)
+    return after.public()
+
+
+def _user_entry(
+    principal: Principal,
+    request: Request,
+    action: Literal["user.create", "user.update"],
+    before: StoredAccount | None,
+    after: StoredAccount,
+    password_changed: bool,
+) -> audit.AuditEntry:
+    return audit.AuditEntry(
+        actor=principal.name,
+        actor_role=principal.role,
+        action=action,
+        target_type="user",
+        target_id=after.username,
+        client_addr=client_addr(request),
+        before=None if before is None else before.audit_state(),
+        after=audit_after(after, password_changed=password_changed),
+    )
+
+
+def local_client() -> str:
+    """Where the users command runs, as the audit log's client address."""
+    return f"local:{socket.gethostname()}"

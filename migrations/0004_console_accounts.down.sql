@@ -1,0 +1,4 @@
+DROP TABLE llm_provider_keys;
+DROP TABLE audit_log;
+DROP FUNCTION audit_log_append_only();
+DROP TABLE console_users;
