@@ -23,6 +23,11 @@ alerts_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(alerts_app, name="alerts")
+users_app = typer.Typer(
+    help="Console accounts (roles admin, supervisor, staff, inspector), stored with argon2 hashes.",
+    no_args_is_help=True,
+)
+app.add_typer(users_app, name="users")
 
 
 @app.command()
@@ -62,8 +67,8 @@ def console(
     host: Annotated[str | None, typer.Option(help="Listen address (default WORKTOOL_API_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default WORKTOOL_API_PORT, 8081).")] = None,
 ) -> None:
-    """Serve the console API (manual alert actions; OpenAPI at /docs). Bearer token WORKTOOL_API_TOKEN;
-    without one it listens on loopback only."""
+    """Serve the console API (accounts, alert actions, read endpoints; OpenAPI at /docs). Beyond
+    loopback it needs WORKTOOL_JWT_SECRET."""
     from commands.alerts import cli_console
 
     raise typer.Exit(cli_console(host, port))
@@ -88,6 +93,50 @@ def alerts_escalate(alert_id: AlertIdArgument, reason: ReasonOption, actor: Acto
     from commands.alerts import cli_alert_action
 
     raise typer.Exit(cli_alert_action("escalate_alert", alert_id, reason=reason, actor=actor))
+
+
+PasswordStdinOption = Annotated[
+    bool,
+    typer.Option(
+        "--password-stdin", help="Read the password from the first line of stdin instead of asking."
+    ),
+]
+
+
+@users_app.command("add")
+def users_add(
+    username: Annotated[str, typer.Argument(help="Login name (letters, digits, . _ @ -).")],
+    role: Annotated[str, typer.Option("--role", help="admin, supervisor, staff or inspector.")],
+    password_stdin: PasswordStdinOption = False,
+) -> None:
+    """Create an account in the database (uses DATABASE_URL); asks for the password twice."""
+    from commands.users import cli_users_add
+
+    raise typer.Exit(cli_users_add(username, role, password_stdin))
+
+
+@users_app.command("list")
+def users_list() -> None:
+    """List the accounts of the users file and of the database."""
+    from commands.users import cli_users_list
+
+    raise typer.Exit(cli_users_list())
+
+
+@users_app.command("hash")
+def users_hash(password_stdin: PasswordStdinOption = False) -> None:
+    """Print an argon2 hash of a password, for the users file (WORKTOOL_USERS_FILE)."""
+    from commands.users import cli_users_hash
+
+    raise typer.Exit(cli_users_hash(password_stdin))
+
+
+@app.command("secrets-key")
+def secrets_key() -> None:
+    """Print a new random WORKTOOL_SECRETS_KEY (encrypts the LLM keys set through the console)."""
+    from commands.users import cli_secrets_key
+
+    raise typer.Exit(cli_secrets_key())
 
 
 @migrate_app.command("up")
