@@ -214,7 +214,9 @@ def test_edited_applied_migration_is_refused(db: str, source: Path) -> None:
         apply_up(db, source=source)
     with pytest.raises(MigrationError, match="checksum mismatch"):
         apply_down(db, source=source)
-    assert [s.state for s in status(db, source=source)] == ["checksum mismatch"] + ["applied"] * (len(ALL) - 1)
+    assert [s.state for s in status(db, source=source)] == ["checksum mismatch"] + ["applied"] * (
+        len(ALL) - 1
+    )
     assert history(db) == ALL  # nothing was touched
 
 

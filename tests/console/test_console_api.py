@@ -1,6 +1,7 @@
-"""The console API against the real (embedded) broker and PostgreSQL: accepted actions land on the
-control topic with every field, refusals (404, 409, 422, 401/403) write nothing, and a broker or database
-that does not answer is a 503."""
+"""The console API's alert actions against the real (embedded) broker and PostgreSQL, through the
+service account (WORKTOOL_API_TOKEN): accepted actions land on the control topic with every field,
+refusals (404, 409, 422, 401) write nothing, and a broker or database that does not answer is a 503.
+Accounts, roles and the audit log: test_accounts.py."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from worktool.settings import Settings
 pytestmark = pytest.mark.integration
 
 TOKEN = "console-test-token-7f3a9c"
+JWT_SECRET = "console-test-jwt-secret-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 BODY = {"reason": "客户已电话确认解决", "actor": "运营-小王"}
 
@@ -33,6 +35,7 @@ def settings(kafka_bootstrap: str, migrated_database_url: str, unique_topics: Ca
         kafka_bootstrap_servers=kafka_bootstrap,
         database_url=migrated_database_url,
         api_token=TOKEN,
+        jwt_secret=JWT_SECRET,
         **unique_topics(),
     )
 
@@ -205,16 +208,17 @@ def test_a_token_is_required_when_one_is_configured(settings: Settings) -> None:
     assert control_records(settings) == []
 
 
-def test_without_a_token_only_loopback_clients_are_answered(settings: Settings) -> None:
+def test_without_a_token_loopback_clients_are_refused_too(settings: Settings) -> None:
+    """No anonymous access any more, not even from loopback: every call names an account."""
     assert settings.database_url
     open_settings = settings.model_copy(update={"api_token": None})
     alert_id = insert_alert(settings.database_url)
     remote = post(open_settings, f"/api/alerts/{alert_id}/cancel", headers={}, client_host="203.0.113.7")
     local = post(open_settings, f"/api/alerts/{alert_id}/cancel", headers={}, client_host="::1")
+    old_token = post(open_settings, f"/api/alerts/{alert_id}/cancel", client_host="::1")
 
-    assert remote.status_code == 403
-    assert local.status_code == 202
-    assert len(control_records(settings)) == 1
+    assert remote.status_code == local.status_code == old_token.status_code == 401
+    assert control_records(settings) == []
 
 
 def test_get_returns_the_alert_row(settings: Settings) -> None:
