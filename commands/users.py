@@ -22,10 +22,10 @@ ROLES = get_args(ConsoleRole)
 def _read_password(from_stdin: bool) -> str:
     if from_stdin:
         return sys.stdin.readline().rstrip("\r\n")
-    first = getpass.getpass("Password: ")
-    if getpass.getpass("Repeat the password: ") != first:
-        raise ValueError("the passwords differ")
-    return first
+    import typer
+
+    # Hidden, asked twice; asked again while the two differ.
+    return typer.prompt("Password", hide_input=True, confirmation_prompt="Repeat the password", err=True)
 
 
 def _checked_password(from_stdin: bool) -> str:
