@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import psycopg
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
 from psycopg.rows import dict_row
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from console import audit
 from console.actions import AlertRow
@@ -209,6 +209,7 @@ async def get_session(
 
 alerts_list_router = APIRouter(prefix="/api/alerts", tags=["alerts"], responses=AUTH_ERRORS)
 AlertStatus = Literal["open", "escalated", "cancelled", "resolved"]
+AlertLevel = Annotated[int, Field(ge=1, le=4)]
 
 
 @alerts_list_router.get("")
@@ -216,7 +217,7 @@ async def list_alerts(
     _: Reader,
     request: Request,
     alert_status: Annotated[list[AlertStatus], Query(alias="status")] = [],  # noqa: B006
-    level: Annotated[list[int], Query(ge=1, le=4)] = [],  # noqa: B006
+    level: Annotated[list[AlertLevel], Query()] = [],  # noqa: B006
     alert_type: Annotated[list[str], Query(alias="type")] = [],  # noqa: B006
     session_id: str | None = None,
     robot_id: str | None = None,

@@ -5,8 +5,6 @@ role and the service token, and one audit row per write with its before and afte
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,66 +18,12 @@ from console import auth
 from console.accounts import hash_password
 from console.app import create_app
 from tests.console.alert_rows import insert_alert
+from tests.console.console_client import JWT_SECRET, ROLES, TOKEN, bearer, console, craft, login
 from tests.console.console_rows import PASSWORD, insert_session, insert_user
 from tests.support import consume_all
 from worktool.settings import Settings
 
 pytestmark = pytest.mark.integration
-
-TOKEN = "accounts-test-service-token-41d8"
-JWT_SECRET = "accounts-test-jwt-secret-7c1e5b2d4a6c8e0f9a"
-ROLES = ["admin", "supervisor", "staff", "inspector"]
-
-
-@pytest.fixture
-def database_url(new_database: Callable[..., str]) -> str:
-    return new_database(migrated=True)
-
-
-@pytest.fixture
-def settings(
-    kafka_bootstrap: str, database_url: str, unique_topics: Callable[..., Any], tmp_path: Path
-) -> Settings:
-    return Settings(
-        kafka_bootstrap_servers=kafka_bootstrap,
-        database_url=database_url,
-        api_token=TOKEN,
-        jwt_secret=JWT_SECRET,
-        data_dir=tmp_path / "data",
-        **unique_topics(),
-    )
-
-
-@pytest.fixture
-def users(database_url: str) -> dict[str, str]:
-    """One account per role, named after it."""
-    for role in ROLES:
-        insert_user(database_url, role, role)
-    return {role: role for role in ROLES}
-
-
-@contextmanager
-def console(settings: Settings, client_host: str = "127.0.0.1") -> Iterator[TestClient]:
-    """The app with its real lifespan (pool and producer), for several requests."""
-    with TestClient(create_app(settings), base_url="http://console", client=(client_host, 40000)) as client:
-        yield client
-
-
-def login(client: TestClient, username: str, password: str = PASSWORD) -> dict[str, str]:
-    response = client.post("/api/auth/login", json={"username": username, "password": password})
-    assert response.status_code == 200, response.text
-    return {"Authorization": f"Bearer {response.json()['access_token']}"}
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
-def craft(claims: dict[str, Any], secret: str = JWT_SECRET, algorithm: str = "HS256") -> str:
-    now = datetime.now(UTC)
-    full = {"sub": "admin", "role": "admin", "iat": now, "exp": now + timedelta(minutes=5), **claims}
-    return jwt.encode({k: v for k, v in full.items() if v is not None}, secret, algorithm=algorithm)
-
 
 # ---------------------------------------------------------------------------------------------
 # Login and tokens
@@ -113,9 +57,9 @@ def test_login_gives_a_short_lived_bearer_token_with_the_role(
 
 
 def test_failed_logins_are_401_and_do_not_tell_which_part_was_wrong(
-    settings: Settings, users: dict[str, str], database_url: str, caplog: pytest.LogCaptureFixture
+    settings: Settings, users: dict[str, str], fresh_database_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    insert_user(database_url, "gone", "supervisor", disabled=True)
+    insert_user(fresh_database_url, "gone", "supervisor", disabled=True)
     attempts = [
         {"username": "admin", "password": "wrong-password-123"},
         {"username": "nobody", "password": PASSWORD},
@@ -135,7 +79,7 @@ def test_failed_logins_are_401_and_do_not_tell_which_part_was_wrong(
 
 
 def test_expired_forged_and_outdated_tokens_are_401(
-    settings: Settings, users: dict[str, str], database_url: str
+    settings: Settings, users: dict[str, str], fresh_database_url: str
 ) -> None:
     past = datetime.now(UTC) - timedelta(hours=2)
     tokens = {
@@ -152,11 +96,11 @@ def test_expired_forged_and_outdated_tokens_are_401(
     }
     with console(settings) as client:
         valid = login(client, "supervisor")
-        with psycopg.connect(database_url) as conn:  # an admin makes the supervisor a staff member
+        with psycopg.connect(fresh_database_url) as conn:  # an admin makes the supervisor a staff member
             conn.execute("UPDATE console_users SET role = 'staff' WHERE username = 'supervisor'")
         outdated = client.get("/api/alerts", headers=valid)
         disabled_token = login(client, "inspector")
-        with psycopg.connect(database_url) as conn:
+        with psycopg.connect(fresh_database_url) as conn:
             conn.execute("UPDATE console_users SET disabled = true WHERE username = 'inspector'")
         disabled = client.get("/api/alerts", headers=disabled_token)
         answers = {name: client.get("/api/alerts", headers=bearer(token)) for name, token in tokens.items()}
@@ -287,10 +231,10 @@ def test_the_matrix_names_every_endpoint(settings: Settings) -> None:
 
 @pytest.mark.parametrize("caller", [*ROLES, "service:supervisor", "service:inspector"])
 def test_each_role_gets_exactly_its_endpoints(
-    caller: str, settings: Settings, users: dict[str, str], database_url: str
+    caller: str, settings: Settings, users: dict[str, str], fresh_database_url: str
 ) -> None:
-    alert_id = insert_alert(database_url)
-    insert_session(database_url, SESSION, messages=1)
+    alert_id = insert_alert(fresh_database_url)
+    insert_session(fresh_database_url, SESSION, messages=1)
     role = caller.removeprefix("service:")
     with console(settings.model_copy(update={"api_token_role": role})) as client:
         headers = bearer(TOKEN) if caller.startswith("service:") else login(client, caller)
@@ -300,9 +244,9 @@ def test_each_role_gets_exactly_its_endpoints(
 
 
 def test_no_wrong_or_expired_token_is_401_everywhere(
-    settings: Settings, users: dict[str, str], database_url: str
+    settings: Settings, users: dict[str, str], fresh_database_url: str
 ) -> None:
-    alert_id = insert_alert(database_url)
+    alert_id = insert_alert(fresh_database_url)
     past = datetime.now(UTC) - timedelta(hours=1)
     credentials = {
         "none": {},
