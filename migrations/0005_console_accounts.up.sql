@@ -1,4 +1,4 @@
--- 0004: the console's accounts, its audit log and the LLM provider keys set through it.
+-- 0005: the console's accounts, its audit log and the LLM provider keys set through it.
 
 -- Accounts created with `worktool users add` or through the API (accounts kept in the users file are
 -- not stored here). Only argon2 hashes, never a password.
