@@ -367,23 +367,66 @@ class CommandCreated(EventData):
 
 
 @_register
+class ReplySkipped(EventData):
+    """A user message that would get an automatic reply got none, and why (staff window open, replies
+    paused, no reply robot in the group, ...)."""
+
+    EVENT: ClassVar[str] = "reply_skipped"
+    message_id: str
+    reason: str
+
+
+@_register
+class ReplyWithdrawn(EventData):
+    """A scheduled reply not sent yet was withdrawn (staff stepped in, replies paused)."""
+
+    EVENT: ClassVar[str] = "reply_withdrawn"
+    message_id: str
+    reason: str
+
+
+@_register
 class CommandSent(EventData):
+    """The dispatcher's request carrying the command was accepted (WorkTool queued it)."""
+
     EVENT: ClassVar[str] = "command_sent"
     command_id: str
     robot_id: str | None
+    worktool_message_id: str | None = None
 
 
 @_register
 class CommandResult(EventData):
+    """The command's end: completed (result errorCode 0), failed (another errorCode, or the submission
+    failed), or unknown (no result after the timeout and its look-ups: check it by hand)."""
+
     EVENT: ClassVar[str] = "command_result"
     command_id: str
-    status: Literal["completed", "failed"]
+    status: Literal["completed", "failed", "unknown"]
+    error_code: int | None = None
+    error_reason: str | None = None
 
 
 @_register
 class CommandTimeout(EventData):
+    """No result callback in time: `lookups` is how many times it was looked up again since."""
+
     EVENT: ClassVar[str] = "command_timeout"
     command_id: str
+    lookups: int = 0
+
+
+@_register
+class RobotHealth(EventData):
+    """A robot's health score after a send outcome or a status change."""
+
+    EVENT: ClassVar[str] = "robot_health"
+    score: float = Field(ge=0, le=100)
+    band: Literal["healthy", "warning", "critical"]
+    online: bool
+    send_failures: int = Field(ge=0)
+    consecutive_failures: int = Field(ge=0)
+    last_failure_at: UtcDatetime | None = None
 
 
 # ---------------------------------------------------------------------------------------------
