@@ -1,4 +1,5 @@
-"""Helpers for integration tests that run the real processes."""
+"""Helpers shared by the tests in every folder: paths, running the real processes, producing to and
+consuming from the broker."""
 
 from __future__ import annotations
 
@@ -15,7 +16,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, To
 
 from worktool.settings import Settings
 
-REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+DATA = TESTS / "data"  # labelled/blind message sets and rosters
+
 
 # The message callback of worktool-platform.md §5: an owner @-ing the day robot in a group.
 GROUP_MESSAGE = {

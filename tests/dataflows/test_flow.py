@@ -1,39 +1,18 @@
 """The dataflow on in-memory sources: dedup, DLQ, robot records, determinism across batch sizes and
 worker counts, recovery."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
-import orjson
 import pytest
 from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
 from dataflows.flow import FlowOptions, FlowSinks, build_flow
-from dataflows.sources import with_data_ticks
 from operators.classify import RuleClassifier
+from tests.dataflows.records import msg, raw, with_ticks
 from worktool.config import BusinessConfig, RobotConfig
 
-T0 = datetime(2026, 11, 20, 1, 0, tzinfo=UTC)
 CONFIG = BusinessConfig(robots=[RobotConfig(robot_id="wt_day", name="运营助理小A", role="reply_day")])
-
-
-def raw(kind: str, robot: str, seconds: float, body: dict) -> bytes:
-    at = (T0 + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
-    return orjson.dumps({"kind": kind, "robot_id": robot, "received_at": at, "body": body})
-
-
-def msg(text: str, sender: str, group: str = "A群", **extra) -> dict:
-    return {
-        "spoken": text,
-        "rawSpoken": text,
-        "receivedName": sender,
-        "groupName": group,
-        "groupRemark": "",
-        "roomType": 1,
-        "atMe": False,
-        "textType": 1,
-        **extra,
-    }
 
 
 def day() -> list[bytes]:
@@ -73,16 +52,6 @@ def run(items, batch_size=10, workers=1, recovery=None):
 
 def canonical(events) -> list[str]:
     return sorted(e.to_json().decode() for e in events)
-
-
-def with_ticks(records: list[bytes]):
-    rows = []
-    for r in records:
-        try:
-            rows.append((datetime.fromisoformat(orjson.loads(r)["received_at"].replace("Z", "+00:00")), r))
-        except Exception:
-            rows.append((None, r))
-    return with_data_ticks(rows, timedelta(seconds=0.5))
 
 
 def test_duplicates_dropped_echo_marked_and_bad_records_to_dlq():

@@ -14,7 +14,7 @@ from classifiers import build_classifier, call_log_events
 from dataflows.flow import FlowOptions, FlowSinks, build_flow
 from fakes.llm_servers import FakeOpenAIServer, http_error, ok
 from sinks.postgres import PostgresEventSink
-from tests.test_flow import msg, raw, with_ticks
+from tests.dataflows.records import msg, raw, with_ticks
 from worktool.config import BusinessConfig
 
 pytestmark = pytest.mark.integration

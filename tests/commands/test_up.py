@@ -20,9 +20,8 @@ import psycopg
 import pytest
 
 from infra.embedded import free_port
-from tests.support import GROUP_MESSAGE, answers
+from tests.support import GROUP_MESSAGE, REPO, answers
 
-REPO = Path(__file__).resolve().parents[1]
 PARTS = ("gateway/server.py", "dataflows/runner.py", "worktool/migrate.py")
 MISSING = [p for p in PARTS if not (REPO / p).exists()]
 
