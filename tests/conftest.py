@@ -34,6 +34,7 @@ from infra.embedded import (
     free_port,
 )
 from infra.kafka_admin import DEFAULT_PARTITIONS, ensure_topics
+from tests.support import ENTRY_POINTS, EntryPoint
 from worktool.settings import Settings
 
 
@@ -162,3 +163,8 @@ def settings_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Callable
         return Settings(**values)
 
     return make
+
+
+@pytest.fixture(params=list(ENTRY_POINTS))
+def entry_point(request: pytest.FixtureRequest) -> EntryPoint:
+    return ENTRY_POINTS[request.param]
