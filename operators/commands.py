@@ -79,7 +79,7 @@ class CommandTracker:
             return out + (self._outcome(ledger, False, at, robot_id) if status == "failed" else [])
         out: list[MonitorEvent] = []
         for command_id in body.commandIds:
-            data = CommandSent.model_construct(
+            data = CommandSent.make(
                 command_id=command_id, robot_id=robot_id, worktool_message_id=body.messageId or None
             )
             out.append(data.at(at, robot_id=robot_id))
@@ -120,7 +120,7 @@ class CommandTracker:
         if entry is None or entry[1] != timer.seq:
             return []
         if lookups < self.c.lookups:
-            data = CommandTimeout.model_construct(command_id=command_id, lookups=lookups)
+            data = CommandTimeout.make(command_id=command_id, lookups=lookups)
             next_timer = clock.schedule(
                 timer.due + self._lookup, timer.key, RESULT_DUE, (command_id, lookups + 1)
             )
@@ -140,7 +140,7 @@ class CommandTracker:
     def _result(
         command_id: str, status: str, code: int | None, reason: str | None, at: datetime, robot_id: str
     ) -> MonitorEvent:
-        data = CommandResult.model_construct(
+        data = CommandResult.make(
             command_id=command_id, status=status, error_code=code, error_reason=reason or None
         )
         return data.at(at, robot_id=robot_id)
@@ -186,7 +186,7 @@ class CommandTracker:
         if (score, band) == (ledger.score, ledger.band):
             return []
         ledger.score, ledger.band = score, band
-        data = RobotHealth.model_construct(
+        data = RobotHealth.make(
             score=score, band=band, online=ledger.online, send_failures=ledger.send_failures,
             consecutive_failures=ledger.consecutive, last_failure_at=ledger.last_failure_at,
         )  # fmt: skip

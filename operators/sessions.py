@@ -59,6 +59,7 @@ from worktool.events import (
     TaskCreated,
     TaskStatus,
     UserResponse,
+    construct,
 )
 from worktool.models import (
     AcceptedBody,
@@ -315,7 +316,7 @@ class SessionStep:
         if robot_id in s.robots:
             return []
         s.robots.add(robot_id)
-        data = RobotJoinedSession.model_construct(group_name=group_name, reply_target=target)
+        data = RobotJoinedSession.make(group_name=group_name, reply_target=target)
         return [data.at(at, session_id, robot_id)]
 
     def _on_message(self, s: Subject, cm: ClassifiedMessage) -> list[ItemOut]:
@@ -337,7 +338,7 @@ class SessionStep:
             self._robot_seen(s, m.session_id, m.robot_id, m.received_at, m.group_name, m.reply_target)
         )
         s.message_count += 1
-        data = MessageClassified.model_construct(
+        data = MessageClassified.make(
             **classification_fields(m.message_id, c),
             satisfaction=after,
             sender_name=m.sender_name,
@@ -423,9 +424,7 @@ class SessionStep:
         s.staff_since = at
         if s.status == "auto":
             s.status = "staff"
-        data = StaffWindowOpened.model_construct(
-            until=s.staff_until, staff_name=m.sender_name, message_id=m.message_id
-        )
+        data = StaffWindowOpened.make(until=s.staff_until, staff_name=m.sender_name, message_id=m.message_id)
         return [data.at(at, sid, m.robot_id)]
 
     def _from_user(
@@ -468,9 +467,7 @@ class SessionStep:
         out: list[ItemOut] = []
         task = self._open_task_of(s, user)
         if task is not None:
-            out.append(
-                UserResponse.model_construct(task_id=task, status=status).at(m.received_at, m.session_id)
-            )
+            out.append(UserResponse.make(task_id=task, status=status).at(m.received_at, m.session_id))
         if status == "responded" and user not in s.follow_up:
             due = m.received_at + self.policy.follow_up
             s.follow_up[user] = self.clock.schedule(due, m.session_id, NOT_FOLLOWED_UP, user)
@@ -492,7 +489,7 @@ class SessionStep:
         return self._intervention(m, min(reasons, key=_INTERVENTION_ORDER.index), m.sender_name)
 
     def _intervention(self, m: Message, reason: str, user: str | None) -> list[ItemOut]:
-        data = InterventionNeeded.model_construct(message_id=m.message_id, reason=reason, user_name=user)
+        data = InterventionNeeded.make(message_id=m.message_id, reason=reason, user_name=user)
         return [data.at(m.received_at, m.session_id, m.robot_id)]
 
     def _alert(
@@ -518,12 +515,10 @@ class SessionStep:
         plan = planner.plan_reply(m, c, s.robots, owners, s.ai_paused, s.status != "auto")
         if isinstance(plan, Skip):
             return [
-                ReplySkipped.model_construct(message_id=m.message_id, reason=plan.reason).at(
-                    m.received_at, m.session_id
-                )
+                ReplySkipped.make(message_id=m.message_id, reason=plan.reason).at(m.received_at, m.session_id)
             ]
         s.replies[m.message_id] = self.clock.schedule(plan.due, m.session_id, SEND_DUE, plan.payload())
-        data = ReplyScheduled.model_construct(
+        data = ReplyScheduled.make(
             message_id=m.message_id,
             robot_id=plan.robot_id,
             target=plan.target,
@@ -536,7 +531,7 @@ class SessionStep:
         out: list[ItemOut] = []
         for message_id, timer in s.replies.items():
             if self.clock.cancel(timer):
-                data = ReplyWithdrawn.model_construct(message_id=message_id, reason=reason)
+                data = ReplyWithdrawn.make(message_id=message_id, reason=reason)
                 out.append(data.at(m.received_at, m.session_id))
         s.replies.clear()
         return out
@@ -549,11 +544,11 @@ class SessionStep:
         ):
             return []
         cause = CommandCause(event=plan.cause, message_id=plan.message_id)
-        command = CommandRecord.model_construct(
+        command = construct(CommandRecord,
             command_id=plan.command_id, channel="wecom", robot_id=plan.robot_id, target=plan.target,
             content=plan.content, at_list=list(plan.at_list), due_time=plan.due, cause=cause,
         )  # fmt: skip
-        created = CommandCreated.model_construct(
+        created = CommandCreated.make(
             command_id=plan.command_id, channel="wecom", robot_id=plan.robot_id, target=plan.target,
             content=plan.content, at_list=list(plan.at_list), due_time=plan.due, cause_event=plan.cause,
             cause_id=plan.message_id,
@@ -579,7 +574,7 @@ class SessionStep:
             m.received_at + self.policy.task_unfinished, m.session_id, TASK_UNFINISHED, task_id
         )
         s.tasks[task_id] = (m.sender_name, task_type, m.received_at, timer)
-        data = TaskCreated.model_construct(
+        data = TaskCreated.make(
             task_id=task_id, task_type=task_type, priority=priority, user_name=m.sender_name,
             group_name=m.group_name or None, message_id=m.message_id, description=m.text[:500],
         )  # fmt: skip
@@ -591,7 +586,7 @@ class SessionStep:
             if user is None or owner == user:
                 self.clock.cancel(timer)
                 del s.tasks[task_id]
-                out.append(TaskStatus.model_construct(task_id=task_id, status="completed").at(at, sid))
+                out.append(TaskStatus.make(task_id=task_id, status="completed").at(at, sid))
         return out
 
     # -- timers ----------------------------------------------------------------------------------
@@ -606,7 +601,7 @@ class SessionStep:
         s.window_timer = None
         if s.status == "staff":
             s.status = "auto"
-        out: list[ItemOut] = [StaffWindowClosed.model_construct(opened_at=opened).at(timer.due, timer.key)]
+        out: list[ItemOut] = [StaffWindowClosed.make(opened_at=opened).at(timer.due, timer.key)]
         return out + self._state_changed(s, timer.key, timer.due, before, "staff_window_closed")
 
     def _timer_alert(
@@ -623,9 +618,7 @@ class SessionStep:
             return []
         _, message_id, user = s.waiting
         s.waiting = None
-        event = InterventionNeeded.model_construct(
-            message_id=message_id, reason="user_waiting_too_long", user_name=user
-        )
+        event = InterventionNeeded.make(message_id=message_id, reason="user_waiting_too_long", user_name=user)
         return [event.at(timer.due, timer.key), *self._timer_alert(timer, "staff_no_reply", user, message_id)]
 
     def _not_cooperating(self, timer: Timer) -> list[ItemOut]:
@@ -668,9 +661,7 @@ class SessionStep:
             out += tracker.status(ledger, rec.kind == "online", at, robot_id)
         out += self._health_fault(s, key, out, robot_id)
         if rec.kind in ("online", "offline") or rec.result is None:
-            out.append(
-                RobotStatus.model_construct(status=rec.kind).at(rec.received_at, robot_id=rec.robot_id)
-            )
+            out.append(RobotStatus.make(status=rec.kind).at(rec.received_at, robot_id=rec.robot_id))
             if rec.kind == "offline":
                 trigger = Trigger(alert_type="robot_fault", subject=key, at=rec.received_at, robot_id=rec.robot_id,
                                   content="机器人离线")  # fmt: skip
@@ -681,7 +672,7 @@ class SessionStep:
                 )
             return out
         body = rec.result
-        data = CommandCallback.model_construct(
+        data = CommandCallback.make(
             kind=rec.kind,
             worktool_message_id=body.messageId,
             error_code=body.errorCode,
@@ -737,7 +728,7 @@ class SessionStep:
             return []
         if change == "message":
             change = _change_name(before, after)
-        data = SessionState.model_construct(
+        data = SessionState.make(
             status=s.status, ai_paused=s.ai_paused, staff_active_until=s.staff_until, change=change
         )
         return [data.at(at, sid)]
