@@ -41,7 +41,10 @@ def construct(cls: type[M], **values: Any) -> M:
     known = _DEFAULTS.get(cls)
     if known is None:
         fields = cls.model_fields
-        known = _DEFAULTS[cls] = ({n: f.default for n, f in fields.items() if not f.is_required()}, len(fields))
+        known = _DEFAULTS[cls] = (
+            {n: f.default for n, f in fields.items() if not f.is_required()},
+            len(fields),
+        )
     defaults, count = known
     obj = cls.__new__(cls)
     data = {**defaults, **values} if len(values) < count else values
