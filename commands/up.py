@@ -356,12 +356,14 @@ class Stack:
     def _after_broker_restart(self) -> None:
         """A restarted embedded broker is empty: re-create the topics and start the dataflow from the
         beginning of the new topics, as at start. The gateway reconnects by itself and drains its spool."""
+        # Topics first: Tansu creates a topic on first produce with its own partition count, and the
+        # gateway is producing (or draining its spool) again as soon as the port answers.
+        ensure_topics(self.kafka_url or "", topic_plan(self.settings))
+        log.info("topics re-created: %s", ", ".join(self.settings.all_topics))
         dataflow = self.apps.get("dataflow")
         if dataflow is not None:
             log.warning("stopping the dataflow: its offsets point into the previous broker's topics")
             dataflow.stop()
-        ensure_topics(self.kafka_url or "", topic_plan(self.settings))
-        log.info("topics re-created: %s", ", ".join(self.settings.all_topics))
         self._forget_recovery_state()
         if dataflow is not None:
             dataflow.start()
