@@ -69,7 +69,9 @@ def test_without_tokens_every_robot_is_accepted_and_a_warning_says_the_webhook_i
     assert any("webhook is OPEN" in r.getMessage() for r in caplog.records)
 
 
-def test_tokens_right_wrong_missing_and_unknown_robot(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_tokens_right_wrong_missing_and_unknown_robot(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     settings = Settings(data_dir=tmp_path, webhook_tokens=json.dumps(TOKENS))
     with caplog.at_level(logging.DEBUG):
         responses, publisher = post_all(
@@ -153,7 +155,9 @@ def test_tokens_file_wins_and_must_be_private(tmp_path: Path) -> None:
         ('{"wt_a": 42}', "non-empty string"),
     ],
 )
-def test_malformed_tokens_refuse_to_start_without_echoing_them(tmp_path: Path, value: str, error: str) -> None:
+def test_malformed_tokens_refuse_to_start_without_echoing_them(
+    tmp_path: Path, value: str, error: str
+) -> None:
     settings = Settings(data_dir=tmp_path, webhook_tokens=value)
     with pytest.raises(AuthConfigError, match=error) as raised:
         create_app(settings, producer=RecordingPublisher())  # type: ignore[arg-type]
