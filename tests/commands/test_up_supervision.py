@@ -260,8 +260,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
             time.sleep(0.3)
         yield running
     finally:
-        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-        proc.send_signal(signal.SIGTERM)
+        tree: list[psutil.Process] = []
+        with contextlib.suppress(psutil.NoSuchProcess):
+            tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
         try:
             assert proc.wait(25) == 0, running.tail()
         finally:
