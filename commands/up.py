@@ -78,10 +78,14 @@ BASIC_ENV_NAMES = frozenset(
      "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"}
 )  # fmt: skip
 BASIC_ENV_PREFIXES = ("LC_", "PYTHON", "BYTEWAX_", "RUST_")
-GATEWAY_SECRETS = frozenset(
-    {"WORKTOOL_WEBHOOK_TOKENS", "WORKTOOL_WEBHOOK_TOKENS_FILE", "WORKTOOL_METRICS_TOKEN"}
-)
-DATAFLOW_SECRETS = frozenset({"WORKTOOL_LLM_API_KEY"})
+# Which child may see which secret; a secret goes to its owners only (a new child gets none until listed).
+SECRET_OWNERS: dict[str, frozenset[str]] = {
+    "WORKTOOL_LLM_API_KEY": frozenset({"dataflow"}),
+    "WORKTOOL_WEBHOOK_TOKENS": frozenset({"gateway"}),
+    "WORKTOOL_WEBHOOK_TOKENS_FILE": frozenset({"gateway"}),
+    "WORKTOOL_METRICS_TOKEN": frozenset({"gateway"}),
+    "WORKTOOL_API_TOKEN": frozenset({"api"}),  # the console API, once `up` serves it
+}
 SETTINGS_ENV_NAMES = frozenset(field.alias or name.upper() for name, field in Settings.model_fields.items())
 
 
@@ -231,13 +235,12 @@ class Stack:
             self.states[name] = ChildState(name, started_at=time.monotonic())
 
     def child_env(self, name: str) -> dict[str, str]:
-        """The environment of the gateway or the dataflow: basics and settings, not the other's secrets."""
-        secrets = DATAFLOW_SECRETS if name == "gateway" else GATEWAY_SECRETS
+        """The environment of a Python child: basics and settings, and only the secrets it owns."""
         env = {
             key: value
             for key, value in os.environ.items()
             if (key in BASIC_ENV_NAMES or key.startswith(BASIC_ENV_PREFIXES) or key in SETTINGS_ENV_NAMES)
-            and key not in secrets
+            and name in SECRET_OWNERS.get(key, frozenset({name}))
         }
         env.update(
             KAFKA_BOOTSTRAP_SERVERS=self.kafka_url or "",
@@ -250,7 +253,7 @@ class Stack:
         )
         if name == "gateway":
             env["WORKTOOL_STACK_INFO"] = str(self.info_path)
-        else:
+        elif name == "dataflow":
             env["WORKTOOL_DATAFLOW_METRICS_PORT"] = str(self.dataflow_metrics_port)
             env.setdefault("WORKTOOL_DATAFLOW_METRICS_HOST", "127.0.0.1")
         return env
@@ -289,7 +292,9 @@ class Stack:
         """Every supervised child in start order: servers before the apps that need them."""
         children: dict[str, EmbeddedServer | ChildProcess] = {}
         children.update((name, self.servers[name]) for name in SERVERS if name in self.servers)
+        children.update(self.servers)  # any other, after the known ones
         children.update((name, self.apps[name]) for name in APPS if name in self.apps)
+        children.update(self.apps)
         return children
 
     def supervise_once(self) -> None:
@@ -320,9 +325,9 @@ class Stack:
             self.write_info()
 
     def _may_restart(self, name: str) -> bool:
-        """The dataflow needs the servers we run: restarting it while one is down would only crash it
-        again. The gateway and the servers depend on nothing."""
-        if name != "dataflow":
+        """The dataflow (and any later app but the gateway) needs the servers we run: restarting it while
+        one is down would only crash it again. The gateway and the servers depend on nothing."""
+        if name == "gateway" or name in self.servers:
             return True
         return all(server.running for server in self.servers.values())
 
@@ -400,7 +405,8 @@ class Stack:
 
     def stop(self) -> None:
         self.info_path.unlink(missing_ok=True)
-        for name in ("gateway", "dataflow"):
+        # The gateway first (no new input), the dataflow last (it processes what the others produced).
+        for name in ["gateway", *(n for n in self.apps if n not in ("gateway", "dataflow")), "dataflow"]:
             if app := self.apps.pop(name, None):
                 log.info("stopping %s", name)
                 app.stop()

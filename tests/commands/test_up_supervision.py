@@ -192,6 +192,7 @@ def test_children_get_only_their_environment(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setenv("WORKTOOL_WEBHOOK_TOKENS", json.dumps({ROBOT: TOKEN}))
     monkeypatch.setenv("WORKTOOL_METRICS_TOKEN", METRICS_TOKEN)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "unrelated")
+    monkeypatch.setenv("WORKTOOL_API_TOKEN", "console-api-token")  # the console API's, nobody else's
     monkeypatch.setenv("WORKTOOL_CONFIG", "/somewhere/business.yaml")
     stack = Stack(Settings(data_dir=tmp_path / "data"))
     gateway, dataflow = stack.child_env("gateway"), stack.child_env("dataflow")
@@ -199,6 +200,7 @@ def test_children_get_only_their_environment(tmp_path: Path, monkeypatch: pytest
     assert gateway["WORKTOOL_METRICS_TOKEN"] == METRICS_TOKEN and "WORKTOOL_METRICS_TOKEN" not in dataflow
     assert "WORKTOOL_WEBHOOK_TOKENS" in gateway and "WORKTOOL_WEBHOOK_TOKENS" not in dataflow
     assert "AWS_SECRET_ACCESS_KEY" not in gateway and "AWS_SECRET_ACCESS_KEY" not in dataflow
+    assert "WORKTOOL_API_TOKEN" not in gateway and "WORKTOOL_API_TOKEN" not in dataflow
     assert gateway["WORKTOOL_CONFIG"] == dataflow["WORKTOOL_CONFIG"] == "/somewhere/business.yaml"
     assert gateway["WORKTOOL_STACK_INFO"] == str(stack.info_path)
     assert dataflow["WORKTOOL_DATAFLOW_METRICS_HOST"] == "127.0.0.1"
