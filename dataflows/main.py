@@ -16,9 +16,14 @@ from dataflows.sources import TickSource
 from sinks.heartbeat import HeartbeatSink
 from sinks.kafka import ModelKafkaSink
 from worktool.config import load_config
+from worktool.models import CommandRecord
 from worktool.settings import get_settings
 
 log = logging.getLogger(__name__)
+
+
+def command_key(command: CommandRecord) -> bytes:
+    return (command.robot_id or command.target).encode()
 
 
 def live_flow() -> Dataflow:
@@ -32,23 +37,30 @@ def live_flow() -> Dataflow:
     bootstrap = settings.kafka_bootstrap_servers
     kafka = KafkaSource(
         [bootstrap],
-        [settings.topic_raw],
+        # Operators' control records are applied in order with everything else.
+        [settings.topic_raw, settings.topic_control],
         tail=True,
         batch_size=1000,
         raise_on_errors=False,
         # Tansu joins consumer groups slowly; bytewax uses assign(), these only shorten timeouts.
         add_config={"session.timeout.ms": "6000", "fetch.wait.max.ms": "50"},
     )
-    ticks = TickSource(timedelta(seconds=settings.tick_interval_s), timedelta(seconds=settings.tick_lag_s))
+    ticks = TickSource(
+        timedelta(seconds=settings.tick_interval_s), timedelta(seconds=settings.allowed_lateness_s)
+    )
     sinks = FlowSinks(
         events=[ModelKafkaSink(bootstrap, settings.topic_monitor), PostgresEventSink(settings.database_url)],
         dlq=[ModelKafkaSink(bootstrap, settings.topic_dlq)],
         heartbeat=[HeartbeatSink(settings.redis_url)],
+        # One robot's commands stay in order on one partition (the dispatcher rate-limits per robot).
+        commands=[ModelKafkaSink(bootstrap, settings.topic_commands, key_fn=command_key)],
     )
     log.info(
-        "live dataflow: %s -> %s, postgres, %s",
+        "live dataflow: %s + %s -> %s, %s, postgres, %s",
         settings.topic_raw,
+        settings.topic_control,
         settings.topic_monitor,
+        settings.topic_commands,
         settings.topic_dlq,
     )
     return build_flow(

@@ -12,7 +12,7 @@ the dead-letter topic; only "neither broker nor disk took it" is a 503.
 
 The callback routes are plain Starlette routes inside the FastAPI app, and bodies are parsed by hand
 with orjson: FastAPI's request machinery and body parameters cost about a third of the throughput
-(shared/domain/embedded-stack.md).
+(measured: docs/architecture.md, Gateway).
 """
 
 from __future__ import annotations

@@ -223,8 +223,13 @@ class EmbeddedServer:
         return {"env": server_env()}
 
     def _ready(self) -> bool:
-        """True once the server answers; called repeatedly until start_timeout_s."""
-        return port_open(LOCALHOST, self.port)
+        """True once the server answers; called repeatedly until start_timeout_s. The port is checked
+        first: a client against a closed port may log connection errors."""
+        return port_open(LOCALHOST, self.port) and self._answers()
+
+    def _answers(self) -> bool:
+        """With the port open: does the server answer its own protocol?"""
+        return True
 
     def _after_ready(self) -> None:
         """Runs once the server answers (create the database, ...)."""
@@ -352,10 +357,7 @@ class EmbeddedKafka(EmbeddedServer):
             "--storage-engine", "memory://tansu/",
         ]  # fmt: skip
 
-    def _ready(self) -> bool:
-        # Check the port first: an AdminClient against a closed port logs connection errors.
-        if not port_open(LOCALHOST, self.port):
-            return False
+    def _answers(self) -> bool:
         from confluent_kafka.admin import AdminClient
 
         try:
@@ -577,9 +579,7 @@ class EmbeddedPostgres(EmbeddedServer):
             cmd += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
         return cmd
 
-    def _ready(self) -> bool:
-        if not port_open(LOCALHOST, self.port):
-            return False
+    def _answers(self) -> bool:
         import psycopg
 
         try:
@@ -639,9 +639,7 @@ class EmbeddedRedis(EmbeddedServer):
             "--daemonize", "no",
         ]  # fmt: skip
 
-    def _ready(self) -> bool:
-        if not port_open(LOCALHOST, self.port):
-            return False
+    def _answers(self) -> bool:
         import redis
 
         try:
