@@ -120,16 +120,7 @@ def test_up_serves_a_webhook_into_postgres_and_stops_cleanly(tmp_path: Path) -> 
         assert not (data_dir / "stack.json").exists()
 
 
-@pytest.mark.integration
-def test_up_stops_everything_when_a_child_dies(tmp_path: Path) -> None:
-    with _worktool_up(tmp_path) as (up, _base, _data_dir, log):
-        tree = _process_tree(up.pid)
-        gateway = next(p for p in tree if "gateway" in p.cmdline())
-        gateway.kill()
-        assert up.wait(20) == 1, _tail(log)
-        _, alive = psutil.wait_procs(tree, timeout=5)
-        assert not alive, f"left behind: {alive}"
-        assert "gateway exited" in log.read_text()
+# A child that dies is restarted, never a reason to stop: tests/commands/test_up_supervision.py.
 
 
 def test_a_fresh_embedded_broker_drops_the_dataflow_recovery_state(tmp_path: Path) -> None:
