@@ -41,7 +41,9 @@ class Settings(BaseSettings):
 
     # Gateway
     max_body_bytes: int = Field(default=2 * 1024 * 1024, alias="WORKTOOL_MAX_BODY_BYTES")
-    produce_timeout_s: float = Field(default=1.5, alias="WORKTOOL_PRODUCE_TIMEOUT_S")
+    # Under WorkTool's 3-s budget, but not under 1 s: the spool drainer's fresh producer needs about
+    # half a second for its first delivery (measured on the embedded broker), and with less it never drains.
+    produce_timeout_s: float = Field(default=1.5, ge=1.0, le=2.5, alias="WORKTOOL_PRODUCE_TIMEOUT_S")
     gateway_workers: int = Field(default=1, alias="WORKTOOL_GATEWAY_WORKERS")
     # Secrets (never logged, never in the business YAML): per-robot webhook tokens as a JSON object
     # {"robot_id": "token"}, and/or a file holding that object (refused when group/world readable).
