@@ -65,7 +65,7 @@ def live_flow() -> Dataflow:
             batch_size=1000,
             raise_on_errors=False,
             # Tansu joins consumer groups slowly; bytewax uses assign(), these only shorten timeouts.
-            add_config={"session.timeout.ms": "6000", "fetch.wait.max.ms": "50"},
+            add_config={"session.timeout.ms": "6000", "fetch.wait.max.ms": "10"},
         ),
         bootstrap,
         offsets_reset(settings.redis_url),
