@@ -81,6 +81,15 @@ class Settings(BaseSettings):
     llm_timeout_s: float = Field(default=8.0, alias="WORKTOOL_LLM_TIMEOUT_S")
     llm_max_in_flight: int = Field(default=8, alias="WORKTOOL_LLM_MAX_IN_FLIGHT")
 
+    def as_env(self) -> dict[str, str]:
+        """These settings as environment variables (for a child process that reads its settings from the
+        environment); unset ones are left out."""
+        return {
+            field.alias or name.upper(): str(value)
+            for name, field in type(self).model_fields.items()
+            if (value := getattr(self, name)) is not None
+        }
+
     @property
     def recovery_dir(self) -> Path:
         return self.data_dir / "recovery"
