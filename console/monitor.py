@@ -336,7 +336,7 @@ async def read_state(pool: AsyncConnectionPool) -> dict[str, Any]:
 
 
 def _json(value: Any) -> bytes:
-    return orjson.dumps(value, option=orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC)
+    return orjson.dumps(value, option=orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC | orjson.OPT_NON_STR_KEYS)
 
 
 # ---------------------------------------------------------------------------------------------

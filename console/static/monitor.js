@@ -15,6 +15,10 @@ const COMMAND_NAMES = {
 const SESSION_NAMES = { auto: "AI 自动", staff: "人工处理", handover: "转人工" };
 const ROBOT_NAMES = { online: "在线", offline: "离线", unknown: "未知" };
 const HEALTH_NAMES = { healthy: "健康", warning: "警告", critical: "严重" };
+const INTERVENTION_NAMES = {
+  complaint: "用户投诉", user_negative_after_staff: "售后介入后用户仍不满", user_waiting_too_long: "用户等待过久",
+  staff_low_reply_quality: "售后回复质量低", user_low_satisfaction: "用户满意度低",
+};
 const STATUS_NAMES = { open: "未处理", escalated: "已升级", cancelled: "已取消", resolved: "已解决" };
 
 const store = {
@@ -350,7 +354,7 @@ function renderBusiness(now) {
   const interventions = [...store.interventions.values()].sort((a, b) => b.at - a.at);
   $("count-interventions").textContent = interventions.filter((i) => now - i.at <= WINDOW_MS).length;
   const feed = interventions.slice(0, 12).map((i) => el("li", {},
-    el("span", { class: "muted" }, `${fmtTime(i.at)} `), `${i.user_name || i.session_id || ""}：${i.reason || ""}`));
+    el("span", { class: "muted" }, `${fmtTime(i.at)} `), `${i.user_name || i.session_id || ""}：${INTERVENTION_NAMES[i.reason] || i.reason || ""}`));
   $("intervention-list").replaceChildren(...(feed.length ? feed : [el("li", { class: "empty" }, "暂无")]));
 
   const replyCommands = [...store.commands.values()].filter((c) => c.cause_event === "reply_scheduled");
