@@ -91,6 +91,7 @@ def start_stack(kafka_bootstrap: str, redis_url: str, database_url: str, logs: P
                 logs / "dataflow.log",
                 BYTEWAX_DATAFLOW_API_ENABLED="1",
                 BYTEWAX_DATAFLOW_API_PORT=str(stack.dataflow_metrics_port),
+                BYTEWAX_DATAFLOW_API_CACHE_PATH=str(logs),  # a directory: it writes dataflow.json there
             )
         )
         stack.processes.append(spawn([*python, "gateway"], settings, logs / "gateway.log"))
