@@ -25,7 +25,9 @@ COMMANDS = Counter(
     ["status"],
 )
 ROBOT_ONLINE = Gauge(
-    "worktool_dataflow_robot_online", "1 while the robot's latest status callback said online", ["robot_id"]
+    "worktool_dataflow_robot_online",
+    "1 while the robot is online (its latest status callback or health event)",
+    ["robot_id"],
 )
 ROBOT_HEALTH_SCORE = Gauge(
     "worktool_dataflow_robot_health_score",
@@ -64,9 +66,8 @@ def observe_event(_step_id: str, event: MonitorEvent) -> None:
     elif name == "robot_status" and event.robot_id:
         ROBOT_ONLINE.labels(event.robot_id).set(1 if getattr(data, "status", None) == "online" else 0)
     elif name == "robot_health" and event.robot_id:
-        score = getattr(data, "health_score", None)
-        if isinstance(score, int | float):
-            ROBOT_HEALTH_SCORE.labels(event.robot_id).set(score)
+        ROBOT_HEALTH_SCORE.labels(event.robot_id).set(getattr(data, "score", 0))
+        ROBOT_ONLINE.labels(event.robot_id).set(1 if getattr(data, "online", False) else 0)
     elif name == "ai_call":
         AI_CALLS.labels(str(getattr(data, "status", "unknown"))).inc()
         latency_ms = getattr(data, "latency_ms", None)

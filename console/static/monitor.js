@@ -286,6 +286,9 @@ function apply(ev) {
     case "reply_scheduled":
       store.replies.set(d.message_id, { ...(store.replies.get(d.message_id) || {}), at });
       break;
+    case "reply_withdrawn": // staff stepped in before it was sent
+      store.replies.set(d.message_id, { ...(store.replies.get(d.message_id) || {}), withdrawn: true });
+      break;
     case "command_created":
       putCommand(d.command_id, {
         status: "pending", channel: d.channel, robot_id: d.robot_id, target: d.target,
@@ -298,8 +301,11 @@ function apply(ev) {
     case "robot_status":
       putRobot(ev.robot_id, { status: d.status, last_status_at: ev.event_time });
       break;
-    case "robot_health": // health fields as the event carries them (health_score, health_status, ...)
-      putRobot(ev.robot_id || d.robot_id, d);
+    case "robot_health":
+      putRobot(ev.robot_id, {
+        health_score: Math.round(d.score), health_status: d.band, status: d.online ? "online" : "offline",
+        send_failure_count: d.send_failures, consecutive_failure_count: d.consecutive_failures,
+      });
       break;
     case "ai_call":
       store.aiCalls.set(d.call_id, {
@@ -358,7 +364,7 @@ function renderBusiness(now) {
   $("intervention-list").replaceChildren(...(feed.length ? feed : [el("li", { class: "empty" }, "暂无")]));
 
   const replyCommands = [...store.commands.values()].filter((c) => c.cause_event === "reply_scheduled");
-  $("count-replies-scheduled").textContent = store.replies.size;
+  $("count-replies-scheduled").textContent = [...store.replies.values()].filter((r) => !r.withdrawn).length;
   $("count-replies-sent").textContent = replyCommands.filter((c) => c.status === "sent" || c.status === "completed").length;
 
   const byStatus = {};

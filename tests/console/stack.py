@@ -16,20 +16,37 @@ import httpx
 from commands.demo import SAMPLE_DAY, load_archive, post_record
 from infra.embedded import free_port
 from infra.kafka_admin import ensure_topics
-from tests.support import REPO, answers, spawn, stop, wait_until
+from tests.support import REPO, answers, spawn, spawn_dataflow, stop, wait_until
 from worktool.settings import Settings
 
 TOKEN = "monitor-page-token-3c91e7"
 
 # A morning in the B and A groups, from the sample day: the day robot comes online, a user complains
-# twice (an alert, an intervention), an operator-side staff member answers, a user deletes products
-# and an operator answers him harshly (another alert).
-STREAM_LINES = (1, 38, 39, 47, 55, 56)
+# twice (an alert, an intervention), a staff member answers, a user deletes products and an operator
+# answers him harshly (another alert). Picked by robot and text, so edits elsewhere in the day are fine.
+STREAM = (
+    ("online", "wt_day_01", None),
+    ("message", "wt_monitor_01", "我要投诉你们，说好的一天300到500呢"),
+    ("message", "wt_monitor_01", "再这样我就去平台举报了！"),
+    ("message", "wt_monitor_01", "收益是按实际销售算的"),
+    ("message", "wt_monitor_01", "我把橱窗里的商品删了"),
+    ("message", "wt_monitor_01", "谁让你删的？马上给我配合扫码"),
+)
 
 
 def short_stream() -> list[dict[str, Any]]:
     records = load_archive(SAMPLE_DAY)
-    return [records[i] for i in STREAM_LINES]
+    picked = []
+    for kind, robot, text in STREAM:
+        [record] = [
+            r
+            for r in records
+            if r["kind"] == kind
+            and r["robot_id"] == robot
+            and (text is None or str(r["body"].get("spoken", "")).startswith(text))
+        ][:1]
+        picked.append(record)
+    return picked
 
 
 @dataclass
@@ -77,23 +94,16 @@ def start_stack(kafka_bootstrap: str, redis_url: str, database_url: str, logs: P
         http_port=free_port(),
         api_port=free_port(),
         api_token=TOKEN,
+        dataflow_metrics_host="127.0.0.1",
+        dataflow_metrics_port=free_port(),
         raw_partitions=3,
         **topics,
     )
-    stack = Stack(settings, dataflow_metrics_port=free_port())
+    assert settings.dataflow_metrics_port
+    stack = Stack(settings, dataflow_metrics_port=settings.dataflow_metrics_port)
     python = [sys.executable, "-m", "commands.cli"]
     try:
-        # tests.support.spawn_dataflow, plus bytewax's dataflow API for its /metrics (as docker-compose).
-        stack.processes.append(
-            spawn(
-                [*python, "dataflow"],
-                settings,
-                logs / "dataflow.log",
-                BYTEWAX_DATAFLOW_API_ENABLED="1",
-                BYTEWAX_DATAFLOW_API_PORT=str(stack.dataflow_metrics_port),
-                BYTEWAX_DATAFLOW_API_CACHE_PATH=str(logs),  # a directory: it writes dataflow.json there
-            )
-        )
+        stack.processes.append(spawn_dataflow(settings, logs / "dataflow.log"))
         stack.processes.append(spawn([*python, "gateway"], settings, logs / "gateway.log"))
         stack.processes.append(spawn([*python, "console"], settings, logs / "console.log"))
         wait_until(lambda: answers(f"{stack.gateway_url}/healthz"), 120, what="the gateway and the dataflow")
