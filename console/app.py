@@ -43,9 +43,18 @@ from console.actions import (
     log_accepted,
     read_alert_async,
 )
-from console.auth import AUTH_ERRORS, LoginThrottle, Principal, auth_router, require, users_router
+from console.auth import (
+    AUTH_ERRORS,
+    LoginThrottle,
+    Principal,
+    auth_router,
+    permission_check,
+    require,
+    users_router,
+)
 from console.common import Problem, client_addr, connection
 from console.llm_keys import llm_router
+from console.monitor import monitor_router
 from console.permissions import Permission
 from console.reads import READ_ROUTERS
 from worktool.models import ControlAction
@@ -271,4 +280,5 @@ def create_app(
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["health"])
     for router in (auth_router, users_router, alerts, *READ_ROUTERS, llm_router):
         app.include_router(router)
+    app.include_router(monitor_router(permission_check(Permission.READ)))
     return app

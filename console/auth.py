@@ -16,6 +16,7 @@ import logging
 import socket
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
@@ -75,8 +76,8 @@ async def current_principal(
     return Principal(account.username, account.role, "user")
 
 
-def require(permission: Permission) -> Any:
-    """A dependency that answers 403 unless the caller's role has `permission`."""
+def permission_check(permission: Permission) -> Callable[..., Awaitable[Principal]]:
+    """A dependency function: the caller, or 401 / 403 unless its role has `permission`."""
 
     async def check(principal: Annotated[Principal, Depends(current_principal)]) -> Principal:
         if not allows(principal.role, permission):
@@ -85,7 +86,12 @@ def require(permission: Permission) -> Any:
             )
         return principal
 
-    return Depends(check)
+    return check
+
+
+def require(permission: Permission) -> Any:
+    """`Depends` of permission_check, for a route's parameter."""
+    return Depends(permission_check(permission))
 
 
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {

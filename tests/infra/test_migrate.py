@@ -25,7 +25,13 @@ from infra.migrate import (
 from worktool.settings import get_settings
 
 # the packaged migrations
-ALL = [(1, "core_schema"), (2, "seed_message_types"), (3, "event_time_rules"), (4, "console_accounts")]
+ALL = [
+    (1, "core_schema"),
+    (2, "seed_message_types"),
+    (3, "event_time_rules"),
+    (4, "command_status"),
+    (5, "console_accounts"),
+]
 NEXT = f"{len(ALL) + 1:04d}"  # the version of a migration a test adds
 
 pytestmark = pytest.mark.integration
@@ -243,7 +249,7 @@ def test_failing_rollback_leaves_the_migration_applied(db: str) -> None:
         )
 
     with pytest.raises(MigrationError, match="1 session_messages rows use these types"):
-        apply_down(db, steps=len(ALL) - 1)  # 0004 and 0003 roll back; 0002 refuses
+        apply_down(db, steps=len(ALL) - 1)  # 0005, 0004 and 0003 roll back; 0002 refuses
     assert history(db) == ALL[:2]
     assert query(db, "SELECT count(*) FROM message_types") == [(14,)]
 
