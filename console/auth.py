@@ -279,6 +279,9 @@ async def change_user(
     """Change an account's role, password or disabled flag (audited, without the password)."""
     if username in request.app.state.accounts.file_accounts:
         raise HTTPException(status.HTTP_409_CONFLICT, f"user {username} is defined in the users file")
+    if username == principal.name and (body.disabled or body.role not in (None, "admin")):
+        # An admin locking themselves out could leave nobody able to manage accounts.
+        raise HTTPException(status.HTTP_409_CONFLICT, "an admin cannot disable or demote their own account")
     password_hash = None
     if body.password is not None:
         password_hash = await asyncio.to_thread(accounts.hash_password, body.password)

@@ -166,7 +166,9 @@ async def list_sessions(
         )
 
 
-@sessions_router.get("/{session_id}", responses={404: {"model": Problem, "description": "Unknown session."}})
+@sessions_router.get(
+    "/{session_id:path}", responses={404: {"model": Problem, "description": "Unknown session."}}
+)
 async def get_session(
     session_id: SessionId,
     _: Reader,

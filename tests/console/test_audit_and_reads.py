@@ -116,6 +116,9 @@ def test_refused_and_unacknowledged_writes_leave_no_audit_row(
     with console(settings) as client:
         headers = login(client, "supervisor")
         refused = client.post(f"/api/alerts/{closed}/cancel", json={"reason": "x"}, headers=headers)
+        admin = login(client, "admin")
+        demote_self = client.patch("/api/users/admin", json={"role": "staff"}, headers=admin)
+        disable_self = client.patch("/api/users/admin", json={"disabled": True}, headers=admin)
         forbidden = client.post(
             "/api/users", json={"username": "a", "role": "admin", "password": "p" * 12}, headers=headers
         )
@@ -143,6 +146,7 @@ def test_refused_and_unacknowledged_writes_leave_no_audit_row(
         409,
         503,
     )
+    assert demote_self.status_code == disable_self.status_code == 409
     assert audit_rows(fresh_database_url) == []
 
 
@@ -204,12 +208,14 @@ def test_sessions_page_with_last_message_and_open_alerts(settings: Settings, fre
 def test_session_detail_pages_its_messages(settings: Settings, fresh_database_url: str) -> None:
     insert_user(fresh_database_url, "reader", "staff")
     insert_session(fresh_database_url, "group:A群", messages=7)
+    insert_session(fresh_database_url, "group:售后/投诉群", messages=1)  # a name with a slash
     with console(settings) as client:
         h = login(client, "reader")
         newest = client.get("/api/sessions/group:A群?limit=3", headers=h).json()
         oldest = client.get("/api/sessions/group:A群?limit=3&offset=3&order=asc", headers=h).json()
         staff = client.get("/api/sessions/group:A群?sender_type=staff", headers=h).json()
         missing = client.get("/api/sessions/group:nowhere", headers=h)
+        slashed = client.get("/api/sessions/group:售后%2F投诉群", headers=h)
 
     assert newest["session"]["session_id"] == "group:A群"
     assert newest["messages"]["total"] == 7
@@ -218,6 +224,7 @@ def test_session_detail_pages_its_messages(settings: Settings, fresh_database_ur
     assert [m["message_id"][-3:] for m in staff["messages"]["items"]] == ["m05", "m02"]
     assert {m["sender_type"] for m in staff["messages"]["items"]} == {"staff"}
     assert missing.status_code == 404
+    assert slashed.status_code == 200 and slashed.json()["session"]["session_id"] == "group:售后/投诉群"
 
 
 def test_alerts_commands_robots_and_ai_logs_filter_and_page(
