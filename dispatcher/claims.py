@@ -5,8 +5,9 @@ request does:
 
 - `sending`: the request may be on its way. Found after a restart, the dispatcher died between the send
   and its answer: the command is reported as outcome-unknown, never sent again.
-- `answered:<accepted body>`: WorkTool (or the webhook) answered; the accepted record may not be on
-  the broker yet. Found after a restart, that same record is written again.
+- `answered:<answer key>`: WorkTool (or the webhook) answered; the accepted record may not be on
+  the broker yet. The record's body is stored once per request under the answer key. Found after a
+  restart, that same record is written again.
 - `done`: the accepted record is on the broker. Found again (a re-read after a crash, a duplicate
   command record), the command is skipped.
 
@@ -15,6 +16,7 @@ Claims expire after the configured TTL (7 days): longer than any redelivery can 
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -22,6 +24,7 @@ from typing import Literal
 import redis
 
 KEY_PREFIX = "worktool:dispatcher:claim:"
+ANSWER_PREFIX = "worktool:dispatcher:answer:"
 SENDING = "sending"
 DONE = "done"
 ANSWERED = "answered:"
@@ -45,7 +48,7 @@ ClaimState = Literal["new", "sending", "answered", "done"]
 @dataclass(frozen=True, slots=True)
 class Claim:
     state: ClaimState
-    answer: bytes = b""  # the stored accepted body, for "answered"
+    answer_key: str = ""  # where the accepted body is stored, for "answered"
 
 
 def _read(value: bytes | str) -> Claim:
@@ -53,7 +56,7 @@ def _read(value: bytes | str) -> Claim:
     if not raw:
         return Claim("new")
     if raw.startswith(ANSWERED.encode()):
-        return Claim("answered", raw[len(ANSWERED) :])
+        return Claim("answered", raw[len(ANSWERED) :].decode())
     if raw == DONE.encode():
         return Claim("done")
     return Claim("sending")
@@ -83,7 +86,15 @@ class ClaimStore:
         pipe.execute()
 
     def answered(self, command_ids: Sequence[str], accepted_body: bytes) -> None:
-        self._set(command_ids, ANSWERED.encode() + accepted_body)
+        """Store the request's accepted body once, and point each command's claim at it."""
+        answer_key = ANSWER_PREFIX + uuid.uuid4().hex
+        self._client.set(answer_key, accepted_body, ex=self._ttl_s)
+        self._set(command_ids, (ANSWERED + answer_key).encode())
+
+    def answer_body(self, claim: Claim) -> bytes | None:
+        """The accepted body an `answered` claim points at (None if it is gone)."""
+        value = self._client.get(claim.answer_key)
+        return bytes(value) if value is not None else None
 
     def done(self, command_ids: Sequence[str]) -> None:
         self._set(command_ids, DONE.encode())

@@ -29,3 +29,5 @@ def setup_json_logging(level: int = logging.INFO) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # httpx logs every request with its URL (a webhook URL may carry a token); ours is the line to read.
+    logging.getLogger("httpx").setLevel(logging.WARNING)

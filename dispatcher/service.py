@@ -323,10 +323,13 @@ class Dispatcher:
                     }
                 },
             )
-        answers = {claims[h.command_id].answer for h in batch if claims[h.command_id].state == "answered"}
-        for answer in answers:
+        answered = {claims[h.command_id] for h in batch if claims[h.command_id].state == "answered"}
+        for claim in answered:
             # Answered before a crash, maybe not recorded: record that same answer (again).
-            body = AcceptedBody.model_validate_json(answer)
+            stored = self._claims.answer_body(claim)
+            if stored is None:  # expired with its claim's TTL: nothing left to tell
+                continue
+            body = AcceptedBody.model_validate_json(stored)
             self._recorder.record(route.robot_id, body, self._stop.is_set)
             self._claims.done(body.commandIds)
             log.info(

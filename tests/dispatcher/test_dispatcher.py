@@ -14,7 +14,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis
 
+from dispatcher.claims import ClaimStore
 from dispatcher.service import NO_ROBOT, route_of
 from dispatcher.wire import ERROR_NETWORK, ERROR_NOT_SENDABLE, ERROR_OUTCOME_UNKNOWN
 from infra.kafka_admin import ensure_topics
@@ -326,3 +328,25 @@ def test_fake_worktool_calls_back_once_per_item_or_never() -> None:
         httpx.post(f"{worktool.url}/wework/sendRawMessage", params={"robotId": "wt_1"}, json=body)
         time.sleep(0.5)  # a callback would have been sent by now (no delay configured)
         assert len(worktool.requests) == 2 and len(receiver.requests) == 2
+
+
+def test_claims_left_by_a_dead_dispatcher_are_reported_never_resent(stack: Stack) -> None:
+    """`sending`: died between send and answer → outcome unknown. `answered`: died before the record
+    was acknowledged → that same answer is recorded."""
+    assert stack.settings.redis_url
+    claims = ClaimStore(redis.Redis.from_url(stack.settings.redis_url), ttl_s=60)
+    robot_id = robot()
+    in_flight, answered = command(robot_id), command(robot_id)
+    claims.claim([in_flight.command_id, answered.command_id])
+    earlier = AcceptedBody(messageId="2020902840222090000", commandIds=[answered.command_id])
+    claims.answered([answered.command_id], earlier.model_dump_json().encode())
+    produce_commands(stack.settings, [in_flight, answered])
+
+    unknown = only_record(stack, in_flight.command_id)["body"]
+    assert unknown["errorCode"] == ERROR_OUTCOME_UNKNOWN and "restart" in unknown["errorReason"]
+    assert only_record(stack, answered.command_id)["body"] == earlier.model_dump(mode="json")
+    assert stack.sends_for(robot_id) == []
+    assert {c: s.state for c, s in claims.claim([in_flight.command_id, answered.command_id]).items()} == {
+        in_flight.command_id: "done",
+        answered.command_id: "done",
+    }

@@ -63,6 +63,6 @@ def test_claims_move_from_sending_to_answered_to_done(redis_url: str) -> None:
     assert {c: s.state for c, s in claims.claim([a, b]).items()} == {a: "sending", b: "new"}
     claims.answered([a, b], b'{"messageId": "1"}')
     answered = claims.claim([a])[a]
-    assert (answered.state, answered.answer) == ("answered", b'{"messageId": "1"}')
+    assert answered.state == "answered" and claims.answer_body(answered) == b'{"messageId": "1"}'
     claims.done([a])
     assert claims.claim([a])[a].state == "done"
