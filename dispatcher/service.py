@@ -12,8 +12,6 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
 
 import httpx
 import redis
@@ -22,6 +20,7 @@ from pydantic import ValidationError
 
 from dispatcher import metrics
 from dispatcher.claims import Claim, ClaimStore
+from dispatcher.held import Held, HeldCommands, Route
 from dispatcher.offsets import OffsetTracker, Partition
 from dispatcher.ratelimit import RedisRateLimiter
 from dispatcher.recorder import AcceptedRecorder
@@ -40,16 +39,6 @@ MAX_HELD = 20_000  # commands held in memory before the consumer pauses
 IDLE_POLL_S = 0.5
 
 
-@dataclass(frozen=True, slots=True)
-class Route:
-    """Where a command goes. Commands with the same route may share one request."""
-
-    kind: Literal["worktool", "webhook", "not_sendable"]
-    channel: CommandChannel
-    robot_id: str  # of the accepted record: the sending robot, or webhook:<channel>
-    reason: str = ""  # why it cannot be sent
-
-
 def route_of(command: CommandRecord, settings: Settings) -> Route:
     if command.channel == "wecom":
         if not command.robot_id:
@@ -66,19 +55,6 @@ def route_of(command: CommandRecord, settings: Settings) -> Route:
 
 def webhook_url(channel: CommandChannel, settings: Settings) -> str | None:
     return {"phone": settings.phone_webhook_url, "sms": settings.sms_webhook_url}.get(channel)
-
-
-@dataclass(frozen=True, slots=True)
-class Held:
-    command: CommandRecord
-    partition: Partition
-    offset: int
-    due: float  # epoch seconds
-    route: Route
-
-    @property
-    def command_id(self) -> str:
-        return self.command.command_id
 
 
 def consumer_config(settings: Settings) -> dict[str, object]:
@@ -120,8 +96,7 @@ class Dispatcher:
         self._recorder = AcceptedRecorder(settings.kafka_bootstrap_servers, settings.topic_raw)
         self._consumer = Consumer(consumer_config(settings))
         self._offsets = OffsetTracker()
-        self._held: dict[Route, list[Held]] = {}
-        self._held_ids: set[str] = set()
+        self._held = HeldCommands()
         self._paused = False
         self._token_free_at = 0.0  # monotonic: the limiter said no token before this
         self._waiting_since: float | None = None
@@ -146,12 +121,12 @@ class Dispatcher:
 
     def _poll_timeout(self) -> float:
         now, mono = time.time(), time.monotonic()
-        route = self._next_due_route(now)
+        route = self._held.next_due_route(now)
         if route is not None:
-            if route.kind == "worktool" and mono < self._token_free_at:
+            if route.needs_token and mono < self._token_free_at:
                 return min(IDLE_POLL_S, self._token_free_at - mono)
             return 0.0
-        next_due = min((h.due for items in self._held.values() for h in items), default=None)
+        next_due = self._held.next_due_time()
         if next_due is None:
             return IDLE_POLL_S
         return max(0.0, min(IDLE_POLL_S, next_due - now))
@@ -159,12 +134,12 @@ class Dispatcher:
     def _step(self) -> None:
         """Send at most one request, so that the loop polls (and sees a stop) between requests."""
         now = time.time()
-        route = self._next_due_route(now)
+        route = self._held.next_due_route(now)
         if route is None:
             self._waiting_since = None
             return
         token_held = False
-        if route.kind == "worktool":
+        if route.needs_token:
             mono = time.monotonic()
             if mono < self._token_free_at:
                 return
@@ -178,7 +153,8 @@ class Dispatcher:
             self._waiting_since = None
             token_held = True
             now = time.time()
-        self._handle(route, self._take(route, now), token_held)
+        limit = 1 if route.kind == "webhook" else self._settings.dispatch_batch_size
+        self._handle(route, self._held.take(route, now, limit), token_held)
 
     # -- holding commands until due ----------------------------------------------------------------
 
@@ -214,49 +190,21 @@ class Dispatcher:
                         "offset": message.offset(),
                         "error": summarize_errors(e),
                     }
-                },  # fmt: skip
+                },
             )
-            return False
-        if command.command_id in self._held_ids:  # the dataflow writes at least once
-            metrics.COMMANDS.labels(command.channel, "duplicate").inc()
             return False
         route = route_of(command, self._settings)
         held = Held(command, partition, message.offset(), command.due_time.timestamp(), route)
-        self._held.setdefault(route, []).append(held)
-        self._held_ids.add(command.command_id)
+        if not self._held.add(held):  # the dataflow writes at least once
+            metrics.COMMANDS.labels(command.channel, "duplicate").inc()
+            return False
         return True
 
-    def _next_due_route(self, now: float) -> Route | None:
-        """The route whose oldest due command is the oldest; routes that need no token first, so that
-        phone calls and SMS never wait behind WorkTool's rate limit."""
-        best: dict[bool, tuple[float, Route]] = {}
-        for route, items in self._held.items():
-            due = min((h.due for h in items if h.due <= now), default=None)
-            if due is None:
-                continue
-            needs_token = route.kind == "worktool"
-            if needs_token not in best or due < best[needs_token][0]:
-                best[needs_token] = (due, route)
-        chosen = best.get(False) or best.get(True)
-        return chosen[1] if chosen else None
-
-    def _take(self, route: Route, now: float) -> list[Held]:
-        limit = 1 if route.kind == "webhook" else self._settings.dispatch_batch_size
-        items = self._held[route]
-        taken = [h for h in items if h.due <= now][:limit]
-        taken_ids = {h.command_id for h in taken}
-        remaining = [h for h in items if h.command_id not in taken_ids]
-        if remaining:
-            self._held[route] = remaining
-        else:
-            del self._held[route]
-        return taken
-
     def _pause_or_resume(self) -> None:
-        if not self._paused and len(self._held_ids) >= MAX_HELD:
+        if not self._paused and len(self._held) >= MAX_HELD:
             self._consumer.pause(self._consumer.assignment())
             self._paused = True
-        elif self._paused and len(self._held_ids) < MAX_HELD // 2:
+        elif self._paused and len(self._held) < MAX_HELD // 2:
             self._consumer.resume(self._consumer.assignment())
             self._paused = False
 
@@ -282,8 +230,8 @@ class Dispatcher:
             self._claims.done(ids)
             self._log_request(route, ids, outcome)
             metrics.COMMANDS.labels(route.channel, _command_outcome(route, outcome)).inc(len(ids))
+        self._held.release(h.command_id for h in batch)
         for h in batch:
-            self._held_ids.discard(h.command_id)
             self._offsets.finished(h.partition, h.offset)
         self._commit()
 
@@ -385,15 +333,7 @@ class Dispatcher:
         is held; the partitions' next owner reads it again from the commit."""
         self._commit()
         gone = {(p.topic, p.partition) for p in partitions}
-        for route, items in list(self._held.items()):
-            kept = [h for h in items if h.partition not in gone]
-            for h in items:
-                if h.partition in gone:
-                    self._held_ids.discard(h.command_id)
-            if kept:
-                self._held[route] = kept
-            else:
-                del self._held[route]
+        self._held.drop_partitions(gone)
         self._offsets.forget(gone)
         log.info(
             "partitions revoked",

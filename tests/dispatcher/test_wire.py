@@ -8,6 +8,7 @@ from email.utils import format_datetime
 
 import pytest
 
+from dispatcher.held import Held, HeldCommands, Route
 from dispatcher.offsets import OffsetTracker
 from dispatcher.sender import RetryPolicy
 from dispatcher.wire import (
@@ -101,3 +102,28 @@ def test_commit_position_stops_at_the_oldest_unfinished_record() -> None:
     assert tracker.committable() == {p0: 14}
     tracker.forget([p0])
     assert tracker.committable() == {}
+
+
+def _held(robot_id: str | None, due: float, offset: int, channel: str = "wecom") -> Held:
+    cmd = command(robot_id, channel=channel)
+    kind = "worktool" if channel == "wecom" else "webhook"
+    route = Route(kind, cmd.channel, robot_id or f"webhook:{channel}")  # type: ignore[arg-type]
+    return Held(cmd, ("worktool.commands", 0), offset, due, route)
+
+
+def test_held_commands_wait_for_their_due_time_and_webhooks_go_first() -> None:
+    held = HeldCommands()
+    early, late = _held("wt_1", due=100.0, offset=0), _held("wt_1", due=200.0, offset=1)
+    call = _held(None, due=150.0, offset=2, channel="phone")
+    for h in (early, late, call):
+        assert held.add(h)
+    assert not held.add(early)  # same command id: held once
+    assert held.next_due_route(50.0) is None and held.next_due_time() == 100.0
+    assert held.next_due_route(160.0) == call.route  # no rate-limit token needed: first
+    assert held.take(call.route, 160.0, limit=1) == [call]
+    assert held.next_due_route(160.0) == early.route
+    assert held.take(early.route, 160.0, limit=100) == [early]  # `late` is not due yet
+    assert held.next_due_time() == 200.0 and len(held) == 3
+    held.release([early.command_id, call.command_id])
+    held.drop_partitions({("worktool.commands", 0)})
+    assert len(held) == 0 and held.next_due_time() is None
