@@ -17,15 +17,15 @@ from worktool.settings import Settings, get_settings
 log = logging.getLogger("worktool.dispatcher")
 
 
-def _serve_metrics(port: int) -> None:
+def _serve_metrics(host: str, port: int) -> None:
     from prometheus_client import start_http_server
 
     try:
-        start_http_server(port, addr="127.0.0.1")
+        start_http_server(port, addr=host)
     except OSError as e:  # metrics are not worth refusing to send for
-        log.warning("metrics not served on 127.0.0.1:%d: %s", port, e)
+        log.warning("metrics not served on %s:%d: %s", host, port, e)
         return
-    log.info("metrics on http://127.0.0.1:%d/metrics", port)
+    log.info("metrics on http://%s:%d/metrics", host, port)
 
 
 def cli_dispatcher(settings: Settings | None = None) -> int:
@@ -55,7 +55,7 @@ def cli_dispatcher(settings: Settings | None = None) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     if settings.dispatcher_metrics_port:
-        _serve_metrics(settings.dispatcher_metrics_port)
+        _serve_metrics(settings.dispatcher_metrics_host, settings.dispatcher_metrics_port)
     try:
         Dispatcher(settings, stop).run()
     except RecordNotWritten as e:

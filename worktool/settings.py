@@ -89,7 +89,8 @@ class Settings(BaseSettings):
     dispatch_timeout_s: float = Field(default=10.0, gt=0, alias="WORKTOOL_DISPATCH_TIMEOUT_S")
     # How long a command id stays claimed in Redis (the idempotency key checked before every send).
     dispatch_claim_ttl_s: int = Field(default=7 * 24 * 3600, gt=0, alias="WORKTOOL_DISPATCH_CLAIM_TTL_S")
-    # Prometheus metrics on 127.0.0.1; 0 turns them off.
+    # Prometheus metrics (loopback unless set otherwise, e.g. in a container); port 0 turns them off.
+    dispatcher_metrics_host: str = Field(default="127.0.0.1", alias="WORKTOOL_DISPATCHER_METRICS_HOST")
     dispatcher_metrics_port: int = Field(default=9108, ge=0, alias="WORKTOOL_DISPATCHER_METRICS_PORT")
 
     @property
