@@ -139,7 +139,8 @@ def robot_says(
         title = GROUPS[group][1]
     content = " ".join(f"@{m}" for m in mentions) + (" " if mentions else "") + text
     raw_msg = orjson.dumps({"titleList": [title], "receivedContent": content, "type": 203}).decode()
-    add(dt, "accepted", robot, {"messageId": message_id, "errorCode": 0, "errorReason": "",
+    add(dt, "accepted", robot, {"messageId": message_id, "commandIds": [f"cmd_sample_{message_id[-6:]}"],
+                                "errorCode": 0, "errorReason": "", "channel": "wecom",
                                 "message": "指令已加入代发队列中！", "type": 203, "rawMsg": raw_msg})  # fmt: skip
     sent = dt + timedelta(seconds=rng.uniform(6, 40))
     if not fail and group is not None:

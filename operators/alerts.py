@@ -37,6 +37,7 @@ from worktool.events import (
     CommandCreated,
     EscalationStep,
     MonitorEvent,
+    construct,
 )
 from worktool.models import CommandCause, CommandRecord, iso
 
@@ -99,7 +100,8 @@ class Alert:
         return self.status in OPEN
 
     def model(self) -> AlertSnapshot:
-        return AlertSnapshot.model_construct(
+        return construct(
+            AlertSnapshot,
             alert_id=self.alert_id,
             alert_type=self.alert_type,
             alert_key=self.alert_key,
@@ -111,7 +113,7 @@ class Alert:
             status=self.status,
             escalation_count=len(self.escalation_history),
             escalation_history=[
-                EscalationStep.model_construct(at=a, from_level=f, to_level=t, by=b)
+                construct(EscalationStep, at=a, from_level=f, to_level=t, by=b)
                 for a, f, t, b in self.escalation_history
             ],
             cancel_reason=self.cancel_reason,
@@ -193,7 +195,7 @@ class AlertRules:
         alerts[key] = alert
         self._schedule_expiry(alert, clock)
         out: list[Out] = [
-            AlertRaised.model_construct(
+            AlertRaised.make(
                 alert_id=alert.alert_id, alert_type=alert.alert_type, level=level, alert=alert.model()
             ).at(t.at, t.session_id, t.robot_id)
         ]
@@ -209,7 +211,7 @@ class AlertRules:
             return self._escalate(alert, clock, t.at, "repeat", t.content)
         notify = alert.notified_at is None or t.at - alert.notified_at >= self._min_interval
         out: list[Out] = [
-            AlertRetriggered.model_construct(
+            AlertRetriggered.make(
                 alert_id=alert.alert_id, level=alert.level, notified=notify, alert=alert.model()
             ).at(t.at, alert.session_id, alert.robot_id)
         ]
@@ -226,7 +228,7 @@ class AlertRules:
         alert.escalation_history.append((at, before, alert.level, by))
         alert.version += 1
         out: list[Out] = [
-            AlertEscalated.model_construct(
+            AlertEscalated.make(
                 alert_id=alert.alert_id, from_level=before, to_level=alert.level, alert=alert.model()
             ).at(at, alert.session_id, alert.robot_id)
         ]
@@ -263,7 +265,7 @@ class AlertRules:
             clock.cancel(alert.expiry_timer)
             alert.expiry_timer = None
         return [
-            AlertCancelled.model_construct(alert_id=alert.alert_id, reason=reason, alert=alert.model()).at(
+            AlertCancelled.make(alert_id=alert.alert_id, reason=reason, alert=alert.model()).at(
                 at, alert.session_id, alert.robot_id
             )
         ]
@@ -347,11 +349,11 @@ class AlertRules:
         command_id = "cmd_" + _digest(alert.alert_id, purpose, str(alert.level), channel, target, iso(at))
         robot = self.notify_robot if channel == "wecom" else None
         cause = CommandCause(event=f"alert_{purpose}", alert_id=alert.alert_id)
-        command = CommandRecord.model_construct(
+        command = construct(CommandRecord,
             command_id=command_id, channel=channel, robot_id=robot, target=target, content=content,
             at_list=[], due_time=at, cause=cause,
         )  # fmt: skip
-        created = CommandCreated.model_construct(
+        created = CommandCreated.make(
             command_id=command_id, channel=channel, robot_id=robot, target=target, content=content, at_list=[],
             due_time=at, cause_event=cause.event, cause_id=alert.alert_id,
         )  # fmt: skip

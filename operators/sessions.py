@@ -33,6 +33,8 @@ from typing import Any
 
 from operators.alerts import EXPIRY, REMINDER, Alert, AlertRules, Out, Trigger
 from operators.classify import classification_fields
+from operators.commands import RESULT_DUE, CommandTracker, RobotLedger
+from operators.replies import PlannedSend, ReplyPlanner, Skip
 from operators.rules import ResponseDetector
 from operators.sender import SenderResolver
 from operators.sentiment import SatisfactionState, SatisfactionTracker
@@ -42,9 +44,13 @@ from operators.timers import ShardClock, Tick, Timer
 from worktool.config import BusinessConfig
 from worktool.events import (
     CommandCallback,
+    CommandCreated,
     InterventionNeeded,
     MessageClassified,
     MonitorEvent,
+    ReplyScheduled,
+    ReplySkipped,
+    ReplyWithdrawn,
     RobotJoinedSession,
     RobotStatus,
     SessionState,
@@ -53,8 +59,18 @@ from worktool.events import (
     TaskCreated,
     TaskStatus,
     UserResponse,
+    construct,
 )
-from worktool.models import Classification, ControlRecord, Message, iso
+from worktool.models import (
+    AcceptedBody,
+    Classification,
+    CommandCause,
+    CommandRecord,
+    ControlRecord,
+    Message,
+    ResultCallback,
+    iso,
+)
 
 SNAPSHOT_VERSION = 2
 
@@ -64,6 +80,7 @@ USER_WAITING = "user_waiting"
 NOT_COOPERATING = "user_not_cooperating"
 NOT_FOLLOWED_UP = "task_not_followed_up"
 TASK_UNFINISHED = "task_unfinished"
+SEND_DUE = "send_due"  # a reply or a notice whose delay has passed
 
 _APPLIED_KEPT = 32  # control request ids remembered per subject
 
@@ -122,6 +139,8 @@ class SessionPolicy:
         self.not_cooperating = timedelta(minutes=a.user_not_cooperating_minutes)
         self.follow_up = timedelta(minutes=a.task_not_followed_up_minutes)
         self.task_unfinished = timedelta(minutes=a.task_unfinished_minutes)
+        self.replies = ReplyPlanner(config)
+        self.commands = CommandTracker(config.commands, config.health)
 
     def mentioned_robots(self, m: Message) -> list[str]:
         """Our robots @-mentioned in the message. By name from rawSpoken, because only the @-ed robot's
@@ -156,6 +175,8 @@ class Subject:
     )  # id -> (user, type, at, timer)
     alerts: dict[str, Alert] = field(default_factory=dict)
     applied: list[str] = field(default_factory=list)  # request ids of the latest control records
+    replies: dict[str, int] = field(default_factory=dict)  # message -> timer of its reply not sent yet
+    ledger: RobotLedger | None = None  # a robot subject's commands and health
 
     def reply_state(self) -> tuple[str, bool, datetime | None]:
         return self.status, self.ai_paused, self.staff_until
@@ -177,6 +198,8 @@ class Subject:
             "tasks": dict(self.tasks),
             "alerts": {k: a.snapshot() for k, a in self.alerts.items()},
             "applied": list(self.applied),
+            "replies": dict(self.replies),
+            "ledger": self.ledger.snapshot() if self.ledger is not None else None,
         }
 
     @classmethod
@@ -188,6 +211,7 @@ class Subject:
                 "waiting": tuple(data["waiting"]) if data["waiting"] else None,
                 "tasks": {k: tuple(v) for k, v in data["tasks"].items()},
                 "alerts": {k: Alert.restore(a) for k, a in data["alerts"].items()},
+                "ledger": RobotLedger.restore(data["ledger"]) if data["ledger"] is not None else None,
             }
         )
 
@@ -231,6 +255,8 @@ class SessionStep:
             TASK_UNFINISHED: self._task_unfinished,
             EXPIRY: self._alert_timer,
             REMINDER: self._alert_timer,
+            SEND_DUE: self._send_due,
+            RESULT_DUE: self._result_due,
         }
 
     # -- the one entry point -------------------------------------------------------------------
@@ -290,7 +316,7 @@ class SessionStep:
         if robot_id in s.robots:
             return []
         s.robots.add(robot_id)
-        data = RobotJoinedSession.model_construct(group_name=group_name, reply_target=target)
+        data = RobotJoinedSession.make(group_name=group_name, reply_target=target)
         return [data.at(at, session_id, robot_id)]
 
     def _on_message(self, s: Subject, cm: ClassifiedMessage) -> list[ItemOut]:
@@ -312,7 +338,7 @@ class SessionStep:
             self._robot_seen(s, m.session_id, m.robot_id, m.received_at, m.group_name, m.reply_target)
         )
         s.message_count += 1
-        data = MessageClassified.model_construct(
+        data = MessageClassified.make(
             **classification_fields(m.message_id, c),
             satisfaction=after,
             sender_name=m.sender_name,
@@ -343,11 +369,13 @@ class SessionStep:
         if c.sender_type != "robot":
             s.last_sender_type = c.sender_type
         out += self._state_changed(s, m.session_id, m.received_at, reply_state, "message")
+        out += self._plan_sends(s, m, c, data.mentioned_robots)
         return out
 
     def _from_staff(self, s: Subject, m: Message, c: Classification) -> list[ItemOut]:
         p, at = self.policy, m.received_at
-        out = self._staff_command(s, m, c.staff_command)
+        out = self._withdraw_replies(s, m, "staff_stepped_in")
+        out += self._staff_command(s, m, c.staff_command)
         out += self._staff_window(s, m)
         # Staff acted: nobody is waiting any more, follow-ups are done, open alerts are handled.
         if s.waiting is not None:
@@ -369,7 +397,7 @@ class SessionStep:
     def _staff_command(self, s: Subject, m: Message, command: str | None) -> list[ItemOut]:
         """[暂停回复] / [恢复回复] / [转人工] / [已解决]."""
         if command == "pause_replies":
-            s.ai_paused = True
+            s.ai_paused = True  # (pending replies were withdrawn by the staff message itself)
         elif command == "handover":
             s.status = "handover"
         elif command in ("resume_replies", "solved"):
@@ -396,9 +424,7 @@ class SessionStep:
         s.staff_since = at
         if s.status == "auto":
             s.status = "staff"
-        data = StaffWindowOpened.model_construct(
-            until=s.staff_until, staff_name=m.sender_name, message_id=m.message_id
-        )
+        data = StaffWindowOpened.make(until=s.staff_until, staff_name=m.sender_name, message_id=m.message_id)
         return [data.at(at, sid, m.robot_id)]
 
     def _from_user(
@@ -441,9 +467,7 @@ class SessionStep:
         out: list[ItemOut] = []
         task = self._open_task_of(s, user)
         if task is not None:
-            out.append(
-                UserResponse.model_construct(task_id=task, status=status).at(m.received_at, m.session_id)
-            )
+            out.append(UserResponse.make(task_id=task, status=status).at(m.received_at, m.session_id))
         if status == "responded" and user not in s.follow_up:
             due = m.received_at + self.policy.follow_up
             s.follow_up[user] = self.clock.schedule(due, m.session_id, NOT_FOLLOWED_UP, user)
@@ -465,7 +489,7 @@ class SessionStep:
         return self._intervention(m, min(reasons, key=_INTERVENTION_ORDER.index), m.sender_name)
 
     def _intervention(self, m: Message, reason: str, user: str | None) -> list[ItemOut]:
-        data = InterventionNeeded.model_construct(message_id=m.message_id, reason=reason, user_name=user)
+        data = InterventionNeeded.make(message_id=m.message_id, reason=reason, user_name=user)
         return [data.at(m.received_at, m.session_id, m.robot_id)]
 
     def _alert(
@@ -477,6 +501,59 @@ class SessionStep:
             content=content if content is not None else m.text,
         )  # fmt: skip
         return self.policy.alerts.trigger(s.alerts, self.clock, trigger)
+
+    # -- replies and notices (docs/rules.md §5) ------------------------------------------------
+
+    def _plan_sends(self, s: Subject, m: Message, c: Classification, mentioned: list[str]) -> list[ItemOut]:
+        planner = self.policy.replies
+        if c.sender_type == "user" and c.message_type == "chat_after_sales":
+            notice = planner.plan_notice(m)  # to staff, through the notify robot; never withdrawn
+            self.clock.schedule(notice.due, m.session_id, SEND_DUE, notice.payload())
+        if not planner.wants_reply(m, c, mentioned):
+            return []
+        owners = self.policy.owners_mentioned(m)
+        plan = planner.plan_reply(m, c, s.robots, owners, s.ai_paused, s.status != "auto")
+        if isinstance(plan, Skip):
+            return [
+                ReplySkipped.make(message_id=m.message_id, reason=plan.reason).at(m.received_at, m.session_id)
+            ]
+        s.replies[m.message_id] = self.clock.schedule(plan.due, m.session_id, SEND_DUE, plan.payload())
+        data = ReplyScheduled.make(
+            message_id=m.message_id,
+            robot_id=plan.robot_id,
+            target=plan.target,
+            delay_s=plan.delay_s,
+            due_time=plan.due,
+        )
+        return [data.at(m.received_at, m.session_id, plan.robot_id)]
+
+    def _withdraw_replies(self, s: Subject, m: Message, reason: str) -> list[ItemOut]:
+        out: list[ItemOut] = []
+        for message_id, timer in s.replies.items():
+            if self.clock.cancel(timer):
+                data = ReplyWithdrawn.make(message_id=message_id, reason=reason)
+                out.append(data.at(m.received_at, m.session_id))
+        s.replies.clear()
+        return out
+
+    def _send_due(self, timer: Timer) -> list[ItemOut]:
+        plan = PlannedSend.from_payload(timer.payload)
+        s = self.sessions.get(timer.key)
+        if plan.cause == "reply_scheduled" and (
+            s is None or s.replies.pop(plan.message_id, None) != timer.seq
+        ):
+            return []
+        cause = CommandCause(event=plan.cause, message_id=plan.message_id)
+        command = construct(CommandRecord,
+            command_id=plan.command_id, channel="wecom", robot_id=plan.robot_id, target=plan.target,
+            content=plan.content, at_list=list(plan.at_list), due_time=plan.due, cause=cause,
+        )  # fmt: skip
+        created = CommandCreated.make(
+            command_id=plan.command_id, channel="wecom", robot_id=plan.robot_id, target=plan.target,
+            content=plan.content, at_list=list(plan.at_list), due_time=plan.due, cause_event=plan.cause,
+            cause_id=plan.message_id,
+        )  # fmt: skip
+        return [command, created.at(timer.due, timer.key, plan.robot_id)]
 
     # -- after-sales tasks (the minimum the alerts need: open, time out, complete) -------------
 
@@ -497,7 +574,7 @@ class SessionStep:
             m.received_at + self.policy.task_unfinished, m.session_id, TASK_UNFINISHED, task_id
         )
         s.tasks[task_id] = (m.sender_name, task_type, m.received_at, timer)
-        data = TaskCreated.model_construct(
+        data = TaskCreated.make(
             task_id=task_id, task_type=task_type, priority=priority, user_name=m.sender_name,
             group_name=m.group_name or None, message_id=m.message_id, description=m.text[:500],
         )  # fmt: skip
@@ -509,7 +586,7 @@ class SessionStep:
             if user is None or owner == user:
                 self.clock.cancel(timer)
                 del s.tasks[task_id]
-                out.append(TaskStatus.model_construct(task_id=task_id, status="completed").at(at, sid))
+                out.append(TaskStatus.make(task_id=task_id, status="completed").at(at, sid))
         return out
 
     # -- timers ----------------------------------------------------------------------------------
@@ -524,7 +601,7 @@ class SessionStep:
         s.window_timer = None
         if s.status == "staff":
             s.status = "auto"
-        out: list[ItemOut] = [StaffWindowClosed.model_construct(opened_at=opened).at(timer.due, timer.key)]
+        out: list[ItemOut] = [StaffWindowClosed.make(opened_at=opened).at(timer.due, timer.key)]
         return out + self._state_changed(s, timer.key, timer.due, before, "staff_window_closed")
 
     def _timer_alert(
@@ -541,9 +618,7 @@ class SessionStep:
             return []
         _, message_id, user = s.waiting
         s.waiting = None
-        event = InterventionNeeded.model_construct(
-            message_id=message_id, reason="user_waiting_too_long", user_name=user
-        )
+        event = InterventionNeeded.make(message_id=message_id, reason="user_waiting_too_long", user_name=user)
         return [event.at(timer.due, timer.key), *self._timer_alert(timer, "staff_no_reply", user, message_id)]
 
     def _not_cooperating(self, timer: Timer) -> list[ItemOut]:
@@ -575,10 +650,18 @@ class SessionStep:
 
     def _on_robot_record(self, s: Subject, key: str, rec: RobotRecord) -> list[ItemOut]:
         out: list[ItemOut] = []
+        tracker = self.policy.commands
+        ledger = s.ledger = s.ledger or RobotLedger()
+        at, robot_id = rec.received_at, rec.robot_id
+        if isinstance(rec.result, AcceptedBody):
+            out += tracker.accepted(ledger, self.clock, key, robot_id, rec.result, at)
+        elif isinstance(rec.result, ResultCallback) and rec.kind == "result":
+            out += tracker.result(ledger, self.clock, robot_id, rec.result, at)
+        elif rec.kind in ("online", "offline"):
+            out += tracker.status(ledger, rec.kind == "online", at, robot_id)
+        out += self._health_fault(s, key, out, robot_id)
         if rec.kind in ("online", "offline") or rec.result is None:
-            out.append(
-                RobotStatus.model_construct(status=rec.kind).at(rec.received_at, robot_id=rec.robot_id)
-            )
+            out.append(RobotStatus.make(status=rec.kind).at(rec.received_at, robot_id=rec.robot_id))
             if rec.kind == "offline":
                 trigger = Trigger(alert_type="robot_fault", subject=key, at=rec.received_at, robot_id=rec.robot_id,
                                   content="机器人离线")  # fmt: skip
@@ -589,7 +672,7 @@ class SessionStep:
                 )
             return out
         body = rec.result
-        data = CommandCallback.model_construct(
+        data = CommandCallback.make(
             kind=rec.kind,
             worktool_message_id=body.messageId,
             error_code=body.errorCode,
@@ -598,7 +681,29 @@ class SessionStep:
             group_name=getattr(body, "groupName", None),
             qr_code=getattr(body, "qrCode", None),
         )
-        return [data.at(rec.received_at, robot_id=rec.robot_id)]
+        return [data.at(rec.received_at, robot_id=rec.robot_id), *out]
+
+    def _health_fault(self, s: Subject, key: str, events: list[ItemOut], robot_id: str) -> list[ItemOut]:
+        """A robot whose health falls to critical while online -> robot_fault (offline raises its own)."""
+        for e in events:
+            if (
+                isinstance(e, MonitorEvent)
+                and e.event == "robot_health"
+                and e.data.band == "critical"
+                and e.data.online
+            ):
+                trigger = Trigger(alert_type="robot_fault", subject=key, at=e.event_time, robot_id=robot_id,
+                                  content=f"健康分 {e.data.score:.0f}")  # fmt: skip
+                return list(self.policy.alerts.trigger(s.alerts, self.clock, trigger))
+        return []
+
+    def _result_due(self, timer: Timer) -> list[ItemOut]:
+        s = self.sessions.get(timer.key)
+        if s is None or s.ledger is None:
+            return []
+        robot_id = timer.key.removeprefix("robot:")
+        events = self.policy.commands.on_timer(s.ledger, self.clock, timer, robot_id)
+        return [*events, *self._health_fault(s, timer.key, events, robot_id)]
 
     def _on_control(self, s: Subject, rec: ControlRecord) -> list[ItemOut]:
         # A request is applied once, even if the console's producer wrote it twice.
@@ -623,7 +728,7 @@ class SessionStep:
             return []
         if change == "message":
             change = _change_name(before, after)
-        data = SessionState.model_construct(
+        data = SessionState.make(
             status=s.status, ai_paused=s.ai_paused, staff_active_until=s.staff_until, change=change
         )
         return [data.at(at, sid)]

@@ -44,9 +44,13 @@ from worktool.events import (
     AiCall,
     AlertSnapshot,
     CommandCreated,
+    CommandResult,
+    CommandSent,
+    CommandTimeout,
     InterventionNeeded,
     MessageClassified,
     MonitorEvent,
+    RobotHealth,
     RobotStatus,
     SessionState,
     TaskCreated,
@@ -72,6 +76,7 @@ MAX = "max"  # the greater (NULL loses)
 MIN = "min"  # the smaller (NULL loses)
 NEWEST = "newest"  # the value of the row whose `newest_by` is greater (ties: the new one)
 KEEP = "keep"  # the stored value: written on insert only
+FILL = "fill"  # the stored value, unless it is NULL (a row another statement inserted first)
 
 
 @dataclass(frozen=True, eq=False)  # compared and hashed by identity: statements are dict keys
@@ -97,6 +102,8 @@ class Upsert:
             return f"GREATEST({t}.{col}, EXCLUDED.{col})"
         if policy == MIN:
             return f"LEAST({t}.{col}, EXCLUDED.{col})"
+        if policy == FILL:
+            return f"COALESCE({t}.{col}, EXCLUDED.{col})"
         if policy == NEWEST:
             nb = self.newest_by
             return f"CASE WHEN {t}.{nb} IS NULL OR EXCLUDED.{nb} >= {t}.{nb} THEN EXCLUDED.{col} ELSE {t}.{col} END"
@@ -139,6 +146,8 @@ class Upsert:
                 out[col] = (max if policy == MAX else min)(present) if present else None
             elif policy == NEWEST:
                 out[col] = b if new_wins else a
+            elif policy == FILL:
+                out[col] = a if a is not None else b
         return out
 
     def params(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -261,10 +270,48 @@ COMMANDS = Upsert(
     "robot_commands",
     "robot_commands",
     key=("command_id",),
-    # Written once when decided (pending); later writers (the dispatcher) own the status columns.
-    merge=dict.fromkeys(
-        _columns("robot_id channel command_data target content at_list due_at cause_event cause_id"), KEEP
-    ),
+    # Written once when decided (pending); filled in if a status change of it was written first.
+    merge={
+        **dict.fromkeys(_columns("robot_id command_data target content due_at cause_event cause_id"), FILL),
+        # NOT NULL with defaults, so not fillable; the decision owns them and they never change.
+        "channel": SET,
+        "at_list": SET,
+    },
+)
+# Status changes of a command (sent, timeout, completed, failed, unknown), newest wins.
+COMMAND_STATUS = Upsert(
+    "command_status",
+    "robot_commands",
+    key=("command_id",),
+    merge={
+        "robot_id": FILL,
+        "status": SET,
+        "status_at": SET,
+        "worktool_message_id": FILL,
+        "sent_at": FILL,
+        "accepted_at": FILL,
+        "lookup_count": MAX,
+        "error_code": SET,
+        "error_message": SET,
+        "completed_at": SET,
+    },
+    newest_by="status_at",
+    only_if_newer=True,
+)
+ROBOT_HEALTH = Upsert(
+    "robot_health",
+    "robots",
+    key=("robot_id",),
+    merge={
+        "health_score": SET,
+        "health_status": SET,
+        "send_failure_count": SET,
+        "consecutive_failure_count": SET,
+        "last_send_failure_at": SET,
+        "health_at": SET,
+    },
+    newest_by="health_at",
+    only_if_newer=True,
 )
 TASKS = Upsert(
     "after_sales_tasks",
@@ -299,6 +346,8 @@ STATEMENTS: tuple[Upsert, ...] = (
     AI_IO_LOGS,
     ALERTS,
     COMMANDS,
+    COMMAND_STATUS,
+    ROBOT_HEALTH,
     TASKS,
     TASK_STATUS,
 )
@@ -503,6 +552,45 @@ def _command_created(ev: MonitorEvent) -> list[tuple[Upsert, dict[str, Any]]]:
     return [(COMMANDS, row)]
 
 
+def _command_status(ev: MonitorEvent) -> list[tuple[Upsert, dict[str, Any]]]:
+    d = ev.data
+    row: dict[str, Any] = {
+        "command_id": d.command_id,  # type: ignore[attr-defined]
+        "robot_id": ev.robot_id,
+        "status_at": ev.event_time,
+        "worktool_message_id": None,
+        "sent_at": None,
+        "accepted_at": None,
+        "lookup_count": 0,
+        "error_code": None,
+        "error_message": None,
+        "completed_at": None,
+    }
+    if isinstance(d, CommandSent):
+        row.update(status="sent", worktool_message_id=d.worktool_message_id, sent_at=ev.event_time,
+                   accepted_at=ev.event_time)  # fmt: skip
+    elif isinstance(d, CommandTimeout):
+        row.update(status="timeout", lookup_count=d.lookups)
+    elif isinstance(d, CommandResult):
+        row.update(status=d.status, error_code=d.error_code, error_message=d.error_reason,
+                   completed_at=ev.event_time if d.status != "unknown" else None)  # fmt: skip
+    return [(COMMAND_STATUS, row)]
+
+
+def _robot_health(ev: MonitorEvent) -> list[tuple[Upsert, dict[str, Any]]]:
+    d: RobotHealth = ev.data  # type: ignore[assignment]
+    row = {
+        "robot_id": _required(ev.robot_id, "robot_id"),
+        "health_score": round(d.score),
+        "health_status": d.band,
+        "send_failure_count": d.send_failures,
+        "consecutive_failure_count": d.consecutive_failures,
+        "last_send_failure_at": d.last_failure_at,
+        "health_at": ev.event_time,
+    }
+    return [(ROBOT_HEALTH, row)]
+
+
 def _task_created(ev: MonitorEvent) -> list[tuple[Upsert, dict[str, Any]]]:
     d: TaskCreated = ev.data  # type: ignore[assignment]
     row = {
@@ -544,6 +632,10 @@ PROJECTIONS: dict[str, Callable[[MonitorEvent], list[tuple[Upsert, dict[str, Any
     "alert_retriggered": _alert,
     "alert_cancelled": _alert,
     "command_created": _command_created,
+    "command_sent": _command_status,
+    "command_timeout": _command_status,
+    "command_result": _command_status,
+    "robot_health": _robot_health,
     "task_created": _task_created,
     "task_status": _task_status,
     # command_callback: joined with robot_commands by the commands work (worktool dispatcher), not yet.

@@ -1,4 +1,5 @@
-"""Helpers for integration tests that run the real processes."""
+"""Helpers shared by the tests in every folder: paths, running flows in-process, running the real
+processes, producing to and consuming from the broker."""
 
 from __future__ import annotations
 
@@ -7,15 +8,23 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
+from bytewax.dataflow import Dataflow
+from bytewax.recovery import RecoveryConfig
+from bytewax.testing import cluster_main, run_main
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
 from worktool.settings import Settings
 
-REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+DATA = TESTS / "data"  # labelled/blind message sets and rosters
+
 
 # The message callback of docs/platform.md §3: an owner @-ing the day robot in a group.
 GROUP_MESSAGE = {
@@ -40,19 +49,14 @@ def answers(url: str, status: int = 200) -> bool:
         return False
 
 
+# Variables of ours in the test runner's environment that must not leak into a child with other settings.
+OWN_ENV_PREFIXES = ("WORKTOOL_", "KAFKA_", "DATABASE_", "REDIS_")
+
+
 def env_for(settings: Settings, **extra: str) -> dict[str, str]:
     """Environment that makes a child process see exactly these settings."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("WORKTOOL_", "KAFKA_", "DATABASE_", "REDIS_"))
-    }
-    for name, field in Settings.model_fields.items():
-        value = getattr(settings, name)
-        if value is not None:
-            env[field.alias or name.upper()] = str(value)
-    env.update(extra)
-    return env
+    env = {k: v for k, v in os.environ.items() if not k.startswith(OWN_ENV_PREFIXES)}
+    return {**env, **settings.as_env(), **extra}
 
 
 def spawn(args: list[str], settings: Settings, log: Path, **extra_env: str) -> subprocess.Popen:
@@ -115,3 +119,40 @@ def stop(proc: subprocess.Popen, timeout: float = 20) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+# --- running a flow in this process (the `entry_point` fixture) ---
+
+
+@dataclass(frozen=True)
+class EntryPoint:
+    """One way of running a flow in this process (see `entry_point`)."""
+
+    name: str
+    workers: int
+
+    def __call__(
+        self,
+        flow: Dataflow,
+        epoch_interval: timedelta | None = None,
+        recovery_config: RecoveryConfig | None = None,
+    ) -> None:
+        if self.name == "run_main":
+            run_main(flow, epoch_interval=epoch_interval, recovery_config=recovery_config)
+        else:
+            cluster_main(
+                flow,
+                [],
+                0,
+                epoch_interval=epoch_interval,
+                recovery_config=recovery_config,
+                worker_count_per_proc=self.workers,
+            )
+
+
+ENTRY_POINTS = {
+    "run_main": EntryPoint("run_main", 1),
+    "cluster-1": EntryPoint("cluster-1", 1),
+    "cluster-2": EntryPoint("cluster-2", 2),
+}
+SINGLE_WORKER = [name for name, ep in ENTRY_POINTS.items() if ep.workers == 1]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import math
 import re
+from datetime import time
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -294,6 +295,115 @@ class AlertConfig(_Strict):
         return self
 
 
+# ---------------------------------------------------------------------------------------------
+# Replies (docs/rules.md §5) and robot health (§8)
+
+# Reply-delay scenario -> the range an operator may configure it in (seconds).
+DELAY_LIMITS: dict[str, tuple[float, float]] = {
+    "day_shift_operation": (1, 15),
+    "night_shift_operation": (3, 60),
+    "urgent": (0, 5),
+    "after_sales_notify": (0, 5),
+    "day_shift_complex": (3, 30),
+    "night_shift_complex": (5, 60),
+}
+# What a reply template may use: {{user}} the asker, {{group}} the group (or the chat's name), {{text}}
+# the message, {{robot}} the replying robot's name.
+TEMPLATE_VARIABLES = frozenset({"user", "group", "text", "robot"})
+_TEMPLATE_VARIABLE = re.compile(r"\{\{\s*([A-Za-z_]\w*)\s*\}\}")
+
+
+def _check_template(text: str) -> str:
+    unknown = sorted({v for v in _TEMPLATE_VARIABLE.findall(text)} - TEMPLATE_VARIABLES)
+    if unknown:
+        raise ValueError(
+            f"unknown template variable(s) {', '.join('{{' + v + '}}' for v in unknown)}; "
+            f"known: {', '.join(sorted(TEMPLATE_VARIABLES))}"
+        )
+    if not text.strip():
+        raise ValueError("empty template")
+    return text
+
+
+Template = Annotated[str, AfterValidator(_check_template)]
+ClockTime = Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
+
+
+class ReplyConfig(_Strict):
+    day_starts: ClockTime = "09:00"  # reply_day robots answer from here ...
+    night_starts: ClockTime = "21:00"  # ... reply_night robots from here (time zone: `timezone`)
+    delays: dict[str, Annotated[list[float], Field(min_length=2, max_length=2)]] = Field(
+        default_factory=lambda: {
+            "day_shift_operation": [2, 8],
+            "night_shift_operation": [5, 30],
+            "urgent": [1, 2],
+            "after_sales_notify": [1, 2],
+            "day_shift_complex": [5, 15],
+            "night_shift_complex": [10, 30],
+        }
+    )
+    # Message types whose replies count as complex questions (longer delays).
+    complex_types: list[str] = Field(default_factory=lambda: ["chat_after_sales", "chat_private_operation"])
+    soothe_operator_hard: bool = True  # the shift's reply robot soothes the owner an operator was harsh to
+    templates: dict[str, Template] = Field(
+        default_factory=lambda: {
+            "chat_daily": "您好，收到您的消息，我们会尽快为您处理～",
+            "chat_after_sales": "收到，售后同事马上来协助您，请稍等～",
+            "chat_complaint": "非常抱歉给您带来不好的体验，已安排专人马上处理，请您稍等。",
+            "chat_cooperation": "好的，感谢您的配合！",
+            "chat_private_operation": "收到，请先不要自行操作账号，售后同事马上联系您。",
+            "chat_complain_discuss": "您好，有任何问题都可以直接问我们哦～",
+            "chat_other": "您好，请问有什么可以帮您？",
+            "operator_tone_hard": "您好，我们这边已经在跟进了，请放心～",
+            "after_sales_notify": "【售后】{{group}} {{user}}：{{text}}",
+        }
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ReplyConfig:
+        for scenario, (low, high) in self.delays.items():
+            limits = DELAY_LIMITS.get(scenario)
+            if limits is None:
+                raise ValueError(f"delays.{scenario}: unknown scenario; known: {', '.join(DELAY_LIMITS)}")
+            if not limits[0] <= low <= high <= limits[1]:
+                raise ValueError(
+                    f"delays.{scenario}: [{low}, {high}] must be a range within the allowed {list(limits)} seconds"
+                )
+        missing = [s for s in DELAY_LIMITS if s not in self.delays]
+        if missing:
+            defaults = ReplyConfig.model_fields["delays"].default_factory()
+            self.delays = {**{s: defaults[s] for s in missing}, **self.delays}
+        # A configured template replaces the default of its type only.
+        self.templates = {**ReplyConfig.model_fields["templates"].default_factory(), **self.templates}
+        return self
+
+    def clock(self, which: str) -> time:
+        hours, minutes = (self.day_starts if which == "day" else self.night_starts).split(":")
+        return time(int(hours), int(minutes))
+
+
+class HealthConfig(_Strict):
+    """Robot health score (docs/rules.md §8): 100 - min(failure_weight x failures, failure_cap)
+    - min(consecutive_weight x consecutive failures, consecutive_cap) - recency penalty."""
+
+    failure_weight: float = 5
+    failure_cap: float = 30
+    consecutive_weight: float = 10
+    consecutive_cap: float = 40
+    recent_minutes: Minutes = 5
+    recent_penalty: float = 20
+    older_minutes: Minutes = 30
+    older_penalty: float = 10
+    healthy_from: float = 80
+    warning_from: float = 50  # below: critical, raises robot_fault
+
+
+class CommandConfig(_Strict):
+    result_timeout_s: Annotated[float, Field(gt=0)] = 60  # accepted, no result callback -> timeout
+    lookups: int = Field(default=3, ge=0)  # then looked up again this many times ...
+    lookup_interval_s: Annotated[float, Field(gt=0)] = 30  # ... this far apart; then unknown
+
+
 class BusinessConfig(_Strict):
     robots: list[RobotConfig] = Field(default_factory=list)
     staff: list[str] = Field(default_factory=list)
@@ -307,6 +417,9 @@ class BusinessConfig(_Strict):
     staff_window: StaffWindowConfig = Field(default_factory=StaffWindowConfig)
     intervention: InterventionConfig = Field(default_factory=InterventionConfig)
     alerts: AlertConfig = Field(default_factory=AlertConfig)
+    replies: ReplyConfig = Field(default_factory=ReplyConfig)
+    commands: CommandConfig = Field(default_factory=CommandConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
 
     def robots_with_role(self, role: RobotRole) -> list[RobotConfig]:
         return [r for r in self.robots if r.role == role]

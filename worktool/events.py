@@ -20,14 +20,39 @@ schema test validates every event the sample day produces, so a drifting produce
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self, TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, model_validator
 
 from worktool.models import SenderType, UtcDatetime
 
+M = TypeVar("M", bound=BaseModel)
+
 SCHEMA_VERSION = 1
+
+_DEFAULTS: dict[type, tuple[dict[str, Any], int]] = {}  # class -> (plain defaults, number of fields)
+
+
+def construct(cls: type[M], **values: Any) -> M:
+    """An instance of `cls` from trusted values, without validation: the dataflow's hot path builds
+    several events per record, and pydantic's model_construct costs more than everything else the rules
+    do. Missing fields take their plain defaults (the event models have no default factories)."""
+    known = _DEFAULTS.get(cls)
+    if known is None:
+        fields = cls.model_fields
+        known = _DEFAULTS[cls] = (
+            {n: f.default for n, f in fields.items() if not f.is_required()},
+            len(fields),
+        )
+    defaults, count = known
+    obj = cls.__new__(cls)
+    data = {**defaults, **values} if len(values) < count else values
+    object.__setattr__(obj, "__dict__", data)
+    object.__setattr__(obj, "__pydantic_fields_set__", set(values))
+    object.__setattr__(obj, "__pydantic_extra__", None)
+    object.__setattr__(obj, "__pydantic_private__", None)
+    return obj
 
 
 class EventData(BaseModel):
@@ -40,7 +65,8 @@ class EventData(BaseModel):
         self, event_time: datetime, session_id: str | None = None, robot_id: str | None = None
     ) -> MonitorEvent:
         """This data in its envelope (no validation: see the module doc)."""
-        return MonitorEvent.model_construct(
+        return construct(
+            MonitorEvent,
             schema_version=SCHEMA_VERSION,
             event=self.EVENT,
             event_time=event_time,
@@ -48,6 +74,11 @@ class EventData(BaseModel):
             robot_id=robot_id,
             data=self,
         )
+
+    @classmethod
+    def make(cls, **values: Any) -> Self:
+        """Unchecked construction for the hot path (see `construct`)."""
+        return construct(cls, **values)
 
     @classmethod
     def event(
@@ -367,23 +398,66 @@ class CommandCreated(EventData):
 
 
 @_register
+class ReplySkipped(EventData):
+    """A user message that would get an automatic reply got none, and why (staff window open, replies
+    paused, no reply robot in the group, ...)."""
+
+    EVENT: ClassVar[str] = "reply_skipped"
+    message_id: str
+    reason: str
+
+
+@_register
+class ReplyWithdrawn(EventData):
+    """A scheduled reply not sent yet was withdrawn (staff stepped in, replies paused)."""
+
+    EVENT: ClassVar[str] = "reply_withdrawn"
+    message_id: str
+    reason: str
+
+
+@_register
 class CommandSent(EventData):
+    """The dispatcher's request carrying the command was accepted (WorkTool queued it)."""
+
     EVENT: ClassVar[str] = "command_sent"
     command_id: str
     robot_id: str | None
+    worktool_message_id: str | None = None
 
 
 @_register
 class CommandResult(EventData):
+    """The command's end: completed (result errorCode 0), failed (another errorCode, or the submission
+    failed), or unknown (no result after the timeout and its look-ups: check it by hand)."""
+
     EVENT: ClassVar[str] = "command_result"
     command_id: str
-    status: Literal["completed", "failed"]
+    status: Literal["completed", "failed", "unknown"]
+    error_code: int | None = None
+    error_reason: str | None = None
 
 
 @_register
 class CommandTimeout(EventData):
+    """No result callback in time: `lookups` is how many times it was looked up again since."""
+
     EVENT: ClassVar[str] = "command_timeout"
     command_id: str
+    lookups: int = 0
+
+
+@_register
+class RobotHealth(EventData):
+    """A robot's health score after a send outcome or a status change."""
+
+    EVENT: ClassVar[str] = "robot_health"
+    score: float = Field(ge=0, le=100)
+    band: Literal["healthy", "warning", "critical"]
+    online: bool
+    send_failures: int = Field(ge=0)
+    consecutive_failures: int = Field(ge=0)
+    last_failure_at: UtcDatetime | None = None
 
 
 # ---------------------------------------------------------------------------------------------

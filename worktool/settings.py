@@ -41,8 +41,18 @@ class Settings(BaseSettings):
 
     # Gateway
     max_body_bytes: int = Field(default=2 * 1024 * 1024, alias="WORKTOOL_MAX_BODY_BYTES")
-    produce_timeout_s: float = Field(default=1.5, alias="WORKTOOL_PRODUCE_TIMEOUT_S")
+    # Under WorkTool's 3-s budget, but not under 1 s: the spool drainer's fresh producer needs about
+    # half a second for its first delivery (measured on the embedded broker), and with less it never drains.
+    produce_timeout_s: float = Field(default=1.5, ge=1.0, le=2.5, alias="WORKTOOL_PRODUCE_TIMEOUT_S")
     gateway_workers: int = Field(default=1, alias="WORKTOOL_GATEWAY_WORKERS")
+    # Secrets (never logged, never in the business YAML): per-robot webhook tokens as a JSON object
+    # {"robot_id": "token"}, and/or a file holding that object (refused when group/world readable).
+    webhook_tokens: str | None = Field(default=None, alias="WORKTOOL_WEBHOOK_TOKENS", repr=False)
+    webhook_tokens_file: Path | None = Field(default=None, alias="WORKTOOL_WEBHOOK_TOKENS_FILE")
+    # When set, GET /metrics needs `Authorization: Bearer <token>`.
+    metrics_token: str | None = Field(default=None, alias="WORKTOOL_METRICS_TOKEN", repr=False)
+    # Set by `worktool up` for the gateway: the supervisor's stack.json, whose process states /healthz shows.
+    stack_info_path: Path | None = Field(default=None, alias="WORKTOOL_STACK_INFO")
 
     # Dataflow
     shards: int = Field(default=16, alias="WORKTOOL_SHARDS")
@@ -58,6 +68,10 @@ class Settings(BaseSettings):
     replay_tick_interval_s: float = Field(default=60.0, gt=0, alias="WORKTOOL_REPLAY_TICK_INTERVAL_S")
     snapshot_interval_s: int = Field(default=2, alias="WORKTOOL_SNAPSHOT_INTERVAL_S")
     pg_batch_size: int = Field(default=500, alias="WORKTOOL_PG_BATCH_SIZE")
+    # Prometheus metrics of the dataflow process (its counters, bytewax's Kafka consumer lag); off when
+    # no port is set. `worktool up` picks a free loopback port.
+    dataflow_metrics_port: int | None = Field(default=None, alias="WORKTOOL_DATAFLOW_METRICS_PORT")
+    dataflow_metrics_host: str = Field(default="127.0.0.1", alias="WORKTOOL_DATAFLOW_METRICS_HOST")
 
     # LLM (classification issue); secrets are never logged.
     llm_provider: str | None = Field(default=None, alias="WORKTOOL_LLM_PROVIDER")  # openai | dashscope
@@ -92,6 +106,15 @@ class Settings(BaseSettings):
     # Prometheus metrics (loopback unless set otherwise, e.g. in a container); port 0 turns them off.
     dispatcher_metrics_host: str = Field(default="127.0.0.1", alias="WORKTOOL_DISPATCHER_METRICS_HOST")
     dispatcher_metrics_port: int = Field(default=9108, ge=0, alias="WORKTOOL_DISPATCHER_METRICS_PORT")
+
+    def as_env(self) -> dict[str, str]:
+        """These settings as environment variables (for a child process that reads its settings from the
+        environment); unset ones are left out."""
+        return {
+            field.alias or name.upper(): str(value)
+            for name, field in type(self).model_fields.items()
+            if (value := getattr(self, name)) is not None
+        }
 
     @property
     def recovery_dir(self) -> Path:

@@ -137,9 +137,17 @@ def test_rule_events_project_into_postgres_idempotently(new_database, reference)
         assert cancelled == [(0,)]
 
         commands = {e.data.command_id for e in reference if e.event == "command_created"}
-        assert rows(
-            conn, "SELECT count(*), count(*) FILTER (WHERE status = 'pending') FROM robot_commands"
-        ) == [(len(commands), len(commands))]
+        decided = rows(
+            conn,
+            "SELECT count(*), count(*) FILTER (WHERE status = 'pending') FROM robot_commands WHERE cause_event IS NOT NULL",
+        )
+        assert decided == [(len(commands), len(commands))]  # nothing sent them: a replay never sends
+        # The day's own sends (accepted + result records) end completed or failed, with their times.
+        ended = {e.data.command_id: e.data.status for e in reference if e.event == "command_result"}
+        stored_ends = dict(
+            rows(conn, "SELECT command_id, status FROM robot_commands WHERE cause_event IS NULL")
+        )
+        assert stored_ends == ended and "failed" in ended.values()
         flagged = {e.data.message_id for e in reference if e.event == "intervention_needed"}
         stored_flags = {
             m for (m,) in rows(conn, "SELECT message_id FROM session_messages WHERE is_staff_intervention")

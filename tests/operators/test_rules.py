@@ -1,17 +1,15 @@
 """Message type rules (docs/rules.md §2): every code, the docs/platform.md §3 examples, negation and
 context, staff commands, non-text messages, need_reply, and the labelled-set accuracy targets."""
 
-from pathlib import Path
-
 import pytest
 
 from commands.classify import evaluate, labelled_message, load_labelled
 from operators.classify import RuleClassifier
 from operators.rules import ResponseDetector, TermMatcher
+from tests.support import DATA
 from worktool.config import BusinessConfig, ClassifierConfig, load_config
 from worktool.models import Classification
 
-DATA = Path(__file__).parent / "data"
 ROSTER = load_config(DATA / "labelled_roster.yaml")
 CLASSIFIER = RuleClassifier(ROSTER)
 

@@ -24,7 +24,8 @@ from infra.migrate import (
 )
 from worktool.settings import get_settings
 
-ALL = [(1, "core_schema"), (2, "seed_message_types"), (3, "event_time_rules")]  # the packaged migrations
+ALL = [(1, "core_schema"), (2, "seed_message_types"), (3, "event_time_rules"), (4, "command_status")]
+NEXT = f"{len(ALL) + 1:04d}"  # the version a test's extra migration file takes  # the packaged migrations
 
 pytestmark = pytest.mark.integration
 
@@ -165,15 +166,15 @@ def test_down_then_up_restores_the_same_schema(db: str) -> None:
     assert query(db, "SELECT count(*) FROM message_types") == [(14,)]
 
 
-def test_down_two_steps_rolls_back_the_rules_columns_and_the_seed(db: str) -> None:
+def test_down_three_steps_rolls_back_the_later_columns_and_the_seed(db: str) -> None:
     apply_up(db)
 
-    assert [m.version for m in apply_down(db, steps=2)] == [3, 2]
+    assert [m.version for m in apply_down(db, steps=3)] == [4, 3, 2]
     assert query(db, "SELECT count(*) FROM message_types") == [(0,)]
     assert tables(db) >= TABLES
-    assert [s.state for s in status(db)] == ["applied", "pending", "pending"]
+    assert [s.state for s in status(db)] == ["applied", "pending", "pending", "pending"]
 
-    assert [m.version for m in apply_up(db)] == [2, 3]
+    assert [m.version for m in apply_up(db)] == [2, 3, 4]
     assert query(db, "SELECT count(*) FROM message_types") == [(14,)]
 
 
@@ -208,20 +209,22 @@ def test_edited_applied_migration_is_refused(db: str, source: Path) -> None:
         apply_up(db, source=source)
     with pytest.raises(MigrationError, match="checksum mismatch"):
         apply_down(db, source=source)
-    assert [s.state for s in status(db, source=source)] == ["checksum mismatch", "applied", "applied"]
+    assert [s.state for s in status(db, source=source)] == ["checksum mismatch"] + ["applied"] * (
+        len(ALL) - 1
+    )
     assert history(db) == ALL  # nothing was touched
 
 
 def test_failing_migration_is_rolled_back_whole(db: str, source: Path) -> None:
-    (source / "0004_broken.up.sql").write_text(
+    (source / f"{NEXT}_broken.up.sql").write_text(
         "CREATE TABLE half_done (id int);\nINSERT INTO half_done VALUES (1);\nSELECT 1 / 0;\n"
     )
-    (source / "0004_broken.down.sql").write_text("DROP TABLE half_done;\n")
+    (source / f"{NEXT}_broken.down.sql").write_text("DROP TABLE half_done;\n")
 
-    with pytest.raises(MigrationError, match=r"0004_broken failed.*division by zero"):
+    with pytest.raises(MigrationError, match=rf"{NEXT}_broken failed.*division by zero"):
         apply_up(db, source=source)
 
-    # The packaged migrations committed on their own; nothing of 0004 is left behind.
+    # The packaged migrations committed on their own; nothing of the broken one is left behind.
     assert history(db) == ALL
     assert "half_done" not in tables(db)
 
@@ -235,17 +238,17 @@ def test_failing_rollback_leaves_the_migration_applied(db: str) -> None:
         )
 
     with pytest.raises(MigrationError, match="1 session_messages rows use these types"):
-        apply_down(db, steps=2)  # 0003 rolls back; 0002 refuses
+        apply_down(db, steps=3)  # 0004 and 0003 roll back; 0002 refuses
     assert history(db) == ALL[:2]
     assert query(db, "SELECT count(*) FROM message_types") == [(14,)]
 
 
 def test_database_newer_than_the_code_is_refused(db: str, source: Path) -> None:
-    (source / "0004_extra.up.sql").write_text("CREATE TABLE extra (id int);\n")
-    (source / "0004_extra.down.sql").write_text("DROP TABLE extra;\n")
+    (source / f"{NEXT}_extra.up.sql").write_text("CREATE TABLE extra (id int);\n")
+    (source / f"{NEXT}_extra.down.sql").write_text("DROP TABLE extra;\n")
     apply_up(db, source=source)
 
-    with pytest.raises(MigrationError, match="does not know: 0004_extra"):
+    with pytest.raises(MigrationError, match=f"does not know: {NEXT}_extra"):
         apply_up(db)  # the packaged files stop at 0002
     assert status(db)[-1].state == "missing file"
 
@@ -349,8 +352,8 @@ def test_cli_up_status_down(
     assert out.count("applied") >= 2 and "pending" not in out
 
     assert cli_down(1) == 0
-    assert "event_time_rules" in capsys.readouterr().out
-    assert [s.state for s in status(db)] == ["applied", "applied", "pending"]
+    assert "command_status" in capsys.readouterr().out
+    assert [s.state for s in status(db)] == ["applied", "applied", "applied", "pending"]
 
 
 def test_cli_reports_migration_errors(

@@ -12,11 +12,12 @@ import psycopg
 import pytest
 from bytewax import operators as op
 from bytewax.dataflow import Dataflow
-from bytewax.testing import TestingSource, cluster_main
+from bytewax.testing import TestingSource
 from prometheus_client import REGISTRY
 from psycopg.rows import dict_row
 
 from sinks.postgres import PostgresEventSink, write_events
+from tests.support import EntryPoint
 from worktool.events import AiCall, MessageClassified, MonitorEvent
 
 pytestmark = pytest.mark.integration
@@ -483,16 +484,15 @@ def test_sink_raises_when_the_database_stays_down(tmp_path: Any) -> None:
     assert 0.5 <= elapsed < 10  # it retried for about retry_for_s, then gave up loudly
 
 
-@pytest.mark.parametrize("workers", [1, 2])
 def test_bytewax_dataflow_writes_through_the_sink(
-    new_database: Callable[..., str], db: str, conn: psycopg.Connection, workers: int
+    new_database: Callable[..., str], db: str, conn: psycopg.Connection, entry_point: EntryPoint
 ) -> None:
     events = day_of_events()
     flow = Dataflow("pg_sink_test")
     stream = op.input("in", flow, TestingSource(events, batch_size=4))
     # Spread the items over the workers: each writes its share through its own connection.
     op.output("pg", op.redistribute("spread", stream), PostgresEventSink(db))
-    cluster_main(flow, [], 0, worker_count_per_proc=workers)
+    entry_point(flow)
 
     with psycopg.connect(new_database(migrated=True), autocommit=True, row_factory=dict_row) as direct:
         write_events(direct, events)
