@@ -63,6 +63,16 @@ def dataflow(
 
 
 @app.command()
+def dispatcher() -> None:
+    """Send the commands of worktool.commands to WorkTool (sendRawMessage) and the phone/SMS webhooks
+    under WorkTool's rate limit; write each answer to worktool.raw (uses KAFKA_BOOTSTRAP_SERVERS,
+    REDIS_URL, WORKTOOL_API_BASE_URL)."""
+    from commands.dispatcher import cli_dispatcher
+
+    raise typer.Exit(cli_dispatcher())
+
+
+@app.command()
 def console(
     host: Annotated[str | None, typer.Option(help="Listen address (default WORKTOOL_API_HOST).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default WORKTOOL_API_PORT, 8081).")] = None,

@@ -97,6 +97,32 @@ class Settings(BaseSettings):
     llm_timeout_s: float = Field(default=8.0, alias="WORKTOOL_LLM_TIMEOUT_S")
     llm_max_in_flight: int = Field(default=8, alias="WORKTOOL_LLM_MAX_IN_FLIGHT")
 
+    # Dispatcher (dispatcher/): sends worktool.commands to WorkTool's sendRawMessage and to the phone/SMS
+    # webhooks, and writes each answer to worktool.raw as an `accepted` record.
+    dispatcher_group: str = Field(default="worktool-dispatcher", alias="WORKTOOL_DISPATCHER_GROUP")
+    phone_webhook_url: str | None = Field(default=None, alias="WORKTOOL_PHONE_WEBHOOK_URL", repr=False)
+    sms_webhook_url: str | None = Field(default=None, alias="WORKTOOL_SMS_WEBHOOK_URL", repr=False)
+    # WorkTool allows 60 requests per minute per source IP: every dispatcher process shares one Redis
+    # limiter (the key), and each request (retries included) spends one of the requests per window.
+    # The margin widens the window so that network jitter cannot squeeze N+1 requests into one window
+    # as WorkTool sees them.
+    dispatch_rate_requests: int = Field(default=60, gt=0, alias="WORKTOOL_DISPATCH_RATE_REQUESTS")
+    dispatch_rate_window_s: float = Field(default=60.0, gt=0, alias="WORKTOOL_DISPATCH_RATE_WINDOW_S")
+    dispatch_rate_margin_s: float = Field(default=1.0, ge=0, alias="WORKTOOL_DISPATCH_RATE_MARGIN_S")
+    dispatch_rate_key: str = Field(default="worktool:dispatcher:rate", alias="WORKTOOL_DISPATCH_RATE_KEY")
+    dispatch_batch_size: int = Field(default=100, ge=1, le=100, alias="WORKTOOL_DISPATCH_BATCH_SIZE")
+    # Tries per request on HTTP 429 and network errors (exponential backoff from dispatch_backoff_s,
+    # or Retry-After, capped at dispatch_max_backoff_s).
+    dispatch_max_tries: int = Field(default=3, ge=1, alias="WORKTOOL_DISPATCH_MAX_TRIES")
+    dispatch_backoff_s: float = Field(default=1.0, ge=0, alias="WORKTOOL_DISPATCH_BACKOFF_S")
+    dispatch_max_backoff_s: float = Field(default=60.0, ge=0, alias="WORKTOOL_DISPATCH_MAX_BACKOFF_S")
+    dispatch_timeout_s: float = Field(default=10.0, gt=0, alias="WORKTOOL_DISPATCH_TIMEOUT_S")
+    # How long a command id stays claimed in Redis (the idempotency key checked before every send).
+    dispatch_claim_ttl_s: int = Field(default=7 * 24 * 3600, gt=0, alias="WORKTOOL_DISPATCH_CLAIM_TTL_S")
+    # Prometheus metrics (loopback unless set otherwise, e.g. in a container); port 0 turns them off.
+    dispatcher_metrics_host: str = Field(default="127.0.0.1", alias="WORKTOOL_DISPATCHER_METRICS_HOST")
+    dispatcher_metrics_port: int = Field(default=9108, ge=0, alias="WORKTOOL_DISPATCHER_METRICS_PORT")
+
     def as_env(self) -> dict[str, str]:
         """These settings as environment variables (for a child process that reads its settings from the
         environment); unset ones are left out."""

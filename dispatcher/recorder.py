@@ -1,0 +1,68 @@
+"""Writes the outside world's answers to worktool.raw as `accepted` raw records, waiting for the broker's
+acknowledgement (acks=all): only then may the dispatcher mark the commands done and commit."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from dispatcher import metrics
+from worktool.models import AcceptedBody, RawRecord, raw_record_key, utc_now
+
+log = logging.getLogger(__name__)
+
+# How long to keep trying once a stop was asked for, before giving up (the claims keep the answer:
+# a restarted dispatcher writes the record then).
+GIVE_UP_AFTER_STOP_S = 30.0
+
+
+class RecordNotWritten(RuntimeError):
+    """The broker did not take the accepted record and the dispatcher is stopping."""
+
+
+class AcceptedRecorder:
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self._topic = topic
+        self._producer = Producer(
+            {
+                "bootstrap.servers": bootstrap,
+                "acks": "all",
+                "enable.idempotence": True,
+                "linger.ms": 0,
+                "message.timeout.ms": 30000,  # an unreachable broker surfaces as an error, then is retried
+            }
+        )
+
+    def record(self, robot_id: str, body: AcceptedBody, stopping: Callable[[], bool]) -> RawRecord:
+        """Write one accepted record and wait for its acknowledgement, retrying until the broker takes
+        it; raises RecordNotWritten when stopping and the broker still does not answer."""
+        record = RawRecord(
+            kind="accepted", robot_id=robot_id, received_at=utc_now(), body=body.model_dump(mode="json")
+        )
+        value = record.to_json()
+        key = raw_record_key("accepted", robot_id, record.body).encode()
+        stop_seen_at: float | None = None
+        while True:
+            outcome: list[KafkaError | None] = []
+
+            def delivered(err: KafkaError | None, _msg: Message, outcome: list = outcome) -> None:
+                outcome.append(err)
+
+            self._producer.produce(self._topic, value, key, on_delivery=delivered)
+            while not outcome:
+                self._producer.flush(1.0)
+                if stopping():
+                    stop_seen_at = stop_seen_at or time.monotonic()
+                    if time.monotonic() - stop_seen_at > GIVE_UP_AFTER_STOP_S:
+                        raise RecordNotWritten("the broker did not acknowledge an accepted record")
+            if outcome[0] is None:
+                return record
+            metrics.RECORD_ERRORS.inc()
+            log.error("accepted record not written (%s); retrying", outcome[0])
+            time.sleep(1.0)
+
+    def close(self) -> None:
+        self._producer.flush(10)
