@@ -31,6 +31,15 @@ from worktool.models import AcceptedBody, ResultCallback
 
 RESULT_DUE = "command_result_due"
 UNKNOWN_AFTER_RESTART = -2  # errorCode of an accepted record whose outcome the dispatcher lost
+# Pseudo-robots the dispatcher records webhook sends and robot-less commands under: no health.
+NOT_ROBOTS = ("webhook:", "dispatcher:")
+RECENT_KEPT = 512  # commands remembered after their end, so a repeated accepted record changes nothing
+
+
+def robot_fault(code: int) -> bool:
+    """Whether a failed submission says something about the robot: WorkTool's own error codes do
+    (101011, 201102, ...); an HTTP status, a refused connection or "not called" (negative) do not."""
+    return code >= 1000
 
 
 @dataclass(slots=True)
@@ -43,6 +52,7 @@ class RobotLedger:
     band: str = "healthy"
     waiting: dict[str, tuple[str, int]] = field(default_factory=dict)  # command -> (messageId, timer)
     batches: dict[str, list[str]] = field(default_factory=dict)  # messageId -> commands still unresolved
+    ended: list[str] = field(default_factory=list)  # the latest commands that reached their end
 
     def snapshot(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
@@ -70,15 +80,16 @@ class CommandTracker:
         body: AcceptedBody,
         at: datetime,
     ) -> list[MonitorEvent]:
+        # The dispatcher may record the same answer twice (a crash between its record and its commit).
+        fresh = [c for c in body.commandIds if c not in ledger.waiting and c not in ledger.ended]
         if body.errorCode != 0:
             status = "unknown" if body.errorCode == UNKNOWN_AFTER_RESTART else "failed"
-            out = [
-                self._result(c, status, body.errorCode, body.errorReason, at, robot_id)
-                for c in body.commandIds
-            ]
-            return out + (self._outcome(ledger, False, at, robot_id) if status == "failed" else [])
+            out = [self._result(c, status, body.errorCode, body.errorReason, at, robot_id) for c in fresh]
+            self._end(ledger, fresh)
+            faulty = bool(fresh) and (status == "unknown" or robot_fault(body.errorCode))
+            return out + (self._outcome(ledger, False, at, robot_id) if faulty else [])
         out: list[MonitorEvent] = []
-        for command_id in body.commandIds:
+        for command_id in fresh:
             data = CommandSent.make(
                 command_id=command_id, robot_id=robot_id, worktool_message_id=body.messageId or None
             )
@@ -88,9 +99,14 @@ class CommandTracker:
                 ledger.waiting[command_id] = (body.messageId, timer)
             else:  # phone and SMS webhooks call nothing back: accepted is their end
                 out.append(self._result(command_id, "completed", 0, "", at, robot_id))
-        if body.channel == "wecom" and body.messageId:
-            ledger.batches.setdefault(body.messageId, []).extend(body.commandIds)
+                self._end(ledger, [command_id])
+        if body.channel == "wecom" and body.messageId and fresh:
+            ledger.batches.setdefault(body.messageId, []).extend(fresh)
         return out
+
+    @staticmethod
+    def _end(ledger: RobotLedger, commands: list[str]) -> None:
+        ledger.ended = [*ledger.ended, *commands][-RECENT_KEPT:]
 
     def result(
         self, ledger: RobotLedger, clock: ShardClock, robot_id: str, body: ResultCallback, at: datetime
@@ -101,6 +117,7 @@ class CommandTracker:
         command_id = pending.pop(0)
         if not pending:
             del ledger.batches[body.messageId]
+        self._end(ledger, [command_id])
         _, timer = ledger.waiting.pop(command_id, ("", None))
         if timer is not None:
             clock.cancel(timer)
@@ -127,6 +144,7 @@ class CommandTracker:
             ledger.waiting[command_id] = (entry[0], next_timer)
             return [data.at(timer.due, robot_id=robot_id)]
         del ledger.waiting[command_id]
+        self._end(ledger, [command_id])
         batch = ledger.batches.get(entry[0])
         if batch is not None and command_id in batch:
             batch.remove(command_id)
@@ -148,6 +166,8 @@ class CommandTracker:
     # -- health --------------------------------------------------------------------------------
 
     def _outcome(self, ledger: RobotLedger, ok: bool, at: datetime, robot_id: str) -> list[MonitorEvent]:
+        if robot_id.startswith(NOT_ROBOTS):
+            return []
         if ok:
             ledger.consecutive = 0
         else:
@@ -158,6 +178,8 @@ class CommandTracker:
 
     def status(self, ledger: RobotLedger, online: bool, at: datetime, robot_id: str) -> list[MonitorEvent]:
         ledger.online = online
+        if robot_id.startswith(NOT_ROBOTS):
+            return []
         return self.health(ledger, at, robot_id)
 
     def score(self, ledger: RobotLedger, at: datetime) -> float:

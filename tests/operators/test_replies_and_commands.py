@@ -254,10 +254,29 @@ def test_a_failed_submission_fails_its_commands_and_a_lost_outcome_is_unknown(st
 
 
 def test_health_falling_to_critical_raises_robot_fault_and_offline_scores_zero(step) -> None:
-    for i in range(3):
-        step.on_item(accepted(DAY + timedelta(seconds=i), "", f"c{i}", code=500, reason="HTTP 500"))
+    for i in range(3):  # WorkTool refusing the sends: its own error code
+        step.on_item(accepted(DAY + timedelta(seconds=i), "", f"c{i}", code=101013, reason="no permission"))
     fault = [e for e in step.sessions["robot:wt_day"].alerts.values() if e.alert_type == "robot_fault"]
     assert fault and fault[0].level == 3 and fault[0].message_content.startswith("健康分")
     out = step.on_item(RobotRecord("offline", "wt_night", DAY))
     [health] = events(out, "robot_health")
     assert (health.data.score, health.data.online) == (0, False)
+
+
+def test_failures_that_are_not_the_robots_do_not_touch_its_health(step) -> None:
+    """A rate limit, an HTTP error of the API, a refused connection or a command never sent say nothing
+    about the robot; a phone or SMS webhook is no robot at all."""
+    for code in (429, 503, -1, -3):
+        out = step.on_item(accepted(DAY, "", f"c{code}", code=code, reason="not the robot"))
+        assert events(out, "command_result") and events(out, "robot_health") == []
+    body = AcceptedBody(messageId="", commandIds=["p1"], errorCode=500, errorReason="down", channel="phone")
+    assert events(step.on_item(RobotRecord("accepted", "webhook:phone", DAY, body)), "robot_health") == []
+
+
+def test_an_answer_recorded_twice_changes_nothing_the_second_time(step) -> None:
+    step.on_item(accepted(DAY, "5050", "c1"))
+    assert events(step.on_item(accepted(DAY + timedelta(seconds=1), "5050", "c1")), "command_sent") == []
+    step.on_item(result(DAY + timedelta(seconds=5), "5050"))
+    again = step.on_item(accepted(DAY + timedelta(seconds=6), "5050", "c1"))
+    assert [e.event for e in again] == ["command_callback"]  # the raw answer is recorded; nothing else
+    assert events(step.on_item(Tick(DAY + timedelta(minutes=10))), "command_result") == []
