@@ -67,7 +67,7 @@ BACKOFF_MAX_S = 30.0
 STABLE_AFTER_S = 60.0
 
 SERVERS = ("postgres", "kafka", "redis")  # start order; stopped in reverse
-APPS = ("dataflow", "gateway", "console")  # start order
+APPS = ("dataflow", "gateway", "console", "dispatcher")  # start order
 
 # The environment a Python child (gateway, dataflow) may inherit from `up`: basics, then every variable
 # that worktool/settings.py reads, minus the other child's secrets. Anything else (cloud credentials,
@@ -87,6 +87,9 @@ SECRET_OWNERS: dict[str, frozenset[str]] = {
     "WORKTOOL_API_TOKEN": frozenset({"console"}),
     "WORKTOOL_JWT_SECRET": frozenset({"console"}),
     "WORKTOOL_SECRETS_KEY": frozenset({"console"}),  # the dataflow too, once it reads the stored LLM keys
+    # Webhook URLs may carry their provider's credentials.
+    "WORKTOOL_PHONE_WEBHOOK_URL": frozenset({"dispatcher"}),
+    "WORKTOOL_SMS_WEBHOOK_URL": frozenset({"dispatcher"}),
 }
 SETTINGS_ENV_NAMES = frozenset(field.alias or name.upper() for name, field in Settings.model_fields.items())
 
@@ -152,6 +155,8 @@ class Stack:
         self.states: dict[str, ChildState] = {}
         self.dataflow_metrics_port = settings.dataflow_metrics_port or free_port()
         self.api_port = settings.api_port
+        self.dispatcher_metrics_port = free_port()
+        self.worktool_api_url: str | None = None  # None: the dispatcher sends to WORKTOOL_API_BASE_URL
 
     @property
     def local_host(self) -> str:
@@ -235,6 +240,8 @@ class Stack:
             ("dataflow", signal.SIGINT, DATAFLOW_STOP_S),
             ("gateway", signal.SIGTERM, GATEWAY_STOP_S),
             ("console", signal.SIGTERM, GATEWAY_STOP_S),
+            # SIGTERM lets it finish, record and commit the request in flight.
+            ("dispatcher", signal.SIGTERM, DATAFLOW_STOP_S),
         ):
             log.info("starting %s", name)
             self.apps[name] = ChildProcess(
@@ -268,6 +275,10 @@ class Stack:
             env["WORKTOOL_STACK_INFO"] = str(self.info_path)
         elif name == "console":
             env["WORKTOOL_API_PORT"] = str(self.api_port)
+        elif name == "dispatcher":
+            env["WORKTOOL_DISPATCHER_METRICS_PORT"] = str(self.dispatcher_metrics_port)
+            if self.worktool_api_url is not None:
+                env["WORKTOOL_API_BASE_URL"] = self.worktool_api_url
         elif name == "dataflow":
             env["WORKTOOL_DATAFLOW_METRICS_PORT"] = str(self.dataflow_metrics_port)
             env.setdefault("WORKTOOL_DATAFLOW_METRICS_HOST", "127.0.0.1")
@@ -448,6 +459,8 @@ class Stack:
         row("gateway", "gateway", f"{self.http_url}  (webhooks, /healthz, /metrics)")
         row("dataflow", "dataflow", f"bytewax, recovery/ in data dir; metrics {self.dataflow_metrics_url}")
         row("console", "console", f"{self.console_url}  (live monitor page, API docs at /docs)")
+        sends_to = self.worktool_api_url or self.settings.api_base_url
+        row("dispatcher", "dispatcher", f"commands -> {sends_to}; metrics :{self.dispatcher_metrics_port}")
         row("broker", "kafka", self.kafka_url or "")
         row("database", "postgres", redact_url(self.database_url or ""))
         row("redis", "redis", self.redis_url or "")
@@ -485,6 +498,13 @@ def run_up(demo: bool, data_dir: Path | None) -> int:
     _setup_logging(console)
 
     stack = Stack(settings)
+    sandbox = None
+    if demo:  # the demo's commands go to a local stand-in for WorkTool, never to the internet
+        from commands.sandbox import SandboxWorkTool
+
+        sandbox = SandboxWorkTool(stack.http_url).start()
+        stack.worktool_api_url = sandbox.url
+        log.info("demo: the dispatcher sends to a local WorkTool sandbox at %s", sandbox.url)
     previous = {s: signal.signal(s, _raise_shutdown) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     code = 0
     try:
@@ -510,6 +530,8 @@ def run_up(demo: bool, data_dir: Path | None) -> int:
             signal.signal(s, signal.SIG_IGN)
         started = time.monotonic()
         stack.stop()
+        if sandbox is not None:
+            sandbox.stop()
         log.info("stopped in %.1f s", time.monotonic() - started)
         for s, handler in previous.items():
             signal.signal(s, handler)

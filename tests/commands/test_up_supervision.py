@@ -367,7 +367,7 @@ def test_children_get_only_the_environment_they_need(stack: RunningStack) -> Non
         return dict(item.split("=", 1) for item in raw.split("\0") if "=" in item)
 
     processes = stack.info["processes"]
-    assert set(processes) == {"postgres", "kafka", "redis", "dataflow", "gateway", "console"}
+    assert set(processes) == {"postgres", "kafka", "redis", "dataflow", "gateway", "console", "dispatcher"}
     secrets = {LLM_KEY, TOKEN, METRICS_TOKEN}
     for name in ("postgres", "kafka"):  # (redis overwrites its environment with its process title)
         env = environ(processes[name]["pid"])
