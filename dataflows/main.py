@@ -14,7 +14,7 @@ from classifiers import build_classifier, call_log_events
 from dataflows.flow import FlowOptions, FlowSinks, build_flow
 from dataflows.sources import TickSource
 from sinks.heartbeat import HeartbeatSink
-from sinks.kafka import ModelKafkaSink
+from sinks.kafka import DeadLetters, ModelKafkaSink
 from worktool.config import load_config
 from worktool.settings import get_settings
 
@@ -40,9 +40,14 @@ def live_flow() -> Dataflow:
         add_config={"session.timeout.ms": "6000", "fetch.wait.max.ms": "50"},
     )
     ticks = TickSource(timedelta(seconds=settings.tick_interval_s), timedelta(seconds=settings.tick_lag_s))
+    limits = settings.limits
+    dead_letters = DeadLetters(bootstrap, settings.topic_dlq, limits)  # the sinks' poison records
     sinks = FlowSinks(
-        events=[ModelKafkaSink(bootstrap, settings.topic_monitor), PostgresEventSink(settings.database_url)],
-        dlq=[ModelKafkaSink(bootstrap, settings.topic_dlq)],
+        events=[
+            ModelKafkaSink(bootstrap, settings.topic_monitor, limits, dead_letters=dead_letters),
+            PostgresEventSink(settings.database_url, dead_letters=dead_letters),
+        ],
+        dlq=[ModelKafkaSink(bootstrap, settings.topic_dlq, limits)],
         heartbeat=[HeartbeatSink(settings.redis_url)],
     )
     log.info(
