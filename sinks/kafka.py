@@ -16,6 +16,7 @@ At least once, and never stopped by one record or by an outage (`KafkaWriter`):
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,29 @@ from worktool.models import DlqRecord, utc_now
 from worktool.settings import RecordLimits, default_limits
 
 log = logging.getLogger(__name__)
+kafka_log = logging.getLogger("sinks.kafka.librdkafka")  # librdkafka's own log lines
+
+
+class _OncePerInterval(logging.Filter):
+    """librdkafka logs every failed reconnect (several a second while the broker is down): keep one
+    line per facility and client every INTERVAL_S; the sink's own lines say that it waits."""
+
+    INTERVAL_S = 30.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last: dict[tuple[object, ...], float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key = tuple(record.args[:2]) if isinstance(record.args, tuple) else (record.msg,)
+        now = time.monotonic()
+        if now - self._last.get(key, float("-inf")) < self.INTERVAL_S:
+            return False
+        self._last[key] = now
+        return True
+
+
+kafka_log.addFilter(_OncePerInterval())
 
 # Deliveries fail after this long, so an outage shows up (and is logged) instead of records sitting in
 # librdkafka's queue for its default of five minutes.
@@ -73,6 +97,7 @@ def producer_config(bootstrap: str, limits: RecordLimits | None = None, **extra:
         # A metadata request would make Tansu create a missing topic with one partition, for good; the
         # gateway's drainer (infra.kafka_admin) recreates topics, this sink waits for them.
         "allow.auto.create.topics": False,
+        "log.connection.close": False,
         **extra,
     }
 
@@ -240,7 +265,7 @@ class KafkaWriter:
     def _current_producer(self) -> Producer:
         if self._producer is None:
             self._fatal = None
-            self._producer = Producer({**self._config, "error_cb": self._on_error})
+            self._producer = Producer({**self._config, "error_cb": self._on_error, "logger": kafka_log})
         return self._producer
 
     def _on_error(self, error: KafkaError) -> None:
