@@ -8,11 +8,16 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 
 WORKDIR /app
 COPY pyproject.toml README.md ./
+# Every package of pyproject.toml (the `worktool` command is commands.cli); secrets (.env) stay out
+# (.dockerignore) and come from the environment at run time.
 COPY worktool ./worktool
-COPY dataflows ./dataflows
 COPY operators ./operators
-COPY gateway ./gateway
+COPY infra ./infra
+COPY classifiers ./classifiers
 COPY sinks ./sinks
+COPY gateway ./gateway
+COPY dataflows ./dataflows
+COPY commands ./commands
 COPY migrations ./migrations
 COPY config ./config
 RUN pip install .

@@ -1,5 +1,5 @@
 """Generate commands/data/sample_day.jsonl: one working day (Asia/Shanghai) of four WeCom customer
-groups of a 视频号 operations agency, as raw records in the DESIGN.md archive format.
+groups of a 视频号 operations agency, as raw records in the archive format (RawRecord).
 
 Deterministic (fixed seed). Run: `python benchmarks/make_sample_day.py [OUT]`.
 The rosters match config/business.example.yaml.
@@ -139,7 +139,8 @@ def robot_says(
         title = GROUPS[group][1]
     content = " ".join(f"@{m}" for m in mentions) + (" " if mentions else "") + text
     raw_msg = orjson.dumps({"titleList": [title], "receivedContent": content, "type": 203}).decode()
-    add(dt, "accepted", robot, {"messageId": message_id, "errorCode": 0, "errorReason": "",
+    add(dt, "accepted", robot, {"messageId": message_id, "commandIds": [f"cmd_sample_{message_id[-6:]}"],
+                                "errorCode": 0, "errorReason": "", "channel": "wecom",
                                 "message": "指令已加入代发队列中！", "type": 203, "rawMsg": raw_msg})  # fmt: skip
     sent = dt + timedelta(seconds=rng.uniform(6, 40))
     if not fail and group is not None:

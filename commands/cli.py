@@ -18,6 +18,11 @@ migrate_app = typer.Typer(
     help="Database migrations (numbered SQL files in migrations/).", no_args_is_help=True
 )
 app.add_typer(migrate_app, name="migrate")
+alerts_app = typer.Typer(
+    help="Manual alert actions, written to the control topic like the console API's (no API needed).",
+    no_args_is_help=True,
+)
+app.add_typer(alerts_app, name="alerts")
 
 
 @app.command()
@@ -50,6 +55,39 @@ def dataflow(
     from dataflows.runner import run_live
 
     raise typer.Exit(run_live(workers=workers))
+
+
+@app.command()
+def console(
+    host: Annotated[str | None, typer.Option(help="Listen address (default WORKTOOL_API_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default WORKTOOL_API_PORT, 8081).")] = None,
+) -> None:
+    """Serve the console API (manual alert actions; OpenAPI at /docs). Bearer token WORKTOOL_API_TOKEN;
+    without one it listens on loopback only."""
+    from commands.alerts import cli_console
+
+    raise typer.Exit(cli_console(host, port))
+
+
+ReasonOption = Annotated[str, typer.Option("--reason", help="Why (kept with the alert).")]
+ActorOption = Annotated[str, typer.Option("--actor", help="Who asks (an operator's name).")]
+AlertIdArgument = Annotated[str, typer.Argument(help="The alert's id (alert_history.alert_id).")]
+
+
+@alerts_app.command("cancel")
+def alerts_cancel(alert_id: AlertIdArgument, reason: ReasonOption, actor: ActorOption) -> None:
+    """Cancel an open alert (uses DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS)."""
+    from commands.alerts import cli_alert_action
+
+    raise typer.Exit(cli_alert_action("cancel_alert", alert_id, reason=reason, actor=actor))
+
+
+@alerts_app.command("escalate")
+def alerts_escalate(alert_id: AlertIdArgument, reason: ReasonOption, actor: ActorOption) -> None:
+    """Raise an open alert one level, up to level 4 (uses DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS)."""
+    from commands.alerts import cli_alert_action
+
+    raise typer.Exit(cli_alert_action("escalate_alert", alert_id, reason=reason, actor=actor))
 
 
 @migrate_app.command("up")
@@ -89,11 +127,18 @@ def replay(
     progress: Annotated[
         bool | None, typer.Option(help="Progress bar (default: when stderr is a terminal).")
     ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            help="After the archive, advance the clock to this ISO-8601 time (with offset) so that "
+            "what is due by then fires (expiries, escalation windows)."
+        ),
+    ] = None,
 ) -> None:
     """Run the dataflow over an archive in event time; write the monitor events as JSONL."""
-    from commands.replay import cli_replay
+    from commands.replay import cli_replay, parse_until
 
-    raise typer.Exit(cli_replay(file, out, progress))
+    raise typer.Exit(cli_replay(file, out, progress, parse_until(until)))
 
 
 @app.command()
@@ -130,6 +175,19 @@ def accuracy(
     from commands.classify import cli_accuracy
 
     raise typer.Exit(cli_accuracy(dataset, roster, errors))
+
+
+@app.command()
+def schema(
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Directory for the schema files (created if missing).")
+    ] = Path("schemas"),
+) -> None:
+    """Write the JSON Schema of every monitor event (<event>.schema.json) and of the raw record
+    (raw_record.schema.json)."""
+    from commands.schema import cli_schema
+
+    raise typer.Exit(cli_schema(out))
 
 
 if __name__ == "__main__":

@@ -6,14 +6,17 @@ from __future__ import annotations
 import sys
 import time
 from contextlib import ExitStack, nullcontext
+from datetime import datetime
 from pathlib import Path
 
+import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from classifiers import ClassifierUnavailable
-from dataflows.replay import dump_topic, replay_archive
+from dataflows.replay import dump_topics, replay_archive
 from worktool.config import ConfigError
+from worktool.models import to_utc
 from worktool.settings import get_settings
 
 err = Console(stderr=True)
@@ -32,7 +35,19 @@ def _progress(enabled: bool) -> Progress | nullcontext:
     )
 
 
-def cli_replay(file: Path, out: Path | None, progress: bool | None) -> int:
+def parse_until(value: str | None) -> datetime | None:
+    """`--until`: an ISO-8601 time with its UTC offset ("2026-02-11T00:00:00+08:00" or "...Z")."""
+    if value is None:
+        return None
+    try:
+        return to_utc(value)
+    except ValueError as e:
+        raise typer.BadParameter(
+            f"{value!r}: {e} (e.g. 2026-02-11T00:00:00+08:00)", param_hint="--until"
+        ) from e
+
+
+def cli_replay(file: Path, out: Path | None, progress: bool | None, until: datetime | None = None) -> int:
     show = sys.stderr.isatty() if progress is None else progress
     started = time.perf_counter()
     try:
@@ -45,6 +60,7 @@ def cli_replay(file: Path, out: Path | None, progress: bool | None) -> int:
                 stream,
                 on_start=(lambda n: bar.update(task, total=n)) if bar is not None else None,
                 on_progress=(lambda n: bar.advance(task, n)) if bar is not None else None,
+                until=until,
             )
     except (ConfigError, ClassifierUnavailable) as e:
         err.print(f"[red]{e}[/red]")
@@ -63,11 +79,11 @@ def cli_archive(out: Path) -> int:
         return 2
     with out.open("wb") as f, _progress(sys.stderr.isatty()) as bar:
         task = bar.add_task("archive", total=None) if bar is not None else None
-        n = dump_topic(
+        n = dump_topics(
             settings.kafka_bootstrap_servers,
-            settings.topic_raw,
+            [settings.topic_raw, settings.topic_control],
             f,
             on_record=(lambda: bar.advance(task)) if bar is not None else None,
         )
-    err.print(f"archived {n} records from {settings.topic_raw} to {out}")
+    err.print(f"archived {n} records from {settings.topic_raw} and {settings.topic_control} to {out}")
     return 0

@@ -2,8 +2,19 @@
 
 Start order: embedded PostgreSQL, broker, Redis (each skipped when its URL is set), topics, migrations,
 then the dataflow and the gateway as child processes that get the resolved URLs through the environment.
-Supervision is deliberately simple: if any child dies, everything stops and `up` exits non-zero.
 Ctrl-C / SIGTERM stop the gateway first (no new input), then the dataflow, then Redis, broker, PostgreSQL.
+
+Supervision: intake never depends on the rest. A child that dies (dataflow, broker, database, Redis, or
+the gateway itself) is restarted with capped exponential back-off (0.5 s doubling to 30 s; reset after a
+minute of running) and never given up on; each death is logged with its exit code and log file, and
+stack.json (which the gateway's /healthz reads) shows every child's state and restart count. An embedded
+server restarts on the same port with the same data directory. The embedded broker is memory-only, so a
+restarted one is empty: the topics are re-created and the dataflow restarts from scratch
+(`_forget_recovery_state`), while the gateway's spool holds what arrived meanwhile. The dataflow is only
+restarted once the servers it needs are up again; the gateway never waits for anything.
+
+Children get only the environment they need: the embedded servers nothing but PATH and locale
+(infra.embedded.server_env), the gateway no LLM key, the dataflow no webhook or metrics token.
 
 Every child is a direct child in its own process group, so a terminal's Ctrl-C reaches only this
 supervisor, which then stops the children in that order; if the supervisor itself is killed, the kernel
@@ -20,6 +31,8 @@ import signal
 import sys
 import threading
 import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -33,7 +46,9 @@ from infra.embedded import (
     EmbeddedPostgres,
     EmbeddedRedis,
     EmbeddedServer,
+    free_port,
     port_open,
+    redact_url,
 )
 from infra.kafka_admin import ensure_topics, topic_plan
 from worktool.settings import Settings
@@ -41,18 +56,81 @@ from worktool.settings import Settings
 log = logging.getLogger("worktool.up")
 
 HEALTH_TIMEOUT_S = 90.0
-SUPERVISE_INTERVAL_S = 0.5
+SUPERVISE_INTERVAL_S = 0.25
 # Per-child stop budgets; together they stay under the 20 s promised for a full shutdown.
 GATEWAY_STOP_S = 4.0
 DATAFLOW_STOP_S = 6.0
+# Restart back-off: first retry after BACKOFF_INITIAL_S, doubling per consecutive failure up to
+# BACKOFF_MAX_S; a child that ran STABLE_AFTER_S since its last start starts over at the initial delay.
+BACKOFF_INITIAL_S = 0.5
+BACKOFF_MAX_S = 30.0
+STABLE_AFTER_S = 60.0
+
+SERVERS = ("postgres", "kafka", "redis")  # start order; stopped in reverse
+APPS = ("dataflow", "gateway")  # start order; stopped in reverse
+
+# The environment a Python child (gateway, dataflow) may inherit from `up`: basics, then every variable
+# that worktool/settings.py reads, minus the other child's secrets. Anything else (cloud credentials,
+# shell history settings, ...) stays with `up`.
+BASIC_ENV_NAMES = frozenset(
+    {"PATH", "HOME", "USER", "LOGNAME", "LANG", "TZ", "TMPDIR", "XDG_RUNTIME_DIR", "VIRTUAL_ENV",
+     "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE",
+     "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy"}
+)  # fmt: skip
+BASIC_ENV_PREFIXES = ("LC_", "PYTHON", "BYTEWAX_", "RUST_")
+# Which child may see which secret; a secret goes to its owners only (a new child gets none until listed).
+SECRET_OWNERS: dict[str, frozenset[str]] = {
+    "WORKTOOL_LLM_API_KEY": frozenset({"dataflow"}),
+    "WORKTOOL_WEBHOOK_TOKENS": frozenset({"gateway"}),
+    "WORKTOOL_WEBHOOK_TOKENS_FILE": frozenset({"gateway"}),
+    "WORKTOOL_METRICS_TOKEN": frozenset({"gateway"}),
+    "WORKTOOL_API_TOKEN": frozenset({"api"}),  # the console API, once `up` serves it
+}
+SETTINGS_ENV_NAMES = frozenset(field.alias or name.upper() for name, field in Settings.model_fields.items())
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "exited"
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def backoff_delay(failures: int) -> float:
+    """Seconds before restart attempt number `failures` (1, 2, ...) of a crash loop."""
+    return min(BACKOFF_MAX_S, BACKOFF_INITIAL_S * 2 ** max(0, failures - 1))
+
+
+@dataclass
+class ChildState:
+    """Restart bookkeeping of one supervised child."""
+
+    name: str
+    restarts: int = 0  # successful restarts since `up` started
+    failures: int = 0  # consecutive deaths/failed restarts since it last ran STABLE_AFTER_S
+    started_at: float = 0.0  # monotonic
+    retry_at: float | None = None  # monotonic; set while the child is down
+    last_exit: str | None = None
+
+    def as_info(self, running: bool, pid: int | None) -> dict[str, object]:
+        info: dict[str, object] = {
+            "state": "running" if running else "restarting",
+            "pid": pid if running else None,
+            "restarts": self.restarts,
+            "last_exit": self.last_exit,
+        }
+        if not running and self.retry_at is not None:
+            due = datetime.now(UTC) + timedelta(seconds=max(0.0, self.retry_at - time.monotonic()))
+            info["retry_at"] = due.isoformat(timespec="seconds").replace("+00:00", "Z")
+        return info
 
 
 class Shutdown(Exception):  # noqa: N818 (a request, not an error)
     """Ctrl-C, SIGTERM or SIGHUP: stop everything and exit 0."""
-
-
-class ChildDied(RuntimeError):
-    """A supervised process exited on its own."""
 
 
 def _raise_shutdown(signum: int, _frame: object) -> None:
@@ -69,6 +147,8 @@ class Stack:
         self.redis_url = settings.redis_url
         self.servers: dict[str, EmbeddedServer] = {}
         self.apps: dict[str, ChildProcess] = {}
+        self.states: dict[str, ChildState] = {}
+        self.dataflow_metrics_port = settings.dataflow_metrics_port or free_port()
 
     @property
     def local_host(self) -> str:
@@ -82,10 +162,17 @@ class Stack:
 
     # -- start --------------------------------------------------------------------------------
 
+    @property
+    def dataflow_metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.dataflow_metrics_port}/metrics"
+
     def start_services(self) -> None:
-        # Fail before starting anything when the gateway could not bind.
+        # Fail before starting anything when the gateway could not bind or would refuse its tokens.
         if port_open(self.local_host, self.settings.http_port):
             raise RuntimeError(f"port {self.settings.http_port} is in use: set WORKTOOL_HTTP_PORT")
+        from gateway.auth import load_webhook_tokens
+
+        load_webhook_tokens(self.settings)
         for sub in ("logs", "spool"):
             (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
         if not self.database_url:
@@ -112,12 +199,14 @@ class Stack:
         log.info("starting embedded %s", server.name)
         self.servers[server.name] = server  # before start(): a signal during the start still stops it
         server.start()
+        self.states[server.name] = ChildState(server.name, started_at=time.monotonic())
         return server.url
 
     def _forget_recovery_state(self) -> None:
         """The embedded broker keeps records in memory only, so it always starts empty. The dataflow's
         recovery snapshots hold offsets into the previous broker's topics; resuming from them would skip
-        (or wait for) records that no longer exist. Start the dataflow from scratch instead."""
+        (or wait for) records that no longer exist. Start the dataflow from scratch instead.
+        Called at start and after every restart of the embedded broker (the dataflow is stopped then)."""
         recovery = self.settings.recovery_dir.resolve()
         if recovery.exists():
             shutil.rmtree(recovery)
@@ -128,7 +217,6 @@ class Stack:
             )
 
     def start_apps(self) -> None:
-        env = self.child_env()
         # The dataflow first: the gateway's /healthz waits for its heartbeat anyway.
         for name, stop_signal, stop_s in (
             # SIGINT is bytewax's graceful stop (KeyboardInterrupt between batches).
@@ -142,11 +230,18 @@ class Stack:
                 self.logs_dir / f"{name}.log",
                 stop_signal=stop_signal,
                 stop_timeout_s=stop_s,
-                env=env,
+                env=self.child_env(name),
             ).start()
+            self.states[name] = ChildState(name, started_at=time.monotonic())
 
-    def child_env(self) -> dict[str, str]:
-        env = dict(os.environ)
+    def child_env(self, name: str) -> dict[str, str]:
+        """The environment of a Python child: basics and settings, and only the secrets it owns."""
+        env = {
+            key: value
+            for key, value in os.environ.items()
+            if (key in BASIC_ENV_NAMES or key.startswith(BASIC_ENV_PREFIXES) or key in SETTINGS_ENV_NAMES)
+            and name in SECRET_OWNERS.get(key, frozenset({name}))
+        }
         env.update(
             KAFKA_BOOTSTRAP_SERVERS=self.kafka_url or "",
             DATABASE_URL=self.database_url or "",
@@ -156,6 +251,11 @@ class Stack:
             WORKTOOL_HTTP_PORT=str(self.settings.http_port),
             PYTHONUNBUFFERED="1",  # logs reach the file as they happen
         )
+        if name == "gateway":
+            env["WORKTOOL_STACK_INFO"] = str(self.info_path)
+        elif name == "dataflow":
+            env["WORKTOOL_DATAFLOW_METRICS_PORT"] = str(self.dataflow_metrics_port)
+            env.setdefault("WORKTOOL_DATAFLOW_METRICS_HOST", "127.0.0.1")
         return env
 
     @property
@@ -163,53 +263,150 @@ class Stack:
         return self.data_dir / "stack.json"
 
     def write_info(self) -> None:
-        """Where everything runs, for tools and tests (removed on stop)."""
+        """Where everything runs and how each child is doing, for tools, tests and the gateway's /healthz
+        (removed on stop). 0600 and replaced atomically: it holds the database URL with its password."""
         info = {
             "pid": os.getpid(),
             "http_url": self.http_url,
             "kafka_bootstrap_servers": self.kafka_url,
             "database_url": self.database_url,
             "redis_url": self.redis_url,
+            "dataflow_metrics_url": self.dataflow_metrics_url,
             "embedded": sorted(self.servers),
             "logs_dir": str(self.logs_dir),
+            "processes": {
+                name: self.states[name].as_info(proc.running, proc.pid)
+                for name, proc in self._children().items()
+                if name in self.states
+            },
         }
-        self.info_path.write_text(json.dumps(info, indent=2) + "\n")
+        tmp = self.info_path.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(info, indent=2) + "\n")
+        tmp.replace(self.info_path)
 
     # -- supervise ----------------------------------------------------------------------------
 
-    def check_children(self) -> None:
-        for name, proc in {**self.servers, **self.apps}.items():
-            if not proc.running:
-                log_path = self.logs_dir / f"{name}.log"
-                raise ChildDied(f"{name} exited with code {proc.returncode}; see {log_path}")
+    def _children(self) -> dict[str, EmbeddedServer | ChildProcess]:
+        """Every supervised child in start order: servers before the apps that need them."""
+        children: dict[str, EmbeddedServer | ChildProcess] = {}
+        children.update((name, self.servers[name]) for name in SERVERS if name in self.servers)
+        children.update(self.servers)  # any other, after the known ones
+        children.update((name, self.apps[name]) for name in APPS if name in self.apps)
+        children.update(self.apps)
+        return children
 
-    def wait_healthy(self, timeout_s: float = HEALTH_TIMEOUT_S) -> None:
+    def supervise_once(self) -> None:
+        """Notice dead children and restart those whose back-off has passed."""
+        changed = False
+        for name, proc in self._children().items():
+            state = self.states[name]
+            now = time.monotonic()
+            if proc.running:
+                if state.failures and now - state.started_at >= STABLE_AFTER_S:
+                    state.failures = 0  # it ran long enough: the next death restarts it quickly again
+                continue
+            if state.retry_at is None:
+                state.failures += 1
+                state.last_exit = describe_exit(proc.returncode)
+                state.retry_at = now + backoff_delay(state.failures)
+                log.error(
+                    "%s %s (pid %s); log %s; restarting in %.1f s (failure %d in a row, %d restart(s) so far)",
+                    name, state.last_exit, proc.pid, self.logs_dir / f"{name}.log",
+                    state.retry_at - now, state.failures, state.restarts,
+                )  # fmt: skip
+                changed = True
+            if now < state.retry_at or not self._may_restart(name):
+                continue
+            self._restart(name, state)
+            changed = True
+        if changed:
+            self.write_info()
+
+    def _may_restart(self, name: str) -> bool:
+        """The dataflow (and any later app but the gateway) needs the servers we run: restarting it while
+        one is down would only crash it again. The gateway and the servers depend on nothing."""
+        if name == "gateway" or name in self.servers:
+            return True
+        return all(server.running for server in self.servers.values())
+
+    def _restart(self, name: str, state: ChildState) -> None:
+        log.warning("restarting %s (restart %d)", name, state.restarts + 1)
+        try:
+            if name in self.servers:
+                self.servers[name].restart()
+                if name == "kafka":
+                    self._after_broker_restart()
+            else:
+                app = self.apps[name]
+                app.kill_leftovers()
+                app.start()
+        except Exception as e:
+            if name in self.servers:  # half done (e.g. up but no topics): the next attempt redoes it all
+                self.servers[name].stop()
+            state.failures += 1
+            state.retry_at = time.monotonic() + backoff_delay(state.failures)
+            state.last_exit = f"restart failed: {type(e).__name__}"
+            log.error(
+                "restarting %s failed: %s; next attempt in %.1f s (log %s)",
+                name, e, backoff_delay(state.failures), self.logs_dir / f"{name}.log",
+            )  # fmt: skip
+            return
+        state.restarts += 1
+        state.started_at = time.monotonic()
+        state.retry_at = None
+        log.warning("%s restarted (pid %s, restart %d)", name, self._children()[name].pid, state.restarts)
+
+    def _after_broker_restart(self) -> None:
+        """A restarted embedded broker is empty: re-create the topics and start the dataflow from the
+        beginning of the new topics, as at start. The gateway reconnects by itself and drains its spool."""
+        # Topics first: Tansu creates a topic on first produce with its own partition count, and the
+        # gateway is producing (or draining its spool) again as soon as the port answers.
+        ensure_topics(self.kafka_url or "", topic_plan(self.settings))
+        log.info("topics re-created: %s", ", ".join(self.settings.all_topics))
+        dataflow = self.apps.get("dataflow")
+        if dataflow is not None:
+            log.warning("stopping the dataflow: its offsets point into the previous broker's topics")
+            dataflow.stop()
+        self._forget_recovery_state()
+        if dataflow is not None:
+            dataflow.start()
+            state = self.states["dataflow"]
+            state.started_at, state.retry_at = time.monotonic(), None
+            log.warning("dataflow restarted on the fresh broker (pid %s)", dataflow.pid)
+
+    def wait_healthy(self, timeout_s: float = HEALTH_TIMEOUT_S) -> bool:
+        """Supervise until /healthz answers 200; False (and an error logged) after `timeout_s`: the
+        stack keeps running and being supervised, the gateway keeps taking webhooks."""
         deadline = time.monotonic() + timeout_s
         last = "no answer"
         with httpx.Client(timeout=2.0) as client:
             while time.monotonic() < deadline:
-                self.check_children()
+                self.supervise_once()
                 try:
                     response = client.get(f"{self.http_url}/healthz")
                     if response.status_code == 200:
-                        return
-                    last = f"HTTP {response.status_code}: {response.text[:200]}"
+                        return True
+                    last = f"HTTP {response.status_code}: {response.text[:300]}"
                 except httpx.HTTPError as e:
                     last = type(e).__name__
                 time.sleep(0.5)
-        raise TimeoutError(f"/healthz not 200 after {timeout_s:.0f} s (last: {last})")
+        log.error("/healthz not 200 after %.0f s (last: %s); still supervising", timeout_s, last)
+        return False
 
     def supervise(self) -> None:
-        """Returns only by exception: ChildDied, or Shutdown from a signal."""
+        """Returns only by exception: Shutdown from a signal."""
         while True:
-            self.check_children()
+            self.supervise_once()
             time.sleep(SUPERVISE_INTERVAL_S)
 
     # -- stop ---------------------------------------------------------------------------------
 
     def stop(self) -> None:
         self.info_path.unlink(missing_ok=True)
-        for name in ("gateway", "dataflow"):
+        # The gateway first (no new input), the dataflow last (it processes what the others produced).
+        for name in ["gateway", *(n for n in self.apps if n not in ("gateway", "dataflow")), "dataflow"]:
             if app := self.apps.pop(name, None):
                 log.info("stopping %s", name)
                 app.stop()
@@ -233,9 +430,9 @@ class Stack:
             table.add_row(part, where, f"logs/{name}.log" if mine else "-")
 
         row("gateway", "gateway", f"{self.http_url}  (webhooks, /healthz, /metrics)")
-        row("dataflow", "dataflow", "bytewax, recovery/ in data dir")
+        row("dataflow", "dataflow", f"bytewax, recovery/ in data dir; metrics {self.dataflow_metrics_url}")
         row("broker", "kafka", self.kafka_url or "")
-        row("database", "postgres", self.database_url or "")
+        row("database", "postgres", redact_url(self.database_url or ""))
         row("redis", "redis", self.redis_url or "")
         return table
 
@@ -278,16 +475,13 @@ def run_up(demo: bool, data_dir: Path | None) -> int:
         stack.start_apps()
         stack.write_info()
         console.print(stack.status_table())
-        stack.wait_healthy()
-        console.print(f"[bold green]ready[/]  {stack.http_url}  (Ctrl-C to stop)")
-        if demo:
-            _start_demo(stack, console)
+        if stack.wait_healthy():
+            console.print(f"[bold green]ready[/]  {stack.http_url}  (Ctrl-C to stop)")
+            if demo:
+                _start_demo(stack, console)
         stack.supervise()
     except Shutdown as e:
         log.info("%s received: stopping", e)
-    except ChildDied as e:
-        log.error("%s; stopping everything", e)
-        code = 1
     except Exception as e:  # startup failures: say what, then clean up like any other stop
         log.error("worktool up failed: %s", e, exc_info=log.isEnabledFor(logging.DEBUG))
         code = 1

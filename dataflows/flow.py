@@ -1,11 +1,17 @@
-"""The dataflow, built by a factory that takes its source and sinks, so the same flow runs on Kafka
+"""The dataflow, built by a factory that takes its sources and sinks, so the same flow runs on Kafka
 (dataflows/main.py), on a JSONL archive (dataflows/replay.py) and in tests.
 
-    source ─▶ parse ─┬─▶ (DLQ)
-                     └─▶ shard ─▶ dedup ─▶ classify ─▶ sessions ─┬─▶ monitor events ─▶ Kafka / JSONL / Postgres
-                                                                 └─▶ ticks ─▶ heartbeat
+    sources ─▶ parse ─┬─▶ DLQ
+                      └─▶ shard ─▶ dedup ─▶ classify ─▶ sessions ─┬─▶ monitor events ─▶ Kafka / JSONL / Postgres
+                                                                  ├─▶ commands ─▶ worktool.commands (live only)
+                                                                  ├─▶ DLQ (an item a step failed on)
+                                                                  └─▶ ticks ─▶ heartbeat
 
-Source items are raw-record bytes (an archive line or a Kafka value), `KafkaSourceMessage`s, or `Tick`s.
+Source items are raw-record or control-record bytes (an archive line, a Kafka value of worktool.raw or
+worktool.control), `KafkaSourceMessage`s, or `Tick`s.
+`dedup` and `sessions` are `op.stateful` steps keyed by a fixed set of shards (dataflows/stateful.py
+adapts the pure steps of operators/dedup.py and operators/sessions.py); ticks are broadcast to every
+shard so each one's event-time clock moves (operators/timers.py).
 """
 
 from __future__ import annotations
@@ -24,22 +30,20 @@ from bytewax.outputs import Sink
 from pydantic import ValidationError
 
 from dataflows.metrics import DLQ_RECORDS, DUPLICATE_REPORTS, MESSAGES_CLASSIFIED
+from dataflows.stateful import builder
 from operators.classify import Classifier
+from operators.dedup import DedupStep
 from operators.parse import parse_message
-from operators.sentiment import SatisfactionTracker
-from operators.shard import (
-    ClassifiedMessage,
-    DedupShard,
-    ParsedMessage,
-    RobotSighting,
-    SessionShard,
-    ShardPolicy,
-    shard_for,
-)
+from operators.sessions import SessionPolicy, SessionStep, subject_of
+from operators.shard import ClassifiedMessage, ParsedMessage, RobotRecord, RobotSighting, robot_key, shard_for
 from operators.timers import Tick
 from worktool.config import BusinessConfig
 from worktool.events import MonitorEvent
 from worktool.models import (
+    RESULT_KINDS,
+    AcceptedBody,
+    CommandRecord,
+    ControlRecord,
     DlqRecord,
     Message,
     RawRecord,
@@ -59,6 +63,7 @@ class FlowSinks:
     events: list[Sink] = field(default_factory=list)  # MonitorEvent
     dlq: list[Sink] = field(default_factory=list)  # DlqRecord
     heartbeat: list[Sink] = field(default_factory=list)  # Tick
+    commands: list[Sink] = field(default_factory=list)  # CommandRecord (never in a replay: it sends nothing)
 
 
 @dataclass(frozen=True)
@@ -73,12 +78,8 @@ class FlowOptions:
             shards=settings.shards, dedup_window=timedelta(seconds=settings.dedup_window_s), config=config
         )
 
-    def policy(self) -> ShardPolicy:
-        return ShardPolicy(
-            self.dedup_window,
-            SatisfactionTracker(self.config.classifier.satisfaction),
-            {r.name: r.robot_id for r in self.config.robots},
-        )
+    def session_policy(self) -> SessionPolicy:
+        return SessionPolicy(self.config)
 
 
 def _raw_bytes(item: Any) -> bytes | Tick | None:
@@ -93,25 +94,30 @@ def _raw_bytes(item: Any) -> bytes | Tick | None:
     return value if value is not None else b""
 
 
-def parse(item: Any) -> ParsedMessage | RawRecord | Tick | DlqRecord | None:
-    """Bytes -> typed item, or a DlqRecord that says why. Never raises."""
+def parse(item: Any) -> ParsedMessage | RobotRecord | ControlRecord | Tick | DlqRecord | None:
+    """Bytes (a raw record or a control record) -> typed item, or a DlqRecord that says why. Never raises."""
     data = _raw_bytes(item)
     if data is None or isinstance(data, Tick):
         return data
     record: RawRecord | None = None
     try:
+        if data.startswith(b'{"action"'):  # a control record, as ControlRecord.to_json() writes it
+            return ControlRecord.model_validate_json(data)
         record = RawRecord.model_validate_json(data)
         if record.kind == "message":
             fp, msg = parse_message(record)
             return ParsedMessage(fp, msg)
-        if record.kind in ("result", "qrcode", "accepted"):
-            ResultCallback.model_validate(record.body)  # shape check here, so the stateful step cannot fail
-        return record
+        if record.kind == "accepted":
+            return RobotRecord(
+                record.kind, record.robot_id, record.received_at, AcceptedBody.model_validate(record.body)
+            )
+        result = ResultCallback.model_validate(record.body) if record.kind in RESULT_KINDS else None
+        return RobotRecord(record.kind, record.robot_id, record.received_at, result)
     except (ValidationError, ValueError) as e:
         DLQ_RECORDS.labels(record.kind if record else "unreadable").inc()
         return DlqRecord(
             stage="dataflow",
-            reason=_reason(e),
+            reason=f"invalid record: {summarize_errors(e) if isinstance(e, ValidationError) else e}",
             received_at=record.received_at if record else utc_now(),
             robot_id=record.robot_id if record else None,
             kind=record.kind if record else None,
@@ -119,19 +125,17 @@ def parse(item: Any) -> ParsedMessage | RawRecord | Tick | DlqRecord | None:
         )
 
 
-def _reason(e: Exception) -> str:
-    return f"invalid record: {summarize_errors(e) if isinstance(e, ValidationError) else e}"
-
-
-def _keyed(shards: int) -> Callable[[ParsedMessage | RawRecord | Tick], Iterable[tuple[str, Any]]]:
+def _keyed(shards: int) -> Callable[[Any], Iterable[tuple[str, Any]]]:
     all_shards = [str(i) for i in range(shards)]
 
-    def key(item: ParsedMessage | RawRecord | Tick) -> Iterable[tuple[str, Any]]:
+    def key(item: ParsedMessage | RobotRecord | ControlRecord | Tick) -> Iterable[tuple[str, Any]]:
         if isinstance(item, Tick):
             return [(s, item) for s in all_shards]  # every shard's clock must move
         if isinstance(item, ParsedMessage):
             return [(shard_for(item.message.session_id, shards), item)]
-        return [(shard_for(f"robot:{item.robot_id}", shards), item)]
+        if isinstance(item, ControlRecord):
+            return [(shard_for(subject_of(item)[0], shards), item)]
+        return [(shard_for(robot_key(item.robot_id), shards), item)]
 
     return key
 
@@ -176,34 +180,42 @@ def build_flow(
     raw = inputs[0] if len(inputs) == 1 else op.merge("merge_inputs", *inputs)
     parsed = op.filter_map("parse", raw, parse)
     split = op.branch("is_dlq", parsed, lambda x: isinstance(x, DlqRecord))
-    for i, sink in enumerate(sinks.dlq):
-        op.output(f"dlq_out_{i}", split.trues, sink)
+    rejected: list[Stream[Any]] = [split.trues]
 
     keyed = op.flat_map("shard", split.falses, _keyed(opts.shards))
-    policy = opts.policy()
-    deduped = op.stateful_flat_map("dedup", keyed, lambda s, v: _on(s, v, DedupShard, policy))
-    classified = op.flat_map_batch("classify", deduped, _classify_batch(classifier))
-    outputs = op.stateful_flat_map("sessions", classified, lambda s, v: _on(s, v, SessionShard, policy))
+    window = opts.dedup_window
+    deduped = op.stateful(
+        "dedup", keyed,
+        builder("dedup", lambda: DedupStep(window), lambda snap: DedupStep.restore(window, snap)),
+    )  # fmt: skip
+    dedup_split = op.branch("dedup_failed", deduped, lambda kv: isinstance(kv[1], DlqRecord))
+    rejected.append(op.key_rm("dedup_failed_unkey", dedup_split.trues))
+    classified = op.flat_map_batch("classify", dedup_split.falses, _classify_batch(classifier))
+    policy = opts.session_policy()
+    outputs = op.stateful(
+        "sessions", classified,
+        builder("sessions", lambda: SessionStep(policy), lambda snap: SessionStep.restore(policy, snap)),
+    )  # fmt: skip
     values: Stream[Any] = op.key_rm("unshard", outputs)
     if extra_events is not None:
-        drained = op.flat_map_batch("extra_events", values, lambda batch: [*batch, *extra_events()])
-        values = drained
-    ticks = op.branch("is_tick", values, lambda x: isinstance(x, Tick))
+        values = op.flat_map_batch("extra_events", values, lambda batch: [*batch, *extra_events()])
+    failed = op.branch("sessions_failed", values, lambda x: isinstance(x, DlqRecord))
+    rejected.append(failed.trues)
+    commands = op.branch("is_command", failed.falses, lambda x: isinstance(x, CommandRecord))
+    for i, sink in enumerate(sinks.commands):
+        op.output(f"commands_out_{i}", commands.trues, sink)
+    ticks = op.branch("is_tick", commands.falses, lambda x: isinstance(x, Tick))
     for i, sink in enumerate(sinks.heartbeat):
         op.output(f"heartbeat_out_{i}", ticks.trues, sink)
     events = op.filter("is_event", ticks.falses, lambda x: isinstance(x, MonitorEvent))
     for i, sink in enumerate(sinks.events):
         op.output(f"events_out_{i}", events, sink)
+    dlq = op.merge("dlq", *rejected)
+    for i, sink in enumerate(sinks.dlq):
+        op.output(f"dlq_out_{i}", dlq, sink)
     if not (sinks.events or sinks.heartbeat):
         op.inspect("drain", events, lambda _s, _x: None)
     return flow
-
-
-def _on(state: Any, value: Any, factory: Callable[[], Any], policy: ShardPolicy) -> tuple[Any, list[Any]]:
-    """op.stateful_flat_map adapter: the state is the shard processor itself."""
-    if state is None:
-        state = factory()
-    return state, state.on_item(value, policy)
 
 
 __all__ = ["FlowOptions", "FlowSinks", "build_flow", "parse"]

@@ -16,9 +16,14 @@ from dataflows.sources import TickSource
 from sinks.heartbeat import HeartbeatSink
 from sinks.kafka import DeadLetters, ModelKafkaSink
 from worktool.config import load_config
+from worktool.models import CommandRecord
 from worktool.settings import get_settings
 
 log = logging.getLogger(__name__)
+
+
+def command_key(command: CommandRecord) -> bytes:
+    return (command.robot_id or command.target).encode()
 
 
 def live_flow() -> Dataflow:
@@ -32,14 +37,17 @@ def live_flow() -> Dataflow:
     bootstrap = settings.kafka_bootstrap_servers
     kafka = KafkaSource(
         [bootstrap],
-        [settings.topic_raw],
+        # Operators' control records are applied in order with everything else.
+        [settings.topic_raw, settings.topic_control],
         tail=True,
         batch_size=1000,
         raise_on_errors=False,
         # Tansu joins consumer groups slowly; bytewax uses assign(), these only shorten timeouts.
         add_config={"session.timeout.ms": "6000", "fetch.wait.max.ms": "50"},
     )
-    ticks = TickSource(timedelta(seconds=settings.tick_interval_s), timedelta(seconds=settings.tick_lag_s))
+    ticks = TickSource(
+        timedelta(seconds=settings.tick_interval_s), timedelta(seconds=settings.allowed_lateness_s)
+    )
     limits = settings.limits
     dead_letters = DeadLetters(bootstrap, settings.topic_dlq, limits)  # the sinks' poison records
     sinks = FlowSinks(
@@ -49,11 +57,19 @@ def live_flow() -> Dataflow:
         ],
         dlq=[ModelKafkaSink(bootstrap, settings.topic_dlq, limits)],
         heartbeat=[HeartbeatSink(settings.redis_url)],
+        # One robot's commands stay in order on one partition (the dispatcher rate-limits per robot).
+        commands=[
+            ModelKafkaSink(
+                bootstrap, settings.topic_commands, limits, key_fn=command_key, dead_letters=dead_letters
+            )
+        ],
     )
     log.info(
-        "live dataflow: %s -> %s, postgres, %s",
+        "live dataflow: %s + %s -> %s, %s, postgres, %s",
         settings.topic_raw,
+        settings.topic_control,
         settings.topic_monitor,
+        settings.topic_commands,
         settings.topic_dlq,
     )
     return build_flow(

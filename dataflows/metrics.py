@@ -10,3 +10,10 @@ MESSAGES_CLASSIFIED = Counter(
 DUPLICATE_REPORTS = Counter(
     "worktool_dataflow_duplicate_reports_total", "Reports of a message another robot had already reported"
 )
+LATE_RECORDS = Counter(
+    "worktool_dataflow_late_records_total",
+    "Records stamped before the watermark when they reached their shard (later than the allowed lateness)",
+)
+STEP_FAILURES = Counter(
+    "worktool_dataflow_step_failures_total", "Items a stateful step failed on (sent to the DLQ)", ["step"]
+)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO
 
@@ -27,8 +27,11 @@ def replay_archive(
     settings: Settings | None = None,
     on_start: Callable[[int], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
+    until: datetime | None = None,
 ) -> tuple[int, list[DlqRecord]]:
     """Run the flow over `path`, writing monitor events to `out`. Returns (records, rejected).
+    `until`: after the archive, advance the clock to this time so that what is due by then fires
+    (without it, timers pending at the end of the archive stay pending).
     `on_start(total records)` and `on_progress(records done)` report progress."""
     settings = settings or get_settings()
     config = load_config(settings.config_path)
@@ -36,7 +39,11 @@ def replay_archive(
     rejected: list[DlqRecord] = []
     try:
         source = ArchiveSource(
-            path, timedelta(seconds=settings.replay_tick_interval_s), on_progress=on_progress
+            path,
+            timedelta(seconds=settings.replay_tick_interval_s),
+            on_progress=on_progress,
+            lateness=timedelta(seconds=settings.allowed_lateness_s),
+            until=until,
         )
         if on_start is not None:
             on_start(source.record_count)
@@ -55,9 +62,12 @@ def replay_archive(
     return source.record_count, rejected
 
 
-def dump_topic(bootstrap: str, topic: str, out: IO[bytes], on_record=None, idle_s: float = 3.0) -> int:
-    """Every record of `topic`, sorted by received_at. Reads each partition to its end (partition EOF;
-    Tansu's high watermark is unreliable), then stops."""
+def dump_topics(
+    bootstrap: str, topics: list[str], out: IO[bytes], on_record=None, idle_s: float = 3.0
+) -> int:
+    """Every record of `topics` (the raw and the control topic), sorted by event time (received_at of a
+    raw record, at of a control record). Reads each partition to its end (partition EOF; Tansu's high
+    watermark is unreliable), then stops."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
     consumer = Consumer(
@@ -69,25 +79,28 @@ def dump_topic(bootstrap: str, topic: str, out: IO[bytes], on_record=None, idle_
         }
     )
     try:
-        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
-        if meta is None or meta.error is not None:
-            raise SystemExit(f"topic {topic} not found on {bootstrap}")
-        parts = sorted(meta.partitions)
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
-        done: set[int] = set()
+        parts: list[tuple[str, int]] = []
+        for topic in topics:
+            meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+            if meta is None or meta.error is not None:
+                raise SystemExit(f"topic {topic} not found on {bootstrap}")
+            parts += [(topic, p) for p in sorted(meta.partitions)]
+        consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in parts])
+        done: set[tuple[str, int]] = set()
         rows: list[tuple[str, bytes]] = []
         last_data = time.monotonic()
         while len(done) < len(parts) and time.monotonic() - last_data < idle_s:
             for msg in consumer.consume(1000, 0.5):
                 if msg.error():
                     if msg.error().code() == KafkaError._PARTITION_EOF:
-                        done.add(msg.partition())
+                        done.add((msg.topic(), msg.partition()))
                     continue
                 last_data = time.monotonic()
                 value = msg.value() or b""
                 try:
-                    stamp = orjson.loads(value).get("received_at", "")
-                except orjson.JSONDecodeError:
+                    record = orjson.loads(value)
+                    stamp = record.get("received_at") or record.get("at") or ""
+                except (orjson.JSONDecodeError, AttributeError):
                     stamp = ""
                 rows.append((stamp if isinstance(stamp, str) else "", value))
                 if on_record:

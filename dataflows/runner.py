@@ -1,18 +1,43 @@
 """Start the live dataflow as its own process: `python -m bytewax.run` with recovery, so a restart
-resumes from the last snapshot (state and Kafka offsets together)."""
+resumes from the last snapshot (state and Kafka offsets together).
+
+With WORKTOOL_DATAFLOW_METRICS_PORT set, the dataflow process serves Prometheus metrics (its counters and
+bytewax's `bytewax_kafka_consumer_lag`, both in the default registry) on WORKTOOL_DATAFLOW_METRICS_HOST
+(default loopback). Bytewax's own dataflow API would serve them too, but always on 0.0.0.0."""
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
 
+from bytewax.dataflow import Dataflow
 from bytewax.recovery import init_db_dir
 
 from worktool.settings import get_settings
 
+log = logging.getLogger(__name__)
+
 # Fixed forever for a recovery directory; at least the most workers we will ever run.
 RECOVERY_PARTITIONS = 4
+
+
+def live_flow_with_metrics() -> Dataflow:
+    """The live flow, after starting the metrics server in this (the bytewax) process."""
+    settings = get_settings()
+    if settings.dataflow_metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.dataflow_metrics_port, addr=settings.dataflow_metrics_host)
+        log.info(
+            "dataflow metrics on http://%s:%d/metrics",
+            settings.dataflow_metrics_host,
+            settings.dataflow_metrics_port,
+        )
+    from dataflows.main import live_flow
+
+    return live_flow()
 
 
 def ensure_recovery_dir() -> str:
@@ -30,7 +55,7 @@ def bytewax_command(workers: int = 1) -> list[str]:
         sys.executable,
         "-m",
         "bytewax.run",
-        "dataflows.main:live_flow()",
+        "dataflows.runner:live_flow_with_metrics()",
         "-w",
         str(workers),
         "-r",

@@ -57,8 +57,9 @@ class TickSource(DynamicSource[Tick]):
 
 def _stamp(line: bytes) -> datetime | None:
     try:
-        return to_utc(orjson.loads(line)["received_at"])
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        record = orjson.loads(line)
+        return to_utc(record.get("received_at") or record["at"])  # a raw record, or a control record
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
         return None
 
 
@@ -80,19 +81,28 @@ def load_archive(path: Path) -> list[tuple[datetime | None, bytes]]:
     return [(ts, line) for _, _, ts, line in keyed]
 
 
-def with_data_ticks(rows: list[tuple[datetime | None, bytes]], interval: timedelta) -> list[bytes | Tick]:
-    """Interleave ticks derived from the data: before a record whose stamp crosses the next tick
-    boundary, a Tick at that boundary. At most one tick per record, so a sparse day stays cheap."""
+def with_data_ticks(
+    rows: list[tuple[datetime | None, bytes]],
+    interval: timedelta,
+    lateness: timedelta = timedelta(0),
+    until: datetime | None = None,
+) -> list[bytes | Tick]:
+    """Interleave the replay's watermark: before a record stamped t, a Tick at (t - lateness) rounded
+    down to the tick interval, when that is past the last tick (so at most one tick per interval).
+    With `until`, a last Tick(until) after the archive fires everything due by then."""
     out: list[bytes | Tick] = []
     step = interval.total_seconds()
     last_tick: datetime | None = None
     for ts, line in rows:
         if ts is not None:
-            boundary = datetime.fromtimestamp((ts.timestamp() // step) * step, UTC)
+            mark = (ts - lateness).timestamp()
+            boundary = datetime.fromtimestamp((mark // step) * step, UTC)
             if last_tick is None or boundary > last_tick:
                 out.append(Tick(boundary))
                 last_tick = boundary
         out.append(line)
+    if until is not None and (last_tick is None or until > last_tick):
+        out.append(Tick(until))
     return out
 
 
@@ -131,9 +141,11 @@ class ArchiveSource(FixedPartitionedSource[bytes | Tick, int]):
         tick_interval: timedelta,
         batch_size: int = 1000,
         on_progress: Callable[[int], None] | None = None,
+        lateness: timedelta = timedelta(0),
+        until: datetime | None = None,
     ) -> None:
         self.rows = load_archive(path)
-        self.items = with_data_ticks(self.rows, tick_interval)
+        self.items = with_data_ticks(self.rows, tick_interval, lateness, until)
         self.batch_size = batch_size
         self.on_progress = on_progress
 

@@ -17,7 +17,7 @@ multipart values can grow when re-encoded as JSON).
 
 The callback routes are plain Starlette routes inside the FastAPI app, and bodies are parsed by hand
 with orjson: FastAPI's request machinery and body parameters cost about a third of the throughput
-(shared/domain/embedded-stack.md).
+(measured: docs/architecture.md, Gateway).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway import metrics
+from gateway.auth import MetricsAuth, WebhookAuth
 from gateway.health import HealthChecker
 from gateway.producer import Publisher, SpoolUnavailable
 from worktool.models import (
@@ -241,6 +242,7 @@ class CallbackHandler:
         self.settings = settings
         self.publisher = publisher
         self.limits = settings.limits
+        self.auth = WebhookAuth.from_settings(settings)
 
     def endpoint(self, kind: str) -> Callable[[Request], Awaitable[Response]]:
         async def handle(request: Request) -> Response:
@@ -254,6 +256,8 @@ class CallbackHandler:
     async def handle(self, kind: str, request: Request) -> Response:
         received_at = utc_now()
         robot_id = robot_id_of(request.scope["query_string"])
+        if refusal := self.auth.refusal(robot_id, request.scope["query_string"]):
+            return await self.unauthorized(refusal, kind, robot_id, request, received_at)
         raw = b""
         try:
             try:
@@ -297,6 +301,20 @@ class CallbackHandler:
                 return error_response(503, "temporarily unable to store the callback")
         return Response(SUCCESS, media_type=JSON)
 
+    async def unauthorized(
+        self, refusal: str, kind: str, robot_id: str, request: Request, received_at: datetime
+    ) -> Response:
+        """401; the body (never the query string with its token) goes to the DLQ, so that messages of a
+        robot registered with a wrong token can still be recovered."""
+        try:
+            raw = await read_body(request, self.settings.max_body_bytes)
+        except _TooLarge as e:
+            raw = e.prefix
+        error = Rejected(401, "unauthorized", refusal)
+        response = await self.reject(error, kind, robot_id, raw, received_at)
+        # The caller learns nothing about which robots exist.
+        return error_response(401, "unauthorized") if response.status_code == 401 else response
+
     async def reject(self, error: Rejected, kind: str, robot_id: str, raw: bytes, at: datetime) -> Response:
         metrics.DLQ.labels(error.reason).inc()
         value = self._dlq_record(error.message, kind, robot_id, raw, at)
@@ -326,7 +344,10 @@ def create_app(settings: Settings, producer: Publisher | None = None) -> FastAPI
     """The gateway app. Without `producer` the app creates, starts and stops its own Publisher in its
     lifespan; a Publisher passed in belongs to the caller (tests start and stop it themselves)."""
     publisher = producer if producer is not None else Publisher(settings)
-    health = HealthChecker(publisher.probe, settings.database_url, settings.redis_url)
+    health = HealthChecker(
+        publisher.probe, settings.database_url, settings.redis_url, stack_info=settings.stack_info_path
+    )
+    metrics_auth = MetricsAuth(settings.metrics_token)
     handler = CallbackHandler(settings, publisher)
 
     @asynccontextmanager
@@ -355,15 +376,22 @@ def create_app(settings: Settings, producer: Publisher | None = None) -> FastAPI
     @app.get("/healthz")
     async def healthz() -> Response:
         ready, components = await health.report()
-        body = {
-            "status": "ok" if ready else "unavailable",
+        # Not ready is "degraded": the webhook still answers, to the broker or to the spool.
+        body: dict[str, Any] = {
+            "status": "ok" if ready else "degraded",
             "components": components,
             "spool": {"spooling": publisher.spooling, "depth": publisher.spool_depth},
         }
+        if (processes := health.processes()) is not None:
+            body["processes"] = processes
         return Response(orjson.dumps(body), status_code=200 if ready else 503, media_type=JSON)
 
     @app.get("/metrics")
-    async def prometheus_metrics() -> Response:
+    async def prometheus_metrics(request: Request) -> Response:
+        if not metrics_auth.allows(request.headers.get("authorization")):
+            return Response(
+                b"unauthorized\n", status_code=401, headers={"WWW-Authenticate": 'Bearer realm="metrics"'}
+            )
         metrics.SPOOL_DEPTH.set(publisher.spool_depth)
         body, content_type = metrics.render()
         return Response(body, media_type=content_type)

@@ -3,13 +3,19 @@
 Ready means the broker answers metadata, PostgreSQL answers `SELECT 1` and the dataflow's heartbeat key
 exists in Redis. Each check's result is cached for about a second and concurrent callers share one run,
 so a busy prober costs the webhook nothing. Reported states never contain URLs (they may hold passwords).
+
+Under `worktool up` the supervisor's process states (stack.json, WORKTOOL_STACK_INFO) are reported too:
+a dead or restarting child (dataflow, broker, database, redis) makes the answer "degraded" at once, with
+its exit code and restart count, while the webhook goes on answering (to the broker or to the spool).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 HEARTBEAT_KEY = "worktool:dataflow:heartbeat"  # written by sinks.heartbeat (kept equal by a test)
@@ -49,9 +55,14 @@ class _Cached:
 
 class HealthChecker:
     def __init__(
-        self, kafka_probe: Callable[[], Awaitable[bool]], database_url: str | None, redis_url: str | None
+        self,
+        kafka_probe: Callable[[], Awaitable[bool]],
+        database_url: str | None,
+        redis_url: str | None,
+        stack_info: Path | None = None,
     ):
         self._kafka_probe = kafka_probe
+        self._stack_info = stack_info
         self._database_url = database_url
         self._redis_url = redis_url
         self._pg: Any = None  # psycopg.AsyncConnection, opened on first use and reopened after an error
@@ -66,7 +77,20 @@ class HealthChecker:
         names = list(self._checks)
         states = await asyncio.gather(*(self._checks[n].state() for n in names))
         components = dict(zip(names, states, strict=True))
-        return all(s == "ok" for s in states), components
+        processes = self.processes() or {}
+        ready = all(s == "ok" for s in states) and all(s.startswith("running") for s in processes.values())
+        return ready, components
+
+    def processes(self) -> dict[str, str] | None:
+        """The supervisor's view of each child ("running", "running (restarted N times, last ...)" or
+        "down: ..."); None when not run by `worktool up`."""
+        if self._stack_info is None:
+            return None
+        try:
+            info = json.loads(self._stack_info.read_text())
+        except (OSError, ValueError):
+            return {"supervisor": "down: no stack info"}
+        return {name: describe_process(state) for name, state in info.get("processes", {}).items()}
 
     async def aclose(self) -> None:
         if self._pg is not None:
@@ -108,3 +132,15 @@ class HealthChecker:
         if await self._redis.exists(HEARTBEAT_KEY):
             return "ok"
         return "down: no dataflow heartbeat"
+
+
+def describe_process(state: dict[str, Any]) -> str:
+    """One line for a process entry of stack.json (written by commands/up.py)."""
+    restarts = state.get("restarts", 0)
+    last_exit = state.get("last_exit")
+    if state.get("state") == "running":
+        if not restarts:
+            return "running"
+        return f"running (restarted {restarts} time{'s' if restarts != 1 else ''}; last: {last_exit})"
+    retry = f"; next restart attempt at {state['retry_at']}" if state.get("retry_at") else ""
+    return f"down: {last_exit or state.get('state')}{retry} (restarted {restarts} times so far)"

@@ -57,6 +57,32 @@ def _tail(path: Path, max_bytes: int = 2000) -> str:
         return ""
 
 
+# The only variables an embedded server gets from its owner: none of the owner's secrets (API keys,
+# tokens, passwords) reach a process that a local user might make run commands (COPY ... FROM PROGRAM).
+SERVER_ENV_NAMES = ("PATH", "LANG", "TZ", "TMPDIR", "XDG_RUNTIME_DIR")
+
+
+def server_env(**extra: str) -> dict[str, str]:
+    """A minimal environment for an embedded server process."""
+    env = {name: os.environ[name] for name in SERVER_ENV_NAMES if name in os.environ}
+    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
+    env["LC_ALL"] = "C.UTF-8"  # the parent's locale may not exist for the server
+    env.update(extra)
+    return env
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password replaced, for logs and status tables."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rpartition("@")
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[2]}"))
+
+
 class EmbeddedServerError(RuntimeError):
     """A server that did not start; the message carries the tail of its log."""
 
@@ -132,6 +158,15 @@ class ChildProcess:
         atexit.register(self.stop)
         return self
 
+    def kill_leftovers(self) -> None:
+        """After the process died on its own (kill -9, crash): kill what is left of its process group
+        (postgres backends, uvicorn workers), so that a restart finds the port and shared memory free."""
+        proc = self._proc
+        if proc is None or proc.poll() is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+
     def stop(self) -> None:
         """Idempotent; returns once the process and its descendants are gone."""
         atexit.unregister(self.stop)
@@ -185,11 +220,16 @@ class EmbeddedServer:
         """Runs before each start attempt (create directories, initdb, ...)."""
 
     def _popen_kwargs(self) -> dict[str, Any]:
-        return {}
+        return {"env": server_env()}
 
     def _ready(self) -> bool:
-        """True once the server answers; called repeatedly until start_timeout_s."""
-        return port_open(LOCALHOST, self.port)
+        """True once the server answers; called repeatedly until start_timeout_s. The port is checked
+        first: a client against a closed port may log connection errors."""
+        return port_open(LOCALHOST, self.port) and self._answers()
+
+    def _answers(self) -> bool:
+        """With the port open: does the server answer its own protocol?"""
+        return True
 
     def _after_ready(self) -> None:
         """Runs once the server answers (create the database, ...)."""
@@ -225,6 +265,22 @@ class EmbeddedServer:
                 log.warning("%s did not start; retrying on port %d", self.name, self.port)
         return self
 
+    @property
+    def display_url(self) -> str:
+        """`url` without secrets, for logs."""
+        return redact_url(self.url)
+
+    def restart(self) -> Self:
+        """Start again after the process died, on the same port (its URL was handed out) and with the
+        same data directory. Raises EmbeddedServerError when it does not come up (the caller retries)."""
+        child, self._child = self._child, None
+        if child is not None:
+            child.kill_leftovers()
+            child.stop()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._start_once()
+        return self
+
     def _start_once(self) -> None:
         # Someone else answering on the port would look like our server being ready.
         if port_open(LOCALHOST, self.port):
@@ -258,7 +314,7 @@ class EmbeddedServer:
             time.sleep(0.05)
         self._after_ready()
         elapsed = time.monotonic() - started
-        log.info("%s ready at %s in %.1f s (pid %d)", self.name, self.url, elapsed, self.pid)
+        log.info("%s ready at %s in %.1f s (pid %d)", self.name, self.display_url, elapsed, self.pid)
 
     def stop(self) -> None:
         """Stop the server (idempotent)."""
@@ -301,10 +357,7 @@ class EmbeddedKafka(EmbeddedServer):
             "--storage-engine", "memory://tansu/",
         ]  # fmt: skip
 
-    def _ready(self) -> bool:
-        # Check the port first: an AdminClient against a closed port logs connection errors.
-        if not port_open(LOCALHOST, self.port):
-            return False
+    def _answers(self) -> bool:
         from confluent_kafka.admin import AdminClient
 
         try:
@@ -320,6 +373,17 @@ class EmbeddedKafka(EmbeddedServer):
 
 PG_SYSTEM_USER = "embedded_postgres"
 PG_DATABASE = "worktool"
+PG_SUPERUSER = "postgres"
+# The superuser's generated password, kept 0600 in the data directory (the server never reads it).
+PG_PASSWORD_FILE = "worktool-password"
+# Password authentication on loopback TCP only; the Unix socket is off (-k ""), nothing else may connect.
+PG_HBA = """\
+# Written by worktool (infra/embedded.py) on every start: password (SCRAM) authentication only.
+# TYPE  DATABASE  USER  ADDRESS        METHOD
+local   all       all                  scram-sha-256
+host    all       all   127.0.0.1/32   scram-sha-256
+host    all       all   ::1/128        scram-sha-256
+"""
 
 
 def _pg_bin_path() -> Path:
@@ -345,6 +409,11 @@ class EmbeddedPostgres(EmbeddedServer):
     child). As root, postgres refuses to run; it then runs as the system user `embedded_postgres`.
 
     `durable=False` turns off fsync and friends: for tests, whose data is thrown away.
+
+    Authentication is SCRAM with a generated superuser password kept in `worktool-password` (0600) in the
+    data directory and carried by `url`. A data directory initialised with `--auth=trust` by an older
+    version is switched on its next start: the password is set in single-user mode (no network), then
+    pg_hba.conf is rewritten; the data stays.
     """
 
     name = "postgres"
@@ -371,7 +440,21 @@ class EmbeddedPostgres(EmbeddedServer):
         return self.url_for(self.database)
 
     def url_for(self, database: str) -> str:
-        return f"postgresql://postgres@{LOCALHOST}:{self.port}/{database}"
+        password = self.password
+        credentials = f"{PG_SUPERUSER}:{password}" if password else PG_SUPERUSER
+        return f"postgresql://{credentials}@{LOCALHOST}:{self.port}/{database}"
+
+    @property
+    def password_file(self) -> Path:
+        return self.data_dir / PG_PASSWORD_FILE
+
+    @property
+    def password(self) -> str | None:
+        """The superuser's password (None before the first start prepared the data directory)."""
+        try:
+            return self.password_file.read_text().strip() or None
+        except OSError:
+            return None
 
     @staticmethod
     def _bin(name: str) -> str:
@@ -381,15 +464,72 @@ class EmbeddedPostgres(EmbeddedServer):
         if self.system_user:
             self._prepare_system_user()
         if not (self.data_dir / "PG_VERSION").exists():
+            self._initdb()
+        elif self.password is None:
+            self._set_password_of_old_data_dir()
+        hba = self.data_dir / "pg_hba.conf"
+        if not hba.exists() or hba.read_text() != PG_HBA:
+            hba.write_text(PG_HBA)
+            self._chown_to_server(hba)
+
+    def _initdb(self) -> None:
+        import secrets
+
+        password = secrets.token_urlsafe(24)
+        # initdb wants an empty data directory: the password reaches it through a private temp file.
+        with tempfile.TemporaryDirectory(prefix="pginit-") as tmp:
+            pwfile = Path(tmp) / "pw"
+            pwfile.write_text(password + "\n")
+            pwfile.chmod(0o600)
+            self._chown_to_server(Path(tmp), pwfile)
             subprocess.run(
-                [self._bin("initdb"), "-D", str(self.data_dir), "--auth=trust", "-U", "postgres",
-                 "--encoding=utf8", "--no-instructions"],
+                [self._bin("initdb"), "-D", str(self.data_dir), "--auth=scram-sha-256",
+                 f"--pwfile={pwfile}", "-U", PG_SUPERUSER, "--encoding=utf8", "--no-instructions"],
                 check=True,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 **self._popen_kwargs(),
             )  # fmt: skip
+        self._write_password(password)
+
+    def _set_password_of_old_data_dir(self) -> None:
+        """A data directory from before passwords (trust authentication): give the superuser a password
+        in single-user mode, which needs no connection and so opens no window for anyone else."""
+        import secrets
+
+        password = secrets.token_urlsafe(24)
+        statement = f"ALTER ROLE {PG_SUPERUSER} WITH PASSWORD '{password}';\n"  # URL-safe: no quotes
+        result = subprocess.run(
+            [self._bin("postgres"), "--single", "-D", str(self.data_dir), "-c", "password_encryption=scram-sha-256",
+             "postgres"],
+            input=statement.encode(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            **self._popen_kwargs(),
+        )  # fmt: skip
+        if result.returncode != 0:
+            output = result.stdout.decode("utf-8", "replace").replace(password, "***")
+            raise EmbeddedServerError(f"could not set the postgres password in {self.data_dir}:\n{output}")
+        self._write_password(password)
+        log.warning("postgres data dir %s used trust authentication: switched to a password", self.data_dir)
+
+    def _write_password(self, password: str) -> None:
+        # Created 0600 from the start: never readable by anyone else, not even for a moment.
+        fd = os.open(self.password_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(password + "\n")
+        self.password_file.chmod(0o600)
+
+    def _chown_to_server(self, *paths: Path) -> None:
+        """Files the server (a system user when run as root) must read."""
+        if not self.system_user:
+            return
+        import pwd
+
+        entry = pwd.getpwnam(self.system_user)
+        for path in paths:
+            os.chown(path, entry.pw_uid, entry.pw_gid)
 
     def _prepare_system_user(self) -> None:
         """What the wheel does before it runs postgres as another user: the user exists, can reach and
@@ -417,9 +557,7 @@ class EmbeddedPostgres(EmbeddedServer):
         self.data_dir.chmod(0o700)
 
     def _popen_kwargs(self) -> dict[str, Any]:
-        env = dict(os.environ)
-        env["LC_ALL"] = "C.UTF-8"  # the parent's locale may not exist for the server
-        kwargs: dict[str, Any] = {"env": env}
+        kwargs: dict[str, Any] = {"env": server_env()}
         if self.system_user:
             kwargs["user"] = self.system_user
             kwargs["group"] = self.system_user
@@ -441,9 +579,7 @@ class EmbeddedPostgres(EmbeddedServer):
             cmd += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
         return cmd
 
-    def _ready(self) -> bool:
-        if not port_open(LOCALHOST, self.port):
-            return False
+    def _answers(self) -> bool:
         import psycopg
 
         try:
@@ -503,9 +639,7 @@ class EmbeddedRedis(EmbeddedServer):
             "--daemonize", "no",
         ]  # fmt: skip
 
-    def _ready(self) -> bool:
-        if not port_open(LOCALHOST, self.port):
-            return False
+    def _answers(self) -> bool:
         import redis
 
         try:

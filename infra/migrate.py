@@ -336,26 +336,24 @@ def _table(title: str, migrations: list[Migration]) -> Table:
     return table
 
 
-def cli_up(target: int | None) -> int:
+def _run_step(step: Callable[[str], list[Migration]], title: str, nothing: str) -> int:
+    """Run `step` (apply or roll back) and print what it did under `title`, else `nothing`."""
+
     def action(url: str, out: Console) -> None:
-        applied = apply_up(url, target)
-        if applied:
-            out.print(_table("Applied", applied))
-        else:
-            out.print("Nothing to apply: the database is up to date.")
+        done = step(url)
+        out.print(_table(title, done) if done else nothing)
 
     return _run(action)
+
+
+def cli_up(target: int | None) -> int:
+    return _run_step(
+        lambda url: apply_up(url, target), "Applied", "Nothing to apply: the database is up to date."
+    )
 
 
 def cli_down(steps: int) -> int:
-    def action(url: str, out: Console) -> None:
-        rolled_back = apply_down(url, steps)
-        if rolled_back:
-            out.print(_table("Rolled back", rolled_back))
-        else:
-            out.print("Nothing to roll back.")
-
-    return _run(action)
+    return _run_step(lambda url: apply_down(url, steps), "Rolled back", "Nothing to roll back.")
 
 
 def cli_status() -> int:

@@ -1,6 +1,6 @@
--- 0001 core schema: every table the pipeline projects into, with the columns the old system's schema
--- and its planned migrations list (worktool-platform.md §4, seeds' migrations 001-004), so later work
--- only fills them.
+-- 0001 core schema: every table the pipeline projects into, with the columns that the planned rules
+-- need (staff windows, alerts, commands, after-sales tasks, robot health: docs/rules.md §3-§8), so
+-- later work only fills them.
 --
 -- Conventions, and why:
 -- * Natural text keys (robot_id, session_id, message_id, alert_id, command_id, task_id, call_id) are the
@@ -15,7 +15,7 @@
 --   at reference data, which the sink registers before it writes messages.
 -- * Times are timestamptz in UTC. Event times (received_at, raised_at, ...) come from the stream;
 --   created_at / updated_at are processing-time audit columns (updated_at kept by a trigger).
--- * CHECK constraints hold only the closed vocabularies of RULES.md; open vocabularies that are business
+-- * CHECK constraints hold only the closed vocabularies of docs/rules.md; open vocabularies that are business
 --   configuration (task types, alert types, robot names) are not constrained here.
 
 -- Keeps updated_at honest for every writer (the sink, the console API, later services) without each
@@ -29,7 +29,7 @@ END;
 $$;
 
 -- Robots: identity and role come from the business configuration; status and health from callbacks
--- and command results (RULES.md §8).
+-- and command results (docs/rules.md §8).
 CREATE TABLE robots (
     robot_id                  text PRIMARY KEY,
     name                      text,
@@ -64,7 +64,7 @@ CREATE TABLE sessions (
     last_message_at    timestamptz,
     status             text NOT NULL DEFAULT 'auto',  -- 'auto' (AI may reply) or a staff-handling state
     ai_paused          boolean NOT NULL DEFAULT false,  -- [暂停回复] / [恢复回复]
-    staff_active_until timestamptz,  -- end of the 10-minute staff-active window (RULES.md §3)
+    staff_active_until timestamptz,  -- end of the 10-minute staff-active window (docs/rules.md §3)
     satisfaction       real CHECK (satisfaction BETWEEN 0 AND 1),  -- rolling user satisfaction
     created_at         timestamptz NOT NULL DEFAULT now(),
     updated_at         timestamptz NOT NULL DEFAULT now()
@@ -73,7 +73,7 @@ CREATE TABLE sessions (
 CREATE INDEX sessions_last_message_at_idx ON sessions (last_message_at DESC);
 
 -- Which robots are in which session: a reply robot may only answer where it has reported a message
--- (RULES.md §5).
+-- (docs/rules.md §5).
 CREATE TABLE session_robots (
     session_id    text NOT NULL,
     robot_id      text NOT NULL,
@@ -84,7 +84,7 @@ CREATE TABLE session_robots (
 -- "Which sessions is this robot in?" (the primary key serves the other direction).
 CREATE INDEX session_robots_robot_id_idx ON session_robots (robot_id);
 
--- Message types (RULES.md §2). Rows are seeded by migration 0002 so that rolling the data back is a
+-- Message types (docs/rules.md §2). Rows are seeded by migration 0002 so that rolling the data back is a
 -- separate, visible step from dropping the table.
 CREATE TABLE message_types (
     type_code       text PRIMARY KEY,
@@ -106,7 +106,7 @@ CREATE TABLE session_messages (
     sender_name           text,          -- WorkTool's receivedName: a display name, not an id
     sender_type           text CHECK (sender_type IN ('user', 'staff', 'operator', 'assistant', 'robot')),
     -- The old schema had `content NOT NULL` without a default, so an image (empty `spoken`) failed to
-    -- insert (worktool-platform.md §6.12). Empty text is a valid message.
+    -- insert (docs/platform.md §1). Empty text is a valid message.
     content               text NOT NULL DEFAULT '',
     raw_content           text NOT NULL DEFAULT '',  -- rawSpoken, with the @mentions
     text_type             smallint,      -- WorkTool textType code
@@ -127,7 +127,7 @@ CREATE TABLE session_messages (
     satisfaction          real CHECK (satisfaction BETWEEN 0 AND 1),
     need_reply            boolean,
     staff_command         text,          -- [暂停回复] / [恢复回复] / [已解决] / [转人工]
-    is_staff_intervention boolean NOT NULL DEFAULT false,  -- RULES.md §3
+    is_staff_intervention boolean NOT NULL DEFAULT false,  -- docs/rules.md §3
     intervention_reason   text,
     extra                 jsonb NOT NULL DEFAULT '{}',
     created_at            timestamptz NOT NULL DEFAULT now(),
@@ -142,7 +142,7 @@ CREATE INDEX session_messages_message_type_idx ON session_messages (message_type
 CREATE INDEX session_messages_intervention_idx ON session_messages (received_at)
     WHERE is_staff_intervention;
 
--- Alerts (RULES.md §4). alert_key = (alert_type, session, user) drives escalation by repeat.
+-- Alerts (docs/rules.md §4). alert_key = (alert_type, session, user) drives escalation by repeat.
 CREATE TABLE alert_history (
     alert_id            text PRIMARY KEY,
     alert_type          text NOT NULL,
@@ -171,7 +171,7 @@ CREATE TABLE alert_history (
     parent_alert_id     text,  -- no FK: parent and child may land in different sink batches
     created_at          timestamptz NOT NULL DEFAULT now(),
     updated_at          timestamptz NOT NULL DEFAULT now(),
-    -- A cancelled alert always says why and when (RULES.md §4 cancellation).
+    -- A cancelled alert always says why and when (docs/rules.md §4 cancellation).
     CONSTRAINT alert_history_cancel_complete CHECK (
         status <> 'cancelled' OR (cancel_reason IS NOT NULL AND cancelled_at IS NOT NULL)
     )
@@ -184,7 +184,7 @@ CREATE INDEX alert_history_session_idx ON alert_history (session_id);
 CREATE INDEX alert_history_open_idx ON alert_history (raised_at)
     WHERE status IN ('open', 'escalated');
 
--- Commands sent to WorkTool (RULES.md §6): pending -> sent -> completed | failed, or timeout -> unknown.
+-- Commands sent to WorkTool (docs/rules.md §6): pending -> sent -> completed | failed, or timeout -> unknown.
 CREATE TABLE robot_commands (
     command_id          text PRIMARY KEY,
     robot_id            text NOT NULL,
@@ -219,7 +219,7 @@ CREATE INDEX robot_commands_robot_created_idx ON robot_commands (robot_id, creat
 CREATE INDEX robot_commands_open_idx ON robot_commands (status, due_at)
     WHERE status IN ('pending', 'sent', 'timeout', 'unknown');
 
--- After-sales tasks (RULES.md §7).
+-- After-sales tasks (docs/rules.md §7).
 CREATE TABLE after_sales_tasks (
     task_id                text PRIMARY KEY,
     session_id             text,

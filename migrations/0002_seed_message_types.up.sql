@@ -1,4 +1,4 @@
--- 0002: the 14 message types of RULES.md §2 (code, sender category, Chinese name, meaning, priority;
+-- 0002: the 14 message types of docs/rules.md §2 (code, sender category, Chinese name, meaning, priority;
 -- 1 = most urgent). Kept apart from 0001 so that the reference data has its own, visible rollback.
 -- Assistants' messages use the staff codes; robot messages get no type.
 --

@@ -20,7 +20,7 @@ class Classifier(Protocol):
 
 
 class RuleClassifier:
-    """Sender type (RULES.md §1), message type with confidence and reason (§2), sentiment, need_reply
+    """Sender type (docs/rules.md §1), message type with confidence and reason (§2), sentiment, need_reply
     (§5) and staff commands, by rules only. Pure; everything is compiled once here."""
 
     def __init__(self, config: BusinessConfig) -> None:

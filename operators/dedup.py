@@ -7,17 +7,22 @@ reported within `window` by a DIFFERENT robot, or is the very same record again 
 re-send a record after a crash). The same robot reporting the same text again is a genuine repeat (the
 owner really typed "好的" twice): WorkTool never re-sends.
 
-State is a dict in insertion (= event-time) order, pruned from the front, so memory is bounded by the
-number of messages per window.
+State is a dict in insertion (= event-time) order, pruned from the front at each watermark, so memory is
+bounded by the number of messages per window.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
+
+from operators.shard import ParsedMessage, RobotRecord, RobotSighting
+from operators.timers import Tick
+from worktool.models import Message
 
 
-@dataclass
+@dataclass(slots=True)
 class _Seen:
     message_id: str
     first_at: datetime
@@ -25,7 +30,7 @@ class _Seen:
     stamps: set[tuple[str, datetime]]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Verdict:
     is_duplicate: bool
     message_id: str  # the id of the first report (the one that was processed)
@@ -64,3 +69,47 @@ class Deduplicator:
 
     def __len__(self) -> int:
         return len(self._seen)
+
+    def snapshot(self) -> list[tuple[Any, ...]]:
+        return [
+            (fp, e.message_id, e.first_at, sorted(e.robots), sorted(e.stamps)) for fp, e in self._seen.items()
+        ]
+
+    @classmethod
+    def restore(cls, rows: list[tuple[Any, ...]]) -> Deduplicator:
+        dedup = cls()
+        for fp, message_id, first_at, robots, stamps in rows:
+            dedup._seen[fp] = _Seen(message_id, first_at, set(robots), {tuple(s) for s in stamps})
+        return dedup
+
+
+class DedupStep:
+    """The dedup step of one shard: a message goes on, a copy from another robot becomes a
+    RobotSighting (we still learn which robots sit in which group), an exact copy is dropped."""
+
+    def __init__(self, window: timedelta, dedup: Deduplicator | None = None) -> None:
+        self.window = window
+        self.dedup = dedup or Deduplicator()
+
+    def on_item(
+        self, item: ParsedMessage | RobotRecord | Tick
+    ) -> list[Message | RobotRecord | Tick | RobotSighting]:
+        if isinstance(item, Tick):
+            self.dedup.prune(item.at, self.window)
+            return [item]
+        if isinstance(item, RobotRecord):
+            return [item]
+        msg = item.message
+        verdict = self.dedup.observe(item.fp, msg.message_id, msg.robot_id, msg.received_at, self.window)
+        if not verdict.is_duplicate:
+            return [msg]
+        if verdict.robot_is_new:
+            return [RobotSighting(msg.session_id, msg.robot_id, msg.received_at, verdict.message_id)]
+        return []
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"v": 1, "seen": self.dedup.snapshot()}
+
+    @classmethod
+    def restore(cls, window: timedelta, data: dict[str, Any]) -> DedupStep:
+        return cls(window, Deduplicator.restore(data["seen"]))

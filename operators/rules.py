@@ -1,4 +1,4 @@
-"""Message type by rules (RULES.md §2). Pure and precompiled: build once per configuration.
+"""Message type by rules (docs/rules.md §2). Pure and precompiled: build once per configuration.
 
 How a user's text is typed:
 1. The text is normalised (NFKC, case-folded, @mentions removed) and scanned once for every weighted
@@ -15,11 +15,11 @@ How a user's text is typed:
    - soft complaint words between owners (peer words, no @ of us) are grumbling (chat_complain_discuss),
      grumbling addressed to us is a complaint; strong words (投诉, 举报, 退款) stay complaints;
    - owners asking each other ("大家都结算了吗") are discussing;
-   - acknowledgements (RULES.md §7 response words) vote for cooperation, also after fillers and time
+   - acknowledgements (docs/rules.md §7 response words) vote for cooperation, also after fillers and time
      words ("明天上午可以"); one negated by a refusal negator ("现在不行", not "没收到") and the refusal
      words count as a refusal, which is cooperation too (the owner answers a request), unless supposed
      ("早知道不弄了") or said in anger (complaint words: "不弄了，烦死了" is a complaint).
-4. The best score wins (ties by RULES.md priority); below `threshold` a question is chat_daily, other
+4. The best score wins (ties by docs/rules.md priority); below `threshold` a question is chat_daily, other
    readable text small talk (chat_daily), and nothing readable (emoji, "。。。") chat_other.
 
 Staff and assistants: @ of an owner (never "@我") -> by speech act: an answer -> staff_reply_user, a
@@ -59,7 +59,7 @@ from worktool.models import INTERNAL_ROOM_TYPES, Message, SenderType
 
 TEXT_KINDS = frozenset({0, 1, 15})  # read as text when they carry any
 
-# Tie-break order among equal scores: RULES.md priority, the most urgent first.
+# Tie-break order among equal scores: docs/rules.md priority, the most urgent first.
 USER_TYPE_ORDER = (
     "chat_complaint",
     "chat_private_operation",
@@ -239,6 +239,21 @@ class _Votes:
             self.terms[target].extend(f"{t}<{why}" for t in self.terms.pop(source, []))
 
 
+@dataclass(slots=True)
+class _UserReading:
+    """What one pass over a user's hits found (`MessageTypeRules._read_user_hits`)."""
+
+    text: str
+    typed_starts: set[int]  # where a type keyword starts
+    votes: _Votes = field(default_factory=_Votes)
+    flags: set[str] = field(default_factory=set)
+    notes: list[str] = field(default_factory=list)
+    acks: list[Hit] = field(default_factory=list)
+    addressed: list[str] = field(default_factory=list)  # addressee words ("你们", "客服")
+    vocative: bool = False
+    supposed: int = -1  # start of the last hypothetical word ("早知道", "如果")
+
+
 def confidence(top: float, runner_up: float) -> float:
     """0.45 for a bare threshold win, towards 0.95 for a large, uncontested score."""
     margin = max(0.0, top - 0.5 * runner_up)
@@ -252,6 +267,19 @@ def _has_alnum(text: str) -> bool:
 def _readable(text: str) -> bool:
     """Enough text to be small talk: two letters/CJK characters."""
     return sum(ch.isalpha() for ch in text) >= 2
+
+
+def _user_fallback(text: str, flags: set[str], question: bool) -> tuple[str, float, str]:
+    """A user's type when no score reaches the threshold."""
+    if not _has_alnum(text):
+        return "chat_other", 0.6, "no readable text"
+    if "peer_talk" in flags and "to_us" not in flags:
+        return "chat_complain_discuss", 0.4, "owners talking among themselves"
+    if question:
+        return "chat_daily", 0.45, "ordinary question"
+    if _readable(text):
+        return "chat_daily", 0.35, "small talk (no rule fired)"
+    return "chat_other", 0.5, "too short to read"
 
 
 _FLAG_LABELS = frozenset({"request", "hypothetical"})
@@ -422,107 +450,114 @@ class MessageTypeRules:
 
     # -----------------------------------------------------------------------------------------
     def _user_type(self, m: Message, text: str) -> TypeDecision:
-        c = self.c
+        """The steps of the module docstring: scan and vote, flags from the addressees, the
+        acknowledgement and context moves, then the best score or a fallback."""
         hits = self._user.scan(text)
-        votes = _Votes()
-        flags: set[str] = set()
-        notes: list[str] = []
-        acks: list[Hit] = []
-        typed_starts = {h.start for h in hits if h.label in self._user_rules}
-        addressed: list[str] = []  # addressee words ("你们", "客服")
-        vocative = False
-        supposed = -1  # start of the last hypothetical word ("早知道", "如果")
-        for h in hits:
-            label = h.label
-            rules = self._user_rules.get(label)
-            if rules is not None:
-                if (
-                    rules.negatable
-                    and not self.negation.starts_negated(h.term)
-                    and self.negation.before(text, h.start)
-                ):
-                    notes.append(f"negated {h.term}")
-                    continue
-                votes.add(label, h.weight, h.term)
-            elif label == "ack":
-                if text[h.end : h.end + 1] in self._question_suffixes:
-                    continue  # a question, not an answer
-                if (
-                    h.term in self._responded
-                    and self.negation.before(text, h.start, window=1) in self._refusing
-                ):
-                    votes.add(
-                        "chat_cooperation",
-                        self.responses.negated_response_weight,
-                        f"{text[h.start - 1]}{h.term}",
-                    )
-                    flags.add("refused")
-                    continue
-                acks.append(h)
-            elif label == "refused":
-                if h.end in typed_starts:
-                    continue  # "不想投诉": the word negates the next one, it refuses nothing
-                if supposed >= 0 and _clause_start(text, h.start) <= supposed:
-                    notes.append(f"supposed {h.term}")  # "早知道不弄了": regret, no answer to a request
-                    continue
-                votes.add("chat_cooperation", h.weight, h.term)
-                flags.add("refused")
-            elif label == "to_us":
-                addressed.append(h.term)
-            elif label == "peer":
-                flags.add("peer")
-                if h.term not in self._vocatives:
-                    flags.add("peer_talk")  # "我也是", "别急": speaking with another owner
-            elif label == "vocative":
-                # "姐妹们，…" opening the message: it speaks to the other owners
-                if _clause_start(text, h.start) == 0:
-                    vocative = True
-                    flags.add("peer")
-            elif label in _FLAG_LABELS:
-                flags.add(label)
-                if label == "hypothetical":
-                    supposed = h.start
-        # after a vocative, "你们" means the owners addressed; other addressee words still mean us
-        if any(not (vocative and t.startswith("你")) for t in addressed):
-            flags.add("to_us")
-
+        r = self._read_user_hits(text, hits)
         question = self.is_question(text)
         if question:
-            flags.add("question")
+            r.flags.add("question")
+        self._addressee_flags(m, r)
+        if r.acks:
+            self._acknowledgement(text, r.acks, r.votes, r.flags)
+        self._context(text, r.votes, r.flags, hits)
+        context = sorted(r.flags) + r.notes
+        code, conf, reason = self._rank_user(text, r.votes, r.flags, question)
+        if context:
+            reason += " | " + ", ".join(context)
+        return TypeDecision(code, conf, reason, self._need_reply(code, r.flags, m), text=text, hits=hits)
+
+    def _read_user_hits(self, text: str, hits: list[Hit]) -> _UserReading:
+        """One pass over the hits, in order: type keywords vote (unless negated), acknowledgements are
+        set aside, refusals vote for cooperation, the other labels become flags."""
+        r = _UserReading(text, typed_starts={h.start for h in hits if h.label in self._user_rules})
+        for h in hits:
+            rules = self._user_rules.get(h.label)
+            if rules is not None:
+                self._vote_type_word(r, h, rules)
+            elif h.label == "ack":
+                self._read_ack(r, h)
+            elif h.label == "refused":
+                self._read_refusal(r, h)
+            else:
+                self._read_flag(r, h)
+        return r
+
+    def _vote_type_word(self, r: _UserReading, h: Hit, rules: TermRules) -> None:
+        if (
+            rules.negatable
+            and not self.negation.starts_negated(h.term)
+            and self.negation.before(r.text, h.start)
+        ):
+            r.notes.append(f"negated {h.term}")
+            return
+        r.votes.add(h.label, h.weight, h.term)
+
+    def _read_ack(self, r: _UserReading, h: Hit) -> None:
+        text = r.text
+        if text[h.end : h.end + 1] in self._question_suffixes:
+            return  # a question, not an answer
+        if h.term in self._responded and self.negation.before(text, h.start, window=1) in self._refusing:
+            r.votes.add(
+                "chat_cooperation",
+                self.responses.negated_response_weight,
+                f"{text[h.start - 1]}{h.term}",
+            )
+            r.flags.add("refused")
+            return
+        r.acks.append(h)
+
+    def _read_refusal(self, r: _UserReading, h: Hit) -> None:
+        if h.end in r.typed_starts:
+            return  # "不想投诉": the word negates the next one, it refuses nothing
+        if r.supposed >= 0 and _clause_start(r.text, h.start) <= r.supposed:
+            r.notes.append(f"supposed {h.term}")  # "早知道不弄了": regret, no answer to a request
+            return
+        r.votes.add("chat_cooperation", h.weight, h.term)
+        r.flags.add("refused")
+
+    def _read_flag(self, r: _UserReading, h: Hit) -> None:
+        label = h.label
+        if label == "to_us":
+            r.addressed.append(h.term)
+        elif label == "peer":
+            r.flags.add("peer")
+            if h.term not in self._vocatives:
+                r.flags.add("peer_talk")  # "我也是", "别急": speaking with another owner
+        elif label == "vocative":
+            # "姐妹们，…" opening the message: it speaks to the other owners
+            if _clause_start(r.text, h.start) == 0:
+                r.vocative = True
+                r.flags.add("peer")
+        elif label in _FLAG_LABELS:
+            r.flags.add(label)
+            if label == "hypothetical":
+                r.supposed = h.start
+
+    def _addressee_flags(self, m: Message, r: _UserReading) -> None:
+        """Who is spoken to: addressee words, an @ of us, @s of owners or of colleagues."""
+        # after a vocative, "你们" means the owners addressed; other addressee words still mean us
+        if any(not (r.vocative and t.startswith("你")) for t in r.addressed):
+            r.flags.add("to_us")
         if m.at_me:
-            flags.add("to_us")
+            r.flags.add("to_us")
         for name in m.mentions:
             if self.senders.sender_type(name, m.room_type) == "user":
-                flags.update(("peer", "peer_talk"))
+                r.flags.update(("peer", "peer_talk"))
             else:
-                flags.add("to_us")
+                r.flags.add("to_us")
 
-        if acks:
-            self._acknowledgement(text, acks, votes, flags)
-        self._context(text, votes, flags, hits)
-
+    def _rank_user(self, text: str, votes: _Votes, flags: set[str], question: bool) -> tuple[str, float, str]:
+        """The best score (ties by priority) when it reaches the threshold, else a fallback."""
         ranked = sorted(votes.scores.items(), key=lambda kv: (-kv[1], _USER_TYPE_RANK[kv[0]]))
-        context = sorted(flags) + notes
-        if ranked and ranked[0][1] >= c.threshold:
+        if ranked and ranked[0][1] >= self.c.threshold:
             code, top = ranked[0]
             runner_up = ranked[1][1] if len(ranked) > 1 else 0.0
             conf = confidence(top, runner_up)
             if "ack_only" in flags and code == "chat_cooperation":
                 conf = max(conf, 0.9)
-            reason = f"{code} {top:.1f}: " + ", ".join(votes.terms[code])
-        elif not _has_alnum(text):
-            code, conf, reason = "chat_other", 0.6, "no readable text"
-        elif "peer_talk" in flags and "to_us" not in flags:
-            code, conf, reason = "chat_complain_discuss", 0.4, "owners talking among themselves"
-        elif question:
-            code, conf, reason = "chat_daily", 0.45, "ordinary question"
-        elif _readable(text):
-            code, conf, reason = "chat_daily", 0.35, "small talk (no rule fired)"
-        else:
-            code, conf, reason = "chat_other", 0.5, "too short to read"
-        if context:
-            reason += " | " + ", ".join(context)
-        return TypeDecision(code, conf, reason, self._need_reply(code, flags, m), text=text, hits=hits)
+            return code, conf, f"{code} {top:.1f}: " + ", ".join(votes.terms[code])
+        return _user_fallback(text, flags, question)
 
     def _act_asked(self, text: str, hits: list[Hit]) -> bool:
         """Is the question in the clause of a private operation ("我可以删吗")? One reported and then
@@ -577,7 +612,7 @@ class MessageTypeRules:
             votes.move("chat_cooperation", "chat_complaint", "angry refusal")
 
     def _need_reply(self, code: str, flags: set[str], m: Message) -> bool:
-        """RULES.md §5: a question or request addressed to us, of a type that gets replies."""
+        """docs/rules.md §5: a question or request addressed to us, of a type that gets replies."""
         if code not in self._reply_types:
             return False
         if "peer" in flags and "to_us" not in flags:
@@ -698,7 +733,7 @@ ResponseStatus = Literal["responded", "refused"]
 
 
 class ResponseDetector:
-    """RULES.md §7 user-response monitoring after a staff @: `responded` on a response word, `refused`
+    """docs/rules.md §7 user-response monitoring after a staff @: `responded` on a response word, `refused`
     on a refusal word or a negated response word ("现在不行"); a refusal wins over a response."""
 
     def __init__(self, config: ClassifierConfig) -> None:

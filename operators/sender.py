@@ -1,4 +1,4 @@
-"""Who is speaking (RULES.md §1). Pure: the roster comes from BusinessConfig.
+"""Who is speaking (docs/rules.md §1). Pure: the roster comes from BusinessConfig.
 
 WorkTool gives only a display name. Order: exact names first (robot > operator > staff > assistant),
 then the roster patterns in the same order; in an internal group or contact (roomType 3/4) anyone else

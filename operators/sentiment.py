@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from operators.rules import Hit, Negation, TermMatcher, normalize_text
 from worktool.config import ClassifierConfig, SatisfactionConfig
@@ -94,6 +95,19 @@ class SatisfactionState:
 
     users: dict[str, UserSatisfaction] = field(default_factory=dict)
     swept_at: datetime | None = None
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "users": [(k, u.score, u.last_at, u.messages) for k, u in self.users.items()],
+            "swept_at": self.swept_at,
+        }
+
+    @classmethod
+    def restore(cls, data: dict[str, Any]) -> SatisfactionState:
+        users = {
+            k: UserSatisfaction(score, last_at, messages) for k, score, last_at, messages in data["users"]
+        }
+        return cls(users, data["swept_at"])
 
 
 class SatisfactionTracker:

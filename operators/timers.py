@@ -1,68 +1,173 @@
-"""Event-time clock and timers for one shard.
+"""Event-time clock and timers of one shard. Pure: no wall clock is read here.
 
-Bytewax's `notify_at` is wall-clock only (shared/domain/bytewax-notes.md §1.4), so timers live in
-operator state and fire when the shard's event-time clock passes their due time. The clock advances
-with record stamps and with ticks (wall-clock ticks live, data-derived ticks in replay). A fired timer
-carries its due time, which becomes the event time of whatever it decides: live and replay agree.
-Ordering is (due, sequence number), both part of the state, so firing order is deterministic.
+Why a clock of our own: bytewax's `notify_at` compares with the wall clock, so a replay of last month
+would fire every timer at once; and its watermarks are per key, so an idle key would never see time
+pass. Instead the dataflow keeps its state in a fixed set of shards and broadcasts `Tick`s to all of
+them. A tick carries the *watermark* W: the event time up to which the flow has (normally) seen every
+record.
+
+- Live, W = wall time - allowed lateness (a few seconds), sent every tick interval.
+- In a replay, W = the latest record time read so far - the same lateness, sent before each record that
+  moves it past a tick boundary (dataflows/sources.py).
+
+Timers belong to a key (a session, a robot, a command) and fire in (due, sequence) order:
+
+- from the watermark: a tick fires every timer with due <= W, whatever its key;
+- from the key's own records: before a record of key K stamped t is applied, K's timers with due <= t
+  fire. A key's records reach the flow in time order (one Kafka partition per conversation), so this
+  gives the same result live and in a replay, and a record can never fire *another* key's timer (whose
+  cancelling record may still be on its way).
+
+A fired timer carries its due time, which becomes the event time of what it decides: live and replay
+emit the same events with the same times, for any batch size, tick spacing or worker count.
+
+A record stamped before W is *late* (`is_late`): it is still applied; timers it schedules that are
+already due fire at the next tick, stamped with their due time. So live equals replay whenever no record
+is later than the allowed lateness.
+
+Cancelled timers are dropped from the index at once (`pending()` is exact); their heap entries are
+skipped when they surface and compacted when they outnumber the live ones, so memory stays bounded by
+the live timers.
 """
 
 from __future__ import annotations
 
 import heapq
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+SNAPSHOT_VERSION = 1
 
-@dataclass(frozen=True)
+
+@dataclass(frozen=True, slots=True)
 class Tick:
-    """Event-time progress broadcast to every shard."""
+    """Event-time progress broadcast to every shard: the watermark."""
 
     at: datetime
 
 
-@dataclass(order=True)
+@dataclass(frozen=True, slots=True)
 class Timer:
     due: datetime
-    seq: int
-    kind: str = field(compare=False)
-    key: str = field(compare=False)
-    payload: Any = field(compare=False, default=None)
+    seq: int  # schedule order: ties on `due` fire in the order they were scheduled
+    key: str  # whose timer: a session id, a robot id, ...
+    kind: str  # what it is for, e.g. "staff_window_end"
+    payload: Any = None  # plain data only (it is part of the snapshot)
 
 
-@dataclass
 class ShardClock:
-    now: datetime | None = None
-    _heap: list[Timer] = field(default_factory=list)
-    _seq: int = 0
-    _cancelled: set[int] = field(default_factory=set)
+    """The watermark of one shard and its pending timers."""
 
-    def advance(self, at: datetime) -> bool:
-        """Move the clock forward (never back). Returns True if it moved."""
-        if self.now is None or at > self.now:
-            self.now = at
+    __slots__ = ("watermark", "_heap", "_timers", "_by_key", "_seq")
+
+    def __init__(self) -> None:
+        self.watermark: datetime | None = None
+        self._heap: list[tuple[datetime, int]] = []
+        self._timers: dict[int, Timer] = {}  # live timers by seq
+        self._by_key: dict[str, set[int]] = {}
+        self._seq = 0
+
+    # -- time ------------------------------------------------------------------------------------
+
+    def advance(self, watermark: datetime) -> bool:
+        """Move the watermark forward (never back). True if it moved."""
+        if self.watermark is None or watermark > self.watermark:
+            self.watermark = watermark
             return True
         return False
 
-    def schedule(self, due: datetime, kind: str, key: str, payload: Any = None) -> int:
+    def is_late(self, at: datetime) -> bool:
+        """A record stamped before the watermark arrived later than the allowed lateness."""
+        return self.watermark is not None and at < self.watermark
+
+    # -- timers ----------------------------------------------------------------------------------
+
+    def schedule(self, due: datetime, key: str, kind: str, payload: Any = None) -> int:
         self._seq += 1
-        heapq.heappush(self._heap, Timer(due, self._seq, kind, key, payload))
-        return self._seq
+        timer = Timer(due, self._seq, key, kind, payload)
+        self._timers[timer.seq] = timer
+        self._by_key.setdefault(key, set()).add(timer.seq)
+        heapq.heappush(self._heap, (due, timer.seq))
+        return timer.seq
 
-    def cancel(self, timer_id: int) -> None:
-        self._cancelled.add(timer_id)
+    def cancel(self, seq: int) -> bool:
+        """Forget a pending timer; False if it already fired or was cancelled."""
+        timer = self._timers.pop(seq, None)
+        if timer is None:
+            return False
+        self._unindex(timer)
+        if len(self._heap) > 64 and len(self._heap) > 2 * len(self._timers):
+            self._heap = [(t.due, t.seq) for t in self._timers.values()]
+            heapq.heapify(self._heap)
+        return True
 
-    def pop_due(self) -> list[Timer]:
-        """Timers due at or before the clock, in (due, seq) order."""
-        fired: list[Timer] = []
-        while self._heap and self.now is not None and self._heap[0].due <= self.now:
-            t = heapq.heappop(self._heap)
-            if t.seq in self._cancelled:
-                self._cancelled.discard(t.seq)
-                continue
-            fired.append(t)
-        return fired
+    def cancel_key(self, key: str, kind: str | None = None) -> int:
+        """Cancel the key's timers (of one kind, or all); returns how many."""
+        seqs = [s for s in self._by_key.get(key, ()) if kind is None or self._timers[s].kind == kind]
+        for seq in seqs:
+            self.cancel(seq)
+        return len(seqs)
 
-    def pending(self) -> int:
-        return len(self._heap) - len(self._cancelled)
+    def timers_of(self, key: str, kind: str | None = None) -> list[Timer]:
+        """The key's pending timers in firing order."""
+        timers = (self._timers[s] for s in self._by_key.get(key, ()))
+        return sorted((t for t in timers if kind is None or t.kind == kind), key=lambda t: (t.due, t.seq))
+
+    def pending(self, key: str | None = None) -> int:
+        return len(self._timers) if key is None else len(self._by_key.get(key, ()))
+
+    def next_due(self, until: datetime | None) -> Timer | None:
+        """Remove and return the earliest pending timer due at or before `until` (None: none)."""
+        while self._heap and until is not None and self._heap[0][0] <= until:
+            _, seq = heapq.heappop(self._heap)
+            timer = self._timers.pop(seq, None)
+            if timer is not None:  # else: cancelled earlier
+                self._unindex(timer)
+                return timer
+        return None
+
+    def next_due_for(self, key: str, until: datetime) -> Timer | None:
+        """Remove and return the key's earliest pending timer due at or before `until`."""
+        seqs = self._by_key.get(key)
+        if not seqs:
+            return None
+        timer = min((self._timers[s] for s in seqs), key=lambda t: (t.due, t.seq))
+        if timer.due > until:
+            return None
+        del self._timers[timer.seq]
+        self._unindex(timer)  # its heap entry is skipped when it surfaces
+        return timer
+
+    def _unindex(self, timer: Timer) -> None:
+        seqs = self._by_key.get(timer.key)
+        if seqs is not None:
+            seqs.discard(timer.seq)
+            if not seqs:
+                del self._by_key[timer.key]
+
+    # -- snapshot --------------------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        """Plain data: the watermark, the sequence counter and the live timers."""
+        return {
+            "v": SNAPSHOT_VERSION,
+            "watermark": self.watermark,
+            "seq": self._seq,
+            "timers": [(t.due, t.seq, t.key, t.kind, t.payload) for t in self._timers.values()],
+        }
+
+    @classmethod
+    def restore(cls, data: dict[str, Any]) -> ShardClock:
+        if data.get("v") != SNAPSHOT_VERSION:
+            raise ValueError(f"unknown clock snapshot version {data.get('v')!r}")
+        clock = cls()
+        clock.watermark = data["watermark"]
+        clock._seq = data["seq"]
+        for due, seq, key, kind, payload in data["timers"]:
+            timer = Timer(due, seq, key, kind, payload)
+            clock._timers[seq] = timer
+            clock._by_key.setdefault(key, set()).add(seq)
+            clock._heap.append((due, seq))
+        heapq.heapify(clock._heap)
+        return clock

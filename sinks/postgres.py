@@ -41,10 +41,26 @@ from typing import Any
 import psycopg
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from prometheus_client import Counter
+from psycopg.types.json import Jsonb
 
 from sinks.kafka import DeadLetters, DeadLetterWriter, Poisoned, report_lost
 from sinks.retry import Backoff, Waiter, describe_error
-from worktool.events import AiCall, MessageClassified, MonitorEvent, RobotStatus
+from worktool.events import (
+    AiCall,
+    AlertSnapshot,
+    CommandCreated,
+    CommandResult,
+    CommandSent,
+    CommandTimeout,
+    InterventionNeeded,
+    MessageClassified,
+    MonitorEvent,
+    RobotHealth,
+    RobotStatus,
+    SessionState,
+    TaskCreated,
+    TaskStatus,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +82,7 @@ MAX = "max"  # the greater (NULL loses)
 MIN = "min"  # the smaller (NULL loses)
 NEWEST = "newest"  # the value of the row whose `newest_by` is greater (ties: the new one)
 KEEP = "keep"  # the stored value: written on insert only
+FILL = "fill"  # the stored value, unless it is NULL (a row another statement inserted first)
 
 
 @dataclass(frozen=True, eq=False)  # compared and hashed by identity: statements are dict keys
@@ -91,6 +108,8 @@ class Upsert:
             return f"GREATEST({t}.{col}, EXCLUDED.{col})"
         if policy == MIN:
             return f"LEAST({t}.{col}, EXCLUDED.{col})"
+        if policy == FILL:
+            return f"COALESCE({t}.{col}, EXCLUDED.{col})"
         if policy == NEWEST:
             nb = self.newest_by
             return f"CASE WHEN {t}.{nb} IS NULL OR EXCLUDED.{nb} >= {t}.{nb} THEN EXCLUDED.{col} ELSE {t}.{col} END"
@@ -133,6 +152,8 @@ class Upsert:
                 out[col] = (max if policy == MAX else min)(present) if present else None
             elif policy == NEWEST:
                 out[col] = b if new_wins else a
+            elif policy == FILL:
+                out[col] = a if a is not None else b
         return out
 
     def params(self, row: dict[str, Any]) -> dict[str, Any]:
@@ -212,14 +233,129 @@ AI_IO_LOGS = Upsert(
     ),
 )
 
+# The reply state of a session; the insert path only runs if the session's first message has not been
+# written yet (its own upsert then fills the rest).
+SESSION_STATE = Upsert(
+    "session_state",
+    "sessions",
+    key=("session_id",),
+    merge={
+        "is_group": KEEP,
+        "status": SET,
+        "ai_paused": SET,
+        "staff_active_until": SET,
+        "state_changed_at": SET,
+    },
+    newest_by="state_changed_at",
+    only_if_newer=True,
+)
+# A message needing intervention. session_id and received_at are only written if the message row does
+# not exist yet; the message's own upsert then overwrites them (they are SET there).
+INTERVENTIONS = Upsert(
+    "interventions",
+    "session_messages",
+    key=("message_id",),
+    merge={"session_id": KEEP, "received_at": KEEP, "is_staff_intervention": SET, "intervention_reason": SET},
+)
+ALERTS = Upsert(
+    "alert_history",
+    "alert_history",
+    key=("alert_id",),
+    merge=dict.fromkeys(
+        _columns(
+            "alert_type alert_key session_id user_name group_name robot_id alert_level status message_id "
+            "message_content escalation_count escalation_history cancel_reason cancelled_at cancelled_by "
+            "raised_at last_triggered_at trigger_count parent_alert_id notified_at handled_by handled_at version"
+        ),
+        SET,
+    ),
+    newest_by="version",
+    only_if_newer=True,  # a transition re-emitted after a newer one must not roll the alert back
+)
+COMMANDS = Upsert(
+    "robot_commands",
+    "robot_commands",
+    key=("command_id",),
+    # Written once when decided (pending); filled in if a status change of it was written first.
+    merge={
+        **dict.fromkeys(_columns("robot_id command_data target content due_at cause_event cause_id"), FILL),
+        # NOT NULL with defaults, so not fillable; the decision owns them and they never change.
+        "channel": SET,
+        "at_list": SET,
+    },
+)
+# Status changes of a command (sent, timeout, completed, failed, unknown), newest wins.
+COMMAND_STATUS = Upsert(
+    "command_status",
+    "robot_commands",
+    key=("command_id",),
+    merge={
+        "robot_id": FILL,
+        "status": SET,
+        "status_at": SET,
+        "worktool_message_id": FILL,
+        "sent_at": FILL,
+        "accepted_at": FILL,
+        "lookup_count": MAX,
+        "error_code": SET,
+        "error_message": SET,
+        "completed_at": SET,
+    },
+    newest_by="status_at",
+    only_if_newer=True,
+)
+ROBOT_HEALTH = Upsert(
+    "robot_health",
+    "robots",
+    key=("robot_id",),
+    merge={
+        "health_score": SET,
+        "health_status": SET,
+        "send_failure_count": SET,
+        "consecutive_failure_count": SET,
+        "last_send_failure_at": SET,
+        "health_at": SET,
+    },
+    newest_by="health_at",
+    only_if_newer=True,
+)
+TASKS = Upsert(
+    "after_sales_tasks",
+    "after_sales_tasks",
+    key=("task_id",),
+    merge=dict.fromkeys(
+        _columns(
+            "session_id robot_id user_name group_name task_type issue_description priority "
+            "source_message_id opened_at"
+        ),
+        KEEP,
+    ),
+)
+TASK_STATUS = Upsert(
+    "task_status",
+    "after_sales_tasks",
+    key=("task_id",),
+    merge={"task_type": KEEP, "status": SET, "status_at": SET, "completed_at": SET},
+    newest_by="status_at",
+    only_if_newer=True,
+)
+
 STATEMENTS: tuple[Upsert, ...] = (
     MESSAGE_TYPES,
     SESSION_MESSAGES,
     SESSIONS,
+    SESSION_STATE,
+    INTERVENTIONS,
     ROBOT_SEEN,
     ROBOT_STATUS,
     SESSION_ROBOTS,
     AI_IO_LOGS,
+    ALERTS,
+    COMMANDS,
+    COMMAND_STATUS,
+    ROBOT_HEALTH,
+    TASKS,
+    TASK_STATUS,
 )
 
 
@@ -344,12 +480,171 @@ def _ai_call(ev: MonitorEvent) -> list[tuple[Upsert, dict[str, Any]]]:
     return [(AI_IO_LOGS, row)]
 
 
+def _session_state(ev: MonitorEvent) -> list[tuple[Upsert, dict[str, Any]]]:
+    d: SessionState = ev.data  # type: ignore[assignment]
+    session_id = _required(ev.session_id, "session_id")
+    row = {
+        "session_id": session_id,
+        "is_group": session_id.startswith("group:"),
+        "status": d.status,
+        "ai_paused": d.ai_paused,
+        "staff_active_until": d.staff_active_until,
+        "state_changed_at": ev.event_time,
+    }
+    return [(SESSION_STATE, row)]
+
+
+def _intervention(ev: MonitorEvent) -> list[tuple[Upsert, dict[str, Any]]]:
+    d: InterventionNeeded = ev.data  # type: ignore[assignment]
+    row = {
+        "message_id": _required(d.message_id, "data.message_id"),
+        "session_id": _required(ev.session_id, "session_id"),
+        "received_at": ev.event_time,
+        "is_staff_intervention": True,
+        "intervention_reason": d.reason,
+    }
+    return [(INTERVENTIONS, row)]
+
+
+def _alert(ev: MonitorEvent) -> list[tuple[Upsert, dict[str, Any]]]:
+    a: AlertSnapshot = ev.data.alert  # type: ignore[attr-defined]
+    row = {
+        "alert_id": a.alert_id,
+        "alert_type": a.alert_type,
+        "alert_key": a.alert_key,
+        "session_id": a.session_id,
+        "user_name": a.user_name,
+        "group_name": a.group_name,
+        "robot_id": a.robot_id,
+        "alert_level": a.level,
+        "status": a.status,
+        "message_id": a.message_id,
+        "message_content": a.message_content,
+        "escalation_count": a.escalation_count,
+        "escalation_history": Jsonb([step.model_dump(mode="json") for step in a.escalation_history]),
+        "cancel_reason": a.cancel_reason,
+        "cancelled_at": a.cancelled_at,
+        "cancelled_by": a.cancelled_by,
+        "raised_at": a.raised_at,
+        "last_triggered_at": a.last_triggered_at,
+        "trigger_count": a.trigger_count,
+        "parent_alert_id": a.parent_alert_id,
+        "notified_at": a.notified_at,
+        # Who handled it and when: the staff member or operator whose action closed it.
+        "handled_by": a.cancelled_by,
+        "handled_at": a.cancelled_at if a.cancelled_by else None,
+        "version": a.version,
+    }
+    return [(ALERTS, row)]
+
+
+def _command_created(ev: MonitorEvent) -> list[tuple[Upsert, dict[str, Any]]]:
+    d: CommandCreated = ev.data  # type: ignore[assignment]
+    item = {"type": 203, "titleList": [d.target], "receivedContent": d.content}
+    if d.at_list:
+        item["atList"] = d.at_list
+    row = {
+        "command_id": d.command_id,
+        "robot_id": d.robot_id,
+        "channel": d.channel,
+        "command_data": Jsonb(item if d.channel == "wecom" else {"target": d.target, "content": d.content}),
+        "target": d.target,
+        "content": d.content,
+        "at_list": list(d.at_list),
+        "due_at": d.due_time,
+        "cause_event": d.cause_event,
+        "cause_id": d.cause_id,
+    }
+    return [(COMMANDS, row)]
+
+
+def _command_status(ev: MonitorEvent) -> list[tuple[Upsert, dict[str, Any]]]:
+    d = ev.data
+    row: dict[str, Any] = {
+        "command_id": d.command_id,  # type: ignore[attr-defined]
+        "robot_id": ev.robot_id,
+        "status_at": ev.event_time,
+        "worktool_message_id": None,
+        "sent_at": None,
+        "accepted_at": None,
+        "lookup_count": 0,
+        "error_code": None,
+        "error_message": None,
+        "completed_at": None,
+    }
+    if isinstance(d, CommandSent):
+        row.update(status="sent", worktool_message_id=d.worktool_message_id, sent_at=ev.event_time,
+                   accepted_at=ev.event_time)  # fmt: skip
+    elif isinstance(d, CommandTimeout):
+        row.update(status="timeout", lookup_count=d.lookups)
+    elif isinstance(d, CommandResult):
+        row.update(status=d.status, error_code=d.error_code, error_message=d.error_reason,
+                   completed_at=ev.event_time if d.status != "unknown" else None)  # fmt: skip
+    return [(COMMAND_STATUS, row)]
+
+
+def _robot_health(ev: MonitorEvent) -> list[tuple[Upsert, dict[str, Any]]]:
+    d: RobotHealth = ev.data  # type: ignore[assignment]
+    row = {
+        "robot_id": _required(ev.robot_id, "robot_id"),
+        "health_score": round(d.score),
+        "health_status": d.band,
+        "send_failure_count": d.send_failures,
+        "consecutive_failure_count": d.consecutive_failures,
+        "last_send_failure_at": d.last_failure_at,
+        "health_at": ev.event_time,
+    }
+    return [(ROBOT_HEALTH, row)]
+
+
+def _task_created(ev: MonitorEvent) -> list[tuple[Upsert, dict[str, Any]]]:
+    d: TaskCreated = ev.data  # type: ignore[assignment]
+    row = {
+        "task_id": d.task_id,
+        "session_id": ev.session_id,
+        "robot_id": ev.robot_id,
+        "user_name": d.user_name,
+        "group_name": d.group_name,
+        "task_type": d.task_type,
+        "issue_description": d.description,
+        "priority": d.priority,
+        "source_message_id": d.message_id,
+        "opened_at": ev.event_time,
+    }
+    return [(TASKS, row)]
+
+
+def _task_status(ev: MonitorEvent) -> list[tuple[Upsert, dict[str, Any]]]:
+    d: TaskStatus = ev.data  # type: ignore[assignment]
+    row = {
+        "task_id": d.task_id,
+        "task_type": "other",  # only if the task row is not there yet; its own insert keeps the real one
+        "status": d.status,
+        "status_at": ev.event_time,
+        "completed_at": ev.event_time if d.status == "completed" else None,
+    }
+    return [(TASK_STATUS, row)]
+
+
 PROJECTIONS: dict[str, Callable[[MonitorEvent], list[tuple[Upsert, dict[str, Any]]]]] = {
     "message_classified": _message_classified,
     "robot_joined_session": _robot_joined_session,
     "robot_status": _robot_status,
     "ai_call": _ai_call,
-    # command_callback: projected into robot_commands by the commands work, not yet.
+    "session_state": _session_state,
+    "intervention_needed": _intervention,
+    "alert_raised": _alert,
+    "alert_escalated": _alert,
+    "alert_retriggered": _alert,
+    "alert_cancelled": _alert,
+    "command_created": _command_created,
+    "command_sent": _command_status,
+    "command_timeout": _command_status,
+    "command_result": _command_status,
+    "robot_health": _robot_health,
+    "task_created": _task_created,
+    "task_status": _task_status,
+    # command_callback: joined with robot_commands by the commands work (worktool dispatcher), not yet.
 }
 
 

@@ -1,4 +1,12 @@
-"""Shared fixtures: real servers for integration tests.
+"""Shared fixtures: real servers for integration tests, and how flows are run.
+
+Layout: tests/<package>/ mirrors the packages (worktool, operators, classifiers, gateway, sinks,
+dataflows, infra, commands), tests/e2e/ runs the whole pipeline; the root keeps the architecture checks.
+The folders are not Python packages, so a test module's basename must be unique across folders (pytest
+refuses a clash: name it after package and module, e.g. sinks/test_sink_kafka.py). Helpers are
+imported by full name from every folder: `tests.support`, `tests.dataflows.records`, `fakes.*`
+(tests/fakes), and data files sit in tests/data (`tests.support.DATA`). Fixtures for one folder only
+go in that folder's conftest.py.
 
 The broker, PostgreSQL and Redis are the embedded ones (started once per session, stopped at the end),
 unless KAFKA_BOOTSTRAP_SERVERS / DATABASE_URL / REDIS_URL name running services. Servers start lazily:
@@ -12,6 +20,12 @@ a test run that asks for none of these fixtures starts nothing.
 - `unique_topics`: creates uuid-suffixed copies of the five topics; returns Settings field overrides.
 - `settings_factory`: Settings wired to the servers above with a fresh migrated database per test, a
   per-test data dir and a free HTTP port, plus the overrides you pass (field names, e.g. `shards=4`).
+- `entry_point`: runs a bytewax flow in this process, parametrised like bytewax's own tests over
+  "run_main", "cluster-1" (cluster_main, 1 worker thread) and "cluster-2" (2 worker threads):
+  `entry_point(flow, epoch_interval=None, recovery_config=None)`, blocking until the flow ends. A
+  TestingSource is one partition, but keyed steps spread over both workers: compare outputs
+  order-insensitively across keys. ABORT/resume works single-worker only: narrow a recovery test with
+  `@pytest.mark.parametrize("entry_point", SINGLE_WORKER, indirect=True)` (from tests.support).
 """
 
 from __future__ import annotations
@@ -34,6 +48,7 @@ from infra.embedded import (
     free_port,
 )
 from infra.kafka_admin import DEFAULT_PARTITIONS, ensure_topics
+from tests.support import ENTRY_POINTS, EntryPoint
 from worktool.settings import Settings
 
 
@@ -162,3 +177,8 @@ def settings_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Callable
         return Settings(**values)
 
     return make
+
+
+@pytest.fixture(params=list(ENTRY_POINTS))
+def entry_point(request: pytest.FixtureRequest) -> EntryPoint:
+    return ENTRY_POINTS[request.param]

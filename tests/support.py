@@ -1,4 +1,5 @@
-"""Helpers for integration tests that run the real processes."""
+"""Helpers shared by the tests in every folder: paths, running flows in-process, running the real
+processes, producing to and consuming from the broker."""
 
 from __future__ import annotations
 
@@ -7,17 +8,25 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
+from bytewax.dataflow import Dataflow
+from bytewax.recovery import RecoveryConfig
+from bytewax.testing import cluster_main, run_main
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
 from worktool.settings import Settings
 
-REPO = Path(__file__).resolve().parents[1]
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+DATA = TESTS / "data"  # labelled/blind message sets and rosters
 
-# The message callback of worktool-platform.md §5: an owner @-ing the day robot in a group.
+
+# The message callback of docs/platform.md §3: an owner @-ing the day robot in a group.
 GROUP_MESSAGE = {
     "spoken": "我的视频号发不了作品，需要扫码认证吗",
     "rawSpoken": "@运营助理小A 我的视频号发不了作品，需要扫码认证吗",
@@ -115,3 +124,40 @@ def stop(proc: subprocess.Popen, timeout: float = 20) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+# --- running a flow in this process (the `entry_point` fixture) ---
+
+
+@dataclass(frozen=True)
+class EntryPoint:
+    """One way of running a flow in this process (see `entry_point`)."""
+
+    name: str
+    workers: int
+
+    def __call__(
+        self,
+        flow: Dataflow,
+        epoch_interval: timedelta | None = None,
+        recovery_config: RecoveryConfig | None = None,
+    ) -> None:
+        if self.name == "run_main":
+            run_main(flow, epoch_interval=epoch_interval, recovery_config=recovery_config)
+        else:
+            cluster_main(
+                flow,
+                [],
+                0,
+                epoch_interval=epoch_interval,
+                recovery_config=recovery_config,
+                worker_count_per_proc=self.workers,
+            )
+
+
+ENTRY_POINTS = {
+    "run_main": EntryPoint("run_main", 1),
+    "cluster-1": EntryPoint("cluster-1", 1),
+    "cluster-2": EntryPoint("cluster-2", 2),
+}
+SINGLE_WORKER = [name for name, ep in ENTRY_POINTS.items() if ep.workers == 1]

@@ -1,11 +1,11 @@
 """Business configuration: one YAML file named by WORKTOOL_CONFIG, validated with pydantic.
 
-Everything a business person tunes lives here, with the RULES.md defaults built in, so an empty
+Everything a business person tunes lives here, with the docs/rules.md defaults built in, so an empty
 file (or no file) works. Errors name the bad key (and the bad regex).
 
 Roster: `robots`, `staff`, `operators`, `assistants` are exact display names; `staff_patterns`,
 `operator_patterns`, `assistant_patterns` are regular expressions tried after every exact name
-(RULES.md §1). The `classifier:` section is merged over worktool/rule_defaults.py (mappings merge
+(docs/rules.md §1). The `classifier:` section is merged over worktool/rule_defaults.py (mappings merge
 key by key, lists and numbers replace), see that module for the meaning of each list.
 """
 
@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import math
 import re
+from datetime import time
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -80,7 +81,7 @@ class TermRules(_Strict):
 
 
 class UserTypeRules(_Strict):
-    """One TermRules per user message type (RULES.md §2); chat_other catches spam and placeholders."""
+    """One TermRules per user message type (docs/rules.md §2); chat_other catches spam and placeholders."""
 
     chat_after_sales: TermRules
     chat_complaint: TermRules
@@ -92,8 +93,8 @@ class UserTypeRules(_Strict):
 
 
 class ResponseWords(_Strict):
-    responded: list[str]  # RULES.md §7
-    refused: list[str]  # RULES.md §7; a refusal wins over a response in the same message
+    responded: list[str]  # docs/rules.md §7
+    refused: list[str]  # docs/rules.md §7; a refusal wins over a response in the same message
     acknowledgements: list[str]
     fillers: list[str]
     refusal_words: Weights
@@ -189,6 +190,220 @@ class ClassifierConfig(_Strict):
         return re.compile("|".join(f"(?:{p})" for p in self.question_patterns))
 
 
+# ---------------------------------------------------------------------------------------------
+# Event-time rules (docs/rules.md §3 staff intervention, §4 alerts). Minutes unless named otherwise.
+
+AlertType = Literal[
+    "user_complaint",
+    "staff_no_reply",
+    "user_not_cooperating",
+    "task_not_followed_up",
+    "task_unfinished",
+    "low_satisfaction",
+    "operator_harsh",
+    "private_operation",
+    "robot_fault",
+]
+ALERT_TYPES: tuple[str, ...] = AlertType.__args__  # type: ignore[attr-defined]
+Minutes = Annotated[float, Field(gt=0)]
+Level = Annotated[int, Field(ge=1, le=4)]
+
+
+class StaffWindowConfig(_Strict):
+    """A session is "staff handling" from a staff (or assistant) message until this long passes
+    without one; no automatic reply is sent meanwhile."""
+
+    minutes: Minutes = 10
+
+
+class InterventionConfig(_Strict):
+    user_waiting_minutes: Minutes = 30  # user_waiting_too_long (and the staff_no_reply alert)
+    negative_sentiment: float = Field(default=-0.3, ge=-1, le=0)  # a user's reply this negative, after staff
+    staff_low_quality: Probability = 0.5  # staff_low_reply_quality below this score
+    # Rule fallback of the reply-quality score: a staff reply holding one of these is dismissive...
+    dismissive_words: list[str] = Field(
+        default_factory=lambda: [
+            "不知道",
+            "不清楚",
+            "自己看",
+            "自己弄",
+            "没办法",
+            "随便",
+            "问别人",
+            "不归我管",
+            "等着吧",
+        ]
+    )
+    dismissive_score: Probability = 0.2
+    # ...and one shorter than this many characters (after removing @mentions and punctuation) says little.
+    short_reply_chars: int = Field(default=4, ge=0)
+    short_score: Probability = 0.3
+
+
+class NotificationConfig(_Strict):
+    """Where alert notifications go. WeCom texts go through the notify robot to `staff_target` (a staff
+    group's remark/name, or a person); phone and SMS go to webhooks the dispatcher calls."""
+
+    staff_target: str = "售后工作群"
+    reminder_minutes: Minutes = 10  # level >= 2: a reminder if the alert is still open this much later
+    phone_targets: list[str] = Field(default_factory=list)  # level >= 3
+    sms_targets: list[str] = Field(default_factory=list)  # level 4
+    min_interval_minutes: float = Field(
+        default=5, ge=0
+    )  # repeated notifications of one alert, at most one per
+
+
+class AlertConfig(_Strict):
+    start_levels: dict[AlertType, Level] = Field(
+        default_factory=lambda: {
+            "user_complaint": 4,
+            "staff_no_reply": 1,
+            "user_not_cooperating": 2,
+            "task_not_followed_up": 2,
+            "task_unfinished": 3,
+            "low_satisfaction": 3,
+            "operator_harsh": 2,
+            "private_operation": 2,
+            "robot_fault": 3,
+        }
+    )
+    # A repeat of an open alert's key within escalation_minutes[level - 1] of its previous trigger raises
+    # its level by one (1->2 within 30, 2->3 within 60, 3->4 within 90); later, it re-notifies.
+    escalation_minutes: Annotated[list[Minutes], Field(min_length=3, max_length=3)] = Field(
+        default_factory=lambda: [30.0, 60.0, 90.0]
+    )
+    expiry_minutes: Minutes = 1440  # an open alert not triggered again for this long is cancelled "expired"
+    user_not_cooperating_minutes: Minutes = 60
+    task_not_followed_up_minutes: Minutes = 3
+    task_unfinished_minutes: Minutes = 1440
+    # A user saying the problem is solved cancels their alerts (problem_solved).
+    solved_words: list[str] = Field(
+        default_factory=lambda: ["解决了", "已经好了", "搞定了", "弄好了", "没问题了", "可以了", "好了谢谢"]
+    )
+    # Clearly positive feedback (sentiment at least this) cancels the user's alerts (user_satisfied).
+    positive_sentiment: float = Field(default=0.5, ge=0, le=1)
+    notifications: NotificationConfig = Field(default_factory=NotificationConfig)
+
+    @model_validator(mode="after")
+    def _complete(self) -> AlertConfig:
+        missing = [t for t in ALERT_TYPES if t not in self.start_levels]
+        if missing:
+            self.start_levels = {
+                **AlertConfig.model_fields["start_levels"].default_factory(),
+                **self.start_levels,
+            }
+        return self
+
+
+# ---------------------------------------------------------------------------------------------
+# Replies (docs/rules.md §5) and robot health (§8)
+
+# Reply-delay scenario -> the range an operator may configure it in (seconds).
+DELAY_LIMITS: dict[str, tuple[float, float]] = {
+    "day_shift_operation": (1, 15),
+    "night_shift_operation": (3, 60),
+    "urgent": (0, 5),
+    "after_sales_notify": (0, 5),
+    "day_shift_complex": (3, 30),
+    "night_shift_complex": (5, 60),
+}
+# What a reply template may use: {{user}} the asker, {{group}} the group (or the chat's name), {{text}}
+# the message, {{robot}} the replying robot's name.
+TEMPLATE_VARIABLES = frozenset({"user", "group", "text", "robot"})
+_TEMPLATE_VARIABLE = re.compile(r"\{\{\s*([A-Za-z_]\w*)\s*\}\}")
+
+
+def _check_template(text: str) -> str:
+    unknown = sorted({v for v in _TEMPLATE_VARIABLE.findall(text)} - TEMPLATE_VARIABLES)
+    if unknown:
+        raise ValueError(
+            f"unknown template variable(s) {', '.join('{{' + v + '}}' for v in unknown)}; "
+            f"known: {', '.join(sorted(TEMPLATE_VARIABLES))}"
+        )
+    if not text.strip():
+        raise ValueError("empty template")
+    return text
+
+
+Template = Annotated[str, AfterValidator(_check_template)]
+ClockTime = Annotated[str, Field(pattern=r"^([01]\d|2[0-3]):[0-5]\d$")]
+
+
+class ReplyConfig(_Strict):
+    day_starts: ClockTime = "09:00"  # reply_day robots answer from here ...
+    night_starts: ClockTime = "21:00"  # ... reply_night robots from here (time zone: `timezone`)
+    delays: dict[str, Annotated[list[float], Field(min_length=2, max_length=2)]] = Field(
+        default_factory=lambda: {
+            "day_shift_operation": [2, 8],
+            "night_shift_operation": [5, 30],
+            "urgent": [1, 2],
+            "after_sales_notify": [1, 2],
+            "day_shift_complex": [5, 15],
+            "night_shift_complex": [10, 30],
+        }
+    )
+    # Message types whose replies count as complex questions (longer delays).
+    complex_types: list[str] = Field(default_factory=lambda: ["chat_after_sales", "chat_private_operation"])
+    soothe_operator_hard: bool = True  # the shift's reply robot soothes the owner an operator was harsh to
+    templates: dict[str, Template] = Field(
+        default_factory=lambda: {
+            "chat_daily": "您好，收到您的消息，我们会尽快为您处理～",
+            "chat_after_sales": "收到，售后同事马上来协助您，请稍等～",
+            "chat_complaint": "非常抱歉给您带来不好的体验，已安排专人马上处理，请您稍等。",
+            "chat_cooperation": "好的，感谢您的配合！",
+            "chat_private_operation": "收到，请先不要自行操作账号，售后同事马上联系您。",
+            "chat_complain_discuss": "您好，有任何问题都可以直接问我们哦～",
+            "chat_other": "您好，请问有什么可以帮您？",
+            "operator_tone_hard": "您好，我们这边已经在跟进了，请放心～",
+            "after_sales_notify": "【售后】{{group}} {{user}}：{{text}}",
+        }
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ReplyConfig:
+        for scenario, (low, high) in self.delays.items():
+            limits = DELAY_LIMITS.get(scenario)
+            if limits is None:
+                raise ValueError(f"delays.{scenario}: unknown scenario; known: {', '.join(DELAY_LIMITS)}")
+            if not limits[0] <= low <= high <= limits[1]:
+                raise ValueError(
+                    f"delays.{scenario}: [{low}, {high}] must be a range within the allowed {list(limits)} seconds"
+                )
+        missing = [s for s in DELAY_LIMITS if s not in self.delays]
+        if missing:
+            defaults = ReplyConfig.model_fields["delays"].default_factory()
+            self.delays = {**{s: defaults[s] for s in missing}, **self.delays}
+        # A configured template replaces the default of its type only.
+        self.templates = {**ReplyConfig.model_fields["templates"].default_factory(), **self.templates}
+        return self
+
+    def clock(self, which: str) -> time:
+        hours, minutes = (self.day_starts if which == "day" else self.night_starts).split(":")
+        return time(int(hours), int(minutes))
+
+
+class HealthConfig(_Strict):
+    """Robot health score (docs/rules.md §8): 100 - min(failure_weight x failures, failure_cap)
+    - min(consecutive_weight x consecutive failures, consecutive_cap) - recency penalty."""
+
+    failure_weight: float = 5
+    failure_cap: float = 30
+    consecutive_weight: float = 10
+    consecutive_cap: float = 40
+    recent_minutes: Minutes = 5
+    recent_penalty: float = 20
+    older_minutes: Minutes = 30
+    older_penalty: float = 10
+    healthy_from: float = 80
+    warning_from: float = 50  # below: critical, raises robot_fault
+
+
+class CommandConfig(_Strict):
+    result_timeout_s: Annotated[float, Field(gt=0)] = 60  # accepted, no result callback -> timeout
+    lookups: int = Field(default=3, ge=0)  # then looked up again this many times ...
+    lookup_interval_s: Annotated[float, Field(gt=0)] = 30  # ... this far apart; then unknown
+
+
 class BusinessConfig(_Strict):
     robots: list[RobotConfig] = Field(default_factory=list)
     staff: list[str] = Field(default_factory=list)
@@ -199,6 +414,15 @@ class BusinessConfig(_Strict):
     assistant_patterns: list[Regex] = Field(default_factory=list)
     timezone: str = "Asia/Shanghai"
     classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
+    staff_window: StaffWindowConfig = Field(default_factory=StaffWindowConfig)
+    intervention: InterventionConfig = Field(default_factory=InterventionConfig)
+    alerts: AlertConfig = Field(default_factory=AlertConfig)
+    replies: ReplyConfig = Field(default_factory=ReplyConfig)
+    commands: CommandConfig = Field(default_factory=CommandConfig)
+    health: HealthConfig = Field(default_factory=HealthConfig)
+
+    def robots_with_role(self, role: RobotRole) -> list[RobotConfig]:
+        return [r for r in self.robots if r.role == role]
 
     @property
     def robot_names(self) -> frozenset[str]:
@@ -206,7 +430,7 @@ class BusinessConfig(_Strict):
 
     @cached_property
     def compiled_name_patterns(self) -> dict[str, tuple[re.Pattern[str], ...]]:
-        """Roster patterns by sender type, in RULES.md §1 precedence order."""
+        """Roster patterns by sender type, in docs/rules.md §1 precedence order."""
         return {
             "operator": tuple(re.compile(p) for p in self.operator_patterns),
             "staff": tuple(re.compile(p) for p in self.staff_patterns),

@@ -20,14 +20,39 @@ schema test validates every event the sample day produces, so a drifting produce
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, Self, TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, model_validator
 
 from worktool.models import SenderType, UtcDatetime
 
+M = TypeVar("M", bound=BaseModel)
+
 SCHEMA_VERSION = 1
+
+_DEFAULTS: dict[type, tuple[dict[str, Any], int]] = {}  # class -> (plain defaults, number of fields)
+
+
+def construct(cls: type[M], **values: Any) -> M:
+    """An instance of `cls` from trusted values, without validation: the dataflow's hot path builds
+    several events per record, and pydantic's model_construct costs more than everything else the rules
+    do. Missing fields take their plain defaults (the event models have no default factories)."""
+    known = _DEFAULTS.get(cls)
+    if known is None:
+        fields = cls.model_fields
+        known = _DEFAULTS[cls] = (
+            {n: f.default for n, f in fields.items() if not f.is_required()},
+            len(fields),
+        )
+    defaults, count = known
+    obj = cls.__new__(cls)
+    data = {**defaults, **values} if len(values) < count else values
+    object.__setattr__(obj, "__dict__", data)
+    object.__setattr__(obj, "__pydantic_fields_set__", set(values))
+    object.__setattr__(obj, "__pydantic_extra__", None)
+    object.__setattr__(obj, "__pydantic_private__", None)
+    return obj
 
 
 class EventData(BaseModel):
@@ -40,7 +65,8 @@ class EventData(BaseModel):
         self, event_time: datetime, session_id: str | None = None, robot_id: str | None = None
     ) -> MonitorEvent:
         """This data in its envelope (no validation: see the module doc)."""
-        return MonitorEvent.model_construct(
+        return construct(
+            MonitorEvent,
             schema_version=SCHEMA_VERSION,
             event=self.EVENT,
             event_time=event_time,
@@ -48,6 +74,11 @@ class EventData(BaseModel):
             robot_id=robot_id,
             data=self,
         )
+
+    @classmethod
+    def make(cls, **values: Any) -> Self:
+        """Unchecked construction for the hot path (see `construct`)."""
+        return construct(cls, **values)
 
     @classmethod
     def event(
@@ -200,6 +231,44 @@ class AiCall(EventData):
 
 
 # ---------------------------------------------------------------------------------------------
+# Sessions: staff-active windows, paused replies, handover
+
+
+SessionStatus = Literal["auto", "staff", "handover"]
+
+
+@_register
+class StaffWindowOpened(EventData):
+    """A staff or assistant message opened the session's staff-active window: no automatic reply until
+    `until` (moved on by every further staff message)."""
+
+    EVENT: ClassVar[str] = "staff_window_opened"
+    until: UtcDatetime
+    staff_name: str
+    message_id: str
+
+
+@_register
+class StaffWindowClosed(EventData):
+    """The staff-active window ended: no staff message for the configured minutes."""
+
+    EVENT: ClassVar[str] = "staff_window_closed"
+    opened_at: UtcDatetime
+
+
+@_register
+class SessionState(EventData):
+    """The session's reply state after any change (window opened/moved/closed, replies paused or
+    resumed, handover, solved). The Postgres projection keeps `sessions` current from it."""
+
+    EVENT: ClassVar[str] = "session_state"
+    status: SessionStatus = Field(description="auto: AI may reply; staff: window open; handover: [转人工]")
+    ai_paused: bool
+    staff_active_until: UtcDatetime | None = None
+    change: str = Field(description="what changed: staff_window_opened, staff_window_extended, ...")
+
+
+# ---------------------------------------------------------------------------------------------
 # Staff intervention and alerts
 
 
@@ -209,7 +278,54 @@ class InterventionNeeded(EventData):
 
     EVENT: ClassVar[str] = "intervention_needed"
     message_id: str
-    reason: str
+    reason: (
+        Literal[
+            "user_negative_after_staff",
+            "user_waiting_too_long",
+            "staff_low_reply_quality",
+            "user_low_satisfaction",
+            "complaint",
+        ]
+        | str
+    )
+    user_name: str | None = None
+
+
+class EscalationStep(BaseModel):
+    at: UtcDatetime
+    from_level: int = Field(ge=1, le=4)
+    to_level: int = Field(ge=1, le=4)
+    by: str = Field(description="repeat, or the actor of a manual escalation")
+
+
+class AlertSnapshot(BaseModel):
+    """An alert as it stands after a transition; `version` orders the transitions of one alert."""
+
+    alert_id: str
+    alert_type: str
+    alert_key: str
+    session_id: str | None = None
+    user_name: str | None = None
+    group_name: str | None = None
+    robot_id: str | None = None
+    level: int = Field(ge=1, le=4)
+    status: Literal["open", "escalated", "cancelled", "resolved"]
+    escalation_count: int = Field(ge=0)
+    escalation_history: list[EscalationStep]
+    cancel_reason: str | None = None
+    cancelled_at: UtcDatetime | None = None
+    cancelled_by: str | None = None
+    raised_at: UtcDatetime
+    last_triggered_at: UtcDatetime
+    trigger_count: int = Field(ge=1)
+    message_id: str | None = None
+    message_content: str | None = None
+    parent_alert_id: str | None = None
+    notified_at: UtcDatetime | None = None
+    version: int = Field(ge=1)
+
+
+CancelReason = Literal["staff_intervened", "user_satisfied", "problem_solved", "expired", "manual"]
 
 
 @_register
@@ -218,6 +334,7 @@ class AlertRaised(EventData):
     alert_id: str
     alert_type: str
     level: int = Field(ge=1, le=4)
+    alert: AlertSnapshot
 
 
 @_register
@@ -226,13 +343,27 @@ class AlertEscalated(EventData):
     alert_id: str
     from_level: int = Field(ge=1, le=4)
     to_level: int = Field(ge=1, le=4)
+    alert: AlertSnapshot
+
+
+@_register
+class AlertRetriggered(EventData):
+    """The same alert key triggered again outside the escalation window: re-notified at the same level
+    (unless a notification went out less than the configured interval ago)."""
+
+    EVENT: ClassVar[str] = "alert_retriggered"
+    alert_id: str
+    level: int = Field(ge=1, le=4)
+    notified: bool
+    alert: AlertSnapshot
 
 
 @_register
 class AlertCancelled(EventData):
     EVENT: ClassVar[str] = "alert_cancelled"
     alert_id: str
-    reason: Literal["staff_intervened", "user_satisfied", "problem_solved", "expired", "manual"]
+    reason: CancelReason
+    alert: AlertSnapshot
 
 
 # ---------------------------------------------------------------------------------------------
@@ -250,23 +381,83 @@ class ReplyScheduled(EventData):
 
 
 @_register
+class CommandCreated(EventData):
+    """A command was written to worktool.commands (a notification or a reply): `pending` until the
+    dispatcher sends it."""
+
+    EVENT: ClassVar[str] = "command_created"
+    command_id: str
+    channel: Literal["wecom", "phone", "sms"]
+    robot_id: str | None
+    target: str
+    content: str
+    at_list: list[str]
+    due_time: UtcDatetime
+    cause_event: str
+    cause_id: str | None = None
+
+
+@_register
+class ReplySkipped(EventData):
+    """A user message that would get an automatic reply got none, and why (staff window open, replies
+    paused, no reply robot in the group, ...)."""
+
+    EVENT: ClassVar[str] = "reply_skipped"
+    message_id: str
+    reason: str
+
+
+@_register
+class ReplyWithdrawn(EventData):
+    """A scheduled reply not sent yet was withdrawn (staff stepped in, replies paused)."""
+
+    EVENT: ClassVar[str] = "reply_withdrawn"
+    message_id: str
+    reason: str
+
+
+@_register
 class CommandSent(EventData):
+    """The dispatcher's request carrying the command was accepted (WorkTool queued it)."""
+
     EVENT: ClassVar[str] = "command_sent"
     command_id: str
     robot_id: str | None
+    worktool_message_id: str | None = None
 
 
 @_register
 class CommandResult(EventData):
+    """The command's end: completed (result errorCode 0), failed (another errorCode, or the submission
+    failed), or unknown (no result after the timeout and its look-ups: check it by hand)."""
+
     EVENT: ClassVar[str] = "command_result"
     command_id: str
-    status: Literal["completed", "failed"]
+    status: Literal["completed", "failed", "unknown"]
+    error_code: int | None = None
+    error_reason: str | None = None
 
 
 @_register
 class CommandTimeout(EventData):
+    """No result callback in time: `lookups` is how many times it was looked up again since."""
+
     EVENT: ClassVar[str] = "command_timeout"
     command_id: str
+    lookups: int = 0
+
+
+@_register
+class RobotHealth(EventData):
+    """A robot's health score after a send outcome or a status change."""
+
+    EVENT: ClassVar[str] = "robot_health"
+    score: float = Field(ge=0, le=100)
+    band: Literal["healthy", "warning", "critical"]
+    online: bool
+    send_failures: int = Field(ge=0)
+    consecutive_failures: int = Field(ge=0)
+    last_failure_at: UtcDatetime | None = None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -278,6 +469,20 @@ class TaskCreated(EventData):
     EVENT: ClassVar[str] = "task_created"
     task_id: str
     task_type: str
+    priority: Literal["low", "normal", "high", "urgent"] = "normal"
+    user_name: str | None = None
+    group_name: str | None = None
+    message_id: str | None = None
+    description: str | None = None
+
+
+@_register
+class TaskStatus(EventData):
+    """An after-sales task changed status (completed by [已解决] or the user confirming it is solved)."""
+
+    EVENT: ClassVar[str] = "task_status"
+    task_id: str
+    status: Literal["pending", "assigned", "waiting_user", "in_progress", "completed", "cancelled"]
 
 
 @_register

@@ -2,6 +2,8 @@
 
 - WorkTool callback bodies (what the gateway validates),
 - RawRecord (value on worktool.raw and one line of a JSONL archive),
+- ControlRecord (value on worktool.control, also a line of an archive),
+- CommandRecord (value on worktool.commands),
 - Message (the canonical parsed message inside the dataflow),
 - Classification (who spoke and what kind of message it is),
 - DlqRecord (value on worktool.dlq).
@@ -68,7 +70,7 @@ def summarize_errors(e: ValidationError, limit: int = 5) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# WorkTool's loose types (worktool-platform.md §1.1): atMe may be the string "false", roomType a string.
+# WorkTool's loose types (docs/platform.md §1): atMe may be the string "false", roomType a string.
 #
 # What every later stage can hold is decided here, once, so that the gateway refuses what the dataflow,
 # Kafka or PostgreSQL would refuse later:
@@ -153,7 +155,7 @@ RoomType = Literal[1, 2, 3, 4]  # 1 external group, 2 external contact, 3 intern
 GROUP_ROOM_TYPES = (1, 3)
 INTERNAL_ROOM_TYPES = (3, 4)
 
-# textType codes (worktool-platform.md §1.1)
+# textType codes (docs/platform.md §1)
 TEXT_TYPES: dict[int, str] = {
     0: "unknown",
     1: "text",
@@ -209,11 +211,24 @@ class ResultCallback(BaseModel):
     qrCode: LooseStr | None = None
 
 
+class AcceptedBody(BaseModel):
+    """Body of an `accepted` raw record, written by our dispatcher: what WorkTool (or a phone/SMS
+    webhook) answered to one send request, so that a replay sees everything that came from outside."""
+
+    model_config = ConfigDict(extra="allow")
+
+    messageId: LooseStr = ""  # WorkTool's id of the request, carried by its result callbacks; "" if refused
+    commandIds: list[str] = Field(min_length=1)  # our commands in the request, in list order
+    errorCode: LooseInt = 0  # 0: accepted; anything else: the submission failed after its retries
+    errorReason: LooseStr = ""
+    channel: Literal["wecom", "phone", "sms"] = "wecom"
+
+
 # The webhooks WorkTool calls; "accepted" is written by our own dispatcher (WorkTool's answer to a send).
 WEBHOOK_KINDS = ("message", "result", "qrcode", "online", "offline")
 RawKind = Literal["message", "result", "qrcode", "online", "offline", "accepted"]
-# Kinds whose body is a ResultCallback.
-RESULT_KINDS = ("result", "qrcode", "accepted")
+# Kinds whose body is a ResultCallback ("accepted" has its own AcceptedBody).
+RESULT_KINDS = ("result", "qrcode")
 # Body fields that name a person or a group: bounded by RecordLimits.max_name_chars.
 NAME_FIELDS: dict[str, tuple[str, ...]] = {
     "message": ("receivedName", "groupName", "groupRemark"),
@@ -274,6 +289,48 @@ class RawRecord(JsonRecord):
     robot_id: Annotated[str, Field(min_length=1)]
     received_at: UtcDatetime
     body: dict[str, Any]
+
+
+ControlAction = Literal["cancel_alert", "escalate_alert"]
+
+
+class ControlRecord(JsonRecord):
+    """Value on worktool.control: an operator's action, applied by the dataflow in order with everything
+    else (and part of an archive, so a replay applies it too). Written by the console API and by
+    `worktool alerts`. `session_id` / `robot_id` say whose state it touches (alert_history has them):
+    a session's alerts live with the session, a robot_fault alert with its robot."""
+
+    action: ControlAction
+    at: UtcDatetime
+    actor: Annotated[str, Field(min_length=1, max_length=128)]
+    reason: Annotated[str, Field(max_length=2000)] = ""
+    request_id: Annotated[str, Field(min_length=1, max_length=128)]  # unique per request: applied once
+    alert_id: str | None = None
+    session_id: str | None = None
+    robot_id: str | None = None
+
+
+CommandChannel = Literal["wecom", "phone", "sms"]
+
+
+class CommandCause(BaseModel):
+    event: str  # what decided it: reply_scheduled, alert_raised, alert_escalated, alert_reminder, ...
+    message_id: str | None = None
+    alert_id: str | None = None
+
+
+class CommandRecord(JsonRecord):
+    """Value on worktool.commands: something to send, written by the dataflow, sent by the dispatcher.
+    `command_id` is deterministic (derived from its cause), so a replay or a restart cannot double it."""
+
+    command_id: str
+    channel: CommandChannel
+    robot_id: str | None  # the robot that sends a WeCom text; None for phone and SMS
+    target: str  # group remark/name or person (WeCom), a phone number or contact (phone, SMS)
+    content: str
+    at_list: list[str] = Field(default_factory=list)
+    due_time: UtcDatetime  # not before this (reply delays)
+    cause: CommandCause
 
 
 def conversation_key(robot_id: str, room_type: int, group_name: str, group_remark: str, sender: str) -> str:

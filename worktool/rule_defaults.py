@@ -1,4 +1,4 @@
-"""Default word lists, patterns and weights of the rule classifier (RULES.md §2, §7), the sentiment
+"""Default word lists, patterns and weights of the rule classifier (docs/rules.md §2, §7), the sentiment
 lexicon and the satisfaction parameters: the one home of these defaults.
 
 `worktool.config.ClassifierConfig` deep-merges the `classifier:` section of the business YAML over
@@ -427,7 +427,7 @@ USER_TYPES: dict[str, dict[str, Any]] = {
     },
 }
 
-# RULES.md §7 user-response words (a refusal word wins over a response word in the same message).
+# docs/rules.md §7 user-response words (a refusal word wins over a response word in the same message).
 RESPONSES: dict[str, Any] = {
     "responded": ["在", "在的", "来了", "好的", "收到", "可以", "行", "是的"],
     "refused": ["没时间", "不想", "不弄了", "不配合"],
@@ -504,7 +504,7 @@ RESPONSES: dict[str, Any] = {
     "ack_only_weight": 3.0,  # a message that is nothing but acknowledgements and fillers
 }
 
-# chat_* codes that get a reply when they are a question or request to us (RULES.md §5).
+# chat_* codes that get a reply when they are a question or request to us (docs/rules.md §5).
 REPLY_TYPES = [
     "chat_daily",
     "chat_after_sales",
@@ -664,7 +664,7 @@ OPERATOR: dict[str, Any] = {
     # Phrases that hold a harsh word without its tone: "马上就好" (soon) hides "马上".
     "calm": ["马上就好", "马上好", "马上恢复", "马上就到", "马上到", "马上就能", "马上就可以", "马上更新"],
     "hard_threshold": 1.0,
-    # RULES.md §2: more than two ！ is harsh (counted after NFKC, so ! and ！ both count).
+    # docs/rules.md §2: more than two ！ is harsh (counted after NFKC, so ! and ！ both count).
     "exclamation_limit": 2,
     "exclamation_weight": 2.5,
     # Politeness softens urgency words: "麻烦您马上扫一下码，谢谢" is firm, not harsh.
@@ -872,14 +872,14 @@ SENTIMENT: dict[str, Any] = {
 
 # Rolling satisfaction per user (operators/sentiment.py documents the formula).
 SATISFACTION: dict[str, Any] = {
-    "initial": 0.5,  # new users start neutral (seeds: default satisfaction 50)
+    "initial": 0.5,  # new users start neutral
     "alpha": 0.35,  # weight of a message with a clear sentiment
     "neutral_band": 0.1,  # |sentiment| below this is neutral
     "neutral_decay": 0.05,  # neutral messages pull the score back toward `initial` this much
     "complaint_target": 0.0,  # a chat_complaint pulls toward this target ...
     "complaint_alpha": 0.5,  # ... with this weight
-    "low": 0.3,  # RULES.md §3/§4: user_low_satisfaction / low_satisfaction below this
-    "high": 0.7,  # RULES.md §4: user_satisfied above this
+    "low": 0.3,  # docs/rules.md §3/§4: user_low_satisfaction / low_satisfaction below this
+    "high": 0.7,  # docs/rules.md §4: user_satisfied above this
     "idle_days": 30,  # users not seen for this long (event time) are forgotten
     "sweep_interval_s": 3600,  # how often (event time) idle users are swept
 }

@@ -110,6 +110,14 @@ class Settings(BaseSettings):
     config_path: Path | None = Field(default=None, alias="WORKTOOL_CONFIG")
     api_base_url: str = Field(default="https://api.worktool.ymdyes.cn", alias="WORKTOOL_API_BASE_URL")
 
+    # Console API (console/): our own HTTP API for operators' manual actions; not WorkTool's API above.
+    # Without a token it is unauthenticated, so it refuses to listen anywhere but loopback.
+    api_host: str = Field(default="127.0.0.1", alias="WORKTOOL_API_HOST")
+    api_port: int = Field(default=8081, alias="WORKTOOL_API_PORT")
+    api_token: str | None = Field(default=None, alias="WORKTOOL_API_TOKEN", repr=False)
+    # How long the API and `worktool alerts` wait for the broker to acknowledge a control record.
+    api_produce_timeout_s: float = Field(default=5.0, gt=0, alias="WORKTOOL_API_PRODUCE_TIMEOUT_S")
+
     topic_raw: str = Field(default="worktool.raw", alias="WORKTOOL_TOPIC_RAW")
     topic_control: str = Field(default="worktool.control", alias="WORKTOOL_TOPIC_CONTROL")
     topic_commands: str = Field(default="worktool.commands", alias="WORKTOOL_TOPIC_COMMANDS")
@@ -128,19 +136,33 @@ class Settings(BaseSettings):
     max_json_depth: int = Field(default=32, alias="WORKTOOL_MAX_JSON_DEPTH")
     produce_timeout_s: float = Field(default=1.5, alias="WORKTOOL_PRODUCE_TIMEOUT_S")
     gateway_workers: int = Field(default=1, alias="WORKTOOL_GATEWAY_WORKERS")
+    # Secrets (never logged, never in the business YAML): per-robot webhook tokens as a JSON object
+    # {"robot_id": "token"}, and/or a file holding that object (refused when group/world readable).
+    webhook_tokens: str | None = Field(default=None, alias="WORKTOOL_WEBHOOK_TOKENS", repr=False)
+    webhook_tokens_file: Path | None = Field(default=None, alias="WORKTOOL_WEBHOOK_TOKENS_FILE")
+    # When set, GET /metrics needs `Authorization: Bearer <token>`.
+    metrics_token: str | None = Field(default=None, alias="WORKTOOL_METRICS_TOKEN", repr=False)
+    # Set by `worktool up` for the gateway: the supervisor's stack.json, whose process states /healthz shows.
+    stack_info_path: Path | None = Field(default=None, alias="WORKTOOL_STACK_INFO")
 
     # Dataflow
     shards: int = Field(default=16, alias="WORKTOOL_SHARDS")
     dedup_window_s: float = Field(default=10.0, alias="WORKTOOL_DEDUP_WINDOW_S")
-    tick_interval_s: float = Field(default=0.5, alias="WORKTOOL_TICK_INTERVAL_S")
-    # Live ticks lag wall time a little so records stamped just before a tick are usually
-    # processed before it, as they would be in replay.
-    tick_lag_s: float = Field(default=0.5, alias="WORKTOOL_TICK_LAG_S")
-    # Replay: ticks only flush timers of shards that see no data, decisions never depend on them
-    # (a shard fires a due timer before any later record of its own), so they can be sparse.
-    replay_tick_interval_s: float = Field(default=60.0, alias="WORKTOOL_REPLAY_TICK_INTERVAL_S")
+    # The event-time clock (operators/timers.py). Live, the watermark is wall time minus the allowed
+    # lateness, sent every tick interval: a due timer fires within lateness + interval of its due time.
+    # A record later than the allowed lateness is still processed, but is counted as late and may see a
+    # timer fire before it that a replay would fire after it.
+    tick_interval_s: float = Field(default=0.25, gt=0, alias="WORKTOOL_TICK_INTERVAL_S")
+    allowed_lateness_s: float = Field(default=1.0, ge=0, alias="WORKTOOL_ALLOWED_LATENESS_S")
+    # Replay: the watermark is the latest record time read minus the same lateness, sent at most once
+    # per interval; decisions do not depend on the spacing (docs/architecture.md), so it can be sparse.
+    replay_tick_interval_s: float = Field(default=60.0, gt=0, alias="WORKTOOL_REPLAY_TICK_INTERVAL_S")
     snapshot_interval_s: int = Field(default=2, alias="WORKTOOL_SNAPSHOT_INTERVAL_S")
     pg_batch_size: int = Field(default=500, alias="WORKTOOL_PG_BATCH_SIZE")
+    # Prometheus metrics of the dataflow process (its counters, bytewax's Kafka consumer lag); off when
+    # no port is set. `worktool up` picks a free loopback port.
+    dataflow_metrics_port: int | None = Field(default=None, alias="WORKTOOL_DATAFLOW_METRICS_PORT")
+    dataflow_metrics_host: str = Field(default="127.0.0.1", alias="WORKTOOL_DATAFLOW_METRICS_HOST")
 
     # LLM (classification issue); secrets are never logged.
     llm_provider: str | None = Field(default=None, alias="WORKTOOL_LLM_PROVIDER")  # openai | dashscope

@@ -170,7 +170,7 @@ class LLMClassifier:
         return results
 
     def drain_call_logs(self) -> list[dict[str, Any]]:
-        """AI I/O records since the last drain: the data of `ai_call` monitor events (docs/internals.md),
+        """AI I/O records since the last drain: the data of `ai_call` monitor events (docs/events.md),
         plus `call_id`, `session_id`, `robot_id` and `event_time` (the message's received_at) for the
         event envelope."""
         with self._logs_lock:

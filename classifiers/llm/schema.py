@@ -1,4 +1,4 @@
-"""What the LLM must answer, and the message-type codes it may choose from (RULES.md §2).
+"""What the LLM must answer, and the message-type codes it may choose from (docs/rules.md §2).
 
 The answer is validated strictly: anything that is not a JSON object of this shape, or names a code
 outside the sender's category, is an invalid answer and the rule result stands.
@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from worktool.models import SenderType
 
-# code -> one-line meaning (Chinese, for the prompt), per sender category; RULES.md §2.
+# code -> one-line meaning (Chinese, for the prompt), per sender category; docs/rules.md §2.
 USER_TYPES: dict[str, str] = {
     "chat_after_sales": "需要扫码、绑定手机、实名认证、主播验证，或为申诉拍摄自拍视频等售后事项",
     "chat_complaint": "不满、抱怨、指责我们，威胁投诉或举报",

@@ -199,11 +199,45 @@ def stack(settings_factory, unique_topics, tmp_path):
         stop(flow)
 
 
-def test_every_callback_ends_in_exactly_one_place_and_the_flow_keeps_running(stack) -> None:
-    settings, base, flow, gateway = stack
+def expected(s: Sent) -> Counter[str]:
+    """The one outcome an example must have downstream."""
+    if s.status != 200:
+        return Counter({"dlq:gateway": 1})
+    if s.kind == "message":
+        return Counter({"row": 1})
+    if s.kind in ("result", "qrcode"):
+        return Counter({"command_callback": 1})
+    return Counter({f"status:{s.kind}": 1})
+
+
+def outcomes(settings: Settings, sent: list[Sent]) -> dict[str, Counter[str]]:
+    """Per example: how many of each outcome were observed downstream."""
+    seen: dict[str, Counter[str]] = {s.key: Counter() for s in sent}
+
+    def observed(robot_id: str | None, outcome: str) -> None:
+        if (key := owner(robot_id)) in seen:
+            seen[key][outcome] += 1
+
+    with psycopg.connect(settings.database_url) as conn:
+        for (robot_id,) in conn.execute("SELECT robot_id FROM session_messages").fetchall():
+            observed(robot_id, "row")
+        for robot_id, status in conn.execute("SELECT robot_id, status FROM robots").fetchall():
+            if status in ("online", "offline"):
+                observed(robot_id, f"status:{status}")
+    bootstrap = settings.kafka_bootstrap_servers
+    assert bootstrap
+    for record in consume_all(bootstrap, settings.topic_dlq, idle_s=1):
+        observed(record["value"].get("robot_id"), f"dlq:{record['value']['stage']}")
+    for record in consume_all(bootstrap, settings.topic_monitor, idle_s=1):
+        if record["value"]["event"] == "command_callback":
+            observed(record["value"].get("robot_id"), "command_callback")
+    return seen
+
+
+def send_generated_callbacks(base: str) -> list[Sent]:
+    """POST 150 generated callbacks; each answer must be a 200 or a 4xx."""
     sent: list[Sent] = []
     numbers = itertools.count()
-
     with httpx.Client(base_url=base, timeout=10) as client:
 
         @hypothesis_settings(
@@ -228,60 +262,24 @@ def test_every_callback_ends_in_exactly_one_place_and_the_flow_keeps_running(sta
             sent.append(Sent(n, kind, robot_id, response.status_code, summary))
 
         post()
+    return sent
 
-    accepted = [s for s in sent if s.status == 200]
-    refused = [s for s in sent if s.status != 200]
-    assert accepted and refused, Counter(s.status for s in sent)
 
-    def rows() -> tuple[Counter[str], dict[str, str]]:
-        with psycopg.connect(settings.database_url) as conn:
-            messages = Counter(
-                owner(r) for (r,) in conn.execute("SELECT robot_id FROM session_messages").fetchall()
-            )
-            statuses = {
-                owner(r): s for r, s in conn.execute("SELECT robot_id, status FROM robots").fetchall()
-            }
-        return messages, statuses  # type: ignore[return-value]
-
-    def outcomes() -> dict[str, Counter[str]]:
-        """Per example key: how many of each outcome were observed downstream."""
-        seen: dict[str, Counter[str]] = {s.key: Counter() for s in sent}
-        messages, statuses = rows()
-        for key, count in messages.items():
-            if key in seen:
-                seen[key]["row"] += count
-        for key, status in statuses.items():
-            if key in seen and status in ("online", "offline"):
-                seen[key][f"status:{status}"] += 1
-        for record in consume_all(settings.kafka_bootstrap_servers, settings.topic_dlq, idle_s=1):
-            value = record["value"]
-            if (key := owner(value.get("robot_id"))) in seen:
-                seen[key][f"dlq:{value['stage']}"] += 1
-        for record in consume_all(settings.kafka_bootstrap_servers, settings.topic_monitor, idle_s=1):
-            value = record["value"]
-            if value["event"] == "command_callback" and (key := owner(value.get("robot_id"))) in seen:
-                seen[key]["command_callback"] += 1
-        return seen
-
-    def expected(s: Sent) -> Counter[str]:
-        if s.status != 200:
-            return Counter({"dlq:gateway": 1})
-        if s.kind == "message":
-            return Counter({"row": 1})
-        if s.kind in ("result", "qrcode"):
-            return Counter({"command_callback": 1})
-        return Counter({f"status:{s.kind}": 1})
+def test_every_callback_ends_in_exactly_one_place_and_the_flow_keeps_running(stack) -> None:
+    settings, base, flow, gateway = stack
+    sent = send_generated_callbacks(base)
+    assert {s.status == 200 for s in sent} == {True, False}, Counter(s.status for s in sent)
 
     def settled() -> bool:
         """Everything expected arrived, or something arrived that cannot become right."""
-        seen = outcomes()
+        seen = outcomes(settings, sent)
         complete = all(seen[s.key] >= expected(s) for s in sent)  # type: ignore[operator]
         return complete or any(set(seen[s.key]) - set(expected(s)) for s in sent)
 
     with contextlib.suppress(AssertionError):  # what is missing is reported below, with the bodies
         wait_until(settled, 240, interval=3, what="every callback downstream")
     time.sleep(2)  # a record written twice would have landed by now
-    seen = outcomes()
+    seen = outcomes(settings, sent)
     wrong = [f"{s.request} -> {s.status}: {dict(seen[s.key])}" for s in sent if seen[s.key] != expected(s)]
     assert not wrong, "\n".join(wrong[:20])
     assert flow.poll() is None, "the dataflow stopped"

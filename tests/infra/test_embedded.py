@@ -78,7 +78,7 @@ def test_ensure_topics_is_idempotent_and_uses_the_plan(kafka_bootstrap: str, set
 def test_postgres_creates_worktool_database_and_keeps_data_across_restart(tmp_path: Path) -> None:
     data = tmp_path / "pg"
     with EmbeddedPostgres(data, durable=False) as pg:
-        assert pg.url == f"postgresql://postgres@127.0.0.1:{pg.port}/worktool"
+        assert pg.url == f"postgresql://postgres:{pg.password}@127.0.0.1:{pg.port}/worktool"
         procs = _tree(pg.pid)
         assert len(procs) > 1  # postmaster and its background workers
         with psycopg.connect(pg.url, autocommit=True) as conn:

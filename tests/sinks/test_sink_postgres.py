@@ -12,11 +12,12 @@ import psycopg
 import pytest
 from bytewax import operators as op
 from bytewax.dataflow import Dataflow
-from bytewax.testing import TestingSource, cluster_main
+from bytewax.testing import TestingSource
 from prometheus_client import REGISTRY
 from psycopg.rows import dict_row
 
 from sinks.postgres import PostgresEventSink, write_events
+from tests.support import EntryPoint
 from worktool.events import AiCall, MessageClassified, MonitorEvent
 
 pytestmark = pytest.mark.integration
@@ -331,9 +332,7 @@ def test_ai_call_is_logged_once(conn: psycopg.Connection) -> None:
 
 def test_unprojected_events_and_other_items_are_ignored(conn: psycopg.Connection) -> None:
     other = MonitorEvent(
-        event="alert_raised",
-        event_time=at(0),
-        data={"alert_id": "a1", "alert_type": "user_complaint", "level": 4},
+        event="staff_window_closed", event_time=at(0), session_id="group:A群", data={"opened_at": at(0)}
     )
     assert write_events(conn, [command_callback(0), other, "not an event", None]) == {}
     assert all(not table_rows or table == "message_types" for table, table_rows in dump(conn).items())
@@ -473,16 +472,15 @@ def test_sink_reconnects_after_losing_its_connection(db: str, conn: psycopg.Conn
     assert rows(conn, "SELECT message_count FROM sessions") == [{"message_count": 2}]
 
 
-@pytest.mark.parametrize("workers", [1, 2])
 def test_bytewax_dataflow_writes_through_the_sink(
-    new_database: Callable[..., str], db: str, conn: psycopg.Connection, workers: int
+    new_database: Callable[..., str], db: str, conn: psycopg.Connection, entry_point: EntryPoint
 ) -> None:
     events = day_of_events()
     flow = Dataflow("pg_sink_test")
     stream = op.input("in", flow, TestingSource(events, batch_size=4))
     # Spread the items over the workers: each writes its share through its own connection.
     op.output("pg", op.redistribute("spread", stream), PostgresEventSink(db))
-    cluster_main(flow, [], 0, worker_count_per_proc=workers)
+    entry_point(flow)
 
     with psycopg.connect(new_database(migrated=True), autocommit=True, row_factory=dict_row) as direct:
         write_events(direct, events)

@@ -9,8 +9,8 @@ import sys
 import orjson
 import pytest
 
+from commands.demo import SAMPLE_DAY
 from tests.support import REPO, env_for, produce
-from tests.test_replay import SAMPLE
 from worktool.models import raw_record_key
 from worktool.settings import Settings
 
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.integration
 
 def test_archive_then_replay_matches_the_original(settings_factory, unique_topics, tmp_path):
     settings = settings_factory(**unique_topics())
-    lines = [line for line in SAMPLE.read_bytes().splitlines() if line.strip()]
+    lines = [line for line in SAMPLE_DAY.read_bytes().splitlines() if line.strip()]
     records = []
     for line in lines:
         rec = orjson.loads(line)
@@ -55,7 +55,7 @@ def test_archive_then_replay_matches_the_original(settings_factory, unique_topic
         assert done.returncode == 0, done.stderr
         return sorted(out.read_bytes().splitlines())
 
-    assert replay(dump) == replay(SAMPLE)
+    assert replay(dump) == replay(SAMPLE_DAY)
 
 
 def test_archive_without_a_broker_says_so(tmp_path):

@@ -8,19 +8,19 @@ from datetime import timedelta
 
 import psycopg
 import pytest
-from bytewax.testing import TestingSink, TestingSource, run_main
+from bytewax.testing import TestingSink, TestingSource
 
 from classifiers import build_classifier, call_log_events
 from dataflows.flow import FlowOptions, FlowSinks, build_flow
 from fakes.llm_servers import FakeOpenAIServer, http_error, ok
 from sinks.postgres import PostgresEventSink
-from tests.test_flow import msg, raw, with_ticks
+from tests.dataflows.records import msg, raw, with_ticks
 from worktool.config import BusinessConfig
 
 pytestmark = pytest.mark.integration
 
 
-def test_llm_verdicts_and_call_logs_flow_to_events_and_postgres(settings_factory):
+def test_llm_verdicts_and_call_logs_flow_to_events_and_postgres(settings_factory, entry_point):
     with FakeOpenAIServer() as server:
         # the first message's call fails for good (500 on every retry): its rule result must stand
         server.script(http_error(500), http_error(500), http_error(500), http_error(500))
@@ -41,7 +41,7 @@ def test_llm_verdicts_and_call_logs_flow_to_events_and_postgres(settings_factory
         events: list = []
         sinks = FlowSinks(events=[TestingSink(events), PostgresEventSink(settings.database_url)])
         try:
-            run_main(
+            entry_point(
                 build_flow(
                     TestingSource(with_ticks(records), batch_size=1),
                     sinks,

@@ -1,39 +1,19 @@
 """The dataflow on in-memory sources: dedup, DLQ, robot records, determinism across batch sizes and
 worker counts, recovery."""
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
-import orjson
 import pytest
 from bytewax.recovery import RecoveryConfig, init_db_dir
-from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
+from bytewax.testing import TestingSink, TestingSource
 
 from dataflows.flow import FlowOptions, FlowSinks, build_flow
-from dataflows.sources import with_data_ticks
 from operators.classify import RuleClassifier
+from tests.dataflows.records import msg, raw, with_ticks
+from tests.support import ENTRY_POINTS, SINGLE_WORKER, EntryPoint
 from worktool.config import BusinessConfig, RobotConfig
 
-T0 = datetime(2026, 11, 20, 1, 0, tzinfo=UTC)
 CONFIG = BusinessConfig(robots=[RobotConfig(robot_id="wt_day", name="运营助理小A", role="reply_day")])
-
-
-def raw(kind: str, robot: str, seconds: float, body: dict) -> bytes:
-    at = (T0 + timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
-    return orjson.dumps({"kind": kind, "robot_id": robot, "received_at": at, "body": body})
-
-
-def msg(text: str, sender: str, group: str = "A群", **extra) -> dict:
-    return {
-        "spoken": text,
-        "rawSpoken": text,
-        "receivedName": sender,
-        "groupName": group,
-        "groupRemark": "",
-        "roomType": 1,
-        "atMe": False,
-        "textType": 1,
-        **extra,
-    }
 
 
 def day() -> list[bytes]:
@@ -56,7 +36,7 @@ def day() -> list[bytes]:
     return records
 
 
-def run(items, batch_size=10, workers=1, recovery=None):
+def run(items, entry_point: EntryPoint = ENTRY_POINTS["run_main"], batch_size=10, recovery=None):
     events, dlq = [], []
     flow = build_flow(
         TestingSource(items, batch_size=batch_size),
@@ -64,29 +44,24 @@ def run(items, batch_size=10, workers=1, recovery=None):
         RuleClassifier(CONFIG),
         FlowOptions(shards=8, dedup_window=timedelta(seconds=10), config=CONFIG),
     )
-    if workers == 1:
-        run_main(flow, epoch_interval=timedelta(0), recovery_config=recovery)
-    else:
-        cluster_main(flow, [], 0, worker_count_per_proc=workers)
+    entry_point(flow, epoch_interval=timedelta(0), recovery_config=recovery)
     return events, dlq
 
 
 def canonical(events) -> list[str]:
+    """Order-insensitive: with several workers, events of different keys interleave freely."""
     return sorted(e.to_json().decode() for e in events)
 
 
-def with_ticks(records: list[bytes]):
-    rows = []
-    for r in records:
-        try:
-            rows.append((datetime.fromisoformat(orjson.loads(r)["received_at"].replace("Z", "+00:00")), r))
-        except Exception:
-            rows.append((None, r))
-    return with_data_ticks(rows, timedelta(seconds=0.5))
+@pytest.fixture(scope="module")
+def reference() -> list[str]:
+    """The events of the sample day on run_main, batches of 10."""
+    events, _ = run(with_ticks(day()))
+    return canonical(events)
 
 
-def test_duplicates_dropped_echo_marked_and_bad_records_to_dlq():
-    events, dlq = run(with_ticks(day()))
+def test_duplicates_dropped_echo_marked_and_bad_records_to_dlq(entry_point):
+    events, dlq = run(with_ticks(day()), entry_point)
     classified = [e for e in events if e.event == "message_classified"]
     assert len(classified) == 42  # 41 distinct user messages + 1 robot echo; 15 duplicates dropped
     assert len({e.data.message_id for e in classified}) == 42
@@ -105,22 +80,22 @@ def test_duplicates_dropped_echo_marked_and_bad_records_to_dlq():
     assert counts == list(range(1, 11))
 
 
-@pytest.mark.parametrize("batch_size,workers", [(1, 1), (1000, 1), (7, 2)])
-def test_same_events_whatever_the_batch_size_and_worker_count(batch_size, workers):
-    reference, _ = run(with_ticks(day()), batch_size=10)
-    events, _ = run(with_ticks(day()), batch_size=batch_size, workers=workers)
-    assert canonical(events) == canonical(reference)
+@pytest.mark.parametrize("batch_size", [1, 7, 1000])
+def test_same_events_whatever_the_batch_size_and_worker_count(entry_point, batch_size, reference):
+    events, _ = run(with_ticks(day()), entry_point, batch_size=batch_size)
+    assert canonical(events) == reference
 
 
-def test_resume_after_abort_loses_and_duplicates_nothing(tmp_path):
+@pytest.mark.parametrize("entry_point", SINGLE_WORKER, indirect=True)  # ABORT: single worker only
+def test_resume_after_abort_loses_and_duplicates_nothing(entry_point, tmp_path):
     init_db_dir(tmp_path, 1)
     items = with_ticks(day())
     cut = len(items) // 2
     aborted = [*items[:cut], TestingSource.ABORT(), *items[cut:]]
     recovery = RecoveryConfig(str(tmp_path))
-    first, _ = run(aborted, recovery=recovery)  # stops abruptly at ABORT
-    second, _ = run(aborted, recovery=recovery)  # resumes from the last snapshot
-    reference, _ = run(items)
+    first, _ = run(aborted, entry_point, recovery=recovery)  # stops abruptly at ABORT
+    second, _ = run(aborted, entry_point, recovery=recovery)  # resumes from the last snapshot
+    clean, _ = run(items)
 
     def ids(events):
         return [e.data.message_id for e in events if e.event == "message_classified"]
@@ -128,10 +103,10 @@ def test_resume_after_abort_loses_and_duplicates_nothing(tmp_path):
     assert ids(first) and ids(second)
     # 0 s epochs: everything before the abort was snapshotted with the dedup state, so the resumed
     # run emits exactly the rest: nothing lost, nothing twice, duplicates still recognised.
-    assert sorted(ids(first) + ids(second)) == sorted(ids(reference))
+    assert sorted(ids(first) + ids(second)) == sorted(ids(clean))
 
 
-def test_counters_count_dlq_duplicates_and_deciding_path():
+def test_counters_count_dlq_duplicates_and_deciding_path(entry_point):
     from prometheus_client import REGISTRY
 
     def value(name, **labels):
@@ -142,7 +117,7 @@ def test_counters_count_dlq_duplicates_and_deciding_path():
         value("worktool_dataflow_duplicate_reports_total"),
         value("worktool_dataflow_messages_classified_total", decided_by="rules"),
     )
-    run(with_ticks(day()))
+    run(with_ticks(day()), entry_point)
     after = (
         value("worktool_dataflow_dlq_records_total", kind="unreadable"),
         value("worktool_dataflow_duplicate_reports_total"),

@@ -1,17 +1,15 @@
-"""Message type rules (RULES.md §2): every code, the worktool-platform.md §5 examples, negation and
+"""Message type rules (docs/rules.md §2): every code, the docs/platform.md §3 examples, negation and
 context, staff commands, non-text messages, need_reply, and the labelled-set accuracy targets."""
-
-from pathlib import Path
 
 import pytest
 
 from commands.classify import evaluate, labelled_message, load_labelled
 from operators.classify import RuleClassifier
 from operators.rules import ResponseDetector, TermMatcher
+from tests.support import DATA
 from worktool.config import BusinessConfig, ClassifierConfig, load_config
 from worktool.models import Classification
 
-DATA = Path(__file__).parent / "data"
 ROSTER = load_config(DATA / "labelled_roster.yaml")
 CLASSIFIER = RuleClassifier(ROSTER)
 
@@ -45,7 +43,7 @@ def kind(text: str, sender: str = USER, **kw) -> str | None:
     return classify(text, sender, **kw).message_type
 
 
-# --- worktool-platform.md §5 examples -----------------------------------------------------------
+# --- docs/platform.md §3 examples -----------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -399,7 +397,7 @@ def test_new_structure_lists_are_configurable():
     assert kind("我先下线了，有事@我", STAFF, classifier=rules) == "staff_at_user"
 
 
-# --- need_reply (RULES.md §5) ----------------------------------------------------------------------
+# --- need_reply (docs/rules.md §5) ----------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,6 @@ import os
 import subprocess
 import sys
 import types
-from pathlib import Path
 
 import orjson
 import pytest
@@ -13,11 +12,10 @@ import pytest
 from classifiers import ClassifierUnavailable, build_classifier
 from commands import classify as classify_cli
 from operators.classify import RuleClassifier
+from tests.support import DATA, REPO
 from worktool.config import BusinessConfig
 from worktool.settings import Settings, get_settings
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = Path(__file__).parent / "data"
 ROSTER = DATA / "labelled_roster.yaml"
 AT = "2026-11-20T02:00:00.000Z"
 

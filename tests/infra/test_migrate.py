@@ -24,6 +24,9 @@ from infra.migrate import (
 )
 from worktool.settings import get_settings
 
+ALL = [(1, "core_schema"), (2, "seed_message_types"), (3, "event_time_rules"), (4, "command_status")]
+NEXT = f"{len(ALL) + 1:04d}"  # the version a test's extra migration file takes  # the packaged migrations
+
 pytestmark = pytest.mark.integration
 
 TABLES = {
@@ -39,7 +42,7 @@ TABLES = {
     "ai_io_logs",
 }
 
-# RULES.md §2: code -> (sender category, priority)
+# docs/rules.md §2: code -> (sender category, priority)
 MESSAGE_TYPES = {
     "chat_after_sales": ("user", 1),
     "chat_complaint": ("user", 1),
@@ -121,16 +124,16 @@ def history(url: str) -> list[tuple[int, str]]:
 
 def test_packaged_migrations_pair_up_and_down() -> None:
     migrations = load_migrations()
-    assert [(m.version, m.name) for m in migrations] == [(1, "core_schema"), (2, "seed_message_types")]
+    assert [(m.version, m.name) for m in migrations] == ALL
     assert all(m.up_sql.strip() and m.down_sql.strip() for m in migrations)
 
 
 def test_up_creates_the_tables_and_records_history(db: str) -> None:
     applied = apply_up(db)
 
-    assert [m.label for m in applied] == ["0001_core_schema", "0002_seed_message_types"]
+    assert [m.label for m in applied] == [f"{v:04d}_{n}" for v, n in ALL]
     assert tables(db) == TABLES | {"migration_history"}
-    assert history(db) == [(1, "core_schema"), (2, "seed_message_types")]
+    assert history(db) == ALL
     checksums = query(db, "SELECT checksum FROM migration_history ORDER BY version")
     assert [c for (c,) in checksums] == [m.checksum for m in load_migrations()]
     assert apply_up(db) == []  # up to date: nothing more to do
@@ -152,8 +155,8 @@ def test_down_then_up_restores_the_same_schema(db: str) -> None:
     apply_up(db)
     before = schema(db)
 
-    rolled_back = apply_down(db, steps=2)
-    assert [m.label for m in rolled_back] == ["0002_seed_message_types", "0001_core_schema"]
+    rolled_back = apply_down(db, steps=len(ALL))
+    assert [m.label for m in rolled_back] == [f"{v:04d}_{n}" for v, n in reversed(ALL)]
     assert tables(db) == {"migration_history"}
     assert history(db) == []
     assert query(db, "SELECT count(*) FROM pg_proc WHERE pronamespace = 'public'::regnamespace") == [(0,)]
@@ -163,15 +166,15 @@ def test_down_then_up_restores_the_same_schema(db: str) -> None:
     assert query(db, "SELECT count(*) FROM message_types") == [(14,)]
 
 
-def test_down_one_step_rolls_back_only_the_seed(db: str) -> None:
+def test_down_three_steps_rolls_back_the_later_columns_and_the_seed(db: str) -> None:
     apply_up(db)
 
-    assert [m.version for m in apply_down(db)] == [2]
+    assert [m.version for m in apply_down(db, steps=3)] == [4, 3, 2]
     assert query(db, "SELECT count(*) FROM message_types") == [(0,)]
     assert tables(db) >= TABLES
-    assert [s.state for s in status(db)] == ["applied", "pending"]
+    assert [s.state for s in status(db)] == ["applied", "pending", "pending", "pending"]
 
-    assert [m.version for m in apply_up(db)] == [2]
+    assert [m.version for m in apply_up(db)] == [2, 3, 4]
     assert query(db, "SELECT count(*) FROM message_types") == [(14,)]
 
 
@@ -187,14 +190,13 @@ def test_up_to_a_target_version(db: str) -> None:
 def test_status_reports_pending_then_applied(db: str) -> None:
     before = status(db)  # read-only: works before migration_history exists, and does not create it
     assert [(s.version, s.name, s.state, s.applied_at) for s in before] == [
-        (1, "core_schema", "pending", None),
-        (2, "seed_message_types", "pending", None),
+        (v, n, "pending", None) for v, n in ALL
     ]
     assert "migration_history" not in tables(db)
 
     apply_up(db)
     after = status(db)
-    assert [s.state for s in after] == ["applied", "applied"]
+    assert [s.state for s in after] == ["applied"] * len(ALL)
     assert all(s.applied and s.applied_at is not None for s in after)
 
 
@@ -207,21 +209,23 @@ def test_edited_applied_migration_is_refused(db: str, source: Path) -> None:
         apply_up(db, source=source)
     with pytest.raises(MigrationError, match="checksum mismatch"):
         apply_down(db, source=source)
-    assert [s.state for s in status(db, source=source)] == ["checksum mismatch", "applied"]
-    assert history(db) == [(1, "core_schema"), (2, "seed_message_types")]  # nothing was touched
+    assert [s.state for s in status(db, source=source)] == ["checksum mismatch"] + ["applied"] * (
+        len(ALL) - 1
+    )
+    assert history(db) == ALL  # nothing was touched
 
 
 def test_failing_migration_is_rolled_back_whole(db: str, source: Path) -> None:
-    (source / "0003_broken.up.sql").write_text(
+    (source / f"{NEXT}_broken.up.sql").write_text(
         "CREATE TABLE half_done (id int);\nINSERT INTO half_done VALUES (1);\nSELECT 1 / 0;\n"
     )
-    (source / "0003_broken.down.sql").write_text("DROP TABLE half_done;\n")
+    (source / f"{NEXT}_broken.down.sql").write_text("DROP TABLE half_done;\n")
 
-    with pytest.raises(MigrationError, match=r"0003_broken failed.*division by zero"):
+    with pytest.raises(MigrationError, match=rf"{NEXT}_broken failed.*division by zero"):
         apply_up(db, source=source)
 
-    # 0001 and 0002 committed on their own; nothing of 0003 is left behind.
-    assert history(db) == [(1, "core_schema"), (2, "seed_message_types")]
+    # The packaged migrations committed on their own; nothing of the broken one is left behind.
+    assert history(db) == ALL
     assert "half_done" not in tables(db)
 
 
@@ -234,17 +238,17 @@ def test_failing_rollback_leaves_the_migration_applied(db: str) -> None:
         )
 
     with pytest.raises(MigrationError, match="1 session_messages rows use these types"):
-        apply_down(db)
-    assert history(db) == [(1, "core_schema"), (2, "seed_message_types")]
+        apply_down(db, steps=3)  # 0004 and 0003 roll back; 0002 refuses
+    assert history(db) == ALL[:2]
     assert query(db, "SELECT count(*) FROM message_types") == [(14,)]
 
 
 def test_database_newer_than_the_code_is_refused(db: str, source: Path) -> None:
-    (source / "0003_extra.up.sql").write_text("CREATE TABLE extra (id int);\n")
-    (source / "0003_extra.down.sql").write_text("DROP TABLE extra;\n")
+    (source / f"{NEXT}_extra.up.sql").write_text("CREATE TABLE extra (id int);\n")
+    (source / f"{NEXT}_extra.down.sql").write_text("DROP TABLE extra;\n")
     apply_up(db, source=source)
 
-    with pytest.raises(MigrationError, match="does not know: 0003_extra"):
+    with pytest.raises(MigrationError, match=f"does not know: {NEXT}_extra"):
         apply_up(db)  # the packaged files stop at 0002
     assert status(db)[-1].state == "missing file"
 
@@ -291,8 +295,8 @@ def test_concurrent_migrations_apply_each_file_once(db: str) -> None:
 
     assert errors == []
     # Exactly one process applied the migrations; the others waited and found nothing to do.
-    assert sorted(results) == [[], [], [1, 2]]
-    assert history(db) == [(1, "core_schema"), (2, "seed_message_types")]
+    assert sorted(results) == [[], [], [v for v, _ in ALL]]
+    assert history(db) == ALL
 
 
 def test_migration_waits_for_the_lock_then_gives_up(db: str) -> None:
@@ -348,8 +352,8 @@ def test_cli_up_status_down(
     assert out.count("applied") >= 2 and "pending" not in out
 
     assert cli_down(1) == 0
-    assert "seed_message_types" in capsys.readouterr().out
-    assert [s.state for s in status(db)] == ["applied", "pending"]
+    assert "command_status" in capsys.readouterr().out
+    assert [s.state for s in status(db)] == ["applied", "applied", "applied", "pending"]
 
 
 def test_cli_reports_migration_errors(
@@ -395,7 +399,7 @@ def test_comments_are_not_part_of_the_checksum(db: str, source: Path) -> None:
     apply_up(db, source=source)
     up = source / "0001_core_schema.up.sql"
     up.write_text(up.read_text().replace("-- ", "-- reworded: ") + "\n-- a new comment\n")
-    assert [s.state for s in status(db, source=source)] == ["applied", "applied"]
+    assert [s.state for s in status(db, source=source)] == ["applied"] * len(ALL)
 
     import psycopg
 
@@ -404,5 +408,5 @@ def test_comments_are_not_part_of_the_checksum(db: str, source: Path) -> None:
             "UPDATE migration_history SET checksum = "
             "'2a7eddd5459fbae4653286567abd23dd5ad1e66a33942296c4f18851c83cebf2' WHERE version = 1"
         )
-    assert [s.state for s in status(db, source=source)] == ["applied", "applied"]
+    assert [s.state for s in status(db, source=source)] == ["applied"] * len(ALL)
     apply_up(db, source=source)  # no error

@@ -1,4 +1,4 @@
-"""Sender type (RULES.md §1): exact names first by precedence, then patterns, internal rooms are staff."""
+"""Sender type (docs/rules.md §1): exact names first by precedence, then patterns, internal rooms are staff."""
 
 import pytest
 

@@ -37,7 +37,7 @@ def test_replay_of_sample_archive_gives_the_same_events_twice(tmp_path):
     assert kinds["message_classified"] > records // 2
     assert kinds["robot_joined_session"] >= 3
     for e in events:
-        assert set(e) == {"event", "event_time", "session_id", "robot_id", "data"}
+        assert set(e) == {"schema_version", "event", "event_time", "session_id", "robot_id", "data"}
         assert e["event_time"].endswith("Z")
     assert "replayed" in r1.stderr
 

@@ -1,0 +1,1 @@
+"""The console API: operators' manual actions (cancel, escalate an alert) as control records."""

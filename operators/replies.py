@@ -1,0 +1,190 @@
+"""When to reply, with what, through which robot, after how long (docs/rules.md §5). Pure.
+
+A user message gets an automatic reply when one of our reply robots is @-mentioned, or when it is a
+question or request to us (`need_reply`: the LLM's when one is configured, the rules' otherwise) of a
+type that gets replies (classifier.reply_types). Staff, assistants and robots never get one; an
+operator's harsh message may get a soothing reply to the owners it names. Nothing is decided while the
+session's staff-active window is open, it is handed over to staff, or its replies are paused.
+
+Robot: the reply robot of the current shift (day from `replies.day_starts`, night from
+`replies.night_starts`, in the configured time zone) if it is known to be in the group (it has reported a
+message there); else the reporting robot if it is a reply robot; else no reply, and a `reply_skipped`
+event says why. Notices to staff go through the notify robot, never to owners; the monitor robot never
+sends.
+
+Delay: uniform within the scenario's configured range, drawn from a generator seeded by the message id,
+so a replay draws the same delay. Scenarios: urgent (complaints), after_sales_notify (the notice to
+staff), day/night_shift_complex (the types of `replies.complex_types`), day/night_shift_operation.
+
+Text: `ReplyWriter` is the one interface; `TemplateReplies` fills the configured Chinese template of the
+message type ({{user}}, {{group}}, {{text}}, {{robot}}); group replies start with "@<asker> " and @ the
+asker through WorkTool's atList.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+from zoneinfo import ZoneInfo
+
+from worktool.config import BusinessConfig
+from worktool.models import Classification, Message
+
+_VARIABLE = re.compile(r"\{\{\s*(\w+)\s*\}\}")
+
+
+class ReplyWriter(Protocol):
+    def write(self, kind: str, *, user: str, group: str, text: str, robot: str) -> str: ...
+
+
+class TemplateReplies:
+    """Reply text from the configured templates, one per message type (and `after_sales_notify`)."""
+
+    def __init__(self, templates: dict[str, str]) -> None:
+        self.templates = templates
+
+    def write(self, kind: str, *, user: str, group: str, text: str, robot: str) -> str:
+        template = self.templates.get(kind) or self.templates["chat_daily"]
+        values = {"user": user, "group": group, "text": text[:200], "robot": robot}
+        return _VARIABLE.sub(lambda m: values[m.group(1)], template)
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedSend:
+    """A reply or a notice, decided now and sent at `due`."""
+
+    message_id: str
+    command_id: str
+    robot_id: str | None
+    target: str
+    content: str
+    at_list: tuple[str, ...]
+    due: datetime
+    delay_s: float
+    cause: str  # reply_scheduled | after_sales_notify
+
+    def payload(self) -> tuple:
+        """Plain data for a timer (part of the snapshot)."""
+        return (self.message_id, self.command_id, self.robot_id, self.target, self.content, list(self.at_list),
+                self.due, self.delay_s, self.cause)  # fmt: skip
+
+    @classmethod
+    def from_payload(cls, data: tuple | list) -> PlannedSend:
+        message_id, command_id, robot_id, target, content, at_list, due, delay_s, cause = data
+        return cls(message_id, command_id, robot_id, target, content, tuple(at_list), due, delay_s, cause)
+
+
+@dataclass(frozen=True, slots=True)
+class Skip:
+    message_id: str
+    reason: str
+
+
+def _command_id(message_id: str, purpose: str) -> str:
+    return "cmd_" + hashlib.blake2b(f"{message_id}\x1f{purpose}".encode(), digest_size=10).hexdigest()
+
+
+class ReplyPlanner:
+    def __init__(self, config: BusinessConfig, writer: ReplyWriter | None = None) -> None:
+        r = config.replies
+        self.c = r
+        self.zone = ZoneInfo(config.timezone)
+        self.day_starts, self.night_starts = r.clock("day"), r.clock("night")
+        self.writer = writer or TemplateReplies(r.templates)
+        self.reply_types = frozenset(config.classifier.reply_types)
+        self.complex_types = frozenset(r.complex_types)
+        self.by_role: dict[str, list[str]] = {}
+        for robot in config.robots:
+            self.by_role.setdefault(robot.role, []).append(robot.robot_id)
+        self.reply_robots = frozenset(self.by_role.get("reply_day", []) + self.by_role.get("reply_night", []))
+        self.names = {robot.robot_id: robot.name for robot in config.robots}
+        notify = self.by_role.get("notify", [])
+        self.notify_robot = notify[0] if notify else None
+        self.staff_target = config.alerts.notifications.staff_target
+
+    # -- shifts, delays, robots ----------------------------------------------------------------
+
+    def shift(self, at: datetime) -> str:
+        local = at.astimezone(self.zone).time()
+        if self.day_starts <= self.night_starts:
+            return "day" if self.day_starts <= local < self.night_starts else "night"
+        return "night" if self.night_starts <= local < self.day_starts else "day"
+
+    def scenario(self, message_type: str | None, at: datetime) -> str:
+        if message_type == "chat_complaint":
+            return "urgent"
+        kind = "complex" if message_type in self.complex_types else "operation"
+        return f"{self.shift(at)}_shift_{kind}"
+
+    def delay(self, message_id: str, scenario: str) -> float:
+        """Uniform in the scenario's range, reproducible: seeded by the message id and the scenario."""
+        low, high = self.c.delays[scenario]
+        seed = int.from_bytes(
+            hashlib.blake2b(f"{message_id}\x1f{scenario}".encode(), digest_size=8).digest(), "big"
+        )
+        return round(random.Random(seed).uniform(low, high), 3)
+
+    def robot_for(self, in_group: set[str], reporting: str, at: datetime) -> str | None:
+        shift_robots = self.by_role.get(f"reply_{self.shift(at)}", [])
+        present = [r for r in shift_robots if r in in_group]
+        if present:
+            return present[0]
+        return reporting if reporting in self.reply_robots else None
+
+    # -- decisions -----------------------------------------------------------------------------
+
+    def wants_reply(self, m: Message, c: Classification, mentioned: list[str]) -> bool:
+        if c.sender_type == "operator":
+            return self.c.soothe_operator_hard and c.message_type == "operator_tone_hard"
+        if c.sender_type != "user":
+            return False
+        if self.reply_robots.intersection(mentioned):
+            return True
+        return bool(c.need_reply) and c.message_type in self.reply_types
+
+    def plan_reply(
+        self,
+        m: Message,
+        c: Classification,
+        in_group: set[str],
+        owners: list[str],
+        paused: bool,
+        staff_handling: bool,
+    ) -> PlannedSend | Skip:
+        if paused:
+            return Skip(m.message_id, "replies_paused")
+        if staff_handling:
+            return Skip(m.message_id, "staff_handling")
+        robot = self.robot_for(in_group, m.robot_id, m.received_at)
+        if robot is None:
+            return Skip(m.message_id, "no_reply_robot_in_group")
+        kind = c.message_type or "chat_daily"
+        # An operator's harsh words: soothe the owners they were aimed at.
+        addressees = owners if c.sender_type == "operator" else [m.sender_name]
+        text = self.writer.write(
+            kind, user="、".join(addressees), group=m.group_remark or m.group_name or m.sender_name, text=m.text,
+            robot=self.names.get(robot, robot),
+        )  # fmt: skip
+        at_list: tuple[str, ...] = ()
+        if m.is_group and addressees:
+            at_list = tuple(addressees)
+            text = "".join(f"@{a} " for a in addressees) + text
+        delay = self.delay(m.message_id, self.scenario(c.message_type, m.received_at))
+        due = m.received_at + timedelta(seconds=delay)
+        return PlannedSend(m.message_id, _command_id(m.message_id, "reply"), robot, m.reply_target, text, at_list, due,
+                           delay, "reply_scheduled")  # fmt: skip
+
+    def plan_notice(self, m: Message) -> PlannedSend:
+        """The after-sales notice to staff, through the notify robot."""
+        text = self.writer.write(
+            "after_sales_notify", user=m.sender_name, group=m.group_remark or m.group_name or "私聊", text=m.text,
+            robot=self.names.get(self.notify_robot or "", ""),
+        )  # fmt: skip
+        delay = self.delay(m.message_id, "after_sales_notify")
+        due = m.received_at + timedelta(seconds=delay)
+        return PlannedSend(m.message_id, _command_id(m.message_id, "after_sales_notify"), self.notify_robot,
+                           self.staff_target, text, (), due, delay, "after_sales_notify")  # fmt: skip

@@ -1,0 +1,144 @@
+"""docker-compose.yml, read as data (no Docker engine here): only the gateway is published, on loopback
+by default; every secret comes from the env file and the required ones have no default; each process
+gets only its own secrets; every long-running service restarts by itself."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+# ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}, ${NAME?error}
+VARIABLE = re.compile(r"\$\{(?P<name>[A-Z0-9_]+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
+LONG_RUNNING = {"kafka", "postgres", "redis", "gateway", "dataflow", "prometheus", "grafana"}
+
+
+class MissingVariable(LookupError):
+    pass
+
+
+def interpolate(value: Any, env: dict[str, str]) -> Any:
+    """Compose's variable interpolation, enough for this file."""
+    if isinstance(value, dict):
+        return {k: interpolate(v, env) for k, v in value.items()}
+    if isinstance(value, list):
+        return [interpolate(v, env) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def substitute(match: re.Match[str]) -> str:
+        name, op, arg = match["name"], match["op"], match["arg"]
+        current = env.get(name)
+        unset_or_empty = not current if op and op.startswith(":") else current is None
+        if op and op.endswith("?") and unset_or_empty:
+            raise MissingVariable(f"{name}: {arg}")
+        if op and op.endswith("-") and unset_or_empty:
+            return arg
+        return current or ""
+
+    return VARIABLE.sub(substitute, value)
+
+
+def env_file(path: Path) -> dict[str, str]:
+    values = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            name, _, value = line.partition("=")
+            values[name.strip()] = value
+    return values
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load((REPO / "docker-compose.yml").read_text())
+
+
+@pytest.fixture(scope="module")
+def example_env() -> dict[str, str]:
+    return env_file(REPO / ".env.example")
+
+
+def environment(service: dict[str, Any]) -> dict[str, Any]:
+    env = service.get("environment", {})
+    return env if isinstance(env, dict) else dict(item.split("=", 1) for item in env)
+
+
+def test_only_the_gateway_is_published_on_loopback_by_default(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    published = {name for name, service in services.items() if service.get("ports")}
+    assert published == {"gateway"}
+    (mapping,) = interpolate(services["gateway"]["ports"], {})
+    assert mapping == "127.0.0.1:8080:8080"
+    (mapping,) = interpolate(services["gateway"]["ports"], {"WORKTOOL_PUBLISH_ADDRESS": "10.0.0.5"})
+    assert mapping.startswith("10.0.0.5:")
+
+
+def test_required_secrets_have_no_default(compose: dict[str, Any], example_env: dict[str, str]) -> None:
+    with pytest.raises(MissingVariable, match="POSTGRES_PASSWORD"):
+        interpolate(compose, {})
+    required = set()
+    for match in VARIABLE.finditer((REPO / "docker-compose.yml").read_text()):
+        if match["op"] in (":?", "?"):
+            required.add(match["name"])
+    assert {"POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "WORKTOOL_METRICS_TOKEN"} <= required
+    # The template names every required variable, so copying it gives a file compose accepts.
+    assert required <= set(example_env)
+    resolved = interpolate(compose, example_env)
+    services = resolved["services"]
+    assert services["postgres"]["environment"]["POSTGRES_PASSWORD"] == example_env["POSTGRES_PASSWORD"]
+    assert (
+        services["grafana"]["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
+        == example_env["GRAFANA_ADMIN_PASSWORD"]
+    )
+    assert (
+        f":{example_env['POSTGRES_PASSWORD']}@postgres:" in services["gateway"]["environment"]["DATABASE_URL"]
+    )
+
+
+def test_no_secret_is_written_in_the_file(compose: dict[str, Any]) -> None:
+    text = (REPO / "docker-compose.yml").read_text()
+    assert "worktool:worktool@" not in text
+    assert "admin}" not in text.replace("GRAFANA_ADMIN_USER:-admin}", "")
+    for name, service in compose["services"].items():
+        for key, value in environment(service).items():
+            if re.search(r"PASSWORD|TOKEN|API_KEY|SECRET", key):
+                assert isinstance(value, str) and value.startswith("${"), f"{name}: {key} is hard-coded"
+
+
+def test_each_process_gets_only_its_own_secrets(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    owners = {
+        "WORKTOOL_LLM_API_KEY": {"dataflow"},
+        "WORKTOOL_WEBHOOK_TOKENS": {"gateway"},
+        "WORKTOOL_METRICS_TOKEN": {"gateway"},
+    }
+    for secret, allowed in owners.items():
+        having = {name for name, service in services.items() if secret in environment(service)}
+        assert having == allowed, secret
+    assert "metrics_token" in services["prometheus"]["secrets"]
+    assert compose["secrets"]["metrics_token"] == {"environment": "WORKTOOL_METRICS_TOKEN"}
+
+
+def test_prometheus_scrapes_the_gateway_with_the_token() -> None:
+    config = yaml.safe_load((REPO / "deploy" / "prometheus.yml").read_text())
+    gateway = next(job for job in config["scrape_configs"] if job["job_name"] == "worktool-gateway")
+    assert gateway["authorization"] == {"type": "Bearer", "credentials_file": "/run/secrets/metrics_token"}
+
+
+def test_long_running_services_restart_and_intake_waits_for_nothing(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    for name in LONG_RUNNING:
+        assert services[name]["restart"] in ("unless-stopped", "always"), name
+    assert "depends_on" not in services["gateway"]
+
+
+def test_the_env_file_stays_out_of_git_and_images() -> None:
+    assert ".env" in (REPO / ".gitignore").read_text().splitlines()
+    assert ".env" in (REPO / ".dockerignore").read_text().splitlines()
+    dockerfile = (REPO / "Dockerfile").read_text()
+    copied = [line.split()[1] for line in dockerfile.splitlines() if line.startswith("COPY ")]
+    assert "." not in copied and not any(".env" in source for source in copied)
