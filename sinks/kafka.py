@@ -192,6 +192,8 @@ class KafkaWriter:
                     assert error is not None
                     self._replace_producer(error)
                     waiter.wait(error)
+        if self._fatal is not None:  # all delivered, but this producer will fail every later record
+            self._replace_producer(KafkaException(self._fatal))
         return poisoned
 
     def close(self) -> None:
