@@ -39,6 +39,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from infra.embedded import EmbeddedKafka, free_port  # noqa: E402
 from infra.kafka_admin import ensure_topics, topic_plan  # noqa: E402
+from tests.support import env_for  # noqa: E402
 from worktool.settings import Settings  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,25 +96,12 @@ def wait_for_http(url: str, timeout: float = 60) -> None:
     raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
 
 
-def server_env(settings: Settings) -> dict[str, str]:
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("WORKTOOL_", "KAFKA_", "DATABASE_", "REDIS_"))
-    }
-    for name, field in Settings.model_fields.items():
-        value = getattr(settings, name)
-        if value is not None:
-            env[field.alias or name.upper()] = str(value)
-    return env
-
-
 def start_gateway(settings: Settings, linger_ms: int, log: Path) -> subprocess.Popen:
     # linger.ms is a constant of gateway.producer (not a business setting): override it for the run.
     code = (
         f"import gateway.producer as p; p.LINGER_MS = {linger_ms}; from gateway.server import serve; serve()"
     )
-    return subprocess.Popen([sys.executable, "-c", code], env=server_env(settings), cwd=REPO,
+    return subprocess.Popen([sys.executable, "-c", code], env=env_for(settings), cwd=REPO,
                             stdout=log.open("ab"), stderr=subprocess.STDOUT)  # fmt: skip
 
 

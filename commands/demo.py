@@ -151,7 +151,17 @@ def database_summary(database_url: str) -> dict[str, Any]:
                 "SELECT coalesce(sender_type, '?'), count(*) FROM session_messages GROUP BY 1"
             ).fetchall()
         )
-    return {"messages": messages, "sessions": sessions, "senders": senders}
+        alerts = conn.execute(
+            "SELECT alert_type || ' L' || alert_level || ' ' || status, count(*) FROM alert_history GROUP BY 1"
+        ).fetchall()
+        commands = conn.execute(
+            "SELECT channel || ' ' || status, count(*) FROM robot_commands GROUP BY 1"
+        ).fetchall()
+        flagged = conn.execute(
+            "SELECT count(*) FROM session_messages WHERE is_staff_intervention"
+        ).fetchone()[0]
+    return {"messages": messages, "sessions": sessions, "senders": senders, "alerts": dict(alerts),
+            "commands": dict(commands), "interventions": flagged}  # fmt: skip
 
 
 def monitor_event_counts(
@@ -201,6 +211,11 @@ def run(base_url: str, database_url: str, kafka_bootstrap: str, settings: Settin
     table.add_row("sessions", str(summary["sessions"]))
     for sender, n in sorted(summary["senders"].items()):
         table.add_row(f"  from {sender}", str(n))
+    table.add_row("messages needing intervention", str(summary["interventions"]))
+    for alert, n in sorted(summary["alerts"].items()):
+        table.add_row(f"alert {alert}", str(n))
+    for command, n in sorted(summary["commands"].items()):
+        table.add_row(f"command {command}", str(n))
     for event, n in events.most_common():
         table.add_row(f"event {event}", str(n))
     console.print(table)

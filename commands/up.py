@@ -67,7 +67,7 @@ BACKOFF_MAX_S = 30.0
 STABLE_AFTER_S = 60.0
 
 SERVERS = ("postgres", "kafka", "redis")  # start order; stopped in reverse
-APPS = ("dataflow", "gateway")  # start order; stopped in reverse
+APPS = ("dataflow", "gateway", "console")  # start order
 
 # The environment a Python child (gateway, dataflow) may inherit from `up`: basics, then every variable
 # that worktool/settings.py reads, minus the other child's secrets. Anything else (cloud credentials,
@@ -84,7 +84,7 @@ SECRET_OWNERS: dict[str, frozenset[str]] = {
     "WORKTOOL_WEBHOOK_TOKENS": frozenset({"gateway"}),
     "WORKTOOL_WEBHOOK_TOKENS_FILE": frozenset({"gateway"}),
     "WORKTOOL_METRICS_TOKEN": frozenset({"gateway"}),
-    "WORKTOOL_API_TOKEN": frozenset({"api"}),  # the console API, once `up` serves it
+    "WORKTOOL_API_TOKEN": frozenset({"console"}),
 }
 SETTINGS_ENV_NAMES = frozenset(field.alias or name.upper() for name, field in Settings.model_fields.items())
 
@@ -149,6 +149,7 @@ class Stack:
         self.apps: dict[str, ChildProcess] = {}
         self.states: dict[str, ChildState] = {}
         self.dataflow_metrics_port = settings.dataflow_metrics_port or free_port()
+        self.api_port = settings.api_port
 
     @property
     def local_host(self) -> str:
@@ -163,6 +164,10 @@ class Stack:
     # -- start --------------------------------------------------------------------------------
 
     @property
+    def console_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}/"
+
+    @property
     def dataflow_metrics_url(self) -> str:
         return f"http://127.0.0.1:{self.dataflow_metrics_port}/metrics"
 
@@ -173,6 +178,11 @@ class Stack:
         from gateway.auth import load_webhook_tokens
 
         load_webhook_tokens(self.settings)
+        if port_open("127.0.0.1", self.api_port):
+            # The console is not intake: another port is better than no console (or no stack).
+            busy, self.api_port = self.api_port, free_port()
+            log.warning("console port %d is in use; serving the console on %d (set WORKTOOL_API_PORT)",
+                        busy, self.api_port)  # fmt: skip
         for sub in ("logs", "spool"):
             (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
         if not self.database_url:
@@ -222,6 +232,7 @@ class Stack:
             # SIGINT is bytewax's graceful stop (KeyboardInterrupt between batches).
             ("dataflow", signal.SIGINT, DATAFLOW_STOP_S),
             ("gateway", signal.SIGTERM, GATEWAY_STOP_S),
+            ("console", signal.SIGTERM, GATEWAY_STOP_S),
         ):
             log.info("starting %s", name)
             self.apps[name] = ChildProcess(
@@ -253,6 +264,8 @@ class Stack:
         )
         if name == "gateway":
             env["WORKTOOL_STACK_INFO"] = str(self.info_path)
+        elif name == "console":
+            env["WORKTOOL_API_PORT"] = str(self.api_port)
         elif name == "dataflow":
             env["WORKTOOL_DATAFLOW_METRICS_PORT"] = str(self.dataflow_metrics_port)
             env.setdefault("WORKTOOL_DATAFLOW_METRICS_HOST", "127.0.0.1")
@@ -272,6 +285,7 @@ class Stack:
             "database_url": self.database_url,
             "redis_url": self.redis_url,
             "dataflow_metrics_url": self.dataflow_metrics_url,
+            "console_url": self.console_url,
             "embedded": sorted(self.servers),
             "logs_dir": str(self.logs_dir),
             "processes": {
@@ -431,6 +445,7 @@ class Stack:
 
         row("gateway", "gateway", f"{self.http_url}  (webhooks, /healthz, /metrics)")
         row("dataflow", "dataflow", f"bytewax, recovery/ in data dir; metrics {self.dataflow_metrics_url}")
+        row("console", "console", f"{self.console_url}  (live monitor page, API docs at /docs)")
         row("broker", "kafka", self.kafka_url or "")
         row("database", "postgres", redact_url(self.database_url or ""))
         row("redis", "redis", self.redis_url or "")
@@ -476,7 +491,9 @@ def run_up(demo: bool, data_dir: Path | None) -> int:
         stack.write_info()
         console.print(stack.status_table())
         if stack.wait_healthy():
-            console.print(f"[bold green]ready[/]  {stack.http_url}  (Ctrl-C to stop)")
+            console.print(
+                f"[bold green]ready[/]  webhooks {stack.http_url}  console {stack.console_url}  (Ctrl-C to stop)"
+            )
             if demo:
                 _start_demo(stack, console)
         stack.supervise()

@@ -33,6 +33,7 @@ from console.actions import (
     perform_action_async,
     read_alert_async,
 )
+from console.monitor import monitor_router
 from worktool.models import ControlAction
 from worktool.settings import Settings
 
@@ -223,4 +224,5 @@ def create_app(
     app.add_exception_handler(ActionError, _action_error)
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["health"])
     app.include_router(alerts)
+    app.include_router(monitor_router(authenticate))
     return app

@@ -29,6 +29,7 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 from pydantic import ValidationError
 
+from dataflows.event_metrics import observe_event
 from dataflows.metrics import DLQ_RECORDS, DUPLICATE_REPORTS, MESSAGES_CLASSIFIED
 from dataflows.stateful import builder
 from operators.classify import Classifier
@@ -208,6 +209,7 @@ def build_flow(
     for i, sink in enumerate(sinks.heartbeat):
         op.output(f"heartbeat_out_{i}", ticks.trues, sink)
     events = op.filter("is_event", ticks.falses, lambda x: isinstance(x, MonitorEvent))
+    events = op.inspect("event_metrics", events, observe_event)
     for i, sink in enumerate(sinks.events):
         op.output(f"events_out_{i}", events, sink)
     dlq = op.merge("dlq", *rejected)

@@ -5,21 +5,42 @@ heartbeat. Run with `worktool dataflow` (dataflows/runner.py), which calls
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import timedelta
 
+import redis
 from bytewax.connectors.kafka import KafkaSource
 from bytewax.dataflow import Dataflow
 
 from classifiers import build_classifier, call_log_events
 from dataflows.flow import FlowOptions, FlowSinks, build_flow
-from dataflows.sources import TickSource
-from sinks.heartbeat import HeartbeatSink
+from dataflows.metrics import OFFSET_RESETS
+from dataflows.sources import GuardedKafkaSource, TickSource
+from sinks.heartbeat import OFFSET_RESET_KEY, HeartbeatSink
 from sinks.kafka import DeadLetters, ModelKafkaSink
 from worktool.config import load_config
-from worktool.models import CommandRecord
+from worktool.models import CommandRecord, utc_now
 from worktool.settings import get_settings
 
 log = logging.getLogger(__name__)
+
+
+def offsets_reset(redis_url: str) -> Callable[[str, str], None]:
+    """Say loudly that a partition is re-read from the start: a log line, a metric, and a notice on the
+    gateway's /healthz for an hour."""
+
+    def report(partition: str, why: str) -> None:
+        log.error("kafka partition %s: %s; reading it again from the beginning (the sinks are idempotent)",
+                  partition, why)  # fmt: skip
+        OFFSET_RESETS.labels(partition.split("-", 1)[1]).inc()
+        try:
+            client = redis.Redis.from_url(redis_url, socket_timeout=2, socket_connect_timeout=2)
+            client.set(OFFSET_RESET_KEY, f"{utc_now().isoformat()} {partition}: {why}", ex=3600)
+            client.close()
+        except redis.RedisError as e:  # the log line and the metric remain
+            log.warning("offset reset notice not written to redis: %s", e)
+
+    return report
 
 
 def command_key(command: CommandRecord) -> bytes:
@@ -35,15 +56,19 @@ def live_flow() -> Dataflow:
     config = load_config(settings.config_path)
     classifier = build_classifier(settings, config)
     bootstrap = settings.kafka_bootstrap_servers
-    kafka = KafkaSource(
-        [bootstrap],
-        # Operators' control records are applied in order with everything else.
-        [settings.topic_raw, settings.topic_control],
-        tail=True,
-        batch_size=1000,
-        raise_on_errors=False,
-        # Tansu joins consumer groups slowly; bytewax uses assign(), these only shorten timeouts.
-        add_config={"session.timeout.ms": "6000", "fetch.wait.max.ms": "50"},
+    kafka = GuardedKafkaSource(
+        KafkaSource(
+            [bootstrap],
+            # Operators' control records are applied in order with everything else.
+            [settings.topic_raw, settings.topic_control],
+            tail=True,
+            batch_size=1000,
+            raise_on_errors=False,
+            # Tansu joins consumer groups slowly; bytewax uses assign(), these only shorten timeouts.
+            add_config={"session.timeout.ms": "6000", "fetch.wait.max.ms": "10"},
+        ),
+        bootstrap,
+        offsets_reset(settings.redis_url),
     )
     ticks = TickSource(
         timedelta(seconds=settings.tick_interval_s), timedelta(seconds=settings.allowed_lateness_s)

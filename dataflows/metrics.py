@@ -17,3 +17,9 @@ LATE_RECORDS = Counter(
 STEP_FAILURES = Counter(
     "worktool_dataflow_step_failures_total", "Items a stateful step failed on (sent to the DLQ)", ["step"]
 )
+OFFSET_RESETS = Counter(
+    "worktool_dataflow_offset_resets_total",
+    "Kafka partitions re-read from the beginning because their topic was recreated or the resume offset "
+    "was beyond its end",
+    ["topic"],
+)

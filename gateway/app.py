@@ -340,6 +340,21 @@ class CallbackHandler:
 # ---------------------------------------------------------------------------------------------
 
 
+async def health_report(health: HealthChecker, publisher: Publisher) -> tuple[bool, dict[str, Any]]:
+    ready, components = await health.report()
+    # Not ready is "degraded": the webhook still answers, to the broker or to the spool.
+    body: dict[str, Any] = {
+        "status": "ok" if ready else "degraded",
+        "components": components,
+        "spool": {"spooling": publisher.spooling, "depth": publisher.spool_depth},
+    }
+    if (processes := health.processes()) is not None:
+        body["processes"] = processes
+    if health.notices:  # worth a look, not a failure (e.g. the dataflow re-read a recreated topic)
+        body["notices"] = health.notices
+    return ready, body
+
+
 def create_app(settings: Settings, producer: Publisher | None = None) -> FastAPI:
     """The gateway app. Without `producer` the app creates, starts and stops its own Publisher in its
     lifespan; a Publisher passed in belongs to the caller (tests start and stop it themselves)."""
@@ -375,15 +390,7 @@ def create_app(settings: Settings, producer: Publisher | None = None) -> FastAPI
 
     @app.get("/healthz")
     async def healthz() -> Response:
-        ready, components = await health.report()
-        # Not ready is "degraded": the webhook still answers, to the broker or to the spool.
-        body: dict[str, Any] = {
-            "status": "ok" if ready else "degraded",
-            "components": components,
-            "spool": {"spooling": publisher.spooling, "depth": publisher.spool_depth},
-        }
-        if (processes := health.processes()) is not None:
-            body["processes"] = processes
+        ready, body = await health_report(health, publisher)
         return Response(orjson.dumps(body), status_code=200 if ready else 503, media_type=JSON)
 
     @app.get("/metrics")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 HEARTBEAT_KEY = "worktool:dataflow:heartbeat"  # written by sinks.heartbeat (kept equal by a test)
+OFFSET_RESET_KEY = "worktool:dataflow:offset_reset"  # written by the dataflow when it re-read a topic
 CHECK_TIMEOUT_S = 1.0
 CACHE_S = 1.0
 
@@ -67,6 +68,7 @@ class HealthChecker:
         self._redis_url = redis_url
         self._pg: Any = None  # psycopg.AsyncConnection, opened on first use and reopened after an error
         self._redis: Any = None  # redis.asyncio.Redis
+        self.notices: list[str] = []  # things worth a look that do not make the pipeline unready
         self._checks = {
             "kafka": _Cached(self._check_kafka),
             "postgres": _Cached(self._check_postgres),
@@ -130,6 +132,8 @@ class HealthChecker:
                 self._redis_url, socket_timeout=CHECK_TIMEOUT_S, socket_connect_timeout=CHECK_TIMEOUT_S
             )
         if await self._redis.exists(HEARTBEAT_KEY):
+            reset = await self._redis.get(OFFSET_RESET_KEY)
+            self.notices = [f"dataflow offsets reset: {reset.decode('utf-8', 'replace')}"] if reset else []
             return "ok"
         return "down: no dataflow heartbeat"
 

@@ -28,10 +28,7 @@ def app_from_env() -> FastAPI:
 
 def _export(settings: Settings) -> None:
     """Make worker processes (which read the environment) see exactly these settings."""
-    for name, field in Settings.model_fields.items():
-        value = getattr(settings, name)
-        if value is not None:
-            os.environ[field.alias or name.upper()] = str(value)
+    os.environ.update(settings.as_env())
 
 
 def serve(settings: Settings | None = None) -> None:

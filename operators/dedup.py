@@ -19,7 +19,7 @@ from typing import Any
 
 from operators.shard import ParsedMessage, RobotRecord, RobotSighting
 from operators.timers import Tick
-from worktool.models import Message
+from worktool.models import ControlRecord, Message
 
 
 @dataclass(slots=True)
@@ -92,12 +92,12 @@ class DedupStep:
         self.dedup = dedup or Deduplicator()
 
     def on_item(
-        self, item: ParsedMessage | RobotRecord | Tick
-    ) -> list[Message | RobotRecord | Tick | RobotSighting]:
+        self, item: ParsedMessage | RobotRecord | ControlRecord | Tick
+    ) -> list[Message | RobotRecord | ControlRecord | Tick | RobotSighting]:
         if isinstance(item, Tick):
             self.dedup.prune(item.at, self.window)
             return [item]
-        if isinstance(item, RobotRecord):
+        if isinstance(item, RobotRecord | ControlRecord):  # nothing to deduplicate: on to the sessions step
             return [item]
         msg = item.message
         verdict = self.dedup.observe(item.fp, msg.message_id, msg.robot_id, msg.received_at, self.window)

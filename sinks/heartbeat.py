@@ -11,6 +11,7 @@ import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 HEARTBEAT_KEY = "worktool:dataflow:heartbeat"
+OFFSET_RESET_KEY = "worktool:dataflow:offset_reset"  # read by the gateway's /healthz as a notice
 HEARTBEAT_TTL_S = 15
 
 log = logging.getLogger(__name__)

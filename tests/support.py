@@ -49,19 +49,14 @@ def answers(url: str, status: int = 200) -> bool:
         return False
 
 
+# Variables of ours in the test runner's environment that must not leak into a child with other settings.
+OWN_ENV_PREFIXES = ("WORKTOOL_", "KAFKA_", "DATABASE_", "REDIS_")
+
+
 def env_for(settings: Settings, **extra: str) -> dict[str, str]:
     """Environment that makes a child process see exactly these settings."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("WORKTOOL_", "KAFKA_", "DATABASE_", "REDIS_"))
-    }
-    for name, field in Settings.model_fields.items():
-        value = getattr(settings, name)
-        if value is not None:
-            env[field.alias or name.upper()] = str(value)
-    env.update(extra)
-    return env
+    env = {k: v for k, v in os.environ.items() if not k.startswith(OWN_ENV_PREFIXES)}
+    return {**env, **settings.as_env(), **extra}
 
 
 def spawn(args: list[str], settings: Settings, log: Path, **extra_env: str) -> subprocess.Popen:

@@ -367,7 +367,7 @@ def test_children_get_only_the_environment_they_need(stack: RunningStack) -> Non
         return dict(item.split("=", 1) for item in raw.split("\0") if "=" in item)
 
     processes = stack.info["processes"]
-    assert set(processes) == {"postgres", "kafka", "redis", "dataflow", "gateway"}
+    assert set(processes) == {"postgres", "kafka", "redis", "dataflow", "gateway", "console"}
     secrets = {LLM_KEY, TOKEN, METRICS_TOKEN}
     for name in ("postgres", "kafka"):  # (redis overwrites its environment with its process title)
         env = environ(processes[name]["pid"])
@@ -378,6 +378,8 @@ def test_children_get_only_the_environment_they_need(stack: RunningStack) -> Non
     assert gateway["WORKTOOL_METRICS_TOKEN"] == METRICS_TOKEN
     assert dataflow["WORKTOOL_LLM_API_KEY"] == LLM_KEY
     assert not {TOKEN, METRICS_TOKEN} & set(dataflow.values())
+    console = environ(processes["console"]["pid"])
+    assert not secrets & set(console.values())
     # stack.json holds the database password: only its owner may read it.
     assert (stack.data_dir / "stack.json").stat().st_mode & 0o077 == 0
 

@@ -42,3 +42,14 @@ def test_outside_window_is_new_and_prune_bounds_memory():
         d.observe(f"fp{i}", f"x{i}", "day", at(20 + i), W)
     d.prune(at(125), W)
     assert len(d) <= 11
+
+
+def test_a_control_record_passes_the_dedup_step_unchanged():
+    # The console's cancel/escalate requests reach the sessions step through dedup (same shard key).
+    from operators.dedup import DedupStep
+    from worktool.models import ControlRecord
+
+    record = ControlRecord(
+        action="cancel_alert", at=at(0), actor="运营-小王", request_id="r1", alert_id="a1", session_id="s"
+    )
+    assert DedupStep(W).on_item(record) == [record]
