@@ -50,7 +50,7 @@ from infra.embedded import (
     port_open,
     redact_url,
 )
-from infra.kafka_admin import ensure_topics, topic_plan
+from infra.kafka_admin import ensure_topics_for
 from worktool.settings import Settings
 
 log = logging.getLogger("worktool.up")
@@ -202,12 +202,16 @@ class Stack:
         if not self.redis_url:
             self.redis_url = self._start_server(EmbeddedRedis(self.data_dir / "redis", **self._log("redis")))
 
-        ensure_topics(self.kafka_url, topic_plan(self.settings))
+        self._ensure_topics()
         log.info("topics ready: %s", ", ".join(self.settings.all_topics))
         from infra.migrate import apply_up
 
         apply_up(self.database_url)
         log.info("migrations applied")
+
+    def _ensure_topics(self) -> None:
+        """Every topic, sized for the record limits (a real cluster's default takes 1 MB records)."""
+        ensure_topics_for(self.settings.model_copy(update={"kafka_bootstrap_servers": self.kafka_url}))
 
     def _log(self, name: str) -> dict[str, Path]:
         return {"log_path": self.logs_dir / f"{name}.log"}
@@ -390,7 +394,7 @@ class Stack:
         beginning of the new topics, as at start. The gateway reconnects by itself and drains its spool."""
         # Topics first: Tansu creates a topic on first produce with its own partition count, and the
         # gateway is producing (or draining its spool) again as soon as the port answers.
-        ensure_topics(self.kafka_url or "", topic_plan(self.settings))
+        self._ensure_topics()
         log.info("topics re-created: %s", ", ".join(self.settings.all_topics))
         dataflow = self.apps.get("dataflow")
         if dataflow is not None:

@@ -17,7 +17,7 @@ from dataflows.flow import FlowOptions, FlowSinks, build_flow
 from dataflows.metrics import OFFSET_RESETS
 from dataflows.sources import GuardedKafkaSource, TickSource
 from sinks.heartbeat import OFFSET_RESET_KEY, HeartbeatSink
-from sinks.kafka import ModelKafkaSink
+from sinks.kafka import DeadLetters, ModelKafkaSink
 from worktool.config import load_config
 from worktool.models import CommandRecord, utc_now
 from worktool.settings import get_settings
@@ -73,12 +73,21 @@ def live_flow() -> Dataflow:
     ticks = TickSource(
         timedelta(seconds=settings.tick_interval_s), timedelta(seconds=settings.allowed_lateness_s)
     )
+    limits = settings.limits
+    dead_letters = DeadLetters(bootstrap, settings.topic_dlq, limits)  # the sinks' poison records
     sinks = FlowSinks(
-        events=[ModelKafkaSink(bootstrap, settings.topic_monitor), PostgresEventSink(settings.database_url)],
-        dlq=[ModelKafkaSink(bootstrap, settings.topic_dlq)],
+        events=[
+            ModelKafkaSink(bootstrap, settings.topic_monitor, limits, dead_letters=dead_letters),
+            PostgresEventSink(settings.database_url, dead_letters=dead_letters),
+        ],
+        dlq=[ModelKafkaSink(bootstrap, settings.topic_dlq, limits)],
         heartbeat=[HeartbeatSink(settings.redis_url)],
         # One robot's commands stay in order on one partition (the dispatcher rate-limits per robot).
-        commands=[ModelKafkaSink(bootstrap, settings.topic_commands, key_fn=command_key)],
+        commands=[
+            ModelKafkaSink(
+                bootstrap, settings.topic_commands, limits, key_fn=command_key, dead_letters=dead_letters
+            )
+        ],
     )
     log.info(
         "live dataflow: %s + %s -> %s, %s, postgres, %s",

@@ -10,6 +10,11 @@ acknowledged it, or once it is fsync'd in the local spool when the broker cannot
 never retries, so every error answer loses a message: malformed input gets a 4xx *and* its bytes go to
 the dead-letter topic; only "neither broker nor disk took it" is a 503.
 
+Acceptance follows the limits every later stage agrees on (worktool.settings.RecordLimits): a 200 means
+the record can be processed and stored all the way down. Ids and names are bounded, bodies nested too
+deep are refused, and so is a body whose encoded raw record would exceed `raw_record_bytes` (form and
+multipart values can grow when re-encoded as JSON).
+
 The callback routes are plain Starlette routes inside the FastAPI app, and bodies are parsed by hand
 with orjson: FastAPI's request machinery and body parameters cost about a third of the throughput
 (measured: docs/architecture.md, Gateway).
@@ -45,11 +50,13 @@ from worktool.models import (
     MessageCallback,
     RawRecord,
     ResultCallback,
+    body_limit_problems,
     raw_record_key,
+    robot_id_problem,
     summarize_errors,
     utc_now,
 )
-from worktool.settings import Settings
+from worktool.settings import RecordLimits, Settings
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +195,30 @@ async def decode_body(kind: str, raw: bytes, headers: Headers, limit: int) -> di
     return body if isinstance(body, dict) else {"text": raw.decode("utf-8", "replace")}
 
 
+def check_limits(kind: str, body: dict[str, Any], limits: RecordLimits) -> None:
+    if problems := body_limit_problems(kind, body, limits):
+        raise Rejected(422, "over_limit", f"invalid {kind} callback: {'; '.join(problems)}")
+
+
+def encode_record(
+    kind: str, robot_id: str, body: dict[str, Any], received_at: datetime, limits: RecordLimits
+) -> tuple[str, bytes]:
+    """Key and value of the raw record; refused if it cannot be written or is larger than the record
+    size every stage is built for."""
+    try:
+        record = RawRecord(kind=kind, robot_id=robot_id, received_at=received_at, body=body)  # type: ignore[arg-type]
+        value = record.to_json()
+    except (ValidationError, TypeError, orjson.JSONEncodeError) as e:
+        raise Rejected(422, "unencodable", f"body cannot be stored: {e}") from e
+    if len(value) > limits.raw_record_bytes:
+        raise Rejected(
+            413,
+            "too_large",
+            f"body encodes to a record of {len(value)} bytes, over the limit of {limits.raw_record_bytes}",
+        )
+    return raw_record_key(kind, robot_id, body), value
+
+
 def validate(kind: str, body: dict[str, Any]) -> None:
     schema = SCHEMAS.get(kind)
     if schema is None:
@@ -210,6 +241,7 @@ class CallbackHandler:
     def __init__(self, settings: Settings, publisher: Publisher):
         self.settings = settings
         self.publisher = publisher
+        self.limits = settings.limits
         self.auth = WebhookAuth.from_settings(settings)
 
     def endpoint(self, kind: str) -> Callable[[Request], Awaitable[Response]]:
@@ -240,27 +272,22 @@ class CallbackHandler:
                 raise Rejected(
                     400, "missing_robot_id", "missing robotId query parameter (…/callback/KIND?robotId=ID)"
                 )
+            if problem := robot_id_problem(robot_id, self.limits):
+                raise Rejected(422, "invalid_robot_id", problem)
             body = await decode_body(kind, raw, request.headers, self.settings.max_body_bytes)
+            check_limits(kind, body, self.limits)
             validate(kind, body)
+            key, value = encode_record(kind, robot_id, body, received_at, self.limits)
         except Rejected as e:
             return await self.reject(e, kind, robot_id, raw, received_at)
         except Exception as e:  # a bug in parsing must not lose the bytes either
             log.exception("could not read a %s callback", kind)
             error = Rejected(400, "unreadable", f"unreadable body ({type(e).__name__})")
             return await self.reject(error, kind, robot_id, raw, received_at)
-        return await self.accept(kind, robot_id, body, raw, received_at)
+        return await self.accept(kind, key, value)
 
-    async def accept(
-        self, kind: str, robot_id: str, body: dict[str, Any], raw: bytes, received_at: datetime
-    ) -> Response:
+    async def accept(self, kind: str, key: str, value: bytes) -> Response:
         topic = self.settings.topic_raw
-        try:
-            record = RawRecord(kind=kind, robot_id=robot_id, received_at=received_at, body=body)  # type: ignore[arg-type]
-            key, value = raw_record_key(kind, robot_id, body), record.to_json()
-        except Exception as e:  # cannot happen for a validated body; keep the bytes anyway
-            log.exception("could not build the raw record of a %s callback", kind)
-            topic, key = self.settings.topic_dlq, f"robot:{robot_id}"
-            value = self._dlq_record(f"internal error: {type(e).__name__}", kind, robot_id, raw, received_at)
         try:
             await self.publisher.publish(topic, key, value)
         except SpoolUnavailable:
@@ -299,8 +326,7 @@ class CallbackHandler:
             log.error("dead-letter record for a %s callback lost: %r", kind, e)
         return error_response(error.status, error.message, error.errors)
 
-    @staticmethod
-    def _dlq_record(reason: str, kind: str, robot_id: str, raw: bytes, at: datetime) -> bytes:
+    def _dlq_record(self, reason: str, kind: str, robot_id: str, raw: bytes, at: datetime) -> bytes:
         return DlqRecord(
             stage="gateway",
             reason=reason,
@@ -308,7 +334,7 @@ class CallbackHandler:
             robot_id=robot_id or None,
             kind=kind,
             raw=raw.decode("utf-8", "replace"),
-        ).to_json()
+        ).to_json_within(self.limits.record_max_bytes)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -48,7 +48,7 @@ from gateway.spool import (
     orphan_slots,
     read_records,
 )
-from infra.kafka_admin import ensure_topics, topic_plan
+from infra.kafka_admin import ensure_topics_for
 from worktool.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -120,8 +120,8 @@ def producer_config(settings: Settings) -> dict[str, Any]:
         # librdkafka's producer default is true: a metadata request would make Tansu create a topic with
         # one partition, which can never be fixed. Missing topics are created by the drainer instead.
         "allow.auto.create.topics": False,
-        # Room for a body of max_body_bytes in a RawRecord or a DlqRecord (JSON escaping can grow it).
-        "message.max.bytes": max(1_000_000, 3 * settings.max_body_bytes + 65_536),
+        # The same for every producer and topic: room for the largest record any stage writes.
+        "message.max.bytes": settings.limits.message_max_bytes,
         "reconnect.backoff.ms": 50,
         "reconnect.backoff.max.ms": 1000,
         "log.connection.close": False,
@@ -367,8 +367,7 @@ class Publisher:
         straight to the broker again."""
         if not await self.probe():
             return False
-        bootstrap = self.settings.kafka_bootstrap_servers
-        await asyncio.to_thread(ensure_topics, bootstrap, topic_plan(self.settings), timeout_s=5.0)
+        await asyncio.to_thread(ensure_topics_for, self.settings, timeout_s=5.0)
         producer = AsyncProducer(producer_config(self.settings), guard_s=self._guard_s)
         drained = False
         try:

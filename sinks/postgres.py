@@ -16,6 +16,16 @@ used both for the SQL `ON CONFLICT DO UPDATE` and for merging two rows with the 
 batch, so the database never sees one key twice in a statement and both paths agree. Updates that would
 not change the row are skipped (`WHERE (old) IS DISTINCT FROM (new)`), so a replay leaves rows, including
 `updated_at`, byte-for-byte as they were.
+
+Errors (`PostgresEventPartition.write_batch`):
+- transient (connection lost or refused, server shutting down or starting, deadlock, serialization
+  failure, out of resources): waited out with capped exponential backoff on a fresh connection, for as
+  long as it takes (sinks/retry.py); the blocked worker back-pressures the flow;
+- a data error of one event (SQLSTATE classes 22 data exception, 23 integrity violation, 54 program
+  limit exceeded such as an index row too large; a value psycopg cannot send): the batch is written
+  event by event, and each refused event goes to the DLQ topic as a DlqRecord of stage "sink:postgres";
+  so does an event that cannot be projected at all;
+- anything else (a missing table or column, a syntax error: a deployment fault) stops the dataflow.
 """
 
 from __future__ import annotations
@@ -32,14 +42,9 @@ import psycopg
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from prometheus_client import Counter
 from psycopg.types.json import Jsonb
-from tenacity import (
-    Retrying,
-    before_sleep_log,
-    retry_if_exception_type,
-    stop_after_delay,
-    wait_exponential,
-)
 
+from sinks.kafka import DeadLetters, DeadLetterWriter, Poisoned, report_lost
+from sinks.retry import Backoff, Waiter, describe_error
 from worktool.events import (
     AiCall,
     AlertSnapshot,
@@ -66,9 +71,10 @@ ROWS_WRITTEN = Counter(
 )
 EVENTS_REJECTED = Counter(
     "worktool_pg_sink_rejected_events_total",
-    "Monitor events the Postgres sink could not project (malformed, or refused by a constraint)",
+    "Monitor events the Postgres sink could not project (malformed, or refused by the database)",
     ["event"],
 )
+STAGE = "sink:postgres"
 
 # Merge policies of a non-key column, when a row with the same key exists:
 SET = "set"  # the new value
@@ -355,7 +361,7 @@ STATEMENTS: tuple[Upsert, ...] = (
 
 # ---------------------------------------------------------------------------------------------
 # Event -> rows. Each function returns the rows of one event; a missing key field raises KeyError
-# or ValueError and the event is skipped (logged, counted), never the batch.
+# or ValueError and the event is set aside (counted, dead-lettered by the sink), never the batch.
 
 _SENDER_CATEGORY = {"staff": "staff", "assistant": "staff", "operator": "operator"}
 
@@ -642,10 +648,11 @@ PROJECTIONS: dict[str, Callable[[MonitorEvent], list[tuple[Upsert, dict[str, Any
 }
 
 
-def plan(events: Iterable[Any]) -> dict[Upsert, list[dict[str, Any]]]:
+def plan(events: Iterable[Any], rejected: list[Poisoned] | None = None) -> dict[Upsert, list[dict[str, Any]]]:
     """Rows per statement for a batch of events, merged per key, each list sorted by key (concurrent
     workers then lock rows in the same order and cannot deadlock each other). Items that are not
-    monitor events, and events without a projection, are ignored."""
+    monitor events, and events without a projection, are ignored. An event that cannot be projected
+    is counted and appended to `rejected` (logged when no list is given)."""
     merged: dict[Upsert, dict[tuple[Any, ...], dict[str, Any]]] = {s: {} for s in STATEMENTS}
     for ev in events:
         if not isinstance(ev, MonitorEvent) or (project := PROJECTIONS.get(ev.event)) is None:
@@ -654,9 +661,11 @@ def plan(events: Iterable[Any]) -> dict[Upsert, list[dict[str, Any]]]:
             rows = project(ev)
         except (KeyError, ValueError, TypeError) as e:
             EVENTS_REJECTED.labels(ev.event).inc()
-            log.error(
-                "postgres sink: skipping malformed %s event (%s): %s", ev.event, e, ev.to_json().decode()
-            )
+            reason = f"malformed {ev.event} event: {describe_error(e)}"
+            if rejected is None:
+                log.error("postgres sink: skipping a %s", reason)
+            else:
+                rejected.append(Poisoned(ev, reason))
             continue
         for stmt, row in rows:
             key = tuple(row[k] for k in stmt.key)
@@ -665,10 +674,12 @@ def plan(events: Iterable[Any]) -> dict[Upsert, list[dict[str, Any]]]:
     return {s: [rows[k] for k in sorted(rows)] for s, rows in merged.items() if rows}
 
 
-def write_events(conn: psycopg.Connection, events: Iterable[Any]) -> dict[str, int]:
+def write_events(
+    conn: psycopg.Connection, events: Iterable[Any], rejected: list[Poisoned] | None = None
+) -> dict[str, int]:
     """Project `events` into the tables in one transaction (a savepoint if one is already open).
-    Returns the rows sent per statement name."""
-    planned = plan(events)
+    Returns the rows sent per statement name; events that cannot be projected go to `rejected`."""
+    planned = plan(events, rejected)
     with conn.transaction(), conn.cursor() as cur:
         for stmt, rows in planned.items():
             cur.executemany(stmt.sql, [stmt.params(r) for r in rows])
@@ -680,19 +691,50 @@ def write_events(conn: psycopg.Connection, events: Iterable[Any]) -> dict[str, i
 # ---------------------------------------------------------------------------------------------
 # The bytewax sink
 
-# Lost connection, server restarting, deadlock, serialization failure: worth trying the batch again.
-_TRANSIENT = (psycopg.OperationalError, psycopg.InterfaceError)
-# The data itself was refused (a CHECK, a value out of range): trying again cannot help. Not
-# ProgrammingError: a missing table or column is a deployment fault that must stop the dataflow, not
-# turn every event into a skipped one.
-_REFUSED = (psycopg.DataError, psycopg.IntegrityError)
+# SQLSTATE classes worth waiting out: connection exception, transaction rollback (deadlock,
+# serialization failure), insufficient resources, operator intervention (shutdown, cannot connect now,
+# query canceled), system error.
+_TRANSIENT_CLASSES = {"08", "40", "53", "57", "58"}
+_TRANSIENT_STATES = {"55P03"}  # lock not available
+# The data of one event was refused: data exception, integrity violation, program limit exceeded (an
+# index row too large). Trying again cannot help; the event goes to the DLQ.
+_REFUSED_CLASSES = {"22", "23", "54"}
+
+
+def is_transient(error: BaseException) -> bool:
+    """A failure that waiting can fix: the database is unreachable, restarting or overloaded."""
+    if isinstance(error, psycopg.InterfaceError):  # the connection is closed or broken
+        return True
+    if not isinstance(error, psycopg.Error):
+        return False
+    state = error.sqlstate
+    if state is None:  # raised by the client: a connection that failed or was lost
+        return isinstance(error, psycopg.OperationalError)
+    return state[:2] in _TRANSIENT_CLASSES or state in _TRANSIENT_STATES
+
+
+def is_refused_data(error: BaseException) -> bool:
+    """A failure caused by the data of the events written (one of them is a poison record)."""
+    if not isinstance(error, psycopg.Error) or is_transient(error):
+        return False
+    state = error.sqlstate
+    if state is None:  # client side: NUL in a string (DataError), a value it cannot adapt
+        return isinstance(error, psycopg.DataError | psycopg.ProgrammingError)
+    return state[:2] in _REFUSED_CLASSES
 
 
 class PostgresEventPartition(StatelessSinkPartition[MonitorEvent]):
-    def __init__(self, database_url: str, retry_for_s: float, connect_timeout_s: int) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        connect_timeout_s: int,
+        dead_letters: DeadLetterWriter | None,
+        backoff: Backoff,
+    ) -> None:
         self._url = database_url
-        self._retry_for_s = retry_for_s
         self._connect_timeout_s = connect_timeout_s
+        self._dead_letters = dead_letters
+        self._backoff = backoff
         self._conn: psycopg.Connection | None = None
 
     def _connection(self) -> psycopg.Connection:
@@ -708,60 +750,87 @@ class PostgresEventPartition(StatelessSinkPartition[MonitorEvent]):
             self._conn = None
 
     def write_batch(self, items: list[MonitorEvent]) -> None:
-        """Write the whole batch or raise. Transient failures (a lost connection, a restarting server)
-        are retried with backoff on a fresh connection for up to `retry_for_s`; then the error
-        propagates and the dataflow stops, to resume from its last snapshot, which re-emits this batch."""
+        """Write the whole batch (minus its poison events, which go to the DLQ) or wait until it can be:
+        transient failures are retried on a fresh connection for as long as they last. Returns only
+        once every event is in the database or in the DLQ."""
         if not items:
             return
-        retrying = Retrying(
-            retry=retry_if_exception_type(_TRANSIENT),
-            stop=stop_after_delay(self._retry_for_s),
-            wait=wait_exponential(multiplier=0.1, max=5.0),
-            before_sleep=before_sleep_log(log, logging.WARNING),
-            reraise=True,
-        )
-        for attempt in retrying:
-            with attempt:
+        with Waiter("postgres", self._backoff) as waiter:
+            while True:
                 try:
-                    self._write(items)
-                except _TRANSIENT:
+                    refused = self._write(items)
+                    break
+                except psycopg.Error as e:
+                    if not is_transient(e):
+                        raise
                     self._close()  # reconnect on the next attempt
-                    raise
+                    waiter.wait(e)
+        if refused:
+            self._dead_letter(refused)
 
-    def _write(self, items: Sequence[MonitorEvent]) -> None:
+    def _write(self, items: Sequence[MonitorEvent]) -> list[Poisoned]:
         conn = self._connection()
+        rejected: list[Poisoned] = []
         try:
-            write_events(conn, items)
-        except _REFUSED as e:
+            write_events(conn, items, rejected)
+            return rejected
+        except psycopg.Error as e:
+            if not is_refused_data(e):
+                raise
             # One bad event must not wedge the dataflow: the same batch would come back after every
-            # restart. Write event by event and skip (log, count) only those the database refuses.
+            # restart. Write event by event and set aside only those the database refuses.
             log.warning("postgres sink: batch of %d refused (%s); writing event by event", len(items), e)
-            for ev in items:
-                try:
-                    write_events(conn, [ev])
-                except _REFUSED as e1:
-                    name = getattr(ev, "event", type(ev).__name__)
-                    EVENTS_REJECTED.labels(name).inc()
-                    payload = ev.to_json().decode() if isinstance(ev, MonitorEvent) else repr(ev)
-                    log.error("postgres sink: database refused a %s event (%s): %s", name, e1, payload)
+        rejected = []
+        for ev in items:
+            try:
+                write_events(conn, [ev], rejected)
+            except psycopg.Error as e1:
+                if not is_refused_data(e1):
+                    raise
+                EVENTS_REJECTED.labels(getattr(ev, "event", type(ev).__name__)).inc()
+                state = f" [{e1.sqlstate}]" if e1.sqlstate else ""
+                rejected.append(Poisoned(ev, f"refused by PostgreSQL{state}: {describe_error(e1)}"))
+        return rejected
+
+    def _dead_letter(self, refused: list[Poisoned]) -> None:
+        if self._dead_letters is not None:
+            self._dead_letters.send(STAGE, refused)
+            return
+        for p in refused:  # no DLQ configured (tests, tools): the log is all that is left
+            report_lost(STAGE, p.item, p.reason)
 
     def close(self) -> None:
         self._close()
+        if self._dead_letters is not None:
+            self._dead_letters.close()
 
 
 class PostgresEventSink(DynamicSink[MonitorEvent]):
     """Monitor events -> Postgres tables (see the module doc). Every worker has its own connection.
 
-    `retry_for_s`: how long a batch is retried while the database is unreachable before the error is
-    raised (and the dataflow stops to resume from its snapshot)."""
+    `dead_letters`: where events the database refuses go (the live flow always passes one; without it
+    they are logged and counted only). `backoff`: how transient failures are waited out."""
 
-    def __init__(self, database_url: str, *, retry_for_s: float = 60.0, connect_timeout_s: int = 5) -> None:
+    def __init__(
+        self,
+        database_url: str,
+        *,
+        dead_letters: DeadLetters | None = None,
+        connect_timeout_s: int = 5,
+        backoff: Backoff | None = None,
+    ) -> None:
         self.database_url = database_url
-        self.retry_for_s = retry_for_s
+        self.dead_letters = dead_letters
         self.connect_timeout_s = connect_timeout_s
+        self.backoff = backoff or Backoff()
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> PostgresEventPartition:
-        return PostgresEventPartition(self.database_url, self.retry_for_s, self.connect_timeout_s)
+        return PostgresEventPartition(
+            self.database_url,
+            self.connect_timeout_s,
+            self.dead_letters.open() if self.dead_letters else None,
+            self.backoff,
+        )
 
 
-__all__ = ["PostgresEventSink", "Upsert", "plan", "write_events"]
+__all__ = ["PostgresEventSink", "Upsert", "is_refused_data", "is_transient", "plan", "write_events"]

@@ -18,7 +18,17 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
 import orjson
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    ValidationError,
+    model_validator,
+)
+
+from worktool.settings import RecordLimits
 
 # ---------------------------------------------------------------------------------------------
 # Time: always timezone-aware UTC, serialised as ISO-8601 with millisecond precision and "Z".
@@ -61,6 +71,16 @@ def summarize_errors(e: ValidationError, limit: int = 5) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # WorkTool's loose types (docs/platform.md §1): atMe may be the string "false", roomType a string.
+#
+# What every later stage can hold is decided here, once, so that the gateway refuses what the dataflow,
+# Kafka or PostgreSQL would refuse later:
+# - typed integers (textType, errorCode, runTime, type) are codes and timestamps: a value outside int64
+#   (or, for textType, outside the smallint column) is refused, not clamped; free-form text fields take
+#   a number as its decimal text;
+# - NUL, which PostgreSQL text cannot store, is replaced by U+FFFD in every string field of the callback
+#   models. The raw record keeps the body as received (the archive is the truth); the cleaning happens
+#   whenever a body is parsed into these models, so the live flow, a replay and every sink see the same
+#   text and the same fingerprints.
 
 _TRUE = {"true", "1", "yes", "y", "on"}
 _FALSE = {"false", "0", "no", "n", "off", "", "null", "none"}
@@ -79,15 +99,33 @@ def _loose_bool(value: Any) -> Any:
     return value
 
 
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+SMALLINT_MAX = 2**15 - 1
+_MAX_INT_DIGITS = 20  # int64 has 19; more is out of range without parsing (and int() caps at 4300)
+NUL, REPLACEMENT = "\x00", "\ufffd"
+
+
 def _loose_int(value: Any) -> Any:
     if isinstance(value, str):
         v = value.strip()
-        if v.lstrip("-").isdigit():
+        digits = v.removeprefix("-")
+        if digits.isdigit() and digits.isascii():
+            if len(digits) > _MAX_INT_DIGITS:
+                raise ValueError(f"integer out of range: {v[:24]}...")
             return int(v)
-        raise ValueError(f"not an integer: {value!r}")
+        raise ValueError(f"not an integer: {value[:40]!r}")
     if isinstance(value, bool):
         raise ValueError("not an integer: bool")
     return value
+
+
+def clean_text(value: str) -> str:
+    """Text every sink can store: NUL (refused by PostgreSQL) becomes U+FFFD."""
+    return value.replace(NUL, REPLACEMENT) if NUL in value else value
+
+
+def _clean_str(value: Any) -> Any:
+    return clean_text(value) if isinstance(value, str) else value
 
 
 def _loose_str(value: Any) -> Any:
@@ -95,12 +133,23 @@ def _loose_str(value: Any) -> Any:
         return ""
     if isinstance(value, int | float) and not isinstance(value, bool):
         return str(value)
-    return value
+    return _clean_str(value)
+
+
+def _loose_id(value: Any) -> Any:
+    # An id must stay exact: a JSON number beyond 64 bits reaches us as a float (orjson), already rounded.
+    if isinstance(value, float):
+        raise ValueError("an id must be a string or an integer, not a floating-point number")
+    return _loose_str(value)
 
 
 LooseBool = Annotated[bool, BeforeValidator(_loose_bool)]
-LooseInt = Annotated[int, BeforeValidator(_loose_int)]
+LooseInt = Annotated[int, BeforeValidator(_loose_int), Field(ge=INT64_MIN, le=INT64_MAX)]
 LooseStr = Annotated[str, BeforeValidator(_loose_str)]
+LooseId = Annotated[str, BeforeValidator(_loose_id)]
+CleanStr = Annotated[str, BeforeValidator(_clean_str)]
+# session_messages.text_type is a smallint; WorkTool's codes are 0..15.
+TextTypeCode = Annotated[int, BeforeValidator(_loose_int), Field(ge=0, le=SMALLINT_MAX)]
 
 RoomType = Literal[1, 2, 3, 4]  # 1 external group, 2 external contact, 3 internal group, 4 internal contact
 GROUP_ROOM_TYPES = (1, 3)
@@ -128,13 +177,20 @@ class MessageCallback(BaseModel):
 
     spoken: LooseStr = ""
     rawSpoken: LooseStr = ""
-    receivedName: Annotated[str, Field(min_length=1)]
+    receivedName: Annotated[CleanStr, Field(min_length=1)]
     groupName: LooseStr = ""
     groupRemark: LooseStr = ""
     roomType: Annotated[RoomType, BeforeValidator(_loose_int)] = 1
     atMe: LooseBool = False
-    textType: LooseInt = 1
+    textType: TextTypeCode = 1
     fileBase64: str | None = None
+
+    @model_validator(mode="after")
+    def _group_has_a_name(self) -> MessageCallback:
+        # Its session id is the group's name: without one the message belongs to no session.
+        if self.roomType in GROUP_ROOM_TYPES and not (self.groupName or self.groupRemark):
+            raise ValueError("group message without groupName or groupRemark")
+        return self
 
 
 class ResultCallback(BaseModel):
@@ -142,11 +198,11 @@ class ResultCallback(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    messageId: LooseStr = ""
+    messageId: LooseId = ""
     errorCode: LooseInt = 0
     errorReason: LooseStr = ""
     runTime: LooseInt | None = None
-    timeCost: float | None = None
+    timeCost: Annotated[float, Field(allow_inf_nan=False)] | None = None
     type: LooseInt | None = None
     rawMsg: LooseStr | None = None
     successList: list[str] | None = None
@@ -173,6 +229,57 @@ WEBHOOK_KINDS = ("message", "result", "qrcode", "online", "offline")
 RawKind = Literal["message", "result", "qrcode", "online", "offline", "accepted"]
 # Kinds whose body is a ResultCallback ("accepted" has its own AcceptedBody).
 RESULT_KINDS = ("result", "qrcode")
+# Body fields that name a person or a group: bounded by RecordLimits.max_name_chars.
+NAME_FIELDS: dict[str, tuple[str, ...]] = {
+    "message": ("receivedName", "groupName", "groupRemark"),
+    "result": ("groupName",),
+    "qrcode": ("groupName",),
+}
+
+
+def json_depth(value: Any) -> int:
+    """Nesting depth of decoded JSON: a scalar is 0, `{}` and `[1]` are 1. Iterative: the input may be
+    nested a thousand levels deep."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        depth += 1
+        deepest = max(deepest, depth)
+        stack.extend((child, depth) for child in children if isinstance(child, dict | list))
+    return deepest
+
+
+def has_control_chars(value: str) -> bool:
+    return any(ord(c) < 0x20 or 0x7F <= ord(c) < 0xA0 for c in value)
+
+
+def robot_id_problem(robot_id: str, limits: RecordLimits) -> str | None:
+    """Why a robotId cannot be used (it becomes a key in Kafka and PostgreSQL), or None."""
+    if len(robot_id) > limits.max_id_chars:
+        return f"robotId of {len(robot_id)} characters exceeds the limit of {limits.max_id_chars}"
+    if has_control_chars(robot_id):
+        return "robotId contains control characters"
+    return None
+
+
+def body_limit_problems(kind: str, body: dict[str, Any], limits: RecordLimits) -> list[str]:
+    """The limits of RecordLimits a decoded callback body breaks (names too long, nested too deep)."""
+    problems = []
+    for name in NAME_FIELDS.get(kind, ()):
+        value = body.get(name)
+        if isinstance(value, str) and len(value) > limits.max_name_chars:
+            problems.append(f"{name}: {len(value)} characters exceed the limit of {limits.max_name_chars}")
+    depth = json_depth(body)
+    if depth > limits.max_json_depth:
+        problems.append(f"body nested {depth} levels deep exceeds the limit of {limits.max_json_depth}")
+    return problems
 
 
 class RawRecord(JsonRecord):
@@ -302,13 +409,34 @@ class Classification(BaseModel):
     staff_command: str | None = None
 
 
+# "gateway", "dataflow", "dataflow:<step>", "sink:<sink>" (e.g. "sink:postgres", "sink:kafka").
+DLQ_STAGE_PATTERN = r"^(gateway|dataflow|sink)(:[A-Za-z0-9_.-]+)?$"
+
+
 class DlqRecord(JsonRecord):
     """Value on worktool.dlq: what was rejected, where, and why."""
 
-    stage: Literal["gateway", "dataflow"]
+    stage: Annotated[str, Field(pattern=DLQ_STAGE_PATTERN)]
     reason: str
     received_at: UtcDatetime
     robot_id: str | None = None
     kind: str | None = None
     # The original bytes, decoded as UTF-8 with replacement so the record stays JSON.
     raw: str
+    # True when `raw` was cut to keep the record within the largest record the topics take.
+    truncated: bool = False
+
+    def to_json_within(self, max_bytes: int) -> bytes:
+        """The JSON value, with `raw` cut short (and `truncated` set) if the whole would exceed
+        max_bytes: a dead letter must always be writable, even that of a record too large to write."""
+        value = self.to_json()
+        if len(value) <= max_bytes:
+            return value
+        # First cut in proportion; then every character takes at least one byte, so dropping as many
+        # characters as there are bytes too many always fits.
+        raw = self.raw[: len(self.raw) * max_bytes // len(value)]
+        while True:
+            value = self.model_copy(update={"raw": raw, "truncated": True}).to_json()
+            if len(value) <= max_bytes or not raw:
+                return value
+            raw = raw[: max(0, len(raw) - (len(value) - max_bytes))]

@@ -1,16 +1,103 @@
-"""Runtime settings from the environment (one home for every env var the process reads)."""
+"""Runtime settings from the environment (one home for every env var the process reads).
+
+`RecordLimits` is the one place where the limits every stage must agree on are derived: what the gateway
+accepts (body size, id and name lengths, JSON depth) and, from that, the largest record any stage writes
+to Kafka, which sets `message.max.bytes` of every producer and the topics. Settings refuse a combination
+that some part below us cannot hold (a clear error at start-up instead of a crash loop later).
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # The console's roles; what each may do is console/permissions.py.
 ConsoleRole = Literal["admin", "supervisor", "staff", "inspector"]
+
+# Ceilings of the parts below us.
+ORJSON_MAX_DEPTH = 254  # orjson.dumps refuses deeper nesting ("Recursion limit reached")
+POSTGRES_MAX_INDEX_ROW_BYTES = 2704  # btree entries on 8 kB pages ("index row size exceeds ...")
+UTF8_MAX_BYTES = 4  # per character
+JSON_ESCAPE_MAX_BYTES = 6  # a control character becomes \u00XX
+# librdkafka consumers refuse a fetch response above receive.message.max.bytes (default 100 MB);
+# one record must fit with room for the response framing.
+CONSUMER_RECEIVE_MAX_BYTES = 100_000_000
+# Around a record value in a produce request: key, headers, record and batch framing.
+KAFKA_FRAMING_BYTES = 64 * 1024
+# Fixed-size parts of a monitor event next to the body's text (ids, names, flags, numbers).
+EVENT_OVERHEAD_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class RecordLimits:
+    """What the gateway accepts, and the record sizes that follow from it.
+
+    Sizes, from the body up (each bound holds by construction, the gateway checks the first one):
+    - raw record: the gateway refuses a body whose encoded RawRecord exceeds `raw_record_bytes`
+      (the body limit plus the envelope), whatever the body's encoding was (form and multipart values
+      can grow when re-encoded as JSON).
+    - monitor event: text, raw_text and mentions all come from the body's text; raw_text repeats the
+      text when rawSpoken is empty and the mentions' quoting at most doubles what they were cut from,
+      so an event is at most 4 raw records plus fixed-size fields.
+    - DLQ record: its `raw` is the original bytes, JSON-escaped; DlqRecord.to_json_within truncates it
+      to `record_max_bytes` in the rare case it would not fit (flagged `truncated`).
+    """
+
+    max_body_bytes: int
+    max_id_chars: int
+    max_name_chars: int
+    max_json_depth: int
+
+    @property
+    def raw_record_bytes(self) -> int:
+        envelope = 1024 + JSON_ESCAPE_MAX_BYTES * self.max_id_chars  # kind, robot_id, received_at, keys
+        return self.max_body_bytes + envelope
+
+    @property
+    def record_max_bytes(self) -> int:
+        """The largest value any stage writes to any topic."""
+        return 4 * self.raw_record_bytes + EVENT_OVERHEAD_BYTES
+
+    @property
+    def message_max_bytes(self) -> int:
+        """`message.max.bytes` of every producer and `max.message.bytes` of every topic."""
+        return self.record_max_bytes + KAFKA_FRAMING_BYTES
+
+    @property
+    def max_index_key_bytes(self) -> int:
+        """Worst-case key of session_robots (session_id, robot_id): a private session id is
+        "private:<robot>:<sender>", so the key holds the robot id twice and a name once."""
+        chars = len("private::") + 2 * self.max_id_chars + self.max_name_chars
+        return chars * UTF8_MAX_BYTES + 32  # + tuple and varlena headers
+
+    def problems(self) -> list[str]:
+        """Why these limits cannot work, or [] when they can."""
+        out = []
+        for name in ("max_body_bytes", "max_id_chars", "max_name_chars", "max_json_depth"):
+            if getattr(self, name) < 1:
+                out.append(f"{name} must be at least 1")
+        if self.max_json_depth + 1 > ORJSON_MAX_DEPTH:
+            out.append(
+                f"max_json_depth {self.max_json_depth}: a raw record nests the body one level deeper and "
+                f"orjson writes at most {ORJSON_MAX_DEPTH} levels"
+            )
+        if self.max_index_key_bytes > POSTGRES_MAX_INDEX_ROW_BYTES:
+            out.append(
+                f"max_id_chars {self.max_id_chars} and max_name_chars {self.max_name_chars}: a session key "
+                f"could need {self.max_index_key_bytes} bytes, PostgreSQL indexes hold at most "
+                f"{POSTGRES_MAX_INDEX_ROW_BYTES}"
+            )
+        if self.message_max_bytes > CONSUMER_RECEIVE_MAX_BYTES - KAFKA_FRAMING_BYTES:
+            out.append(
+                f"max_body_bytes {self.max_body_bytes}: records of up to {self.message_max_bytes} bytes "
+                f"would follow, consumers receive at most {CONSUMER_RECEIVE_MAX_BYTES}"
+            )
+        return out
 
 
 class Settings(BaseSettings):
@@ -57,6 +144,12 @@ class Settings(BaseSettings):
 
     # Gateway
     max_body_bytes: int = Field(default=2 * 1024 * 1024, alias="WORKTOOL_MAX_BODY_BYTES")
+    # robotId (WorkTool ids are short ASCII; it is part of session keys and Kafka keys).
+    max_id_chars: int = Field(default=128, alias="WORKTOOL_MAX_ID_CHARS")
+    # receivedName, groupName, groupRemark: part of session ids and of indexed columns.
+    max_name_chars: int = Field(default=256, alias="WORKTOOL_MAX_NAME_CHARS")
+    # WorkTool bodies are flat; far below what the serialiser writes (see RecordLimits).
+    max_json_depth: int = Field(default=32, alias="WORKTOOL_MAX_JSON_DEPTH")
     # Under WorkTool's 3-s budget, but not under 1 s: the spool drainer's fresh producer needs about
     # half a second for its first delivery (measured on the embedded broker), and with less it never drains.
     produce_timeout_s: float = Field(default=1.5, ge=1.0, le=2.5, alias="WORKTOOL_PRODUCE_TIMEOUT_S")
@@ -123,6 +216,21 @@ class Settings(BaseSettings):
     dispatcher_metrics_host: str = Field(default="127.0.0.1", alias="WORKTOOL_DISPATCHER_METRICS_HOST")
     dispatcher_metrics_port: int = Field(default=9108, ge=0, alias="WORKTOOL_DISPATCHER_METRICS_PORT")
 
+    @model_validator(mode="after")
+    def _limits_fit_together(self) -> Settings:
+        if problems := self.limits.problems():
+            raise ValueError("inconsistent record limits: " + "; ".join(problems))
+        return self
+
+    @property
+    def limits(self) -> RecordLimits:
+        return RecordLimits(
+            max_body_bytes=self.max_body_bytes,
+            max_id_chars=self.max_id_chars,
+            max_name_chars=self.max_name_chars,
+            max_json_depth=self.max_json_depth,
+        )
+
     def as_env(self) -> dict[str, str]:
         """These settings as environment variables (for a child process that reads its settings from the
         environment); unset ones are left out."""
@@ -148,3 +256,14 @@ class Settings(BaseSettings):
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return Settings()
+
+
+def default_limits() -> RecordLimits:
+    """The limits of a default configuration (for code that runs without Settings, e.g. benchmarks)."""
+    fields = Settings.model_fields
+    return RecordLimits(
+        max_body_bytes=fields["max_body_bytes"].default,
+        max_id_chars=fields["max_id_chars"].default,
+        max_name_chars=fields["max_name_chars"].default,
+        max_json_depth=fields["max_json_depth"].default,
+    )
