@@ -66,16 +66,21 @@ class PlannedSend:
     due: datetime
     delay_s: float
     cause: str  # reply_scheduled | after_sales_notify
+    reporting: str = ""  # the robot that reported the message (a reply's fallback sender)
+    asked_at: datetime | None = None  # the message's event time (its shift picks the reply robot)
 
     def payload(self) -> tuple:
         """Plain data for a timer (part of the snapshot)."""
         return (self.message_id, self.command_id, self.robot_id, self.target, self.content, list(self.at_list),
-                self.due, self.delay_s, self.cause)  # fmt: skip
+                self.due, self.delay_s, self.cause, self.reporting, self.asked_at)  # fmt: skip
 
     @classmethod
     def from_payload(cls, data: tuple | list) -> PlannedSend:
-        message_id, command_id, robot_id, target, content, at_list, due, delay_s, cause = data
-        return cls(message_id, command_id, robot_id, target, content, tuple(at_list), due, delay_s, cause)
+        message_id, command_id, robot_id, target, content, at_list, due, delay_s, cause, reporting, asked = (
+            data
+        )
+        return cls(message_id, command_id, robot_id, target, content, tuple(at_list), due, delay_s, cause,
+                   reporting, asked)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +133,10 @@ class ReplyPlanner:
         )
         return round(random.Random(seed).uniform(low, high), 3)
 
+    def shift_robot(self, at: datetime) -> str | None:
+        robots = self.by_role.get(f"reply_{self.shift(at)}", [])
+        return robots[0] if robots else None
+
     def robot_for(self, in_group: set[str], reporting: str, at: datetime) -> str | None:
         shift_robots = self.by_role.get(f"reply_{self.shift(at)}", [])
         present = [r for r in shift_robots if r in in_group]
@@ -159,9 +168,11 @@ class ReplyPlanner:
             return Skip(m.message_id, "replies_paused")
         if staff_handling:
             return Skip(m.message_id, "staff_handling")
-        robot = self.robot_for(in_group, m.robot_id, m.received_at)
+        # The best guess now; the robot is chosen again when the reply is due, when every robot's report of
+        # this message has arrived (the first report is often the monitor robot's).
+        robot = self.robot_for(in_group, m.robot_id, m.received_at) or self.shift_robot(m.received_at)
         if robot is None:
-            return Skip(m.message_id, "no_reply_robot_in_group")
+            return Skip(m.message_id, "no_reply_robot_configured")
         kind = c.message_type or "chat_daily"
         # An operator's harsh words: soothe the owners they were aimed at.
         addressees = owners if c.sender_type == "operator" else [m.sender_name]
@@ -176,7 +187,7 @@ class ReplyPlanner:
         delay = self.delay(m.message_id, self.scenario(c.message_type, m.received_at))
         due = m.received_at + timedelta(seconds=delay)
         return PlannedSend(m.message_id, _command_id(m.message_id, "reply"), robot, m.reply_target, text, at_list, due,
-                           delay, "reply_scheduled")  # fmt: skip
+                           delay, "reply_scheduled", m.robot_id, m.received_at)  # fmt: skip
 
     def plan_notice(self, m: Message) -> PlannedSend:
         """The after-sales notice to staff, through the notify robot."""

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -539,10 +539,15 @@ class SessionStep:
     def _send_due(self, timer: Timer) -> list[ItemOut]:
         plan = PlannedSend.from_payload(timer.payload)
         s = self.sessions.get(timer.key)
-        if plan.cause == "reply_scheduled" and (
-            s is None or s.replies.pop(plan.message_id, None) != timer.seq
-        ):
-            return []
+        if plan.cause == "reply_scheduled":
+            if s is None or s.replies.pop(plan.message_id, None) != timer.seq:
+                return []
+            # Chosen again now that every robot's report of the message has arrived (docs/rules.md §5).
+            robot = self.policy.replies.robot_for(s.robots, plan.reporting, plan.asked_at or timer.due)
+            if robot is None:
+                skip = ReplySkipped.make(message_id=plan.message_id, reason="no_reply_robot_in_group")
+                return [skip.at(timer.due, timer.key)]
+            plan = replace(plan, robot_id=robot)
         cause = CommandCause(event=plan.cause, message_id=plan.message_id)
         command = construct(CommandRecord,
             command_id=plan.command_id, channel="wecom", robot_id=plan.robot_id, target=plan.target,

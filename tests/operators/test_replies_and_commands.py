@@ -10,7 +10,7 @@ import pytest
 
 from operators.replies import ReplyPlanner, TemplateReplies
 from operators.sessions import SessionPolicy, SessionStep
-from operators.shard import ClassifiedMessage, RobotRecord
+from operators.shard import ClassifiedMessage, RobotRecord, RobotSighting
 from operators.timers import Tick
 from worktool.config import BusinessConfig
 from worktool.events import MonitorEvent
@@ -98,9 +98,27 @@ def test_at_night_the_night_robot_answers_with_the_night_range(step) -> None:
 
 def test_without_the_shift_robot_in_the_group_the_reporting_reply_robot_answers_or_nobody(step) -> None:
     out = step.on_item(message("在吗？", DAY, group="B群", robot="wt_night"))
-    assert events(out, "reply_scheduled")[0].data.robot_id == "wt_night"
-    out = step.on_item(message("在吗？", DAY, group="C群", robot="wt_monitor"))
-    assert [e.data.reason for e in events(out, "reply_skipped")] == ["no_reply_robot_in_group"]
+    [scheduled] = events(out, "reply_scheduled")
+    [command] = commands(step.on_item(Tick(scheduled.data.due_time)))
+    assert command.robot_id == "wt_night"
+    out = step.on_item(message("在吗？", DAY + timedelta(minutes=1), group="C群", robot="wt_monitor"))
+    [scheduled] = events(out, "reply_scheduled")  # the shift's robot, provisionally
+    out = step.on_item(Tick(scheduled.data.due_time))
+    assert commands(out) == [] and [e.data.reason for e in events(out, "reply_skipped")] == [
+        "no_reply_robot_in_group"
+    ]
+
+
+def test_the_reply_robot_is_chosen_when_the_reply_is_due(step) -> None:
+    """The monitor robot's report often arrives first; the day robot's own report of the same message,
+    a moment later, is what tells us it sits in the group."""
+    out = step.on_item(message("在吗？", DAY, group="D群", robot="wt_monitor"))
+    [scheduled] = events(out, "reply_scheduled")
+    step.on_item(
+        RobotSighting("group:D群", "wt_day", DAY + timedelta(milliseconds=300), scheduled.data.message_id)
+    )
+    [command] = commands(step.on_item(Tick(scheduled.data.due_time)))
+    assert command.robot_id == "wt_day"
 
 
 def test_no_reply_to_staff_robots_or_owners_among_themselves(step) -> None:
