@@ -174,8 +174,8 @@ def test_a_restarted_embedded_broker_resets_the_dataflow(
 ) -> None:
     kafka, dataflow = FakeChild(), FakeChild()
     stack = fake_stack(tmp_path, kafka=kafka, dataflow=dataflow)
-    created: list[dict[str, int]] = []
-    monkeypatch.setattr(up, "ensure_topics", lambda _url, plan: created.append(plan))
+    created: list[list[str]] = []
+    monkeypatch.setattr(up, "ensure_topics_for", lambda settings: created.append(settings.all_topics))
     snapshot = stack.settings.recovery_dir.resolve() / "part-0.sqlite3"
     snapshot.parent.mkdir(parents=True)
     snapshot.write_bytes(b"offsets into the old broker")
