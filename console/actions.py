@@ -29,32 +29,12 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from pydantic import BaseModel, ConfigDict
 
+from worktool.logs import quiet_kafka_log
 from worktool.models import ControlAction, ControlRecord, UtcDatetime, utc_now
 
 log = logging.getLogger(__name__)
-kafka_log = logging.getLogger("console.kafka")  # librdkafka's own log lines
+kafka_log = quiet_kafka_log("console.kafka", 10.0)  # librdkafka's own log lines
 
-
-class _OncePerInterval(logging.Filter):
-    """While the broker is down librdkafka logs every reconnect attempt: keep one line per facility and
-    client every INTERVAL_S."""
-
-    INTERVAL_S = 10.0
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._last: dict[tuple[Any, ...], float] = {}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        key = tuple(record.args[:2]) if isinstance(record.args, tuple) else (record.msg,)
-        now = time.monotonic()
-        if now - self._last.get(key, float("-inf")) < self.INTERVAL_S:
-            return False
-        self._last[key] = now
-        return True
-
-
-kafka_log.addFilter(_OncePerInterval())
 
 MAX_LEVEL = 4  # the escalation ceiling
 CLOSED_STATUSES = frozenset({"cancelled", "resolved"})

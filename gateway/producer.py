@@ -28,7 +28,6 @@ import contextlib
 import logging
 import os
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -49,32 +48,12 @@ from gateway.spool import (
     read_records,
 )
 from infra.kafka_admin import ensure_topics_for
+from worktool.logs import quiet_kafka_log
 from worktool.settings import Settings
 
 log = logging.getLogger(__name__)
-kafka_log = logging.getLogger("gateway.kafka")  # librdkafka's own log lines
+kafka_log = quiet_kafka_log("gateway.kafka", 10.0)  # librdkafka's own log lines
 
-
-class _OncePerInterval(logging.Filter):
-    """librdkafka logs every failed reconnect (several a second while the broker is down): keep one
-    line per facility and client every INTERVAL_S."""
-
-    INTERVAL_S = 10.0
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._last: dict[tuple[Any, ...], float] = {}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        key = tuple(record.args[:2]) if isinstance(record.args, tuple) else (record.msg,)
-        now = time.monotonic()
-        if now - self._last.get(key, float("-inf")) < self.INTERVAL_S:
-            return False
-        self._last[key] = now
-        return True
-
-
-kafka_log.addFilter(_OncePerInterval())
 
 LINGER_MS = 2  # measured 1-5 ms: see benchmarks/README.md, "Webhook"
 PROBE_TIMEOUT_S = 1.0

@@ -16,7 +16,6 @@ At least once, and never stopped by one record or by an outage (`KafkaWriter`):
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -26,33 +25,13 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from prometheus_client import Counter
 
 from sinks.retry import Backoff, Waiter, describe_error
+from worktool.logs import quiet_kafka_log
 from worktool.models import DlqRecord, utc_now
 from worktool.settings import RecordLimits, default_limits
 
 log = logging.getLogger(__name__)
-kafka_log = logging.getLogger("sinks.kafka.librdkafka")  # librdkafka's own log lines
+kafka_log = quiet_kafka_log("sinks.kafka.librdkafka", 30.0)  # librdkafka's own log lines
 
-
-class _OncePerInterval(logging.Filter):
-    """librdkafka logs every failed reconnect (several a second while the broker is down): keep one
-    line per facility and client every INTERVAL_S; the sink's own lines say that it waits."""
-
-    INTERVAL_S = 30.0
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._last: dict[tuple[object, ...], float] = {}
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        key = tuple(record.args[:2]) if isinstance(record.args, tuple) else (record.msg,)
-        now = time.monotonic()
-        if now - self._last.get(key, float("-inf")) < self.INTERVAL_S:
-            return False
-        self._last[key] = now
-        return True
-
-
-kafka_log.addFilter(_OncePerInterval())
 
 # Deliveries fail after this long, so an outage shows up (and is logged) instead of records sitting in
 # librdkafka's queue for its default of five minutes.
