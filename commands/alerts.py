@@ -15,14 +15,7 @@ MAX_REASON_CHARS = 2000
 
 
 def _usage_error(settings: Settings, actor: str, reason: str) -> str | None:
-    missing = [
-        alias
-        for alias, value in (
-            ("DATABASE_URL", settings.database_url),
-            ("KAFKA_BOOTSTRAP_SERVERS", settings.kafka_bootstrap_servers),
-        )
-        if not value
-    ]
+    missing = settings.missing("database_url", "kafka_bootstrap_servers")
     if missing:
         return f"{' and '.join(missing)} not set: point them at the stack's database and broker"
     if not actor.strip() or len(actor.strip()) > MAX_ACTOR_CHARS:

@@ -34,14 +34,7 @@ def cli_dispatcher(settings: Settings | None = None) -> int:
     from dispatcher.service import Dispatcher
 
     settings = settings or get_settings()
-    missing = [
-        alias
-        for alias, value in (
-            ("KAFKA_BOOTSTRAP_SERVERS", settings.kafka_bootstrap_servers),
-            ("REDIS_URL", settings.redis_url),
-        )
-        if not value
-    ]
+    missing = settings.missing("kafka_bootstrap_servers", "redis_url")
     if missing:
         print(f"the dispatcher needs {' and '.join(missing)}", file=sys.stderr)
         return 2

@@ -24,14 +24,7 @@ class ConsoleConfigError(ValueError):
 
 def check_serving(settings: Settings) -> None:
     """Raise ConsoleConfigError unless the API can be served as configured."""
-    missing = [
-        alias
-        for alias, value in (
-            ("DATABASE_URL", settings.database_url),
-            ("KAFKA_BOOTSTRAP_SERVERS", settings.kafka_bootstrap_servers),
-        )
-        if not value
-    ]
+    missing = settings.missing("database_url", "kafka_bootstrap_servers")
     if missing:
         raise ConsoleConfigError(f"the console API needs {' and '.join(missing)}")
     if not (settings.jwt_secret or "").strip() and not is_loopback(settings.api_host):

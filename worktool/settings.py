@@ -231,6 +231,11 @@ class Settings(BaseSettings):
             max_json_depth=self.max_json_depth,
         )
 
+    def missing(self, *fields: str) -> list[str]:
+        """The environment names of those `fields` that are not set (for a "needs X and Y" message)."""
+        model = type(self).model_fields
+        return [model[f].alias or f.upper() for f in fields if not getattr(self, f)]
+
     def as_env(self) -> dict[str, str]:
         """These settings as environment variables (for a child process that reads its settings from the
         environment); unset ones are left out."""
