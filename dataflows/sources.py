@@ -169,16 +169,24 @@ class ArchiveSource(FixedPartitionedSource[bytes | Tick, int]):
 OffsetReset = Callable[[str, str], None]  # (partition "idx-topic", why)
 
 
+# bytewax polls an idle partition again after 1 ms: with nine partitions that kept a core 25 % busy doing
+# nothing (measured). An idle partition waits this long instead; a busy one is polled at once.
+IDLE_POLL = timedelta(milliseconds=25)
+
+
 class _GuardedPartition(StatefulSourcePartition[Any, tuple[str | None, int | None]]):
     def __init__(self, inner: StatefulSourcePartition[Any, Any], topic_id: str | None) -> None:
         self._inner = inner
         self._topic_id = topic_id
+        self._idle = False
 
     def next_batch(self) -> list[Any]:
-        return self._inner.next_batch()
+        batch = self._inner.next_batch()
+        self._idle = not batch
+        return batch
 
     def next_awake(self) -> datetime | None:
-        return self._inner.next_awake()
+        return datetime.now(UTC) + IDLE_POLL if self._idle else self._inner.next_awake()
 
     def snapshot(self) -> tuple[str | None, int | None]:
         return (self._topic_id, self._inner.snapshot())
