@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -157,6 +158,7 @@ class Stack:
         self.api_port = settings.api_port
         self.dispatcher_metrics_port = free_port()
         self.worktool_api_url: str | None = None  # None: the dispatcher sends to WORKTOOL_API_BASE_URL
+        self.console_token: str | None = None  # a one-run token for the demo's console (printed)
 
     @property
     def local_host(self) -> str:
@@ -279,6 +281,8 @@ class Stack:
             env["WORKTOOL_STACK_INFO"] = str(self.info_path)
         elif name == "console":
             env["WORKTOOL_API_PORT"] = str(self.api_port)
+            if self.console_token is not None:
+                env["WORKTOOL_API_TOKEN"] = self.console_token
         elif name == "dispatcher":
             env["WORKTOOL_DISPATCHER_METRICS_PORT"] = str(self.dispatcher_metrics_port)
             if self.worktool_api_url is not None:
@@ -509,6 +513,8 @@ def run_up(demo: bool, data_dir: Path | None) -> int:
         sandbox = SandboxWorkTool(stack.http_url).start()
         stack.worktool_api_url = sandbox.url
         log.info("demo: the dispatcher sends to a local WorkTool sandbox at %s", sandbox.url)
+        if not settings.api_token:  # so that a newcomer can log in to the console page at once
+            stack.console_token = secrets.token_urlsafe(18)
     previous = {s: signal.signal(s, _raise_shutdown) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     code = 0
     try:
@@ -520,6 +526,8 @@ def run_up(demo: bool, data_dir: Path | None) -> int:
             console.print(
                 f"[bold green]ready[/]  webhooks {stack.http_url}  console {stack.console_url}  (Ctrl-C to stop)"
             )
+            if stack.console_token:
+                console.print(f"console login for this run: paste the token [bold]{stack.console_token}[/]")
             if demo:
                 _start_demo(stack, console)
         stack.supervise()
