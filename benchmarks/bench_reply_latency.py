@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+from datetime import datetime
 from pathlib import Path
 
 import httpx
@@ -39,10 +40,20 @@ robots:
 
 
 def follow(
-    bootstrap: str, topic: str, seen: dict[str, float], stop_flag: threading.Event, ready: threading.Event
+    bootstrap: str,
+    topic: str,
+    seen: dict[str, float],
+    stop_flag: threading.Event,
+    ready: threading.Event,
+    produced: list[float],
 ) -> None:
     consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "bench-latency", "enable.auto.commit": False}
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "bench-latency",
+            "enable.auto.commit": False,
+            "fetch.wait.max.ms": 5,
+        }
     )
     parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     consumer.assign([TopicPartition(topic, p, OFFSET_END) for p in parts])
@@ -54,6 +65,9 @@ def follow(
                 event = orjson.loads(msg.value())
                 if event["event"] == "reply_scheduled":
                     seen.setdefault(event["session_id"], time.perf_counter())
+                    # Where the time goes: the gateway's stamp -> the dataflow's produce of the event.
+                    stamp = datetime.fromisoformat(event["event_time"].replace("Z", "+00:00")).timestamp()
+                    produced.append(msg.timestamp()[1] / 1000 - stamp)
     consumer.close()
 
 
@@ -61,6 +75,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=300)
     parser.add_argument("--rate", type=float, default=20.0)
+    parser.add_argument("--snapshot-s", type=int, default=2, help="the dataflow's snapshot (epoch) interval")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -73,7 +88,7 @@ def main() -> None:
         ):
             settings = Settings(
                 KAFKA_BOOTSTRAP_SERVERS=kafka.url, DATABASE_URL=pg.url, REDIS_URL=redis.url,
-                WORKTOOL_DATA_DIR=str(root / "data"), WORKTOOL_HTTP_PORT=free_port(), WORKTOOL_CONFIG=str(config),
+                WORKTOOL_DATA_DIR=str(root / "data"), WORKTOOL_HTTP_PORT=free_port(), WORKTOOL_CONFIG=str(config), WORKTOOL_SNAPSHOT_INTERVAL_S=args.snapshot_s,
             )  # fmt: skip
             ensure_topics(kafka.url, topic_plan(settings))
             apply_up(pg.url)
@@ -81,9 +96,10 @@ def main() -> None:
             gateway = spawn([sys.executable, "-m", "commands.cli", "gateway"], settings, root / "gateway.log")
             base = f"http://127.0.0.1:{settings.http_port}"
             seen: dict[str, float] = {}
+            produced: list[float] = []
             stop_flag, ready = threading.Event(), threading.Event()
             follower = threading.Thread(
-                target=follow, args=(kafka.url, settings.topic_monitor, seen, stop_flag, ready)
+                target=follow, args=(kafka.url, settings.topic_monitor, seen, stop_flag, ready, produced)
             )
             try:
                 wait_until(lambda: answers(f"{base}/healthz"), 120, what="/healthz")
@@ -111,6 +127,11 @@ def main() -> None:
                 f"{len(latencies)} messages at {args.rate:g}/s: webhook -> reply_scheduled read from the monitor topic"
             )
             print(f"  p50 {q[49]:.0f} ms, p95 {q[94]:.0f} ms, p99 {q[98]:.0f} ms, max {latencies[-1]:.0f} ms")
+            inner = statistics.quantiles([p * 1000 for p in produced], n=100)
+            print(
+                f"  of which gateway stamp -> event produced by the dataflow: p50 {inner[49]:.0f} ms, "
+                f"p99 {inner[98]:.0f} ms"
+            )
 
 
 if __name__ == "__main__":
