@@ -66,6 +66,18 @@ def spawn(args: list[str], settings: Settings, log: Path, **extra_env: str) -> s
     )
 
 
+def spawn_up(env: dict[str, str], log: Path) -> subprocess.Popen:
+    """`worktool up` as the user runs it, with exactly `env`, output appended to `log`."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "commands.cli", "up"],
+            env=env,
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
 def spawn_dataflow(settings: Settings, log: Path) -> subprocess.Popen:
     return spawn([sys.executable, "-m", "commands.cli", "dataflow"], settings, log)
 

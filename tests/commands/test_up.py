@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,7 +19,7 @@ import psycopg
 import pytest
 
 from infra.embedded import free_port
-from tests.support import GROUP_MESSAGE, REPO, answers
+from tests.support import GROUP_MESSAGE, REPO, answers, spawn_up
 
 
 def _wait(check, timeout: float, what: str, proc: subprocess.Popen, log: Path):
@@ -66,14 +65,7 @@ def _worktool_up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, str, Path, 
         "WORKTOOL_CONFIG": str(REPO / "config" / "business.example.yaml"),
     }
     log = tmp_path / "up.log"
-    with log.open("wb") as out:
-        up = subprocess.Popen(
-            [sys.executable, "-m", "commands.cli", "up"],
-            env=env,
-            cwd=REPO,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    up = spawn_up(env, log)
     base = f"http://127.0.0.1:{port}"
     tree = [psutil.Process(up.pid)]
     try:

@@ -9,7 +9,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -26,7 +25,7 @@ import pytest
 from commands import up
 from commands.up import BACKOFF_MAX_S, Stack, backoff_delay, describe_exit
 from infra.embedded import free_port
-from tests.support import GROUP_MESSAGE, answers
+from tests.support import GROUP_MESSAGE, answers, spawn_up
 from worktool.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -245,14 +244,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
         "WORKTOOL_METRICS_TOKEN": METRICS_TOKEN,
     }
     log = tmp / "up.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "commands.cli", "up"],
-            env=env,
-            cwd=REPO,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
+    proc = spawn_up(env, log)
     running = RunningStack(proc, f"http://127.0.0.1:{port}", tmp / "data", log)
     try:
         deadline = time.monotonic() + 120

@@ -13,34 +13,13 @@ import httpx
 import orjson
 import pytest
 
+from fakes.publisher import RecordingPublisher
 from gateway.app import create_app
 from gateway.auth import AuthConfigError, MetricsAuth, WebhookAuth, load_webhook_tokens, strip_token
 from tests.support import GROUP_MESSAGE
 from worktool.settings import Settings
 
 TOKENS = {"wt_day_01": "s3cr3t-day", "wt_night_01": "s3cr3t+night/é"}
-
-
-class RecordingPublisher:
-    """Stands in for gateway.producer.Publisher: remembers what was published."""
-
-    def __init__(self) -> None:
-        self.records: list[tuple[str, str | None, bytes]] = []
-        self.spooling = False
-        self.spool_depth = 0
-
-    async def publish(self, topic: str, key: str | None, value: bytes) -> bool:
-        self.records.append((topic, key, value))
-        return True
-
-    async def spool(self, topic: str, key: str | None, value: bytes) -> None:
-        self.records.append((topic, key, value))
-
-    async def probe(self) -> bool:
-        return True
-
-    def on(self, topic: str) -> list[dict[str, Any]]:
-        return [orjson.loads(value) for t, _key, value in self.records if t == topic]
 
 
 def post_all(settings: Settings, requests: list[dict[str, Any]]) -> tuple[list[httpx.Response], Any]:

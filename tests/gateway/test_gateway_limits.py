@@ -18,6 +18,7 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 from pydantic import ValidationError
 
 from dataflows.flow import FlowOptions, FlowSinks, build_flow
+from fakes.publisher import RecordingPublisher
 from gateway.app import create_app
 from gateway.producer import producer_config as gateway_producer_config
 from operators.classify import RuleClassifier
@@ -29,35 +30,13 @@ from worktool.models import DlqRecord, RawRecord, json_depth
 from worktool.settings import Settings
 
 
-class FakePublisher:
-    """Stands in for gateway.producer.Publisher: keeps what was published, per topic."""
-
-    def __init__(self) -> None:
-        self.records: list[tuple[str, str | None, bytes]] = []
-        self.spooling = False
-        self.spool_depth = 0
-
-    async def publish(self, topic: str, key: str | None, value: bytes) -> bool:
-        self.records.append((topic, key, value))
-        return True
-
-    async def spool(self, topic: str, key: str | None, value: bytes) -> None:
-        raise AssertionError("nothing is spooled here")
-
-    async def probe(self) -> bool:
-        return True
-
-    def values(self, topic: str) -> list[bytes]:
-        return [value for t, _, value in self.records if t == topic]
-
-
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return Settings(data_dir=tmp_path / "data", max_body_bytes=64 * 1024)
 
 
-def post(settings: Settings, path: str, **kwargs: Any) -> tuple[httpx.Response, FakePublisher]:
-    publisher = FakePublisher()
+def post(settings: Settings, path: str, **kwargs: Any) -> tuple[httpx.Response, RecordingPublisher]:
+    publisher = RecordingPublisher(spool_allowed=False)
 
     async def main() -> httpx.Response:
         transport = httpx.ASGITransport(app=create_app(settings, producer=publisher))
