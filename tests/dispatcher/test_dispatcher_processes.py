@@ -63,7 +63,9 @@ def test_burst_of_500_replies_never_exceeds_the_limit_shared_by_two_processes(
             api_base_url=fake.url,
             dispatch_rate_requests=limit,
             dispatch_rate_window_s=window,
-            dispatch_rate_margin_s=0.25,
+            # The production default: 0.25 s was once too little for the jitter between a grant in Redis
+            # and the request's arrival on a loaded CI box (11 requests seen in one 2-s window).
+            dispatch_rate_margin_s=1.0,
         )
         logs = [tmp_path / "dispatcher-1.log", tmp_path / "dispatcher-2.log"]
         metrics_port = free_port()
