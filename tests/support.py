@@ -26,6 +26,12 @@ REPO = TESTS.parent
 DATA = TESTS / "data"  # labelled/blind message sets and rosters
 
 
+def chaos_scale() -> int:
+    """How much harder a `chaos`-marked test pushes: 1 in CI, larger in `worktool chaos` (more records,
+    more rounds, longer outages). Tests multiply their counts by it."""
+    return max(1, int(os.environ.get("WORKTOOL_CHAOS_SCALE", "1")))
+
+
 # The message callback of docs/platform.md §3: an owner @-ing the day robot in a group.
 GROUP_MESSAGE = {
     "spoken": "我的视频号发不了作品，需要扫码认证吗",
