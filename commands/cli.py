@@ -249,5 +249,22 @@ def schema(
     raise typer.Exit(cli_schema(out))
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def chaos(
+    ctx: typer.Context,
+    scale: Annotated[
+        int, typer.Option(help="How much harder than CI: more records, rounds and longer outages.")
+    ] = 10,
+    select: Annotated[
+        str | None, typer.Option("-k", help="Only the scenarios matching this pytest -k expression.")
+    ] = None,
+) -> None:
+    """Run the failure-path and fuzz scenarios (broker and database outages, kill -9, spool races,
+    hostile input, stalls) at a larger scale than CI; extra arguments go to pytest."""
+    from commands.chaos import cli_chaos
+
+    raise typer.Exit(cli_chaos(scale, select, list(ctx.args)))
+
+
 if __name__ == "__main__":
     app()

@@ -18,7 +18,7 @@ from infra.embedded import EmbeddedPostgres, free_port
 from infra.migrate import apply_up
 from tests.support import answers, spawn, spawn_dataflow, stop, wait_until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 
 def body(text: str) -> dict:

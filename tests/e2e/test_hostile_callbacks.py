@@ -28,10 +28,10 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from tests.support import answers, consume_all, spawn, spawn_dataflow, stop, wait_until
+from tests.support import answers, chaos_scale, consume_all, spawn, spawn_dataflow, stop, wait_until
 from worktool.settings import Settings
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 NAME_LIMIT = Settings.model_fields["max_name_chars"].default
 ID_LIMIT = Settings.model_fields["max_id_chars"].default
@@ -235,13 +235,13 @@ def outcomes(settings: Settings, sent: list[Sent]) -> dict[str, Counter[str]]:
 
 
 def send_generated_callbacks(base: str) -> list[Sent]:
-    """POST 150 generated callbacks; each answer must be a 200 or a 4xx."""
+    """POST 150 generated callbacks (times the chaos scale); each answer must be a 200 or a 4xx."""
     sent: list[Sent] = []
     numbers = itertools.count()
     with httpx.Client(base_url=base, timeout=10) as client:
 
         @hypothesis_settings(
-            max_examples=150,
+            max_examples=150 * chaos_scale(),
             deadline=None,
             database=None,
             suppress_health_check=[

@@ -25,7 +25,7 @@ from tests.support import consume_all, wait_until
 from worktool.events import MessageClassified, MonitorEvent
 from worktool.settings import Settings
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 T0 = datetime(2026, 11, 20, 1, 0, tzinfo=UTC)
 FAST = Backoff(initial_s=0.1, max_s=2.0, report_every_s=5.0)

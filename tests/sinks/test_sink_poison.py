@@ -20,7 +20,7 @@ from worktool.events import CommandCallback, MessageClassified, MonitorEvent
 from worktool.models import DlqRecord
 from worktool.settings import RecordLimits, Settings
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 T0 = datetime(2026, 11, 20, 1, 0, tzinfo=UTC)
 # Small limits, so that "too large" is quick to reach: records of at most ~90 KB.
