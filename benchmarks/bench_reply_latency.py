@@ -182,6 +182,8 @@ def report(figures: dict[str, Any]) -> str:
         return f"  {name:<40} p50 {q['p50']:6.1f}  p95 {q['p95']:6.1f}  p99 {q['p99']:6.1f}  max {q['max']:6.1f} ms"
 
     lines.append(row("webhook answered (HTTP round trip)", figures["http_ms"]))
+    if "idle_cpu_percent" in figures:
+        lines.append(f"  dataflow idle afterwards: {figures['idle_cpu_percent']:.1f} % of a core")
     for event in EVENTS:
         f = figures[event]
         lines.append(f"webhook -> {event}:")
@@ -192,8 +194,23 @@ def report(figures: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def idle_cpu(pid: int, seconds: float, settle_s: float = 3.0) -> float:
+    """CPU of the process `pid` and its children while no message arrives (% of one core)."""
+    import psutil
+
+    time.sleep(settle_s)
+    procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+
+    def used() -> float:
+        return sum(sum(p.cpu_times()[:2]) for p in procs)
+
+    before, started = used(), time.monotonic()
+    time.sleep(seconds)
+    return 100 * (used() - before) / (time.monotonic() - started)
+
+
 def run_stack(
-    repo: Path, root: Path, messages: int, rate: float, snapshot_s: int, warmup: int
+    repo: Path, root: Path, messages: int, rate: float, snapshot_s: int, warmup: int, idle_s: float = 0
 ) -> dict[str, Any]:
     """Start the embedded stack, the dataflow and the gateway of the checkout `repo`, then measure."""
     sys.path.insert(0, str(repo))
@@ -224,7 +241,10 @@ def run_stack(
             support.wait_until(lambda: support.answers(f"http://127.0.0.1:{settings.http_port}/healthz"), 120)
             if warmup:
                 measure(settings, warmup, rate)  # the first records pay for connections and caches
-            return measure(settings, messages, rate)
+            figures = measure(settings, messages, rate)
+            if idle_s:
+                figures["idle_cpu_percent"] = idle_cpu(flow.pid, idle_s)
+            return figures
         finally:
             support.stop(gateway)
             support.stop(flow)
@@ -237,13 +257,18 @@ def main() -> None:
     parser.add_argument("--snapshot-s", type=int, default=2, help="the dataflow's snapshot (epoch) interval")
     parser.add_argument("--warmup", type=int, default=20, help="messages sent (and not counted) first")
     parser.add_argument("--repo", type=Path, default=Path(__file__).resolve().parents[1])
+    parser.add_argument(
+        "--idle-s", type=float, default=20, help="then the dataflow's idle CPU over this long"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--logs", type=Path, help="keep the servers' data and the processes' logs here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = args.logs or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
-        figures = run_stack(args.repo.resolve(), root, args.messages, args.rate, args.snapshot_s, args.warmup)
+        figures = run_stack(
+            args.repo.resolve(), root, args.messages, args.rate, args.snapshot_s, args.warmup, args.idle_s
+        )
     print(report(figures))
     if args.json:
         args.json.write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2))
