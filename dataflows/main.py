@@ -15,7 +15,7 @@ from bytewax.dataflow import Dataflow
 from classifiers import build_classifier, call_log_events
 from dataflows.flow import FlowOptions, FlowSinks, build_flow
 from dataflows.metrics import OFFSET_RESETS
-from dataflows.sources import GuardedKafkaSource, TickSource
+from dataflows.sources import GuardedKafkaSource, TickSource, WithTicks
 from sinks.heartbeat import OFFSET_RESET_KEY, HeartbeatSink
 from sinks.kafka import DeadLetters, ModelKafkaSink
 from worktool.config import load_config
@@ -98,7 +98,7 @@ def live_flow() -> Dataflow:
         settings.topic_dlq,
     )
     return build_flow(
-        [kafka, ticks],
+        WithTicks(kafka, ticks),  # one input: its partitions change epochs together (sources.WithTicks)
         sinks,
         classifier,
         FlowOptions.from_settings(settings, config),

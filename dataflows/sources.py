@@ -55,6 +55,48 @@ class TickSource(DynamicSource[Tick]):
         return _TickPartition(self.interval, self.lag, active=worker_index == 0)
 
 
+class _TickPart(StatefulSourcePartition[Tick, None]):
+    """The tick partition of a `WithTicks` source (ticks carry no resume state)."""
+
+    def __init__(self, interval: timedelta, lag: timedelta) -> None:
+        self._ticks = _TickPartition(interval, lag, active=True)
+
+    def next_batch(self) -> list[Tick]:
+        return self._ticks.next_batch()
+
+    def next_awake(self) -> datetime | None:
+        return self._ticks.next_awake()
+
+    def snapshot(self) -> None:
+        return None
+
+
+TICK_PART = "ticks"
+
+
+class WithTicks(FixedPartitionedSource[Any, Any]):
+    """A partitioned source plus one partition of wall-clock ticks, in one bytewax input step.
+
+    Why not a second input: bytewax stops polling a partition that has started a new epoch until
+    every input has finished the previous one, and an input moves to the next epoch only when it is
+    woken. A separate tick input is woken once per tick interval, so at every epoch (snapshot) boundary
+    the Kafka partitions waited up to one tick interval (0.25 s) for it: about one record in ten waited
+    100-300 ms (measured, benchmarks/README.md). Partitions of one input are woken together and move to
+    the next epoch in the same activation."""
+
+    def __init__(self, inner: FixedPartitionedSource[Any, Any], ticks: TickSource) -> None:
+        self.inner = inner
+        self.ticks = ticks
+
+    def list_parts(self) -> list[str]:
+        return [*self.inner.list_parts(), TICK_PART]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: Any) -> StatefulSourcePartition[Any, Any]:
+        if for_part == TICK_PART:
+            return _TickPart(self.ticks.interval, self.ticks.lag)
+        return self.inner.build_part(step_id, for_part, resume_state)
+
+
 # ------------------------------------------------------------------------------------ archives
 
 

@@ -37,6 +37,7 @@ kafka_log = quiet_kafka_log("sinks.kafka.librdkafka", 30.0)  # librdkafka's own 
 # librdkafka's queue for its default of five minutes.
 PRODUCE_TIMEOUT_MS = 10_000
 FLUSH_SLACK_S = 5.0  # librdkafka notices timed-out requests about once a second
+START_TIMEOUT_S = 5.0  # how long a sink waits for the broker when it starts (then it goes on anyway)
 # Errors no retry can fix: the record is set aside (dead-lettered), not waited for.
 PERMANENT_ERRORS = frozenset(
     {
@@ -174,6 +175,17 @@ class KafkaWriter:
         if self._fatal is not None:  # all delivered, but this producer will fail every later record
             self._replace_producer(KafkaException(self._fatal))
         return poisoned
+
+    def start(self, timeout_s: float = START_TIMEOUT_S) -> None:
+        """Create the producer now and let it connect, instead of on the first write: an idempotent
+        producer's first record waits about 500 ms for its producer id (measured against Tansu), and
+        a bytewax sink's write blocks the whole worker. Best effort: a broker that is not there yet
+        is waited for by the first write, as before."""
+        producer = self._current_producer()
+        try:
+            producer.list_topics(timeout=timeout_s)  # all topics: never creates one
+        except KafkaException as e:
+            log.info("%s: broker not reachable at start (%s); connecting on the first write", self.name, e)
 
     def close(self) -> None:
         if self._producer is not None:
@@ -369,4 +381,5 @@ class ModelKafkaSink(DynamicSink[Any]):
             key_fn=self.key_fn,
             backoff=self.backoff,
         )
+        writer.start()
         return _KafkaPartition(writer, self.dead_letters.open() if self.dead_letters else None)
