@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import threading
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,6 +19,7 @@ from bytewax.inputs import (
 )
 from confluent_kafka import OFFSET_BEGINNING, KafkaError
 
+from infra.topic_watch import CHECK_INTERVAL_S, TopicWatch
 from operators.timers import Tick
 from worktool.models import to_utc
 
@@ -177,85 +177,10 @@ OffsetReset = Callable[[str, str], None]  # (partition "idx-topic", why)
 # bytewax polls an idle partition again after 1 ms: with nine partitions that kept a core 25 % busy doing
 # nothing (measured). An idle partition waits this long instead; a busy one is polled at once.
 IDLE_POLL = timedelta(milliseconds=25)
-TOPIC_CHECK_INTERVAL_S = 2.0  # how often a running source asks the broker for its topics' ids
 # Consumer errors that mean "the position is not in this partition any more": a real Kafka cluster
 # answers them for an offset beyond the end or before the start (with auto.offset.reset=error,
 # librdkafka reports them instead of silently jumping to the end).
 POSITION_LOST = {KafkaError.OFFSET_OUT_OF_RANGE, KafkaError._AUTO_OFFSET_RESET}
-
-
-class TopicWatch:
-    """The current ids of some topics, refreshed by one daemon thread every `interval_s` (one Admin
-    describe request for all of them; nothing on the data path waits for it). A topic id that changes
-    while a consumer runs means the topic was deleted and created again: the embedded broker forgets its
-    topics on restart, a real cluster can be rebuilt. Tansu never answers OFFSET_OUT_OF_RANGE for an
-    offset beyond the end of a recreated topic (measured: the consumer silently waits until the new
-    topic grows past its old position, skipping everything before it), so the id is the signal."""
-
-    def __init__(self, bootstrap: str, topics: list[str], interval_s: float = TOPIC_CHECK_INTERVAL_S) -> None:
-        self.bootstrap = bootstrap
-        self.topics = list(topics)
-        self.interval_s = interval_s
-        self._ids: dict[str, str] = {}
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._admin: Any = None
-
-    def current(self, topic: str) -> str | None:
-        """The last id seen for `topic`, or None (not known yet, or a broker without topic ids)."""
-        return self._ids.get(topic)
-
-    def refresh(self) -> dict[str, str]:
-        """Ask the broker now (blocking, a few ms); keeps the previous ids of topics it cannot describe."""
-        from confluent_kafka import TopicCollection
-        from confluent_kafka.admin import AdminClient
-
-        with self._lock:
-            if self._admin is None:
-                self._admin = AdminClient({"bootstrap.servers": self.bootstrap, "logger": _quiet_log})
-            futures = self._admin.describe_topics(TopicCollection(self.topics), request_timeout=5)
-            for topic, future in futures.items():
-                try:
-                    description = future.result(6)
-                except Exception:  # broker down, topic missing for now: keep what we knew
-                    continue
-                if description.topic_id:
-                    self._ids[topic] = str(description.topic_id)
-        return dict(self._ids)
-
-    def start(self) -> TopicWatch:
-        if self._thread is None:
-            with contextlib.suppress(Exception):
-                self.refresh()
-            self._thread = threading.Thread(target=self._run, name="topic-watch", daemon=True)
-            self._thread.start()
-        return self
-
-    def check_soon(self) -> None:
-        self._wake.set()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._wake.set()
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self._wake.wait(self.interval_s)
-            self._wake.clear()
-            if self._stop.is_set():
-                return
-            try:
-                self.refresh()
-            except Exception as e:  # never let the watch die; the next round retries
-                log.debug("topic watch: %s", e)
-
-
-# librdkafka's lines of the watch's admin client (connection refused while the broker is down): the
-# consumers report the outage already.
-_quiet_log = logging.getLogger("dataflows.topic_watch")
-_quiet_log.setLevel(logging.WARNING)
 
 
 class _GuardedPartition(StatefulSourcePartition[Any, tuple[str | None, int | None]]):
@@ -337,7 +262,7 @@ class GuardedKafkaSource(FixedPartitionedSource[Any, tuple[str | None, int | Non
         inner: KafkaSource,
         bootstrap: str,
         on_reset: OffsetReset,
-        check_interval_s: float = TOPIC_CHECK_INTERVAL_S,
+        check_interval_s: float = CHECK_INTERVAL_S,
     ) -> None:
         self.inner = inner
         self.bootstrap = bootstrap
