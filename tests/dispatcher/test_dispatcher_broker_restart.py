@@ -5,7 +5,9 @@ because the consumer kept its position in the old topic.
 Measured: unlike the dataflow's and the console's assign()-based consumers, the dispatcher recovers by
 itself: it is a consumer-group member, the new broker does not know its member id, so it rejoins, gets
 its partitions assigned again with no committed offset, and `auto.offset.reset=earliest` starts it at
-the beginning of the new topic. This test keeps it that way."""
+the beginning of the new topic. This test keeps it that way. What did break (3 runs of 4 before the
+fix): its idempotent producer of `accepted` records failed fatally after the restart
+(OUT_OF_ORDER_SEQUENCE_NUMBER) and the dispatcher died; it now replaces the producer."""
 
 from __future__ import annotations
 
