@@ -29,13 +29,14 @@ from importlib import resources
 from typing import Any
 
 import orjson
-from confluent_kafka import OFFSET_END, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaException, TopicPartition
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, generate_latest
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from infra.topic_watch import CHECK_INTERVAL_S, TopicWatch
 from operators.alerts import CANCEL_NAMES, LEVEL_NAMES, TYPE_NAMES
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,12 @@ STREAM_EVENTS = Counter(
     "worktool_console_monitor_events_total",
     "Monitor events read from worktool.monitor by the console's consumer, by event",
     ["event"],
+)
+
+STREAM_RESETS = Counter(
+    "worktool_console_stream_resets_total",
+    "Times the console's consumer found the monitor topic recreated (a broker that came back empty) and "
+    "followed the new topic from its beginning",
 )
 
 STATIC_FILES = {
@@ -66,6 +73,7 @@ class MonitorOptions:
     keepalive_s: float = 15.0  # a comment line this often keeps proxies and the browser from timing out
     since: datetime | None = None  # start the consumer here instead of at the end of every partition
     poll_timeout_s: float = 0.2
+    topic_check_s: float = CHECK_INTERVAL_S  # how often the topic's id is checked (infra/topic_watch.py)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,10 +195,13 @@ class MonitorHub:
         assert self._loop is not None
         loop = self._loop
         consumer = self._consumer()
+        watch: TopicWatch | None = None
         try:
             assignment = self._assignment(consumer)
             if not assignment:
                 return
+            watch = TopicWatch(self.bootstrap, [self.topic], self.options.topic_check_s).start()
+            topic_id = watch.current(self.topic)
             consumer.assign(assignment)
             self.started_at = datetime.now(UTC)
             loop.call_soon_threadsafe(self.ready.set)
@@ -199,12 +210,30 @@ class MonitorHub:
                 payloads = self._poll(consumer)
                 if payloads:
                     loop.call_soon_threadsafe(self.publish, payloads)
+                now_id = watch.current(self.topic)
+                if now_id is not None and now_id != topic_id:
+                    if topic_id is not None:
+                        self._follow_recreated(consumer, f"id {topic_id} -> {now_id}")
+                    topic_id = now_id
         except Exception as e:  # a dead consumer must show on the page, not only in the log
             self.error = f"{type(e).__name__}: {e}"
             log.exception("monitor stream: the consumer stopped")
         finally:
+            if watch is not None:
+                watch.stop()
             with contextlib.suppress(Exception):
                 consumer.close()
+
+    def _follow_recreated(self, consumer: Consumer, why: str) -> None:
+        """The topic was recreated (the broker came back empty): everything in the new topic is newer
+        than what the clients saw, so read it from its beginning. The old position would wait, silently,
+        until the new topic grew past it."""
+        meta = consumer.list_topics(self.topic, timeout=5).topics.get(self.topic)
+        partitions = sorted(meta.partitions) if meta is not None and meta.partitions else []
+        consumer.assign([TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions])
+        STREAM_RESETS.inc()
+        log.warning("monitor stream: %s was recreated (%s); following the new topic from its beginning",
+                    self.topic, why)  # fmt: skip
 
     def _poll(self, consumer: Consumer) -> list[bytes]:
         payloads: list[bytes] = []

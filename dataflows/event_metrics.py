@@ -41,6 +41,15 @@ AI_CALL_SECONDS = Histogram(
     buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0),
 )
 
+PIPELINE_GAP_RECORDS = Counter(
+    "worktool_pipeline_gap_records_total",
+    "Records acknowledged by a gateway and missing in the dataflow a grace period later (pipeline_gap)",
+)
+PIPELINE_GAP_RECOVERED = Counter(
+    "worktool_pipeline_gap_recovered_records_total",
+    "Records of a reported pipeline_gap that arrived after all",
+)
+
 _TRANSITIONS = {
     "alert_raised": "raised",
     "alert_escalated": "escalated",
@@ -68,6 +77,11 @@ def observe_event(_step_id: str, event: MonitorEvent) -> None:
     elif name == "robot_health" and event.robot_id:
         ROBOT_HEALTH_SCORE.labels(event.robot_id).set(getattr(data, "score", 0))
         ROBOT_ONLINE.labels(event.robot_id).set(1 if getattr(data, "online", False) else 0)
+    elif name == "pipeline_gap":
+        if getattr(data, "status", None) == "open":
+            PIPELINE_GAP_RECORDS.inc(getattr(data, "missing", 0))
+        else:  # one late record per corrected/closed event
+            PIPELINE_GAP_RECOVERED.inc()
     elif name == "ai_call":
         AI_CALLS.labels(str(getattr(data, "status", "unknown"))).inc()
         latency_ms = getattr(data, "latency_ms", None)

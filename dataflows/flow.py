@@ -24,6 +24,7 @@ from datetime import timedelta
 from typing import Any
 
 import bytewax.operators as op
+import orjson
 from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.outputs import Sink
@@ -34,6 +35,7 @@ from dataflows.metrics import DLQ_RECORDS, DUPLICATE_REPORTS, MESSAGES_CLASSIFIE
 from dataflows.stateful import builder
 from operators.classify import Classifier
 from operators.dedup import DedupStep
+from operators.gaps import GAP_KEY, GapStep, SeqMark
 from operators.parse import parse_message
 from operators.sessions import SessionPolicy, SessionStep, subject_of
 from operators.shard import ClassifiedMessage, ParsedMessage, RobotRecord, RobotSighting, robot_key, shard_for
@@ -50,6 +52,7 @@ from worktool.models import (
     RawRecord,
     ResultCallback,
     summarize_errors,
+    to_utc,
     utc_now,
 )
 from worktool.settings import Settings
@@ -72,11 +75,15 @@ class FlowOptions:
     shards: int = 16
     dedup_window: timedelta = timedelta(seconds=10)
     config: BusinessConfig = field(default_factory=BusinessConfig)
+    gap_grace: timedelta = timedelta(seconds=60)  # loss detection (operators/gaps.py)
 
     @classmethod
     def from_settings(cls, settings: Settings, config: BusinessConfig) -> FlowOptions:
         return cls(
-            shards=settings.shards, dedup_window=timedelta(seconds=settings.dedup_window_s), config=config
+            shards=settings.shards,
+            dedup_window=timedelta(seconds=settings.dedup_window_s),
+            config=config,
+            gap_grace=timedelta(seconds=settings.gap_grace_s),
         )
 
     def session_policy(self) -> SessionPolicy:
@@ -95,27 +102,60 @@ def _raw_bytes(item: Any) -> bytes | Tick | None:
     return value if value is not None else b""
 
 
-def parse(item: Any) -> ParsedMessage | RobotRecord | ControlRecord | Tick | DlqRecord | None:
+Parsed = ParsedMessage | RobotRecord | ControlRecord | Tick | DlqRecord
+
+
+def parse(item: Any) -> Parsed | None:
     """Bytes (a raw record or a control record) -> typed item, or a DlqRecord that says why. Never raises."""
+    return _parse(item)[0]
+
+
+def parse_all(item: Any) -> list[Parsed | SeqMark]:
+    """`parse`, followed by the record's gateway stamp (for the gaps step) when it has one: a record
+    that went to the DLQ was processed too, so its number counts as arrived."""
+    parsed, mark = _parse(item)
+    out: list[Parsed | SeqMark] = [] if parsed is None else [parsed]
+    if mark is not None:
+        out.append(mark)
+    return out
+
+
+def _mark(record: RawRecord) -> SeqMark | None:
+    seq = record.seq
+    return None if seq is None else SeqMark(seq.gw, seq.n, record.received_at, tuple(seq.void))
+
+
+def _lenient_mark(data: bytes) -> SeqMark | None:
+    """The stamp of a record that failed validation, if it can be read at all."""
+    try:
+        value = orjson.loads(data)
+        seq, at = value["seq"], to_utc(value["received_at"])
+        return SeqMark(str(seq["gw"]), int(seq["n"]), at, tuple(int(v) for v in seq.get("void") or ()))
+    except Exception:
+        return None
+
+
+def _parse(item: Any) -> tuple[Parsed | None, SeqMark | None]:
     data = _raw_bytes(item)
     if data is None or isinstance(data, Tick):
-        return data
+        return data, None
     record: RawRecord | None = None
     try:
         if data.startswith(b'{"action"'):  # a control record, as ControlRecord.to_json() writes it
-            return ControlRecord.model_validate_json(data)
+            return ControlRecord.model_validate_json(data), None
         record = RawRecord.model_validate_json(data)
         if record.kind == "message":
             fp, msg = parse_message(record)
-            return ParsedMessage(fp, msg)
+            return ParsedMessage(fp, msg), _mark(record)
         if record.kind == "accepted":
             return RobotRecord(
                 record.kind, record.robot_id, record.received_at, AcceptedBody.model_validate(record.body)
-            )
+            ), _mark(record)
         result = ResultCallback.model_validate(record.body) if record.kind in RESULT_KINDS else None
-        return RobotRecord(record.kind, record.robot_id, record.received_at, result)
+        return RobotRecord(record.kind, record.robot_id, record.received_at, result), _mark(record)
     except (ValidationError, ValueError) as e:
         DLQ_RECORDS.labels(record.kind if record else "unreadable").inc()
+        mark = _mark(record) if record is not None else _lenient_mark(data)
         return DlqRecord(
             stage="dataflow",
             reason=f"invalid record: {summarize_errors(e) if isinstance(e, ValidationError) else e}",
@@ -123,13 +163,15 @@ def parse(item: Any) -> ParsedMessage | RobotRecord | ControlRecord | Tick | Dlq
             robot_id=record.robot_id if record else None,
             kind=record.kind if record else None,
             raw=data.decode("utf-8", errors="replace"),
-        )
+        ), mark
 
 
 def _keyed(shards: int) -> Callable[[Any], Iterable[tuple[str, Any]]]:
     all_shards = [str(i) for i in range(shards)]
 
-    def key(item: ParsedMessage | RobotRecord | ControlRecord | Tick) -> Iterable[tuple[str, Any]]:
+    def key(item: ParsedMessage | RobotRecord | ControlRecord | Tick | SeqMark) -> Iterable[tuple[str, Any]]:
+        if isinstance(item, SeqMark):
+            return []  # the gaps step's
         if isinstance(item, Tick):
             return [(s, item) for s in all_shards]  # every shard's clock must move
         if isinstance(item, ParsedMessage):
@@ -179,9 +221,19 @@ def build_flow(
         sources = [sources]
     inputs = [op.input(f"input_{i}", flow, src) for i, src in enumerate(sources)]
     raw = inputs[0] if len(inputs) == 1 else op.merge("merge_inputs", *inputs)
-    parsed = op.filter_map("parse", raw, parse)
+    parsed = op.flat_map("parse", raw, parse_all)
     split = op.branch("is_dlq", parsed, lambda x: isinstance(x, DlqRecord))
     rejected: list[Stream[Any]] = [split.trues]
+
+    # Loss detection: every gateway stamp and every tick to one key (operators/gaps.py).
+    grace, policy = opts.gap_grace, opts.session_policy()
+    marks = op.flat_map(
+        "gap_key", split.falses, lambda x: [(GAP_KEY, x)] if isinstance(x, SeqMark | Tick) else []
+    )
+    gaps = op.stateful(
+        "gaps", marks,
+        builder("gaps", lambda: GapStep(grace, policy.alerts), lambda snap: GapStep.restore(grace, policy.alerts, snap)),
+    )  # fmt: skip
 
     keyed = op.flat_map("shard", split.falses, _keyed(opts.shards))
     window = opts.dedup_window
@@ -192,12 +244,11 @@ def build_flow(
     dedup_split = op.branch("dedup_failed", deduped, lambda kv: isinstance(kv[1], DlqRecord))
     rejected.append(op.key_rm("dedup_failed_unkey", dedup_split.trues))
     classified = op.flat_map_batch("classify", dedup_split.falses, _classify_batch(classifier))
-    policy = opts.session_policy()
     outputs = op.stateful(
         "sessions", classified,
         builder("sessions", lambda: SessionStep(policy), lambda snap: SessionStep.restore(policy, snap)),
     )  # fmt: skip
-    values: Stream[Any] = op.key_rm("unshard", outputs)
+    values: Stream[Any] = op.merge("with_gaps", op.key_rm("unshard", outputs), op.key_rm("gaps_unkey", gaps))
     if extra_events is not None:
         values = op.flat_map_batch("extra_events", values, lambda batch: [*batch, *extra_events()])
     failed = op.branch("sessions_failed", values, lambda x: isinstance(x, DlqRecord))
@@ -220,4 +271,4 @@ def build_flow(
     return flow
 
 
-__all__ = ["FlowOptions", "FlowSinks", "build_flow", "parse"]
+__all__ = ["FlowOptions", "FlowSinks", "build_flow", "parse", "parse_all"]

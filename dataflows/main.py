@@ -65,7 +65,13 @@ def live_flow() -> Dataflow:
             batch_size=1000,
             raise_on_errors=False,
             # Tansu joins consumer groups slowly; bytewax uses assign(), these only shorten timeouts.
-            add_config={"session.timeout.ms": "6000", "fetch.wait.max.ms": "10"},
+            # auto.offset.reset=error: a lost position is reported to the guard (which re-reads the
+            # partition from the beginning, loudly) instead of librdkafka jumping to the end silently.
+            add_config={
+                "session.timeout.ms": "6000",
+                "fetch.wait.max.ms": "10",
+                "auto.offset.reset": "error",
+            },
         ),
         bootstrap,
         offsets_reset(settings.redis_url),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,10 +17,13 @@ from bytewax.inputs import (
     StatefulSourcePartition,
     StatelessSourcePartition,
 )
-from confluent_kafka import OFFSET_BEGINNING
+from confluent_kafka import OFFSET_BEGINNING, KafkaError
 
+from infra.topic_watch import CHECK_INTERVAL_S, TopicWatch
 from operators.timers import Tick
 from worktool.models import to_utc
+
+log = logging.getLogger(__name__)
 
 # ------------------------------------------------------------------------------------ live ticks
 
@@ -214,18 +219,58 @@ OffsetReset = Callable[[str, str], None]  # (partition "idx-topic", why)
 # bytewax polls an idle partition again after 1 ms: with nine partitions that kept a core 25 % busy doing
 # nothing (measured). An idle partition waits this long instead; a busy one is polled at once.
 IDLE_POLL = timedelta(milliseconds=25)
+# Consumer errors that mean "the position is not in this partition any more": a real Kafka cluster
+# answers them for an offset beyond the end or before the start (with auto.offset.reset=error,
+# librdkafka reports them instead of silently jumping to the end).
+POSITION_LOST = {KafkaError.OFFSET_OUT_OF_RANGE, KafkaError._AUTO_OFFSET_RESET}
 
 
 class _GuardedPartition(StatefulSourcePartition[Any, tuple[str | None, int | None]]):
-    def __init__(self, inner: StatefulSourcePartition[Any, Any], topic_id: str | None) -> None:
-        self._inner = inner
+    """One Kafka partition that restarts from the beginning, loudly, when its topic is recreated or its
+    position is lost while it runs (checked against the watch's ids on every poll: a dict lookup)."""
+
+    def __init__(
+        self,
+        build: Callable[[int | None], StatefulSourcePartition[Any, Any]],
+        for_part: str,
+        topic_id: str | None,
+        watch: TopicWatch | None,
+        on_reset: OffsetReset,
+        resume_offset: int | None,
+    ) -> None:
+        self._build = build
+        self._part = for_part
+        self._topic = for_part.split("-", 1)[1]
         self._topic_id = topic_id
+        self._watch = watch
+        self._on_reset = on_reset
+        self._inner = build(resume_offset)
         self._idle = False
 
     def next_batch(self) -> list[Any]:
+        if self._watch is not None:
+            now_id = self._watch.current(self._topic)
+            if now_id is not None and now_id != self._topic_id:
+                if self._topic_id is not None:
+                    self._restart(f"topic {self._topic} was recreated (id {self._topic_id} -> {now_id})")
+                self._topic_id = now_id
         batch = self._inner.next_batch()
+        lost = [item for item in batch if _error_code(item) in POSITION_LOST]
+        if lost:
+            batch = [item for item in batch if _error_code(item) not in POSITION_LOST]
+            self._restart(
+                f"position lost in {self._topic} partition {self._part.split('-', 1)[0]}: {lost[0].err}"
+            )
+            if self._watch is not None:
+                self._watch.check_soon()
         self._idle = not batch
         return batch
+
+    def _restart(self, why: str) -> None:
+        self._on_reset(self._part, why)
+        with contextlib.suppress(Exception):
+            self._inner.close()
+        self._inner = self._build(OFFSET_BEGINNING)
 
     def next_awake(self) -> datetime | None:
         return datetime.now(UTC) + IDLE_POLL if self._idle else self._inner.next_awake()
@@ -237,27 +282,49 @@ class _GuardedPartition(StatefulSourcePartition[Any, tuple[str | None, int | Non
         self._inner.close()
 
 
+def _error_code(item: Any) -> int | None:
+    err = getattr(item, "err", None)  # bytewax's KafkaError item
+    return err.code() if err is not None and hasattr(err, "code") else None
+
+
 class GuardedKafkaSource(FixedPartitionedSource[Any, tuple[str | None, int | None]]):
-    """bytewax's KafkaSource, resuming only into the topic it read before.
+    """bytewax's KafkaSource, reading only the topic it read before, also while it runs.
 
     A resume state is (topic id, offset). A topic replaced since the snapshot (a new id: the embedded
     broker forgets its topics on restart, a real cluster can be rebuilt) would make bytewax resume at an
     offset of the old topic and silently skip, or wait for, records of the new one. Instead the partition
     starts from the beginning of the new topic (the sinks are idempotent) and `on_reset` says so loudly.
-    A resume offset beyond the partition's end is treated the same way."""
+    A resume offset beyond the partition's end is treated the same way. While the flow runs, a
+    `TopicWatch` (one per process) re-reads the topic ids every couple of seconds, and a partition whose
+    topic got a new id, or whose consumer reports its position out of range, restarts from the
+    beginning in the same way."""
 
-    def __init__(self, inner: KafkaSource, bootstrap: str, on_reset: OffsetReset) -> None:
+    def __init__(
+        self,
+        inner: KafkaSource,
+        bootstrap: str,
+        on_reset: OffsetReset,
+        check_interval_s: float = CHECK_INTERVAL_S,
+    ) -> None:
         self.inner = inner
         self.bootstrap = bootstrap
         self.on_reset = on_reset
-        self._ids: dict[str, str | None] = {}
+        self.check_interval_s = check_interval_s
+        self._watch: TopicWatch | None = None
 
     def list_parts(self) -> list[str]:
         return self.inner.list_parts()
 
+    def watch(self) -> TopicWatch:
+        if self._watch is None:
+            topics = list(self.inner._topics)  # noqa: SLF001 (bytewax keeps them there)
+            self._watch = TopicWatch(self.bootstrap, topics, self.check_interval_s).start()
+        return self._watch
+
     def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _GuardedPartition:
         index, topic = for_part.split("-", 1)
-        topic_id = self._topic_id(topic)
+        watch = self.watch()
+        topic_id = watch.current(topic)
         saved_id, offset = resume_state if isinstance(resume_state, tuple) else (None, resume_state)
         why = None
         if offset is not None and saved_id is not None and topic_id is not None and saved_id != topic_id:
@@ -272,20 +339,11 @@ class GuardedKafkaSource(FixedPartitionedSource[Any, tuple[str | None, int | Non
         if why is not None:
             self.on_reset(for_part, why)
             offset = OFFSET_BEGINNING
-        return _GuardedPartition(self.inner.build_part(step_id, for_part, offset), topic_id)
 
-    def _topic_id(self, topic: str) -> str | None:
-        if topic not in self._ids:
-            from confluent_kafka import TopicCollection
-            from confluent_kafka.admin import AdminClient
+        def build(start: int | None) -> StatefulSourcePartition[Any, Any]:
+            return self.inner.build_part(step_id, for_part, start)
 
-            admin = AdminClient({"bootstrap.servers": self.bootstrap})
-            try:
-                description = admin.describe_topics(TopicCollection([topic]))[topic].result(10)
-                self._ids[topic] = str(description.topic_id) if description.topic_id else None
-            except Exception:  # a broker without topic ids: the offset check still applies
-                self._ids[topic] = None
-        return self._ids[topic]
+        return _GuardedPartition(build, for_part, topic_id, watch, self.on_reset, offset)
 
     def _end(self, topic: str, partition: int) -> int | None:
         """The partition's end offset, or None if unknown. (The embedded broker reports it too low by up

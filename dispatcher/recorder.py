@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from dispatcher import metrics
 from worktool.models import AcceptedBody, RawRecord, raw_record_key, utc_now
@@ -26,15 +26,20 @@ class RecordNotWritten(RuntimeError):
 class AcceptedRecorder:
     def __init__(self, bootstrap: str, topic: str) -> None:
         self._topic = topic
-        self._producer = Producer(
-            {
-                "bootstrap.servers": bootstrap,
-                "acks": "all",
-                "enable.idempotence": True,
-                "linger.ms": 0,
-                "message.timeout.ms": 30000,  # an unreachable broker surfaces as an error, then is retried
-            }
-        )
+        self._config = {
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": 0,
+            "message.timeout.ms": 30000,  # an unreachable broker surfaces as an error, then is retried
+        }
+        self._producer = Producer(self._config)
+
+    def _replace_producer(self, why: object) -> None:
+        """An idempotent producer that saw the broker restart (empty) fails fatally, e.g. with
+        OUT_OF_ORDER_SEQUENCE_NUMBER (measured with the embedded broker); a fresh one works at once."""
+        log.error("kafka producer failed for good (%s); replacing it", why)
+        self._producer = Producer(self._config)
 
     def record(self, robot_id: str, body: AcceptedBody, stopping: Callable[[], bool]) -> RawRecord:
         """Write one accepted record and wait for its acknowledgement, retrying until the broker takes
@@ -51,17 +56,26 @@ class AcceptedRecorder:
             def delivered(err: KafkaError | None, _msg: Message, outcome: list = outcome) -> None:
                 outcome.append(err)
 
-            self._producer.produce(self._topic, value, key, on_delivery=delivered)
-            while not outcome:
-                self._producer.flush(1.0)
-                if stopping():
-                    stop_seen_at = stop_seen_at or time.monotonic()
-                    if time.monotonic() - stop_seen_at > GIVE_UP_AFTER_STOP_S:
-                        raise RecordNotWritten("the broker did not acknowledge an accepted record")
+            try:
+                self._producer.produce(self._topic, value, key, on_delivery=delivered)
+                while not outcome:
+                    self._producer.flush(1.0)
+                    if stopping():
+                        stop_seen_at = stop_seen_at or time.monotonic()
+                        if time.monotonic() - stop_seen_at > GIVE_UP_AFTER_STOP_S:
+                            raise RecordNotWritten("the broker did not acknowledge an accepted record")
+            except (KafkaException, SystemError) as e:  # a fatal error surfaces from flush()
+                metrics.RECORD_ERRORS.inc()
+                self._replace_producer(e.__cause__ or e)
+                time.sleep(0.5)
+                continue
             if outcome[0] is None:
                 return record
             metrics.RECORD_ERRORS.inc()
-            log.error("accepted record not written (%s); retrying", outcome[0])
+            if outcome[0].fatal():
+                self._replace_producer(outcome[0])
+            else:
+                log.error("accepted record not written (%s); retrying", outcome[0])
             time.sleep(1.0)
 
     def close(self) -> None:

@@ -44,9 +44,11 @@ from gateway import metrics
 from gateway.auth import MetricsAuth, WebhookAuth
 from gateway.health import HealthChecker
 from gateway.producer import Publisher, SpoolUnavailable
+from gateway.sequence import Sequencer
 from worktool.models import (
     WEBHOOK_KINDS,
     DlqRecord,
+    GatewaySeq,
     MessageCallback,
     RawRecord,
     ResultCallback,
@@ -201,12 +203,17 @@ def check_limits(kind: str, body: dict[str, Any], limits: RecordLimits) -> None:
 
 
 def encode_record(
-    kind: str, robot_id: str, body: dict[str, Any], received_at: datetime, limits: RecordLimits
+    kind: str,
+    robot_id: str,
+    body: dict[str, Any],
+    received_at: datetime,
+    limits: RecordLimits,
+    seq: GatewaySeq | None = None,
 ) -> tuple[str, bytes]:
     """Key and value of the raw record; refused if it cannot be written or is larger than the record
     size every stage is built for."""
     try:
-        record = RawRecord(kind=kind, robot_id=robot_id, received_at=received_at, body=body)  # type: ignore[arg-type]
+        record = RawRecord(kind=kind, robot_id=robot_id, received_at=received_at, body=body, seq=seq)  # type: ignore[arg-type]
         value = record.to_json()
     except (ValidationError, TypeError, orjson.JSONEncodeError) as e:
         raise Rejected(422, "unencodable", f"body cannot be stored: {e}") from e
@@ -243,6 +250,8 @@ class CallbackHandler:
         self.publisher = publisher
         self.limits = settings.limits
         self.auth = WebhookAuth.from_settings(settings)
+        self.sequence = Sequencer()  # the loss detector's stamp (gateway/sequence.py)
+        log.info("gateway sequence id %s", self.sequence.boot_id)
 
     def endpoint(self, kind: str) -> Callable[[Request], Awaitable[Response]]:
         async def handle(request: Request) -> Response:
@@ -277,14 +286,22 @@ class CallbackHandler:
             body = await decode_body(kind, raw, request.headers, self.settings.max_body_bytes)
             check_limits(kind, body, self.limits)
             validate(kind, body)
-            key, value = encode_record(kind, robot_id, body, received_at, self.limits)
+            seq = self.sequence.take()
+            try:
+                key, value = encode_record(kind, robot_id, body, received_at, self.limits, seq)
+            except Exception:
+                self.sequence.give_back(seq)
+                raise
         except Rejected as e:
             return await self.reject(e, kind, robot_id, raw, received_at)
         except Exception as e:  # a bug in parsing must not lose the bytes either
             log.exception("could not read a %s callback", kind)
             error = Rejected(400, "unreadable", f"unreadable body ({type(e).__name__})")
             return await self.reject(error, kind, robot_id, raw, received_at)
-        return await self.accept(kind, key, value)
+        response = await self.accept(kind, key, value)
+        if response.status_code != 200:
+            self.sequence.give_back(seq)  # not acknowledged: nobody should wait for this number
+        return response
 
     async def accept(self, kind: str, key: str, value: bytes) -> Response:
         topic = self.settings.topic_raw

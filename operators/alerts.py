@@ -2,7 +2,7 @@
 clock is passed in, every decision is stamped with the event time that caused it.
 
 An alert belongs to a subject, the state key whose records can touch it: a session for the alerts of a
-conversation, "robot:<id>" for robot_fault. Within the subject, alerts are identified by their key
+conversation, "robot:<id>" for robot_fault, "gateway:<boot id>" for pipeline_gap (operators/gaps.py). Within the subject, alerts are identified by their key
 (alert_type, subject, user); the subject keeps the latest alert of each key, open or closed.
 
     trigger(key) at t, the key's alert open:
@@ -53,6 +53,7 @@ TYPE_NAMES = {
     "operator_harsh": "运营语气强硬",
     "private_operation": "用户私自操作",
     "robot_fault": "机器人故障",
+    "pipeline_gap": "数据链路缺失",
 }
 CANCEL_NAMES = {
     "staff_intervened": "售后已介入",

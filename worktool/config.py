@@ -203,6 +203,7 @@ AlertType = Literal[
     "operator_harsh",
     "private_operation",
     "robot_fault",
+    "pipeline_gap",
 ]
 ALERT_TYPES: tuple[str, ...] = AlertType.__args__  # type: ignore[attr-defined]
 Minutes = Annotated[float, Field(gt=0)]
@@ -265,6 +266,7 @@ class AlertConfig(_Strict):
             "operator_harsh": 2,
             "private_operation": 2,
             "robot_fault": 3,
+            "pipeline_gap": 2,
         }
     )
     # A repeat of an open alert's key within escalation_minutes[level - 1] of its previous trigger raises

@@ -492,6 +492,27 @@ class UserResponse(EventData):
     status: Literal["responded", "refused", "timeout"]
 
 
+# ---------------------------------------------------------------------------------------------
+# The pipeline itself
+
+
+@_register
+class PipelineGap(EventData):
+    """Records a gateway acknowledged that the dataflow has not processed (operators/gaps.py): numbers
+    `first_seq`..`last_seq` of gateway `gateway` were still partly missing a grace period after a later
+    number arrived (status open); a late arrival corrects the count (corrected), the last one closes it
+    (closed). `gap_id` is the same for every event of one hole."""
+
+    EVENT: ClassVar[str] = "pipeline_gap"
+    gap_id: str
+    gateway: str
+    first_seq: int = Field(ge=1)
+    last_seq: int = Field(ge=1)
+    missing: int = Field(ge=0)
+    arrived: int = Field(ge=0)
+    status: Literal["open", "corrected", "closed"]
+
+
 def envelope_schema(model: type[EventData]) -> dict[str, Any]:
     """JSON Schema of one event: the envelope with `event` fixed and `data` of `model`."""
     from pydantic import create_model

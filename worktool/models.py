@@ -282,13 +282,35 @@ def body_limit_problems(kind: str, body: dict[str, Any], limits: RecordLimits) -
     return problems
 
 
+class GatewaySeq(BaseModel):
+    """Which acknowledged record of which gateway this is (docs/architecture.md, "Loss detection").
+    `gw` is the gateway process's boot id (new on every start), `n` counts the records it stamped from 1;
+    `void` lists earlier numbers of the same boot that were never acknowledged (answered 503), so the
+    dataflow does not wait for them."""
+
+    gw: Annotated[str, Field(min_length=1, max_length=64)]
+    n: Annotated[int, Field(ge=1, le=2**62)]
+    void: list[Annotated[int, Field(ge=1, le=2**62)]] = Field(default_factory=list, max_length=1000)
+
+
 class RawRecord(JsonRecord):
-    """Value on worktool.raw and one line of a JSONL archive."""
+    """Value on worktool.raw and one line of a JSONL archive. `seq` is stamped by the gateway (optional:
+    records of the dispatcher and of older archives have none)."""
 
     kind: RawKind
     robot_id: Annotated[str, Field(min_length=1)]
     received_at: UtcDatetime
     body: dict[str, Any]
+    seq: GatewaySeq | None = None
+
+    def to_json(self) -> bytes:
+        # Without a sequence the record is byte for byte what it was before the field existed.
+        data = self.model_dump(mode="json", exclude_none=False)
+        if data.get("seq") is None:
+            data.pop("seq", None)
+        elif not data["seq"]["void"]:
+            del data["seq"]["void"]
+        return orjson.dumps(data)
 
 
 ControlAction = Literal["cancel_alert", "escalate_alert"]

@@ -175,6 +175,9 @@ class Settings(BaseSettings):
     # Replay: the watermark is the latest record time read minus the same lateness, sent at most once
     # per interval; decisions do not depend on the spacing (docs/architecture.md), so it can be sparse.
     replay_tick_interval_s: float = Field(default=60.0, gt=0, alias="WORKTOOL_REPLAY_TICK_INTERVAL_S")
+    # Loss detection (operators/gaps.py): a gateway's sequence number still missing this long (event
+    # time) after a later one arrived raises a pipeline_gap alert; the spool may deliver late.
+    gap_grace_s: float = Field(default=60.0, gt=0, alias="WORKTOOL_GAP_GRACE_S")
     snapshot_interval_s: int = Field(default=2, alias="WORKTOOL_SNAPSHOT_INTERVAL_S")
     pg_batch_size: int = Field(default=500, alias="WORKTOOL_PG_BATCH_SIZE")
     # Prometheus metrics of the dataflow process (its counters, bytewax's Kafka consumer lag); off when

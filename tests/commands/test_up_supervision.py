@@ -168,21 +168,23 @@ def test_the_gateway_is_restarted_while_a_server_is_down_and_the_dataflow_waits_
     assert dataflow.running and dataflow.starts == 1
 
 
-def test_a_restarted_embedded_broker_resets_the_dataflow(
+def test_a_restarted_embedded_broker_gets_its_topics_and_the_dataflow_keeps_running(
     tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    kafka, dataflow = FakeChild(), FakeChild()
+    """The dataflow notices the recreated topics by itself and keeps its state (so the loss detector
+    can report what the dead broker lost): no restart, no deleted snapshot."""
+    kafka, dataflow = FakeChild(), FakeChild().start()
     stack = fake_stack(tmp_path, kafka=kafka, dataflow=dataflow)
     created: list[list[str]] = []
     monkeypatch.setattr(up, "ensure_topics_for", lambda settings: created.append(settings.all_topics))
     snapshot = stack.settings.recovery_dir.resolve() / "part-0.sqlite3"
     snapshot.parent.mkdir(parents=True)
-    snapshot.write_bytes(b"offsets into the old broker")
+    snapshot.write_bytes(b"state and offsets (with topic ids)")
 
     kafka.die(-9)
     run_until_restarted(stack, clock, "kafka")
     assert created and stack.settings.topic_raw in created[0]
-    assert not snapshot.exists()
+    assert snapshot.exists()
     assert dataflow.running and dataflow.starts == 1
 
 
@@ -463,7 +465,7 @@ def test_broker_killed_the_spool_covers_the_gap_and_nothing_is_lost_or_doubled(s
     assert health["spool"]["depth"] == 0
     assert health["processes"]["kafka"].startswith("running (restarted")
     log = stack.tail(30000)
-    assert "kafka killed by SIGKILL" in log and "removed dataflow recovery state" in log
+    assert "kafka killed by SIGKILL" in log and "topics re-created" in log
 
 
 @pytest.mark.integration

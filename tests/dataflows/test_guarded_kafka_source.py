@@ -10,7 +10,7 @@ from bytewax.connectors.kafka import KafkaSource
 from bytewax.testing import poll_next_batch
 
 from dataflows.sources import GuardedKafkaSource
-from tests.support import produce
+from tests.support import chaos_scale, produce, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -67,3 +67,46 @@ def test_a_resume_offset_beyond_the_end_restarts_from_the_beginning(kafka_bootst
     part = src.build_part("in", part_name, (topic_id, 1_000_000))
     assert len(read_all(part)) == 5
     assert resets and "beyond the end" in resets[0][1]
+
+
+@pytest.mark.chaos
+def test_a_topic_recreated_while_the_partition_runs_is_read_from_its_beginning(tmp_path) -> None:
+    """The finding of issue 13: a broker that came back empty (memory-only) has the topic again under a
+    new id; the running consumer kept its old position and waited for the new topic to grow past it, so
+    the first records of the recreated topic were never read. (Its own broker: deleting a topic on a
+    running Tansu crashes librdkafka consumers of it, measured; a restart is what happens in production.)"""
+    from infra.embedded import EmbeddedKafka, free_port
+    from infra.kafka_admin import ensure_topics
+
+    broker = EmbeddedKafka(tmp_path / "kafka", port=free_port()).start()
+    try:
+        bootstrap, topic = broker.url, "worktool.raw.restart"
+        ensure_topics(bootstrap, {topic: 1})
+        old = 20 * chaos_scale()
+        produce(bootstrap, topic, [("k", f"old {i}".encode()) for i in range(old)])
+        resets: list = []
+        inner = KafkaSource([bootstrap], [topic], tail=True, add_config={"auto.offset.reset": "error"})
+        src = GuardedKafkaSource(inner, bootstrap, lambda part, why: resets.append((part, why)), 0.2)
+        [part_name] = src.list_parts()
+        part = src.build_part("in", part_name, None)
+        got: list[bytes] = []
+        wait_until(lambda: got.extend(values(part.next_batch())) or len(got) >= old, 30, what="old records")
+        old_id = part.snapshot()[0]
+
+        broker.stop()  # SIGKILL-like for a memory-only broker: everything is gone
+        broker.start()
+        ensure_topics(bootstrap, {topic: 1})
+        n = old // 2  # fewer than before: the old position is beyond the new topic's end
+        produce(bootstrap, topic, [("k", f"new {i}".encode()) for i in range(n)])
+        fresh: list[bytes] = []
+        wait_until(lambda: fresh.extend(values(part.next_batch())) or len(fresh) >= n, 60, what="new records")
+        assert fresh == [f"new {i}".encode() for i in range(n)]
+        assert len(resets) == 1 and "recreated" in resets[0][1] and resets[0][0] == part_name
+        assert part.snapshot()[0] not in (None, old_id)
+        part.close()
+    finally:
+        broker.stop()
+
+
+def values(batch: list) -> list[bytes]:
+    return [m.value for m in batch if getattr(m, "value", None) is not None]

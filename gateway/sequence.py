@@ -1,0 +1,31 @@
+"""The gateway's sequence stamp: every acknowledged raw record carries `seq` = {gw: this process's boot
+id, n: 1, 2, 3, ...}, so the dataflow can tell a record that never reached it from one that was never
+sent (operators/gaps.py). A number taken for a record that is then not acknowledged (refused when
+encoded, or answered 503) is handed back and listed as `void` in the next stamped record."""
+
+from __future__ import annotations
+
+import uuid
+
+from worktool.models import GatewaySeq
+
+MAX_VOID = 1000  # per record; a longer run of refusals is left for the detector to report
+
+
+class Sequencer:
+    """Numbers for one gateway process (the event loop is its only user: no lock)."""
+
+    def __init__(self, boot_id: str | None = None) -> None:
+        self.boot_id = boot_id or uuid.uuid4().hex[:16]
+        self._n = 0
+        self._void: list[int] = []
+
+    def take(self) -> GatewaySeq:
+        self._n += 1
+        void, self._void = self._void[:MAX_VOID], self._void[MAX_VOID:]
+        return GatewaySeq.model_construct(gw=self.boot_id, n=self._n, void=void)
+
+    def give_back(self, seq: GatewaySeq) -> None:
+        """`seq` was not acknowledged: its number (and the voids it carried) go with the next record."""
+        self._void.extend(seq.void)
+        self._void.append(seq.n)
