@@ -55,6 +55,7 @@ from typing import Literal, NamedTuple
 
 from operators.sender import SenderResolver
 from worktool.config import BusinessConfig, ClassifierConfig, TermRules
+from worktool.linear_regex import LinearRegex, PatternSet, escape
 from worktool.models import INTERNAL_ROOM_TYPES, Message, SenderType
 
 TEXT_KINDS = frozenset({0, 1, 15})  # read as text when they carry any
@@ -96,7 +97,7 @@ class TermMatcher:
     def __init__(
         self,
         keywords: Mapping[str, Mapping[str, float]],
-        patterns: Mapping[str, Iterable[tuple[re.Pattern[str], float]]] | None = None,
+        patterns: Mapping[str, Iterable[tuple[LinearRegex, float]]] | None = None,
         groups: Mapping[str, str] | None = None,
     ) -> None:
         entries: dict[str, list[tuple[str, float]]] = defaultdict(list)
@@ -121,7 +122,10 @@ class TermMatcher:
         # starting at every position (overlaps included).
         first = re.escape("".join(sorted({t[0] for t in entries})))
         self._keywords = re.compile(f"(?=[{first}])(?=({_trie_regex(entries)}))") if entries else None
-        self._patterns = [(label, p, w) for label, ps in (patterns or {}).items() for p, w in ps if w > 0]
+        found = [(label, p, w) for label, ps in (patterns or {}).items() for p, w in ps if w > 0]
+        # RE2 (linear time); one set pass finds which patterns match, only those are run for the span
+        self._pattern_labels = [(label, w) for label, _, w in found]
+        self._patterns = PatternSet(p for _, p, _ in found)
         self._groups = dict(groups or {})
 
     def scan(self, text: str) -> list[Hit]:
@@ -135,10 +139,9 @@ class TermMatcher:
                     hits.append(Hit(label, term[:length], start, start + length, w))
             if len(hits) > 1:
                 hits = self._drop_nested(hits)
-        for label, pattern, weight in self._patterns:
-            m = pattern.search(text)
-            if m is not None:
-                hits.append(Hit(label, m.group(0), m.start(), m.end(), weight))
+        for i, (start, end) in self._patterns.search_all(text):
+            label, weight = self._pattern_labels[i]
+            hits.append(Hit(label, text[start:end], start, end, weight))
         return hits
 
     def _drop_nested(self, hits: list[Hit]) -> list[Hit]:
@@ -330,7 +333,8 @@ class MessageTypeRules:
             key=len,
             reverse=True,
         )
-        self._ack_only = re.compile("(?:" + "|".join(map(re.escape, ack_words)) + r"|\W|_)+")
+        # RE2: `(?:在|在的|\W)+` backtracks exponentially in `re` ("在的" x 40 + "z")
+        self._ack_only = LinearRegex("(?:" + "|".join(map(escape, ack_words)) + r"|\W|_)+")
         extra = dict(extra_keywords or {})
         groups = dict.fromkeys(extra, "extra")
         self._user = TermMatcher(
