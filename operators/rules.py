@@ -48,9 +48,11 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Literal, NamedTuple
 
 from operators.sender import SenderResolver
@@ -288,20 +290,25 @@ def _user_fallback(text: str, flags: set[str], question: bool) -> tuple[str, flo
 _FLAG_LABELS = frozenset({"request", "hypothetical"})
 
 
+@lru_cache(maxsize=16)
+def _clause_breaks(text: str) -> list[int]:
+    """Where the clause breaks of `text` are, found once per text (the steps ask for many clauses of
+    the same text: a scan per hit would be quadratic in a long message)."""
+    return [i for i, ch in enumerate(text) if ch in _CLAUSE_BREAKS]
+
+
 def _clause_start(text: str, pos: int) -> int:
     """Index where the clause holding `pos` begins."""
-    for j in range(pos - 1, -1, -1):
-        if text[j] in _CLAUSE_BREAKS:
-            return j + 1
-    return 0
+    breaks = _clause_breaks(text)
+    i = bisect_left(breaks, pos)  # the breaks before pos
+    return breaks[i - 1] + 1 if i else 0
 
 
 def _clause_end(text: str, pos: int) -> int:
     """Index just past the clause holding `pos` (before its break)."""
-    for j in range(pos, len(text)):
-        if text[j] in _CLAUSE_BREAKS:
-            return j
-    return len(text)
+    breaks = _clause_breaks(text)
+    i = bisect_left(breaks, pos)
+    return breaks[i] if i < len(breaks) else len(text)
 
 
 class MessageTypeRules:
@@ -580,13 +587,16 @@ class MessageTypeRules:
             return
         # An acknowledgement opening a clause ("好的，马上弄"), or making one with fillers and time
         # words ("明天上午可以，今天在外地"); inside a clause "在" or "可以" mean nothing.
+        checked: set[tuple[int, int]] = set()  # clauses found not to be acknowledgements only
         for h in acks:
             start = _clause_start(text, h.start)
             opens = start == h.start or text[h.start - 1] == " "
-            if opens or self._ack_only.fullmatch(text, start, _clause_end(text, h.end)):
+            clause = (start, _clause_end(text, h.end))
+            if opens or (clause not in checked and self._ack_only.fullmatch(text, *clause)):
                 votes.add("chat_cooperation", self.responses.ack_weight, h.term)
                 flags.add("responded")
                 return
+            checked.add(clause)
 
     def _context(self, text: str, votes: _Votes, flags: set[str], hits: list[Hit]) -> None:
         c = self.c
