@@ -23,6 +23,7 @@ signals the children (parent-death signal), so nothing is orphaned.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -37,10 +38,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
+import redis
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from dataflows.watchdog import poison_in_flight, watchdog_dir
 from infra.embedded import (
     ChildProcess,
     EmbeddedKafka,
@@ -52,6 +55,7 @@ from infra.embedded import (
     redact_url,
 )
 from infra.kafka_admin import ensure_topics_for
+from sinks.heartbeat import HEARTBEAT_KEY
 from worktool.settings import Settings
 
 log = logging.getLogger("worktool.up")
@@ -66,6 +70,8 @@ DATAFLOW_STOP_S = 6.0
 BACKOFF_INITIAL_S = 0.5
 BACKOFF_MAX_S = 30.0
 STABLE_AFTER_S = 60.0
+STALL_CHECK_INTERVAL_S = 1.0  # how often the dataflow's heartbeat is read (WORKTOOL_DATAFLOW_STALL_S)
+DATAFLOW_START_GRACE_S = 60.0  # extra time for a (re)started dataflow's first heartbeat
 
 SERVERS = ("postgres", "kafka", "redis")  # start order; stopped in reverse
 APPS = ("dataflow", "gateway", "console", "dispatcher")  # start order
@@ -154,6 +160,7 @@ class Stack:
         self.servers: dict[str, EmbeddedServer] = {}
         self.apps: dict[str, ChildProcess] = {}
         self.states: dict[str, ChildState] = {}
+        self._next_stall_check = 0.0
         self.dataflow_metrics_port = settings.dataflow_metrics_port or free_port()
         self.api_port = settings.api_port
         self.dispatcher_metrics_port = free_port()
@@ -334,6 +341,7 @@ class Stack:
 
     def supervise_once(self) -> None:
         """Notice dead children and restart those whose back-off has passed."""
+        self._check_dataflow_progress()
         changed = False
         for name, proc in self._children().items():
             state = self.states[name]
@@ -358,6 +366,53 @@ class Stack:
             changed = True
         if changed:
             self.write_info()
+
+    def _check_dataflow_progress(self) -> None:
+        """A running dataflow whose heartbeat stopped is stalled (an idle one still beats: its ticks pass
+        every step and refresh the heartbeat every second): put the record it is stuck on, if any, on the
+        poison list (it is skipped after the restart) and kill it; the loop below restarts it."""
+        stall_s = self.settings.dataflow_stall_s
+        dataflow = self.apps.get("dataflow")
+        now = time.monotonic()
+        if not stall_s or dataflow is None or not dataflow.running or not self.redis_url:
+            return
+        if now < self._next_stall_check:
+            return
+        self._next_stall_check = now + STALL_CHECK_INTERVAL_S
+        state = self.states["dataflow"]
+        running_for = now - state.started_at
+        if running_for < stall_s:
+            return
+        try:
+            client = redis.Redis.from_url(self.redis_url, socket_timeout=1, socket_connect_timeout=1)
+            try:
+                beat = client.get(HEARTBEAT_KEY)
+            finally:
+                client.close()
+        except redis.RedisError:
+            return  # no judgement without Redis (its own supervision restarts it)
+        age = time.time() - float(beat) if beat is not None else None
+        if age is not None and age < stall_s:
+            return
+        if age is None or age > running_for:
+            # no heartbeat since this start: give the start (Kafka assignment, recovery) its grace
+            if running_for < stall_s + DATAFLOW_START_GRACE_S:
+                return
+            why = f"no heartbeat in the {running_for:.0f} s since it started"
+        else:
+            why = f"heartbeat {age:.0f} s old"
+        poisoned = poison_in_flight(
+            watchdog_dir(self.data_dir), self.settings.step_budget_s, f"the dataflow stalled ({why})"
+        )
+        log.error(
+            "dataflow stalled: %s (WORKTOOL_DATAFLOW_STALL_S=%g); %s; killing it (pid %s) for a restart",
+            why, stall_s,
+            f"record {poisoned[1]} of step {poisoned[0]} put on the poison list" if poisoned
+            else "no record in flight over its budget",
+            dataflow.pid,
+        )  # fmt: skip
+        with contextlib.suppress(ProcessLookupError, PermissionError, TypeError):
+            os.killpg(dataflow.pid, signal.SIGKILL)  # type: ignore[arg-type]
 
     def _may_restart(self, name: str) -> bool:
         """The dataflow (and any later app but the gateway) needs the servers we run: restarting it while

@@ -4,7 +4,8 @@
     sources ─▶ parse ─┬─▶ DLQ
                       └─▶ shard ─▶ dedup ─▶ classify ─▶ sessions ─┬─▶ monitor events ─▶ Kafka / JSONL / Postgres
                                                                   ├─▶ commands ─▶ worktool.commands (live only)
-                                                                  ├─▶ DLQ (an item a step failed on)
+                                                                  ├─▶ DLQ (an item a step failed on or ran
+                                                                  │        over its time budget on)
                                                                   └─▶ ticks ─▶ heartbeat
 
 Source items are raw-record or control-record bytes (an archive line, a Kafka value of worktool.raw or
@@ -33,6 +34,7 @@ from pydantic import ValidationError
 from dataflows.event_metrics import observe_event
 from dataflows.metrics import DLQ_RECORDS, DUPLICATE_REPORTS, MESSAGES_CLASSIFIED
 from dataflows.stateful import builder
+from dataflows.watchdog import StepBudget
 from operators.classify import Classifier
 from operators.dedup import DedupStep
 from operators.gaps import GAP_KEY, GapStep, SeqMark
@@ -76,6 +78,8 @@ class FlowOptions:
     dedup_window: timedelta = timedelta(seconds=10)
     config: BusinessConfig = field(default_factory=BusinessConfig)
     gap_grace: timedelta = timedelta(seconds=60)  # loss detection (operators/gaps.py)
+    # The time budget of a record in each step (dataflows/watchdog.py); None: unguarded (replays).
+    budget: StepBudget | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, config: BusinessConfig) -> FlowOptions:
@@ -183,15 +187,30 @@ def _keyed(shards: int) -> Callable[[Any], Iterable[tuple[str, Any]]]:
     return key
 
 
-def _classify_batch(classifier: Classifier) -> Callable[[list[tuple[str, Any]]], list[tuple[str, Any]]]:
+def _classify_batch(
+    classifier: Classifier, budget: StepBudget | None = None
+) -> Callable[[list[tuple[str, Any]]], list[tuple[str, Any]]]:
+    # With a budget each message is classified (and timed) alone, unless the classifier bounds a batch
+    # itself (the LLM classifier: its batch deadline; its rules run first, in linear time).
+    one_by_one = budget is not None and not getattr(classifier, "bounds_its_batches", False)
+
+    def classify_one(m: Message) -> list[Any]:
+        return classifier.classify_batch([m])
+
     def classify(batch: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
         messages = [v for _, v in batch if isinstance(v, Message)]
-        verdicts = iter(classifier.classify_batch(messages)) if messages else iter(())
+        if one_by_one and messages:
+            verdicts = iter([budget.run("classify", m, classify_one)[0] for m in messages])  # type: ignore[union-attr]
+        else:
+            verdicts = iter(classifier.classify_batch(messages)) if messages else iter(())
         out: list[tuple[str, Any]] = []
         decided: Counter[str] = Counter()
         for key, v in batch:
             if isinstance(v, Message):
                 c = next(verdicts)
+                if isinstance(c, DlqRecord):
+                    out.append((key, c))
+                    continue
                 decided[c.decided_by] += 1
                 out.append((key, ClassifiedMessage(message=v, classification=c)))
             else:
@@ -216,6 +235,7 @@ def build_flow(
     """The one dataflow. `extra_events` (e.g. the LLM classifier's call logs) is drained after each
     classify batch and emitted as monitor events."""
     opts = options or FlowOptions()
+    budget = opts.budget
     flow = Dataflow(flow_id)
     if not isinstance(sources, list):
         sources = [sources]
@@ -239,14 +259,17 @@ def build_flow(
     window = opts.dedup_window
     deduped = op.stateful(
         "dedup", keyed,
-        builder("dedup", lambda: DedupStep(window), lambda snap: DedupStep.restore(window, snap)),
+        builder("dedup", lambda: DedupStep(window), lambda snap: DedupStep.restore(window, snap), budget),
     )  # fmt: skip
     dedup_split = op.branch("dedup_failed", deduped, lambda kv: isinstance(kv[1], DlqRecord))
     rejected.append(op.key_rm("dedup_failed_unkey", dedup_split.trues))
-    classified = op.flat_map_batch("classify", dedup_split.falses, _classify_batch(classifier))
+    classified_all = op.flat_map_batch("classify", dedup_split.falses, _classify_batch(classifier, budget))
+    classify_split = op.branch("classify_failed", classified_all, lambda kv: isinstance(kv[1], DlqRecord))
+    rejected.append(op.key_rm("classify_failed_unkey", classify_split.trues))
+    classified = classify_split.falses
     outputs = op.stateful(
         "sessions", classified,
-        builder("sessions", lambda: SessionStep(policy), lambda snap: SessionStep.restore(policy, snap)),
+        builder("sessions", lambda: SessionStep(policy), lambda snap: SessionStep.restore(policy, snap), budget),
     )  # fmt: skip
     values: Stream[Any] = op.merge("with_gaps", op.key_rm("unshard", outputs), op.key_rm("gaps_unkey", gaps))
     if extra_events is not None:

@@ -4,6 +4,7 @@ heartbeat. Run with `worktool dataflow` (dataflows/runner.py), which calls
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from datetime import timedelta
@@ -16,6 +17,7 @@ from classifiers import build_classifier, call_log_events
 from dataflows.flow import FlowOptions, FlowSinks, build_flow
 from dataflows.metrics import OFFSET_RESETS
 from dataflows.sources import GuardedKafkaSource, TickSource, WithTicks
+from dataflows.watchdog import StepBudget, watchdog_dir
 from sinks.heartbeat import OFFSET_RESET_KEY, HeartbeatSink
 from sinks.kafka import DeadLetters, ModelKafkaSink
 from worktool.config import load_config
@@ -103,10 +105,11 @@ def live_flow() -> Dataflow:
         settings.topic_commands,
         settings.topic_dlq,
     )
+    budget = StepBudget(settings.step_budget_s, watchdog_dir(settings.data_dir))
     return build_flow(
         WithTicks(kafka, ticks),  # one input: its partitions change epochs together (sources.WithTicks)
         sinks,
         classifier,
-        FlowOptions.from_settings(settings, config),
+        dataclasses.replace(FlowOptions.from_settings(settings, config), budget=budget),
         extra_events=call_log_events(classifier),
     )

@@ -23,3 +23,13 @@ OFFSET_RESETS = Counter(
     "was beyond its end",
     ["topic"],
 )
+STEP_BUDGET_EXCEEDED = Counter(
+    "worktool_dataflow_step_budget_exceeded_total",
+    "Records a step had not finished within WORKTOOL_STEP_BUDGET_S (dead-lettered, or put on the poison list)",
+    ["step"],
+)
+POISON_SKIPPED = Counter(
+    "worktool_dataflow_poison_skipped_total",
+    "Records on the poison list (they stalled a step before a restart), dead-lettered and skipped",
+    ["step"],
+)

@@ -7,7 +7,8 @@ timers still pending when a replay's archive ends stay pending in the state (and
 that must see them fire passes `--until`, which appends ticks up to that time.
 
 One bad item must not stop the flow: an exception raised by a step for one item turns that item into a
-DLQ record naming the step, and the flow goes on (the step's state keeps whatever it had changed).
+DLQ record naming the step, and the flow goes on (the step's state keeps whatever it had changed); so
+does one it has not finished within the step budget (dataflows/watchdog.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import orjson
 from bytewax.operators import StatefulLogic
 
 from dataflows.metrics import LATE_RECORDS, STEP_FAILURES
+from dataflows.watchdog import StepBudget
 from worktool.models import DlqRecord, utc_now
 
 log = logging.getLogger(__name__)
@@ -54,13 +56,17 @@ def describe(item: Any) -> str:
 class StepLogic(StatefulLogic[Any, Any, Any], Generic[S]):
     """Feeds one shard's items to its step; snapshots the step's plain data."""
 
-    def __init__(self, name: str, step: S) -> None:
+    def __init__(self, name: str, step: S, budget: StepBudget | None = None) -> None:
         self.name = name
         self.step = step
+        self.budget = budget
 
     def on_item(self, value: Any) -> tuple[list[Any], bool]:
         try:
-            out = self.step.on_item(value)
+            if self.budget is None:
+                out = self.step.on_item(value)
+            else:
+                out = self.budget.run(self.name, value, self.step.on_item)
         except Exception as e:  # poison item: to the DLQ, never a crashed flow
             STEP_FAILURES.labels(self.name).inc()
             log.exception("step %s failed on one item; sent to the DLQ", self.name)
@@ -87,10 +93,12 @@ class StepLogic(StatefulLogic[Any, Any, Any], Generic[S]):
         return self.step.snapshot()
 
 
-def builder(name: str, new: Callable[[], S], restore: Callable[[Any], S]) -> Callable[[Any], StepLogic[S]]:
+def builder(
+    name: str, new: Callable[[], S], restore: Callable[[Any], S], budget: StepBudget | None = None
+) -> Callable[[Any], StepLogic[S]]:
     """`op.stateful` builder: a fresh step for a new shard, or one restored from its snapshot."""
 
     def build(resume_state: Any) -> StepLogic[S]:
-        return StepLogic(name, new() if resume_state is None else restore(resume_state))
+        return StepLogic(name, new() if resume_state is None else restore(resume_state), budget)
 
     return build

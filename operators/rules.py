@@ -48,13 +48,16 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
+from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Literal, NamedTuple
 
 from operators.sender import SenderResolver
 from worktool.config import BusinessConfig, ClassifierConfig, TermRules
+from worktool.linear_regex import LinearRegex, PatternSet, escape
 from worktool.models import INTERNAL_ROOM_TYPES, Message, SenderType
 
 TEXT_KINDS = frozenset({0, 1, 15})  # read as text when they carry any
@@ -96,7 +99,7 @@ class TermMatcher:
     def __init__(
         self,
         keywords: Mapping[str, Mapping[str, float]],
-        patterns: Mapping[str, Iterable[tuple[re.Pattern[str], float]]] | None = None,
+        patterns: Mapping[str, Iterable[tuple[LinearRegex, float]]] | None = None,
         groups: Mapping[str, str] | None = None,
     ) -> None:
         entries: dict[str, list[tuple[str, float]]] = defaultdict(list)
@@ -121,7 +124,10 @@ class TermMatcher:
         # starting at every position (overlaps included).
         first = re.escape("".join(sorted({t[0] for t in entries})))
         self._keywords = re.compile(f"(?=[{first}])(?=({_trie_regex(entries)}))") if entries else None
-        self._patterns = [(label, p, w) for label, ps in (patterns or {}).items() for p, w in ps if w > 0]
+        found = [(label, p, w) for label, ps in (patterns or {}).items() for p, w in ps if w > 0]
+        # RE2 (linear time); one set pass finds which patterns match, only those are run for the span
+        self._pattern_labels = [(label, w) for label, _, w in found]
+        self._patterns = PatternSet(p for _, p, _ in found)
         self._groups = dict(groups or {})
 
     def scan(self, text: str) -> list[Hit]:
@@ -135,10 +141,9 @@ class TermMatcher:
                     hits.append(Hit(label, term[:length], start, start + length, w))
             if len(hits) > 1:
                 hits = self._drop_nested(hits)
-        for label, pattern, weight in self._patterns:
-            m = pattern.search(text)
-            if m is not None:
-                hits.append(Hit(label, m.group(0), m.start(), m.end(), weight))
+        for i, (start, end) in self._patterns.search_all(text):
+            label, weight = self._pattern_labels[i]
+            hits.append(Hit(label, text[start:end], start, end, weight))
         return hits
 
     def _drop_nested(self, hits: list[Hit]) -> list[Hit]:
@@ -285,20 +290,25 @@ def _user_fallback(text: str, flags: set[str], question: bool) -> tuple[str, flo
 _FLAG_LABELS = frozenset({"request", "hypothetical"})
 
 
+@lru_cache(maxsize=16)
+def _clause_breaks(text: str) -> list[int]:
+    """Where the clause breaks of `text` are, found once per text (the steps ask for many clauses of
+    the same text: a scan per hit would be quadratic in a long message)."""
+    return [i for i, ch in enumerate(text) if ch in _CLAUSE_BREAKS]
+
+
 def _clause_start(text: str, pos: int) -> int:
     """Index where the clause holding `pos` begins."""
-    for j in range(pos - 1, -1, -1):
-        if text[j] in _CLAUSE_BREAKS:
-            return j + 1
-    return 0
+    breaks = _clause_breaks(text)
+    i = bisect_left(breaks, pos)  # the breaks before pos
+    return breaks[i - 1] + 1 if i else 0
 
 
 def _clause_end(text: str, pos: int) -> int:
     """Index just past the clause holding `pos` (before its break)."""
-    for j in range(pos, len(text)):
-        if text[j] in _CLAUSE_BREAKS:
-            return j
-    return len(text)
+    breaks = _clause_breaks(text)
+    i = bisect_left(breaks, pos)
+    return breaks[i] if i < len(breaks) else len(text)
 
 
 class MessageTypeRules:
@@ -330,7 +340,8 @@ class MessageTypeRules:
             key=len,
             reverse=True,
         )
-        self._ack_only = re.compile("(?:" + "|".join(map(re.escape, ack_words)) + r"|\W|_)+")
+        # RE2: `(?:在|在的|\W)+` backtracks exponentially in `re` ("在的" x 40 + "z")
+        self._ack_only = LinearRegex("(?:" + "|".join(map(escape, ack_words)) + r"|\W|_)+")
         extra = dict(extra_keywords or {})
         groups = dict.fromkeys(extra, "extra")
         self._user = TermMatcher(
@@ -576,13 +587,16 @@ class MessageTypeRules:
             return
         # An acknowledgement opening a clause ("好的，马上弄"), or making one with fillers and time
         # words ("明天上午可以，今天在外地"); inside a clause "在" or "可以" mean nothing.
+        checked: set[tuple[int, int]] = set()  # clauses found not to be acknowledgements only
         for h in acks:
             start = _clause_start(text, h.start)
             opens = start == h.start or text[h.start - 1] == " "
-            if opens or self._ack_only.fullmatch(text, start, _clause_end(text, h.end)):
+            clause = (start, _clause_end(text, h.end))
+            if opens or (clause not in checked and self._ack_only.fullmatch(text, *clause)):
                 votes.add("chat_cooperation", self.responses.ack_weight, h.term)
                 flags.add("responded")
                 return
+            checked.add(clause)
 
     def _context(self, text: str, votes: _Votes, flags: set[str], hits: list[Hit]) -> None:
         c = self.c

@@ -2,6 +2,8 @@
 
 Everything a business person tunes lives here, with the docs/rules.md defaults built in, so an empty
 file (or no file) works. Errors name the bad key (and the bad regex).
+Every regular expression runs in linear time (RE2, worktool/linear_regex.py): a look-around or a
+back-reference is refused at load.
 
 Roster: `robots`, `staff`, `operators`, `assistants` are exact display names; `staff_patterns`,
 `operator_patterns`, `assistant_patterns` are regular expressions tried after every exact name
@@ -22,16 +24,19 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from worktool.linear_regex import LinearRegex, PatternError, check_linear
 from worktool.rule_defaults import DEFAULT_CLASSIFIER
 
 RobotRole = Literal["monitor", "notify", "reply_day", "reply_night"]
 
 
 def _check_regex(pattern: str) -> str:
+    """Every configured pattern must run in linear time (RE2, worktool/linear_regex.py): a look-around or
+    back-reference is refused here, so the error names the key that holds it."""
     try:
-        re.compile(pattern)
-    except re.error as e:
-        raise ValueError(f"bad regular expression {pattern!r}: {e}") from None
+        check_linear(pattern)
+    except PatternError as e:
+        raise ValueError(str(e)) from None
     return pattern
 
 
@@ -76,8 +81,8 @@ class TermRules(_Strict):
     negatable: bool = False
 
     @cached_property
-    def compiled_patterns(self) -> tuple[tuple[re.Pattern[str], float], ...]:
-        return tuple((re.compile(p), w) for p, w in self.patterns.items() if w > 0)
+    def compiled_patterns(self) -> tuple[tuple[LinearRegex, float], ...]:
+        return tuple((LinearRegex(p), w) for p, w in self.patterns.items() if w > 0)
 
 
 class UserTypeRules(_Strict):
@@ -186,8 +191,8 @@ class ClassifierConfig(_Strict):
         return deep_merge(DEFAULT_CLASSIFIER, data)
 
     @cached_property
-    def question_regex(self) -> re.Pattern[str]:
-        return re.compile("|".join(f"(?:{p})" for p in self.question_patterns))
+    def question_regex(self) -> LinearRegex:
+        return LinearRegex("|".join(f"(?:{p})" for p in self.question_patterns))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -431,12 +436,12 @@ class BusinessConfig(_Strict):
         return frozenset(r.name for r in self.robots)
 
     @cached_property
-    def compiled_name_patterns(self) -> dict[str, tuple[re.Pattern[str], ...]]:
+    def compiled_name_patterns(self) -> dict[str, tuple[LinearRegex, ...]]:
         """Roster patterns by sender type, in docs/rules.md §1 precedence order."""
         return {
-            "operator": tuple(re.compile(p) for p in self.operator_patterns),
-            "staff": tuple(re.compile(p) for p in self.staff_patterns),
-            "assistant": tuple(re.compile(p) for p in self.assistant_patterns),
+            "operator": tuple(LinearRegex(p) for p in self.operator_patterns),
+            "staff": tuple(LinearRegex(p) for p in self.staff_patterns),
+            "assistant": tuple(LinearRegex(p) for p in self.assistant_patterns),
         }
 
 

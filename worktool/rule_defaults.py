@@ -7,7 +7,8 @@ off and `{keywords: {差评: 3}}` re-weights or adds one), lists and numbers rep
 
 Weighted terms are `{term: weight}` maps. `keywords` are matched as substrings of the normalised text
 (NFKC, case-folded, so `？！` are `?!` and `OK` is `ok`); `patterns` are regular expressions searched in
-the same text. A term contained in a longer matching term (any list) is dropped: `说好的` hides `好的`.
+the same text, in linear time (RE2: no look-arounds, see worktool/linear_regex.py; a group named `hit`
+is the span reported). A term contained in a longer matching term (any list) is dropped: `说好的` hides `好的`.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ QUESTION_PATTERNS = [
     r"\?",
     r"吗|嘛",
     r"呢\s*$",
-    r"怎么|为什么|为啥|什么|啥|哪|多少|多久|多长|(?<![了前这好十过])几[点天号秒次条分时]|是不是|有没有|能不能"
+    r"怎么|为什么|为啥|什么|啥|哪|多少|多久|多长|(?:^|[^了前这好十过])几[点天号秒次条分时]|是不是|有没有|能不能"
     r"|可不可以|会不会|要不要|是否|咋",
     r"\b(how|what|why|when|where|who|which)\b",
 ]
@@ -247,7 +248,7 @@ USER_TYPES: dict[str, dict[str, Any]] = {
             r"(弄|搞)(限流|封)": 2.0,
             # intensity: repeated "??"/"!!" only add to other evidence
             r"[?!]{2,}": 0.5,
-            r"(?<!多)少(算|给|结|发)了?": 2.0,
+            r"(?:^|[^多])(?P<hit>少(算|给|结|发)了?)": 2.0,  # not "多少给"
             # a demand repeated ("又让我", "天天叫我"), an expectation broken ("结果又")
             r"(又|天天|总是|老是|每次|一直)(让|叫|要|逼)我": 1.5,
             r"结果(又|还|就)|是不是又|怎么又": 1.5,
@@ -265,12 +266,14 @@ USER_TYPES: dict[str, dict[str, Any]] = {
         "negatable": False,  # negation is written into the patterns (no negator between subject and verb)
         "keywords": {"私自": 1.5, "偷偷": 1.0},
         "patterns": {
-            # "我 ... 删/隐藏/上架/改/换 ..." with no negator in between: the owner did it
-            r"(我|不小心)(?:(?!没|不|别|未|要|想|打算|准备)[^,.。!?;]){0,12}?(删|隐藏|下架|上架|清空|注销|关了|改了|改成|改回|换了|"
+            # "我 ... 删/隐藏/上架/改/换 ..." with no negator (nor 要/想/打算/准备) in between: the owner did it
+            # (at most 12 characters between; a run of 打/准 counts as one with the character after it)
+            r"(我|不小心)(?:[^,.。!?;没不别未要想打准]|[打准]*(?:打[^,.。!?;没不别未要想打准算]|准[^,.。!?;没不别未要想打准备]))"
+            r"{0,12}?[打准]*(删|隐藏|下架|上架|清空|注销|关了|改了|改成|改回|换了|"
             r"换成|加了|挂了|挂到|退出)": 2.5,
             # "自己/私自 发/上传/剪/直播": publishing alone
-            r"(自己|私自|偷偷)(?:(?!没|不|别|未)[^,.。!?;]){0,6}?(发|上传|剪|直播|开了|删|加|上架|挂|改)": 2.5,
-            r"(作品|视频|商品|头像|昵称|名字|简介)(?:(?!没|不|别|未)[^,.。!?;]){0,3}?我(删|换|改|下架|隐藏)": 2.5,
+            r"(自己|私自|偷偷)[^,.。!?;没不别未]{0,6}?(发|上传|剪|直播|开了|删|加|上架|挂|改)": 2.5,
+            r"(作品|视频|商品|头像|昵称|名字|简介)[^,.。!?;没不别未]{0,3}?我(删|换|改|下架|隐藏)": 2.5,
         },
     },
     "chat_cooperation": {
@@ -716,7 +719,7 @@ OPERATOR: dict[str, Any] = {
             r"每个号": 1.0,
             # an instruction to owners: "你点一下", "各位…都在群里", "你出镜半小时就行"
             r"(你|您|各位|大家|号主)[^,.。!?;]{0,8}(一下|就行|就可以|都要|记得)": 1.0,
-            r"(?<!我)(?<!我们)(下架|上架|删|改|换|发|拍|扫|点|填|报|弄|确认|检查)一下": 1.0,
+            r"(?:^|^们|[^我们]|[^我]们)(?P<hit>(下架|上架|删|改|换|发|拍|扫|点|填|报|弄|确认|检查)一下)": 1.0,  # not "我(们)…"
             r"(周[一二三四五六日末天]|星期.|[0-9一二三四五六七八九十]+号)": 0.5,
             r"[0-9一二三四五六七八九十]+点(前|之前|半|开始|开场)?": 0.5,
         },

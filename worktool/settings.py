@@ -179,6 +179,13 @@ class Settings(BaseSettings):
     # time) after a later one arrived raises a pipeline_gap alert; the spool may deliver late.
     gap_grace_s: float = Field(default=60.0, gt=0, alias="WORKTOOL_GAP_GRACE_S")
     snapshot_interval_s: int = Field(default=2, alias="WORKTOOL_SNAPSHOT_INTERVAL_S")
+    # No input can stall a step (dataflows/watchdog.py): a record a step has not finished within the
+    # budget is interrupted and dead-lettered; one that cannot be interrupted is written to the poison
+    # list and the process exits (the supervisor restarts it; the record is then skipped).
+    step_budget_s: float = Field(default=10.0, gt=0, alias="WORKTOOL_STEP_BUDGET_S")
+    # `worktool up` restarts a dataflow whose heartbeat is older than this (stalled, not idle: ticks
+    # refresh the heartbeat every second while idle); 0 switches the check off.
+    dataflow_stall_s: float = Field(default=30.0, ge=0, alias="WORKTOOL_DATAFLOW_STALL_S")
     pg_batch_size: int = Field(default=500, alias="WORKTOOL_PG_BATCH_SIZE")
     # Prometheus metrics of the dataflow process (its counters, bytewax's Kafka consumer lag); off when
     # no port is set. `worktool up` picks a free loopback port.

@@ -120,6 +120,10 @@ class _BackgroundLoop:
 class LLMClassifier:
     """Classifier that asks an LLM on top of `rules` (see the module docstring for the policy)."""
 
+    # Its batches are bounded by the batch deadline: the dataflow's step budget does not time them
+    # message by message (dataflows/watchdog.py).
+    bounds_its_batches = True
+
     def __init__(
         self,
         rules: Classifier,
