@@ -10,7 +10,19 @@ fails any future still waiting GUARD_SLACK_S after the produce timeout: the answ
 
 `Publisher` is what the webhook calls. Normally it produces directly. When a produce fails it spools
 the record and switches to spooling: every later record goes to the spool too (order is kept), until the
-drainer has delivered the whole spool. The drainer probes the broker's metadata with backoff, creates
+drainer has delivered the whole spool.
+
+The hand-off back to direct producing. Records that arrive while the drainer works go to the spool's
+tail. Once at most HANDOFF_MAX_RECORDS are left, new requests wait (at most HANDOFF_WAIT_S, then they
+go to the tail as well) while the drainer delivers the rest in rounds. It switches back only when a
+round ends with the spool empty *and* no append on its way, checked and switched in one step of the
+event loop (no await in between): a request registers its append with the SpoolWriter before its first
+await (`SpoolWriter.submit`), so it is either seen by that check (and drained by another round) or
+comes after the switch and is produced directly, behind everything drained. The drainer also looks at
+the spool every DRAIN_CHECK_S whatever woke it: a non-empty spool is always drained, even one left by
+a race nobody has thought of yet (logged as a warning).
+
+The drainer probes the broker's metadata with backoff, creates
 missing topics (Tansu's memory broker forgets them on restart) and drains segments in order with a
 *fresh* producer, which then replaces the old one. Why fresh: measured against Tansu, an idempotent
 producer that saw the broker restart either fails fatally (UNKNOWN_PRODUCER_ID) or keeps timing out
@@ -65,6 +77,8 @@ BACKOFF_MAX_S = 5.0
 # (at most HANDOFF_WAIT_S) while it delivers the rest, so nothing overtakes a spooled record.
 HANDOFF_MAX_RECORDS = 1000
 HANDOFF_WAIT_S = 0.5
+# The drainer checks the spool at least this often, whether or not a failed produce woke it.
+DRAIN_CHECK_S = 1.0
 # Errors that no retry can fix: the record is set aside (rejected.jsonl) instead of blocking the spool.
 PERMANENT_ERRORS = {
     KafkaError.MSG_SIZE_TOO_LARGE,
@@ -302,9 +316,12 @@ class Publisher:
     async def spool(self, topic: str, key: str | None, value: bytes) -> None:
         """Append a record to the spool (durable when this returns)."""
         assert self._writer is not None
-        self._enter_spooling()  # before the first await: later records must queue behind this one
+        # Both before the first await: later records must queue behind this one, and the drainer must
+        # see this append (writer busy) until it is counted in the spool's depth.
+        self._enter_spooling()
+        durable = self._writer.submit(encode_entry(SpoolEntry(topic, key, value)))
         try:
-            await self._writer.append(encode_entry(SpoolEntry(topic, key, value)))
+            await durable
         except Exception as e:
             log.error("spool write failed: %r", e)
             raise SpoolUnavailable(str(e)) from e
@@ -329,7 +346,18 @@ class Publisher:
     async def _drain_forever(self) -> None:
         delay = BACKOFF_MIN_S
         while True:
-            await self._need_drain.wait()
+            if not self._spooling:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._need_drain.wait(), DRAIN_CHECK_S)
+                self._need_drain.clear()  # what to do is decided by the state, not by who woke us
+            if not self._spooling:
+                depth = self.spool_depth
+                if not depth:
+                    continue
+                # Never expected: a record spooled while producing directly. Queue new records behind
+                # it again and drain, rather than leave it until the next outage.
+                log.warning("%d records in the spool while producing directly; draining them", depth)
+                self._spooling = True
             try:
                 drained = await self._recover()
             except Exception as e:
@@ -370,12 +398,18 @@ class Publisher:
                 return False
         handoff = self._handoff = asyncio.Event()
         try:
-            await self._writer.wait_idle()
-            if not await self._drain_spool(self._spool, producer) or self._spool.depth:
-                return False
-            old, self._producer = self._producer, producer
-            self._spooling = False
-            self._need_drain.clear()
+            while True:
+                await self._writer.wait_idle()
+                if not await self._drain_spool(self._spool, producer):
+                    return False
+                # From this check to the switch there is no await: an append registered before it
+                # makes the writer busy or the depth non-zero (another round), one registered after
+                # it sees `_spooling` False and goes to the broker behind everything drained.
+                if self._writer.busy or self.spool_depth:
+                    continue  # requests that waited HANDOFF_WAIT_S went to the tail meanwhile
+                old, self._producer = self._producer, producer
+                self._spooling = False
+                break
         finally:
             self._handoff = None
             handoff.set()

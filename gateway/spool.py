@@ -191,14 +191,20 @@ class SpoolWriter:
     def close(self) -> None:
         self._executor.shutdown(wait=True)
 
-    async def append(self, line: bytes) -> None:
+    def submit(self, line: bytes) -> asyncio.Future[None]:
+        """Queue a line and return at once; the future completes when it is durable. From this call on
+        the writer is `busy` until the line is counted in the spool's depth, so a caller that checks
+        `busy` and the depth without awaiting in between never misses a line on its way."""
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._pending.append((line, future))
         if not self._flushing:
             self._flushing = True
             self._idle.clear()
             asyncio.get_running_loop().create_task(self._flush())
-        await future
+        return future
+
+    async def append(self, line: bytes) -> None:
+        await self.submit(line)
 
     async def _flush(self) -> None:
         try:

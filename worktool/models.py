@@ -13,6 +13,8 @@ The monitor events (worktool.monitor) have their own catalogue: worktool/events.
 
 from __future__ import annotations
 
+import types
+import typing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
@@ -74,9 +76,12 @@ def summarize_errors(e: ValidationError, limit: int = 5) -> str:
 #
 # What every later stage can hold is decided here, once, so that the gateway refuses what the dataflow,
 # Kafka or PostgreSQL would refuse later:
-# - typed integers (textType, errorCode, runTime, type) are codes and timestamps: a value outside int64
-#   (or, for textType, outside the smallint column) is refused, not clamped; free-form text fields take
-#   a number as its decimal text;
+# - every numeric field of a callback declares where it is stored (`StoredIn`: PostgreSQL columns and
+#   their type, or JSON only), and its accepted range is derived from that type (`stored_int`), narrowed
+#   only by WorkTool's own domain (textType >= 0, roomType 1..4). A value outside is refused, not
+#   clamped. tests/infra/test_numeric_limits.py checks every declaration against the migrated schema
+#   (information_schema), so a new field or a changed column cannot drift apart. The table is in
+#   docs/platform.md, "Numeric limits". Free-form text fields take a number as its decimal text;
 # - NUL, which PostgreSQL text cannot store, is replaced by U+FFFD in every string field of the callback
 #   models. The raw record keeps the body as received (the archive is the truth); the cleaning happens
 #   whenever a body is parsed into these models, so the live flow, a replay and every sink see the same
@@ -101,6 +106,41 @@ def _loose_bool(value: Any) -> Any:
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 SMALLINT_MAX = 2**15 - 1
+
+
+@dataclass(frozen=True, slots=True)
+class SqlInt:
+    """A PostgreSQL integer type and the values it holds."""
+
+    name: str  # as information_schema.columns.data_type spells it
+    min: int
+    max: int
+
+
+SMALLINT = SqlInt("smallint", -(2**15), SMALLINT_MAX)
+INTEGER = SqlInt("integer", -(2**31), 2**31 - 1)
+BIGINT = SqlInt("bigint", INT64_MIN, INT64_MAX)
+# JSON only (raw record, monitor events, jsonb): orjson writes integers up to 64 bits, so int64.
+JSON_INT = SqlInt("bigint", INT64_MIN, INT64_MAX)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredIn:
+    """Where a numeric callback field ends up: PostgreSQL `columns` ("table.column") of type `sql`,
+    or no column at all (kept in JSON only: the raw record, monitor events)."""
+
+    sql: SqlInt | None  # None: a float kept in JSON only (finite: allow_inf_nan=False)
+    columns: tuple[str, ...] = ()
+
+
+def stored_int(sql: SqlInt, *columns: str, ge: int | None = None, le: int | None = None) -> Any:
+    """The type of an integer callback field stored as `sql` in `columns` (none: JSON only). It accepts
+    exactly what the column holds, narrowed by `ge`/`le` where WorkTool's codes need less."""
+    low = sql.min if ge is None else max(sql.min, ge)
+    high = sql.max if le is None else min(sql.max, le)
+    return Annotated[int, BeforeValidator(_loose_int), Field(ge=low, le=high), StoredIn(sql, columns)]
+
+
 _MAX_INT_DIGITS = 20  # int64 has 19; more is out of range without parsing (and int() caps at 4300)
 NUL, REPLACEMENT = "\x00", "\ufffd"
 
@@ -144,14 +184,24 @@ def _loose_id(value: Any) -> Any:
 
 
 LooseBool = Annotated[bool, BeforeValidator(_loose_bool)]
-LooseInt = Annotated[int, BeforeValidator(_loose_int), Field(ge=INT64_MIN, le=INT64_MAX)]
+LooseInt = stored_int(JSON_INT)  # an integer kept in JSON only
 LooseStr = Annotated[str, BeforeValidator(_loose_str)]
 LooseId = Annotated[str, BeforeValidator(_loose_id)]
 CleanStr = Annotated[str, BeforeValidator(_clean_str)]
-# session_messages.text_type is a smallint; WorkTool's codes are 0..15.
-TextTypeCode = Annotated[int, BeforeValidator(_loose_int), Field(ge=0, le=SMALLINT_MAX)]
+# WorkTool's codes are 0..15; the column is a smallint.
+TextTypeCode = stored_int(SMALLINT, "session_messages.text_type", ge=0)
+# WorkTool's codes (0, 201102, ...) and ours (the dispatcher's -2, HTTP statuses) fit the integer column
+# with room to spare; a code beyond it is no code WorkTool sends, so it is refused at the gateway (4xx and
+# the DLQ) instead of being acknowledged and then dead-lettered by the Postgres sink.
+ErrorCode = stored_int(INTEGER, "robot_commands.error_code")
+TimeCost = Annotated[float, Field(allow_inf_nan=False), StoredIn(None)]
 
 RoomType = Literal[1, 2, 3, 4]  # 1 external group, 2 external contact, 3 internal group, 4 internal contact
+RoomTypeCode = Annotated[
+    RoomType,
+    BeforeValidator(_loose_int),
+    StoredIn(SMALLINT, ("sessions.room_type", "session_messages.room_type")),
+]
 GROUP_ROOM_TYPES = (1, 3)
 INTERNAL_ROOM_TYPES = (3, 4)
 
@@ -180,7 +230,7 @@ class MessageCallback(BaseModel):
     receivedName: Annotated[CleanStr, Field(min_length=1)]
     groupName: LooseStr = ""
     groupRemark: LooseStr = ""
-    roomType: Annotated[RoomType, BeforeValidator(_loose_int)] = 1
+    roomType: RoomTypeCode = 1
     atMe: LooseBool = False
     textType: TextTypeCode = 1
     fileBase64: str | None = None
@@ -199,11 +249,11 @@ class ResultCallback(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     messageId: LooseId = ""
-    errorCode: LooseInt = 0
+    errorCode: ErrorCode = 0
     errorReason: LooseStr = ""
-    runTime: LooseInt | None = None
-    timeCost: Annotated[float, Field(allow_inf_nan=False)] | None = None
-    type: LooseInt | None = None
+    runTime: LooseInt | None = None  # ms epoch; robot_commands.executed_at has no writer yet
+    timeCost: TimeCost | None = None
+    type: LooseInt | None = None  # command_callback.command_type (monitor topic)
     rawMsg: LooseStr | None = None
     successList: list[str] | None = None
     failList: list[str] | None = None
@@ -219,7 +269,7 @@ class AcceptedBody(BaseModel):
 
     messageId: LooseStr = ""  # WorkTool's id of the request, carried by its result callbacks; "" if refused
     commandIds: list[str] = Field(min_length=1)  # our commands in the request, in list order
-    errorCode: LooseInt = 0  # 0: accepted; anything else: the submission failed after its retries
+    errorCode: ErrorCode = 0  # 0: accepted; anything else: the submission failed after its retries
     errorReason: LooseStr = ""
     channel: Literal["wecom", "phone", "sms"] = "wecom"
 
@@ -462,3 +512,77 @@ class DlqRecord(JsonRecord):
             if len(value) <= max_bytes or not raw:
                 return value
             raw = raw[: max(0, len(raw) - (len(value) - max_bytes))]
+
+
+# ---------------------------------------------------------------------------------------------
+# The numeric fields of the callback models, with their accepted range and where they are stored: what
+# the limits table in docs/platform.md lists and tests/infra/test_numeric_limits.py checks against the
+# schema.
+
+
+@dataclass(frozen=True, slots=True)
+class NumericField:
+    path: str  # "errorCode", or "items[].count" for a nested one
+    low: float | None  # None: unbounded (no storage can hold that)
+    high: float | None
+    is_float: bool
+    stored: StoredIn | None  # None: nobody said where it goes (a test fails)
+
+
+def _bounds(metadata: list[Any]) -> tuple[Any, Any, StoredIn | None]:
+    low = high = stored = None
+    for m in metadata:
+        inner = getattr(m, "metadata", None)
+        if isinstance(inner, list):  # a FieldInfo inside Annotated
+            lo, hi, st = _bounds(inner)
+            low, high, stored = lo if lo is not None else low, hi if hi is not None else high, st or stored
+        if isinstance(m, StoredIn):
+            stored = m
+        low = getattr(m, "ge", low)
+        high = getattr(m, "le", high)
+    return low, high, stored
+
+
+def _literal_ints(tp: Any) -> tuple[int, ...] | None:
+    values = typing.get_args(tp)
+    return values if all(isinstance(v, int) and not isinstance(v, bool) for v in values) else None
+
+
+def _walk(out: list[NumericField], path: str, tp: Any, metadata: list[Any]) -> None:
+    origin = typing.get_origin(tp)
+    if origin is Annotated:
+        base, *meta = typing.get_args(tp)
+        _walk(out, path, base, [*metadata, *meta])
+    elif origin in (typing.Union, types.UnionType):
+        for arg in typing.get_args(tp):
+            if arg is not type(None):
+                _walk(out, path, arg, metadata)
+    elif origin is Literal:
+        if values := _literal_ints(tp):
+            out.append(NumericField(path, min(values), max(values), False, _bounds(metadata)[2]))
+    elif origin in (list, tuple, set, frozenset, dict):
+        for arg in typing.get_args(tp):
+            _walk(out, f"{path}[]", arg, [])
+    elif isinstance(tp, type) and issubclass(tp, BaseModel):
+        out.extend(numeric_fields(tp, f"{path}."))
+    elif tp in (int, float):
+        low, high, stored = _bounds(metadata)
+        out.append(NumericField(path, low, high, tp is float, stored))
+
+
+def numeric_fields(model: type[BaseModel], prefix: str = "") -> list[NumericField]:
+    """Every int, float or integer-Literal field of `model`, nested models and lists included."""
+    out: list[NumericField] = []
+    for name, info in model.model_fields.items():
+        _walk(out, f"{prefix}{name}", info.annotation, list(info.metadata))
+    return out
+
+
+# The models of the callbacks the gateway accepts (online and offline bodies are not parsed: their path
+# says everything) and of the dispatcher's accepted records, which share their columns.
+CALLBACK_MODELS: dict[str, type[BaseModel]] = {
+    "message": MessageCallback,
+    "result": ResultCallback,
+    "qrcode": ResultCallback,
+    "accepted": AcceptedBody,
+}

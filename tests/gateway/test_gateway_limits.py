@@ -26,7 +26,7 @@ from operators.parse import parse_message
 from sinks.kafka import producer_config as sink_producer_config
 from tests.support import GROUP_MESSAGE
 from worktool.config import BusinessConfig
-from worktool.models import DlqRecord, RawRecord, json_depth
+from worktool.models import CALLBACK_MODELS, DlqRecord, RawRecord, json_depth, numeric_fields
 from worktool.settings import Settings
 
 
@@ -98,8 +98,44 @@ def test_result_integers_beyond_int64_are_refused(settings: Settings, field: str
 
 
 def test_result_integers_at_the_int64_bounds_are_accepted(settings: Settings) -> None:
-    body = {"messageId": "1", "errorCode": str(2**63 - 1), "runTime": str(-(2**63))}
+    body = {"messageId": "1", "runTime": str(2**63 - 1), "type": str(-(2**63))}
     assert accepted(settings, RESULT, data=body).body == body  # form values stay text
+
+
+BASE_BODIES = {"message": {**GROUP_MESSAGE, "roomType": 3}, "result": {"messageId": "1"},
+               "qrcode": {"messageId": "1", "groupName": "A群"}}  # fmt: skip
+INTEGER_FIELDS = [
+    (kind, f.path, f.low, f.high)
+    for kind in BASE_BODIES
+    for f in numeric_fields(CALLBACK_MODELS[kind])
+    if not f.is_float
+]
+
+
+@pytest.mark.parametrize(
+    ("kind", "field", "low", "high"), INTEGER_FIELDS, ids=[f"{k}.{f}" for k, f, *_ in INTEGER_FIELDS]
+)
+def test_every_integer_field_accepts_exactly_what_can_be_stored(
+    settings: Settings, kind: str, field: str, low: int, high: int
+) -> None:
+    """Issue 13, finding 4: errorCode 9223372036854775807 was answered 200, then dead-lettered by the
+    Postgres sink (integer column). Each integer field's bounds come from where it is stored
+    (worktool.models.StoredIn, checked against the schema by tests/infra/test_numeric_limits.py): the
+    bounds are accepted, one past them is refused with a 422 and a DLQ record."""
+    path = f"/worktool/callback/{kind}?robotId=wt22"
+    for value in (low, high):
+        body = {**BASE_BODIES[kind], field: value}
+        assert accepted(settings, path, json=body).body[field] == value
+    for value in (low - 1, high + 1):
+        dlq = refused(settings, path, 422, json={**BASE_BODIES[kind], field: value})
+        assert field in dlq["reason"]
+
+
+def test_time_cost_must_be_finite(settings: Settings) -> None:
+    big = {"messageId": "1", "timeCost": 1.7976931348623157e308}
+    assert accepted(settings, RESULT, json=big).body == big
+    dlq = refused(settings, RESULT, 422, data={"messageId": "1", "timeCost": "inf"})
+    assert "timeCost" in dlq["reason"]
 
 
 def test_message_id_must_stay_exact(settings: Settings) -> None:
