@@ -6,12 +6,14 @@ from __future__ import annotations
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Annotated, Any, Generic, TypeVar
 
 import psycopg
 from fastapi import Query, Request
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
-from pydantic import AfterValidator, BaseModel, StringConstraints
+from pydantic import BaseModel, GetCoreSchemaHandler, GetJsonSchemaHandler, StringConstraints
+from pydantic_core import CoreSchema, core_schema
 from starlette.convertors import PathConvertor, register_url_convertor
 
 from console.actions import ServiceUnavailable
@@ -24,29 +26,48 @@ from console.actions import ServiceUnavailable
 
 MAX_ID_CHARS = 400  # ids and filter values (a session id is "group:<name>" or "user:<name>")
 # C0 controls, DEL, C1 controls, lone surrogates; free text may keep tab, line feed and carriage return.
-_FORBIDDEN_LINE = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
-_FORBIDDEN_MULTILINE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+# The same rule, less the surrogates (which no UTF-8 request can carry), is the `pattern` of each field
+# in the OpenAPI document, so clients (and schemathesis) know it.
+_LINE = "\x00-\x1f\x7f-\x9f"
+_MULTILINE = "\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
 
 
-def _checker(forbidden: re.Pattern[str], what: str) -> AfterValidator:
-    def check(value: str) -> str:
-        if (found := forbidden.search(value)) is not None:
-            raise ValueError(
-                f"{what} at position {found.start()} (U+{ord(found.group()):04X}) is not allowed"
-            )
-        return value
+@dataclass(frozen=True)
+class _NoControlCharacters:
+    """Annotated metadata: the check after the string constraints, and its pattern in the JSON schema."""
 
-    return AfterValidator(check)
+    forbidden: str  # a regex character range
+    what: str
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        found = re.compile(f"[{self.forbidden}\ud800-\udfff]").search
+
+        def check(value: str) -> str:
+            if (bad := found(value)) is not None:
+                raise ValueError(
+                    f"{self.what} at position {bad.start()} (U+{ord(bad.group()):04X}) is not allowed"
+                )
+            return value
+
+        return core_schema.no_info_after_validator_function(check, handler(source))
+
+    def __get_pydantic_json_schema__(self, schema: CoreSchema, handler: GetJsonSchemaHandler) -> Any:
+        json_schema = handler(schema)
+        ecma = "".join(f"\\u{ord(c):04x}" if c != "-" else c for c in self.forbidden)
+        json_schema["pattern"] = f"^[^{ecma}]*$"
+        return json_schema
 
 
-_LINE = _checker(_FORBIDDEN_LINE, "a control character")
-_MULTILINE = _checker(_FORBIDDEN_MULTILINE, "a control character other than tab or newline")
+_SINGLE_LINE = _NoControlCharacters(_LINE, "a control character")
+_FREE_TEXT = _NoControlCharacters(_MULTILINE, "a control character other than tab or a line break")
 
 
 def line_text(max_length: int, *, min_length: int = 0, strip: bool = False) -> Any:
     """A single line: no control character at all (tab and newline included), at most max_length."""
     return Annotated[
-        str, StringConstraints(strip_whitespace=strip, min_length=min_length, max_length=max_length), _LINE
+        str,
+        StringConstraints(strip_whitespace=strip, min_length=min_length, max_length=max_length),
+        _SINGLE_LINE,
     ]
 
 
@@ -55,7 +76,7 @@ def free_text(max_length: int, *, min_length: int = 0, strip: bool = False) -> A
     return Annotated[
         str,
         StringConstraints(strip_whitespace=strip, min_length=min_length, max_length=max_length),
-        _MULTILINE,
+        _FREE_TEXT,
     ]
 
 
