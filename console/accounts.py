@@ -21,6 +21,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from psycopg.rows import dict_row
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from console.common import line_text
 from console.permissions import Role
 from worktool.models import UtcDatetime
 
@@ -28,7 +29,7 @@ from worktool.models import UtcDatetime
 Username = Annotated[str, StringConstraints(pattern=r"^[\w.@-]{1,64}$")]
 MIN_PASSWORD_CHARS = 10
 MAX_PASSWORD_CHARS = 1024  # argon2 hashes any length; this only bounds the work per request
-Password = Annotated[str, StringConstraints(min_length=MIN_PASSWORD_CHARS, max_length=MAX_PASSWORD_CHARS)]
+Password = line_text(MAX_PASSWORD_CHARS, min_length=MIN_PASSWORD_CHARS)
 ARGON2_PREFIX = "$argon2"
 
 

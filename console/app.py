@@ -27,7 +27,7 @@ from fastapi import APIRouter, FastAPI, HTTPException, Path, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from psycopg_pool import AsyncConnectionPool
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
 from console import audit, tokens
 from console.accounts import AccountDirectory, load_users_file
@@ -52,7 +52,7 @@ from console.auth import (
     require,
     users_router,
 )
-from console.common import Problem, client_addr, connection
+from console.common import IdText, Problem, client_addr, connection, free_text, line_text
 from console.llm_keys import llm_router
 from console.monitor import monitor_router
 from console.permissions import Permission
@@ -61,21 +61,19 @@ from worktool.models import ControlAction
 from worktool.settings import Settings
 
 POOL_TIMEOUT_S = 5.0
-AlertId = Annotated[str, Path(min_length=1, max_length=200)]
+AlertId = Annotated[IdText, Path()]
+Reason = free_text(2000, min_length=1, strip=True)
+Actor = line_text(128, min_length=1, strip=True)
 
 
 class ActionRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=2000)] = Field(
-        description="Why (kept with the alert)."
-    )
-    actor: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=128)] | None = (
-        Field(
-            default=None,
-            description="Who asks: required with the service token (scripts name their operator); for a "
-            "logged-in account the account name is recorded instead.",
-        )
+    reason: Reason = Field(description="Why (kept with the alert).")
+    actor: Actor | None = Field(
+        default=None,
+        description="Who asks: required with the service token (scripts name their operator); for a "
+        "logged-in account the account name is recorded instead.",
     )
 
 
@@ -117,12 +115,15 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         if not settings.database_url:
             raise RuntimeError("the console API needs DATABASE_URL")
         # Opened without waiting: the API starts even while the database is still coming up, and a
-        # request that finds no connection within POOL_TIMEOUT_S is answered 503.
+        # request that finds no connection within POOL_TIMEOUT_S is answered 503. Every connection is
+        # checked (one round trip) before it is handed out: after a PostgreSQL restart the pooled
+        # connections are dead, and the check replaces them instead of failing the request.
         own_pool = AsyncConnectionPool(
             settings.database_url,
             min_size=1,
             max_size=4,
             timeout=POOL_TIMEOUT_S,
+            check=AsyncConnectionPool.check_connection,
             kwargs={"autocommit": True},  # single reads: no transaction to end
             open=False,
         )

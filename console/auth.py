@@ -13,20 +13,21 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import math
 import socket
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
 from console import accounts, audit, tokens
 from console.accounts import Account, AccountDirectory, AccountExists, Password, StoredAccount, Username
-from console.common import Problem, client_addr, connection, pool_of
+from console.common import Problem, client_addr, connection, line_text, pool_of
 from console.permissions import Permission, Role, allows, permissions_of
 
 log = logging.getLogger(__name__)
@@ -104,46 +105,125 @@ AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
 # Login
 
 
+@dataclass
+class _PairFailures:
+    count: int
+    last_at: float
+
+
 class LoginThrottle:
-    """At most MAX_FAILURES failed logins per account name and per client address within WINDOW_S;
-    past that, logins from them are refused (429) until the window has moved on. In memory, per process:
-    it slows guessing down, it is not a lockout policy."""
+    """Slows password guessing down without letting anyone lock out an account, or every user behind
+    one address (docs/operations.md, "Login throttling").
 
-    MAX_FAILURES = 10
-    WINDOW_S = 300.0
+    - Per (account, client address) together: the first FREE_FAILURES failures cost nothing; after the
+      n-th the pair waits BASE_DELAY_S * 2**(n - FREE_FAILURES - 1), at most MAX_DELAY_S, before its next
+      attempt is even checked (429 with Retry-After). A successful login, or FORGET_S without a failure,
+      clears the pair. So failures for `admin` from one address never slow `admin` down from another,
+      nor another account from the same address.
+    - Per client address, looser, against spraying many accounts from one address: ADDRESS_MAX_FAILURES
+      failures within ADDRESS_WINDOW_S stop its logins until the oldest leaves the window, except for an
+      account that has logged in from that address before (within KNOWN_S): its owner still gets in.
+      One account's back-off alone never reaches this limit.
 
-    def __init__(self) -> None:
-        self._failures: dict[str, deque[float]] = {}
+    An attempt counts as a failure from the moment it is let through until its password is found right
+    (`begin` ... `succeeded`), so concurrent guesses cannot slip past the back-off. State is in memory,
+    per console process, bounded to MAX_ENTRIES keys of each kind (oldest forgotten first); a restart
+    forgets it.
+    """
 
-    def _recent(self, key: str, now: float) -> deque[float]:
-        times = self._failures.setdefault(key, deque())
-        while times and times[0] <= now - self.WINDOW_S:
+    FREE_FAILURES = 5
+    BASE_DELAY_S = 1.0
+    MAX_DELAY_S = 300.0
+    FORGET_S = 3600.0
+    ADDRESS_MAX_FAILURES = 30
+    ADDRESS_WINDOW_S = 600.0
+    KNOWN_S = 30 * 86400.0
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._pairs: OrderedDict[tuple[str, str], _PairFailures] = OrderedDict()
+        self._addresses: OrderedDict[str, deque[float]] = OrderedDict()
+        self._known: OrderedDict[tuple[str, str], float] = OrderedDict()
+
+    def delay_after(self, failures: int) -> float:
+        """How long a pair waits after its `failures`-th failure."""
+        if failures <= self.FREE_FAILURES:
+            return 0.0
+        return min(self.MAX_DELAY_S, self.BASE_DELAY_S * 2.0 ** min(failures - self.FREE_FAILURES - 1, 62))
+
+    def begin(self, account: str, address: str) -> int | None:
+        """Seconds to wait before this login may be tried (then nothing is recorded), or None: the attempt
+        is let through and counted as a failure until `succeeded` or `cancelled`."""
+        now = self._clock()
+        pair = self._pair((account, address), now)
+        waits = [pair.last_at + self.delay_after(pair.count) - now] if pair is not None else []
+        recent = self._address_failures(address, now)
+        if len(recent) >= self.ADDRESS_MAX_FAILURES and not self._is_known((account, address), now):
+            waits.append(recent[0] + self.ADDRESS_WINDOW_S - now)
+        if (wait := max(waits, default=0.0)) > 0:
+            return max(1, math.ceil(wait))
+        self._record_failure((account, address), now)
+        return None
+
+    def succeeded(self, account: str, address: str) -> None:
+        """The password was right: the pair starts afresh and is known from now on."""
+        self._pairs.pop((account, address), None)
+        self._uncount(address)
+        self._remember(self._known, (account, address), self._clock())
+
+    def cancelled(self, account: str, address: str) -> None:
+        """The attempt could not be checked (the database did not answer): it does not count."""
+        if (pair := self._pairs.get((account, address))) is not None:
+            pair.count -= 1
+            if pair.count <= 0:
+                del self._pairs[(account, address)]
+        self._uncount(address)
+
+    def _pair(self, key: tuple[str, str], now: float) -> _PairFailures | None:
+        pair = self._pairs.get(key)
+        if pair is not None and now - pair.last_at >= self.FORGET_S:
+            del self._pairs[key]
+            return None
+        return pair
+
+    def _address_failures(self, address: str, now: float) -> deque[float]:
+        times = self._addresses.get(address) or deque(maxlen=self.ADDRESS_MAX_FAILURES)
+        while times and times[0] <= now - self.ADDRESS_WINDOW_S:
             times.popleft()
         return times
 
-    def retry_after(self, keys: list[str]) -> int | None:
-        now = time.monotonic()
-        waits = [
-            times[0] + self.WINDOW_S - now
-            for key in keys
-            if len(times := self._recent(key, now)) >= self.MAX_FAILURES
-        ]
-        return max(1, int(max(waits)) + 1) if waits else None
+    def _is_known(self, key: tuple[str, str], now: float) -> bool:
+        at = self._known.get(key)
+        return at is not None and now - at < self.KNOWN_S
 
-    def failed(self, keys: list[str]) -> None:
-        now = time.monotonic()
-        for key in keys:
-            self._recent(key, now).append(now)
-        if len(self._failures) > 10_000:  # forget idle keys rather than grow without bound
-            for key in [k for k, v in self._failures.items() if not v]:
-                del self._failures[key]
+    def _record_failure(self, key: tuple[str, str], now: float) -> None:
+        pair = self._pairs.get(key) or _PairFailures(0, now)
+        pair.count += 1
+        pair.last_at = now
+        self._remember(self._pairs, key, pair)
+        times = self._address_failures(key[1], now)
+        times.append(now)
+        self._remember(self._addresses, key[1], times)
+
+    def _uncount(self, address: str) -> None:
+        if times := self._addresses.get(address):
+            times.pop()
+
+    def _remember(self, table: OrderedDict[Any, Any], key: Any, value: Any) -> None:
+        table[key] = value
+        table.move_to_end(key)
+        while len(table) > self.MAX_ENTRIES:
+            table.popitem(last=False)
+
+
+LoginName = line_text(64, min_length=1)
+LoginPassword = line_text(accounts.MAX_PASSWORD_CHARS, min_length=1)
 
 
 class LoginRequest(BaseModel):
-    username: Annotated[str, StringConstraints(min_length=1, max_length=64)]
-    password: Annotated[str, StringConstraints(min_length=1, max_length=accounts.MAX_PASSWORD_CHARS)] = Field(
-        repr=False
-    )
+    username: LoginName
+    password: LoginPassword = Field(repr=False)
 
 
 class LoginResponse(BaseModel):
@@ -175,19 +255,26 @@ async def login(body: LoginRequest, request: Request) -> LoginResponse:
     """Exchange a username and password for a short-lived access token."""
     state = request.app.state
     throttle: LoginThrottle = state.login_throttle
-    keys = [f"user:{body.username}", f"addr:{client_addr(request)}"]
-    if (wait := throttle.retry_after(keys)) is not None:
+    address = client_addr(request) or "unknown"
+    if (wait := throttle.begin(body.username, address)) is not None:
+        log.warning("console login for %r from %s throttled for %d s", body.username, address, wait)
         raise HTTPException(
-            status.HTTP_429_TOO_MANY_REQUESTS, "too many failed logins", headers={"Retry-After": str(wait)}
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            "too many failed logins: retry later",
+            headers={"Retry-After": str(wait)},
         )
-    async with connection(pool_of(request), "cannot read console_users") as conn:
-        account = await state.accounts.lookup(conn, body.username)
-    hash_ = account.password_hash if account else None
-    matches = await asyncio.to_thread(accounts.verify_password, hash_, body.password)
+    try:
+        async with connection(pool_of(request), "cannot read console_users") as conn:
+            account = await state.accounts.lookup(conn, body.username)
+        hash_ = account.password_hash if account else None
+        matches = await asyncio.to_thread(accounts.verify_password, hash_, body.password)
+    except BaseException:
+        throttle.cancelled(body.username, address)
+        raise
     if not matches or account is None or account.disabled:
-        throttle.failed(keys)
-        log.warning("failed console login for %r from %s", body.username, client_addr(request))
+        log.warning("failed console login for %r from %s", body.username, address)
         raise unauthorized("wrong username or password")
+    throttle.succeeded(body.username, address)
     ttl = state.settings.jwt_ttl_s
     token = tokens.issue(state.jwt_secret, account.username, account.role, ttl)
     log.info("console login of %s (%s) from %s", account.username, account.role, client_addr(request))
@@ -231,7 +318,7 @@ def audit_after(account: StoredAccount, *, password_changed: bool) -> dict[str, 
 
 users_router = APIRouter(prefix="/api/users", tags=["users"])
 ManageUsers = Annotated[Principal, require(Permission.MANAGE_USERS)]
-UsernamePath = Annotated[str, Path(min_length=1, max_length=64)]
+UsernamePath = Annotated[line_text(64, min_length=1), Path()]
 
 
 @users_router.get("", responses=AUTH_ERRORS)

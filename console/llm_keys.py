@@ -23,11 +23,11 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from fastapi import APIRouter, HTTPException, Path, Request, status
 from psycopg.rows import dict_row
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field
 
 from console import audit
 from console.auth import AUTH_ERRORS, Principal, require
-from console.common import Problem, client_addr, connection, pool_of
+from console.common import Problem, client_addr, connection, line_text, pool_of
 from console.permissions import Permission
 from worktool.models import UtcDatetime
 
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 NONCE_BYTES = 12
 MAX_KEY_CHARS = 4096
+ApiKey = line_text(MAX_KEY_CHARS, min_length=8, strip=True)
 ProviderName = Annotated[
     str, Path(pattern=r"^[a-z0-9][a-z0-9_.-]{0,39}$", description="e.g. openai, dashscope")
 ]
@@ -105,9 +106,9 @@ async def open_key(conn: psycopg.AsyncConnection[Any], secrets_key: bytes, provi
 class KeyInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    api_key: Annotated[
-        str, StringConstraints(strip_whitespace=True, min_length=8, max_length=MAX_KEY_CHARS)
-    ] = Field(repr=False, description="The provider's API key; stored encrypted, never shown again.")
+    api_key: ApiKey = Field(
+        repr=False, description="The provider's API key; stored encrypted, never shown again."
+    )
 
 
 class StoredKey(BaseModel):

@@ -16,13 +16,23 @@ from pydantic import BaseModel, ConfigDict, Field
 from console import audit
 from console.actions import AlertRow
 from console.auth import AUTH_ERRORS, Principal, require
-from console.common import DEFAULT_LIMIT, Limit, Offset, Page, Problem, connection, pool_of
+from console.common import (
+    DEFAULT_LIMIT,
+    FilterText,
+    IdText,
+    Limit,
+    Offset,
+    Page,
+    Problem,
+    connection,
+    pool_of,
+)
 from console.permissions import Permission
 from worktool.models import UtcDatetime
 
 M = TypeVar("M", bound=BaseModel)
 Reader = Annotated[Principal, require(Permission.READ)]
-SessionId = Annotated[str, Path(min_length=1, max_length=400)]
+SessionId = Annotated[IdText, Path()]
 
 
 def _where(filters: dict[str, Any]) -> tuple[str, list[Any]]:
@@ -147,7 +157,9 @@ sessions_router = APIRouter(prefix="/api/sessions", tags=["sessions"], responses
 async def list_sessions(
     _: Reader,
     request: Request,
-    session_status: Annotated[list[str], Query(alias="status", description="'auto' or a staff state")] = [],  # noqa: B006
+    session_status: Annotated[
+        list[FilterText], Query(alias="status", description="'auto' or a staff state")
+    ] = [],  # noqa: B006
     is_group: bool | None = None,
     limit: Limit = DEFAULT_LIMIT,
     offset: Offset = 0,
@@ -167,14 +179,14 @@ async def list_sessions(
 
 
 @sessions_router.get(
-    "/{session_id:path}", responses={404: {"model": Problem, "description": "Unknown session."}}
+    "/{session_id:text_path}", responses={404: {"model": Problem, "description": "Unknown session."}}
 )
 async def get_session(
     session_id: SessionId,
     _: Reader,
     request: Request,
     order: Annotated[Literal["asc", "desc"], Query(description="Messages oldest or newest first.")] = "desc",
-    sender_type: Annotated[list[str], Query()] = [],  # noqa: B006
+    sender_type: Annotated[list[FilterText], Query()] = [],  # noqa: B006
     limit: Limit = DEFAULT_LIMIT,
     offset: Offset = 0,
 ) -> SessionDetail:
@@ -220,9 +232,9 @@ async def list_alerts(
     request: Request,
     alert_status: Annotated[list[AlertStatus], Query(alias="status")] = [],  # noqa: B006
     level: Annotated[list[AlertLevel], Query()] = [],  # noqa: B006
-    alert_type: Annotated[list[str], Query(alias="type")] = [],  # noqa: B006
-    session_id: str | None = None,
-    robot_id: str | None = None,
+    alert_type: Annotated[list[FilterText], Query(alias="type")] = [],  # noqa: B006
+    session_id: FilterText | None = None,
+    robot_id: FilterText | None = None,
     limit: Limit = DEFAULT_LIMIT,
     offset: Offset = 0,
 ) -> Page[AlertRow]:
@@ -282,9 +294,9 @@ async def list_commands(
     _: Reader,
     request: Request,
     command_status: Annotated[list[CommandStatus], Query(alias="status")] = [],  # noqa: B006
-    robot_id: str | None = None,
+    robot_id: FilterText | None = None,
     channel: Literal["wecom", "phone", "sms"] | None = None,
-    cause_id: str | None = None,
+    cause_id: FilterText | None = None,
     limit: Limit = DEFAULT_LIMIT,
     offset: Offset = 0,
 ) -> Page[CommandRow]:
@@ -382,11 +394,11 @@ ai_logs_router = APIRouter(prefix="/api/ai-logs", tags=["ai"], responses=AUTH_ER
 async def list_ai_logs(
     _: Annotated[Principal, require(Permission.READ_AI_LOGS)],
     request: Request,
-    call_status: Annotated[list[str], Query(alias="status", description="success, error, ...")] = [],  # noqa: B006
-    operation_type: str | None = None,
-    provider: str | None = None,
-    session_id: str | None = None,
-    message_id: str | None = None,
+    call_status: Annotated[list[FilterText], Query(alias="status", description="success, error, ...")] = [],  # noqa: B006
+    operation_type: FilterText | None = None,
+    provider: FilterText | None = None,
+    session_id: FilterText | None = None,
+    message_id: FilterText | None = None,
     limit: Limit = DEFAULT_LIMIT,
     offset: Offset = 0,
 ) -> Page[AiLogRow]:
@@ -418,9 +430,9 @@ async def list_audit(
     _: Annotated[Principal, require(Permission.READ_AUDIT)],
     request: Request,
     action: audit.AuditAction | None = None,
-    actor: str | None = None,
+    actor: FilterText | None = None,
     target_type: audit.AuditTarget | None = None,
-    target_id: str | None = None,
+    target_id: FilterText | None = None,
     limit: Limit = DEFAULT_LIMIT,
     offset: Offset = 0,
 ) -> Page[audit.AuditRow]:
