@@ -29,6 +29,28 @@ users_app = typer.Typer(
 )
 app.add_typer(users_app, name="users")
 
+# The long-running services refuse placeholder or too-short secrets before they start (one check for all:
+# Settings.weak_secrets).
+SERVICES = frozenset({"up", "gateway", "dataflow", "dispatcher", "console"})
+
+
+@app.callback()
+def _before_every_command(ctx: typer.Context) -> None:
+    if ctx.invoked_subcommand not in SERVICES:
+        return
+    from pydantic import ValidationError
+
+    from worktool.settings import Settings
+
+    try:
+        problems = Settings().weak_secrets()
+    except ValidationError:
+        return  # the command itself reports settings it cannot read
+    if problems:
+        for problem in problems:
+            typer.echo(f"refusing to start: {problem}", err=True)
+        raise typer.Exit(2)
+
 
 @app.command()
 def up(

@@ -144,7 +144,10 @@ class ChildProcess:
 
     def start(self) -> Self:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log_file:  # the child keeps its own descriptor
+        # Logs may quote message bodies: this user's only (0600), whatever the umask.
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "ab") as log_file:  # the child keeps its own descriptor
             self._proc = subprocess.Popen(
                 self.command,
                 stdin=subprocess.DEVNULL,
