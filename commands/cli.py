@@ -199,6 +199,16 @@ def migrate_status() -> None:
     raise typer.Exit(cli_status())
 
 
+@migrate_app.command("logins")
+def migrate_logins() -> None:
+    """Create or update the parts' database login users named in WORKTOOL_DATABASE_URL_GATEWAY,
+    _DATAFLOW and _CONSOLE (user and password from each URL), as members of their roles (migration 0006);
+    runs with the owner's DATABASE_URL."""
+    from infra.db_roles import cli_logins
+
+    raise typer.Exit(cli_logins())
+
+
 @app.command()
 def replay(
     file: Annotated[Path, typer.Argument(help="JSONL archive of raw records.", exists=True, dir_okay=False)],

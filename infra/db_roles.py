@@ -95,7 +95,35 @@ def provision_from_urls(owner_url: str, part_urls: dict[str, str]) -> list[str]:
     return done
 
 
+def cli_logins() -> int:
+    """`worktool migrate logins`; the exit code."""
+    import sys
+
+    from worktool.settings import get_settings
+
+    settings = get_settings()
+    if not settings.database_url:
+        print("DATABASE_URL (the owner's, as for migrations) is not set", file=sys.stderr)
+        return 2
+    given = {part: getattr(settings, f"database_url_{part}") for part in PART_ROLES}
+    missing = [f"WORKTOOL_DATABASE_URL_{part.upper()}" for part, url in given.items() if not url]
+    if missing:
+        print(f"not set: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    try:
+        users = provision_from_urls(settings.database_url, {p: u for p, u in given.items() if u})
+    except ValueError as e:
+        print(e, file=sys.stderr)
+        return 2
+    except psycopg.Error as e:
+        print(f"database error: {e}", file=sys.stderr)
+        return 1
+    print("database logins ready: " + ", ".join(users))
+    return 0
+
+
 __all__ = [
+    "cli_logins",
     "PART_ROLES",
     "ensure_login",
     "login_name",
