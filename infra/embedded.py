@@ -403,6 +403,18 @@ def _pg_bin_path() -> Path:
     return POSTGRES_BIN_PATH
 
 
+def _allow_traversal(path: Path) -> None:
+    """Let another user (the postgres system user) reach `path`: others may traverse (x) each parent
+    directory, no more. Not the wheel's way (it makes every parent group and world readable): the
+    worktool data directory above it stays unlistable (0701), its other contents private."""
+    import stat
+
+    for parent in path.parents:
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            parent.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+
+
 def _as_root() -> bool:
     return os.name == "posix" and os.geteuid() == 0
 
@@ -548,7 +560,7 @@ class EmbeddedPostgres(EmbeddedServer):
         )
 
         ensure_user_exists(self.system_user)
-        ensure_prefix_permissions(self.data_dir)
+        _allow_traversal(self.data_dir)
         ensure_prefix_permissions(bin_path)
         read = stat.S_IRGRP | stat.S_IROTH
         execute = stat.S_IXGRP | stat.S_IXOTH
