@@ -29,9 +29,9 @@ users_app = typer.Typer(
 )
 app.add_typer(users_app, name="users")
 
-# The long-running services refuse placeholder or too-short secrets before they start (one check for all:
-# Settings.weak_secrets).
-SERVICES = frozenset({"up", "gateway", "dataflow", "dispatcher", "console"})
+# The services (and the migrations, which hold the owner's password) refuse placeholder or too-short
+# secrets before they start (one check for all: Settings.weak_secrets).
+SERVICES = frozenset({"up", "gateway", "dataflow", "dispatcher", "console", "migrate"})
 
 
 @app.callback()
