@@ -29,6 +29,28 @@ users_app = typer.Typer(
 )
 app.add_typer(users_app, name="users")
 
+# The services (and the migrations, which hold the owner's password) refuse placeholder or too-short
+# secrets before they start (one check for all: Settings.weak_secrets).
+SERVICES = frozenset({"up", "gateway", "dataflow", "dispatcher", "console", "migrate"})
+
+
+@app.callback()
+def _before_every_command(ctx: typer.Context) -> None:
+    if ctx.invoked_subcommand not in SERVICES:
+        return
+    from pydantic import ValidationError
+
+    from worktool.settings import Settings
+
+    try:
+        problems = Settings().weak_secrets()
+    except ValidationError:
+        return  # the command itself reports settings it cannot read
+    if problems:
+        for problem in problems:
+            typer.echo(f"refusing to start: {problem}", err=True)
+        raise typer.Exit(2)
+
 
 @app.command()
 def up(
@@ -175,6 +197,16 @@ def migrate_status() -> None:
     from infra.migrate import cli_status
 
     raise typer.Exit(cli_status())
+
+
+@migrate_app.command("logins")
+def migrate_logins() -> None:
+    """Create or update the parts' database login users named in WORKTOOL_DATABASE_URL_GATEWAY,
+    _DATAFLOW and _CONSOLE (user and password from each URL), as members of their roles (migration 0006);
+    runs with the owner's DATABASE_URL."""
+    from infra.db_roles import cli_logins
+
+    raise typer.Exit(cli_logins())
 
 
 @app.command()

@@ -17,11 +17,11 @@ from worktool.settings import Settings, get_settings
 log = logging.getLogger("worktool.dispatcher")
 
 
-def _serve_metrics(host: str, port: int) -> None:
-    from prometheus_client import start_http_server
+def _serve_metrics(host: str, port: int, token: str | None) -> None:
+    from infra.metrics_http import serve_metrics
 
     try:
-        start_http_server(port, addr=host)
+        serve_metrics(host, port, token)
     except OSError as e:  # metrics are not worth refusing to send for
         log.warning("metrics not served on %s:%d: %s", host, port, e)
         return
@@ -48,7 +48,9 @@ def cli_dispatcher(settings: Settings | None = None) -> int:
     signal.signal(signal.SIGTERM, request_stop)
     signal.signal(signal.SIGINT, request_stop)
     if settings.dispatcher_metrics_port:
-        _serve_metrics(settings.dispatcher_metrics_host, settings.dispatcher_metrics_port)
+        _serve_metrics(
+            settings.dispatcher_metrics_host, settings.dispatcher_metrics_port, settings.metrics_token
+        )
     try:
         Dispatcher(settings, stop).run()
     except RecordNotWritten as e:

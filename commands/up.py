@@ -14,7 +14,10 @@ reads them from their beginning, while the gateway's spool holds what arrived me
 restarted once the servers it needs are up again; the gateway never waits for anything.
 
 Children get only the environment they need: the embedded servers nothing but PATH and locale
-(infra.embedded.server_env), the gateway no LLM key, the dataflow no webhook or metrics token.
+(infra.embedded.server_env), the gateway no LLM key, the dataflow no webhook token. Least privilege: the
+gateway, the dataflow and the console each get their own database login as DATABASE_URL (migration 0006's
+roles; generated for the embedded PostgreSQL), the dispatcher none; every /metrics needs the metrics
+token; the umask is 077 (data dir 0700, logs, spool segments and state 0600).
 
 Every child is a direct child in its own process group, so a terminal's Ctrl-C reaches only this
 supervisor, which then stops the children in that order; if the supervisor itself is killed, the kernel
@@ -90,7 +93,12 @@ SECRET_OWNERS: dict[str, frozenset[str]] = {
     "WORKTOOL_LLM_API_KEY": frozenset({"dataflow"}),
     "WORKTOOL_WEBHOOK_TOKENS": frozenset({"gateway"}),
     "WORKTOOL_WEBHOOK_TOKENS_FILE": frozenset({"gateway"}),
-    "WORKTOOL_METRICS_TOKEN": frozenset({"gateway"}),
+    # Every part serving /metrics checks it (`up` generates one when it is not given).
+    "WORKTOOL_METRICS_TOKEN": frozenset({"gateway", "dataflow", "console", "dispatcher"}),
+    # The parts' database logins: `up` hands each part its own as DATABASE_URL (child_env).
+    "WORKTOOL_DATABASE_URL_GATEWAY": frozenset(),
+    "WORKTOOL_DATABASE_URL_DATAFLOW": frozenset(),
+    "WORKTOOL_DATABASE_URL_CONSOLE": frozenset(),
     "WORKTOOL_API_TOKEN": frozenset({"console"}),
     "WORKTOOL_JWT_SECRET": frozenset({"console"}),
     "WORKTOOL_SECRETS_KEY": frozenset({"console"}),  # the dataflow too, once it reads the stored LLM keys
@@ -99,6 +107,13 @@ SECRET_OWNERS: dict[str, frozenset[str]] = {
     "WORKTOOL_SMS_WEBHOOK_URL": frozenset({"dispatcher"}),
 }
 SETTINGS_ENV_NAMES = frozenset(field.alias or name.upper() for name, field in Settings.model_fields.items())
+# Least privilege: the parts that use the database, each with its own login (migration 0006); every other
+# child (the dispatcher) gets no database URL at all.
+DATABASE_PARTS = ("gateway", "dataflow", "console")
+METRICS_TOKEN_FILE = "metrics_token"  # in the data dir, 0600, when WORKTOOL_METRICS_TOKEN is not given
+# Everything `up` and its children create (data, logs, spool segments with full message bodies, recovery
+# state) is for this user only: the data dir is 0700, files 0600.
+UMASK = 0o077
 
 
 def describe_exit(code: int | None) -> str:
@@ -166,6 +181,9 @@ class Stack:
         self.dispatcher_metrics_port = free_port()
         self.worktool_api_url: str | None = None  # None: the dispatcher sends to WORKTOOL_API_BASE_URL
         self.console_token: str | None = None  # a one-run token for the demo's console (printed)
+        # part -> its own database URL (least privilege); filled once migrations ran.
+        self.part_database_urls: dict[str, str] = {}
+        self.metrics_token: str | None = settings.metrics_token
 
     @property
     def local_host(self) -> str:
@@ -199,8 +217,11 @@ class Stack:
             busy, self.api_port = self.api_port, free_port()
             log.warning("console port %d is in use; serving the console on %d (set WORKTOOL_API_PORT)",
                         busy, self.api_port)  # fmt: skip
+        self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.data_dir.chmod(0o700)  # it holds message bodies, logs and the database passwords
         for sub in ("logs", "spool"):
-            (self.data_dir / sub).mkdir(parents=True, exist_ok=True)
+            (self.data_dir / sub).mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._ensure_metrics_token()
         if not self.database_url:
             self.database_url = self._start_server(
                 EmbeddedPostgres(self.data_dir / "postgres", **self._log("postgres"))
@@ -217,6 +238,45 @@ class Stack:
 
         apply_up(self.database_url)
         log.info("migrations applied")
+        self._part_logins()
+
+    def _ensure_metrics_token(self) -> None:
+        """Every /metrics of the stack needs a bearer token: WORKTOOL_METRICS_TOKEN, or one generated once
+        into the data directory (0600) for Prometheus to read."""
+        if self.metrics_token:
+            return
+        path = self.data_dir / METRICS_TOKEN_FILE
+        try:
+            self.metrics_token = path.read_text().strip() or None
+        except OSError:
+            self.metrics_token = None
+        if not self.metrics_token:
+            self.metrics_token = secrets.token_urlsafe(32)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(self.metrics_token + "\n")
+        log.info("the /metrics endpoints need the bearer token in %s", path)
+
+    def _part_logins(self) -> None:
+        """Each part's own database login: generated for the embedded PostgreSQL; for an external database
+        the WORKTOOL_DATABASE_URL_<PART> variables, or (loudly) the owner's URL when they are not set."""
+        assert self.database_url
+        if "postgres" in self.servers:
+            from infra.db_roles import provision_embedded
+
+            self.part_database_urls = provision_embedded(self.database_url, self.data_dir)
+            log.info("database logins of the gateway, dataflow and console ready (least privilege)")
+            return
+        given = {part: getattr(self.settings, f"database_url_{part}") for part in DATABASE_PARTS}
+        missing = [f"WORKTOOL_DATABASE_URL_{part.upper()}" for part, url in given.items() if not url]
+        if missing:
+            log.warning(
+                "LEAST PRIVILEGE OFF: %s not set, so those parts connect with DATABASE_URL, the owner's "
+                "login that may change any table; give each part its own login (docs/operations.md, "
+                "'Database roles')",
+                ", ".join(missing),
+            )
+        self.part_database_urls = {part: url or self.database_url for part, url in given.items()}
 
     def _ensure_topics(self) -> None:
         """Every topic, sized for the record limits (a real cluster's default takes 1 MB records)."""
@@ -275,9 +335,13 @@ class Stack:
             if (key in BASIC_ENV_NAMES or key.startswith(BASIC_ENV_PREFIXES) or key in SETTINGS_ENV_NAMES)
             and name in SECRET_OWNERS.get(key, frozenset({name}))
         }
+        env.pop("DATABASE_URL", None)
+        if name in DATABASE_PARTS:  # its own login; the dispatcher gets none
+            env["DATABASE_URL"] = self.part_database_urls.get(name) or self.database_url or ""
+        if self.metrics_token:
+            env["WORKTOOL_METRICS_TOKEN"] = self.metrics_token
         env.update(
             KAFKA_BOOTSTRAP_SERVERS=self.kafka_url or "",
-            DATABASE_URL=self.database_url or "",
             REDIS_URL=self.redis_url or "",
             WORKTOOL_DATA_DIR=str(self.data_dir),
             WORKTOOL_HTTP_HOST=self.settings.http_host,
@@ -564,6 +628,7 @@ def run_up(demo: bool, data_dir: Path | None) -> int:
         log.info("demo: the dispatcher sends to a local WorkTool sandbox at %s", sandbox.url)
         if not settings.api_token:  # so that a newcomer can log in to the console page at once
             stack.console_token = secrets.token_urlsafe(18)
+    os.umask(UMASK)  # before anything is created; the children inherit it
     previous = {s: signal.signal(s, _raise_shutdown) for s in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     code = 0
     try:

@@ -3,7 +3,7 @@
 - `GET /` the page (console/static/, plain HTML/JS/CSS, no build step); `GET /static/{name}` its files.
 - `GET /api/monitor/state`: the current state from PostgreSQL, for a browser that connects late.
 - `GET /api/monitor/stream`: server-sent events, one `data:` line per monitor event of worktool.monitor.
-- `GET /metrics`: Prometheus metrics of the console process.
+- `GET /metrics`: Prometheus metrics of the console process (behind WORKTOOL_METRICS_TOKEN when set).
 
 One Kafka consumer per process (MonitorHub) follows every partition of the monitor topic with assign()
 (no consumer group to join: Tansu joins groups slowly) and fans each event out to every connected
@@ -38,6 +38,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from infra.topic_watch import CHECK_INTERVAL_S, TopicWatch
 from operators.alerts import CANCEL_NAMES, LEVEL_NAMES, TYPE_NAMES
+from worktool.metrics_auth import CHALLENGE, UNAUTHORIZED_BODY, MetricsAuth
 
 log = logging.getLogger(__name__)
 
@@ -377,8 +378,8 @@ def _static(name: str) -> bytes:
 
 
 def monitor_router(authenticate: Callable[..., Any]) -> APIRouter:
-    """The page, its files and /metrics are public (the page holds no data); the state and the stream
-    need what `authenticate` accepts."""
+    """The page and its files are public (the page holds no data); /metrics needs the metrics token
+    (WORKTOOL_METRICS_TOKEN, when set); the state and the stream need what `authenticate` accepts."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -427,7 +428,10 @@ def monitor_router(authenticate: Callable[..., Any]) -> APIRouter:
         )
 
     @router.get("/metrics", include_in_schema=False)
-    async def metrics() -> Response:
+    async def metrics(request: Request) -> Response:
+        auth = MetricsAuth(request.app.state.settings.metrics_token)
+        if not auth.allows(request.headers.get("authorization")):
+            return Response(UNAUTHORIZED_BODY, status_code=401, headers={"WWW-Authenticate": CHALLENGE})
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     return router

@@ -3,7 +3,8 @@ resumes from the last snapshot (state and Kafka offsets together).
 
 With WORKTOOL_DATAFLOW_METRICS_PORT set, the dataflow process serves Prometheus metrics (its counters and
 bytewax's `bytewax_kafka_consumer_lag`, both in the default registry) on WORKTOOL_DATAFLOW_METRICS_HOST
-(default loopback). Bytewax's own dataflow API would serve them too, but always on 0.0.0.0."""
+(default loopback), behind WORKTOOL_METRICS_TOKEN when set. Bytewax's own dataflow API would serve them
+too, but always on 0.0.0.0 and without a token."""
 
 from __future__ import annotations
 
@@ -27,9 +28,9 @@ def live_flow_with_metrics() -> Dataflow:
     """The live flow, after starting the metrics server in this (the bytewax) process."""
     settings = get_settings()
     if settings.dataflow_metrics_port is not None:
-        from prometheus_client import start_http_server
+        from infra.metrics_http import serve_metrics
 
-        start_http_server(settings.dataflow_metrics_port, addr=settings.dataflow_metrics_host)
+        serve_metrics(settings.dataflow_metrics_host, settings.dataflow_metrics_port, settings.metrics_token)
         log.info(
             "dataflow metrics on http://%s:%d/metrics",
             settings.dataflow_metrics_host,

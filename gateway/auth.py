@@ -24,6 +24,7 @@ from urllib.parse import unquote_plus
 
 import orjson
 
+from worktool.metrics_auth import MetricsAuth as MetricsAuth  # re-exported: the gateway app uses it
 from worktool.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -136,15 +137,3 @@ class WebhookAuth:
         if not matches:
             return "unauthorized: wrong token"
         return None
-
-
-class MetricsAuth:
-    """Bearer token for GET /metrics; open when WORKTOOL_METRICS_TOKEN is unset."""
-
-    def __init__(self, token: str | None):
-        self._expected = f"Bearer {token}".encode() if token else None
-
-    def allows(self, authorization: str | None) -> bool:
-        if self._expected is None:
-            return True
-        return hmac.compare_digest((authorization or "").encode(), self._expected)

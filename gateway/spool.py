@@ -85,7 +85,7 @@ class Spool:
 
     def __init__(self, directory: Path, *, segment_bytes: int = SEGMENT_BYTES):
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         self._segment_bytes = segment_bytes
         self._lock = threading.Lock()
         # Records per segment (complete lines), oldest segment first.
@@ -153,7 +153,8 @@ class Spool:
     def _open_segment(self) -> None:
         path = self.directory / f"{self._next_seq:012d}.jsonl"
         self._next_seq += 1
-        self._active = path.open("ab")
+        # Full message bodies: this user's only (0600), whatever the umask.
+        self._active = os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
         _fsync_dir(self.directory)  # the new file's directory entry must survive a crash too
         self._active_path = path
         self._active_size = 0
@@ -243,8 +244,8 @@ class SlotLock:
 
 
 def try_lock(directory: Path) -> SlotLock | None:
-    directory.mkdir(parents=True, exist_ok=True)
-    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

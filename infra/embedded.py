@@ -144,7 +144,10 @@ class ChildProcess:
 
     def start(self) -> Self:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with self.log_path.open("ab") as log_file:  # the child keeps its own descriptor
+        # Logs may quote message bodies: this user's only (0600), whatever the umask.
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "ab") as log_file:  # the child keeps its own descriptor
             self._proc = subprocess.Popen(
                 self.command,
                 stdin=subprocess.DEVNULL,
@@ -400,6 +403,18 @@ def _pg_bin_path() -> Path:
     return POSTGRES_BIN_PATH
 
 
+def _allow_traversal(path: Path) -> None:
+    """Let another user (the postgres system user) reach `path`: others may traverse (x) each parent
+    directory, no more. Not the wheel's way (it makes every parent group and world readable): the
+    worktool data directory above it stays unlistable (0701), its other contents private."""
+    import stat
+
+    for parent in path.parents:
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            parent.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+
+
 def _as_root() -> bool:
     return os.name == "posix" and os.geteuid() == 0
 
@@ -545,7 +560,7 @@ class EmbeddedPostgres(EmbeddedServer):
         )
 
         ensure_user_exists(self.system_user)
-        ensure_prefix_permissions(self.data_dir)
+        _allow_traversal(self.data_dir)
         ensure_prefix_permissions(bin_path)
         read = stat.S_IRGRP | stat.S_IROTH
         execute = stat.S_IXGRP | stat.S_IXOTH

@@ -8,10 +8,13 @@ that some part below us cannot hold (a clear error at start-up instead of a cras
 
 from __future__ import annotations
 
+import json
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,6 +34,21 @@ CONSUMER_RECEIVE_MAX_BYTES = 100_000_000
 KAFKA_FRAMING_BYTES = 64 * 1024
 # Fixed-size parts of a monitor event next to the body's text (ids, names, flags, numbers).
 EVENT_OVERHEAD_BYTES = 64 * 1024
+
+# Secrets: the shortest accepted (tokens), and what a template's placeholder looks like (compared
+# without case, spaces, dashes and underscores): start-up refuses them (Settings.weak_secrets).
+MIN_SECRET_CHARS = 16
+MIN_WEBHOOK_TOKEN_CHARS = 12  # they sit in the callback URLs registered with WorkTool
+PLACEHOLDER_SECRETS = frozenset(
+    {"changeme", "changethis", "change", "replaceme", "placeholder", "secret", "password", "passwd",
+     "token", "example", "default", "todo", "fixme", "xxx", "xxxx", "admin", "test", "none", "null"}
+)  # fmt: skip
+_PLACEHOLDER_MARKERS = ("changeme", "replaceme", "placeholder", "yourtoken", "yoursecret", "yourpassword")
+
+
+def is_placeholder(value: str) -> bool:
+    folded = re.sub(r"[\s_\-.]", "", value).lower()
+    return folded in PLACEHOLDER_SECRETS or any(marker in folded for marker in _PLACEHOLDER_MARKERS)
 
 
 @dataclass(frozen=True)
@@ -107,6 +125,14 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str | None = Field(default=None, alias="KAFKA_BOOTSTRAP_SERVERS")
     database_url: str | None = Field(default=None, alias="DATABASE_URL")
     redis_url: str | None = Field(default=None, alias="REDIS_URL")
+    # Least privilege (migration 0006): with an external DATABASE_URL (the owner's, for migrations),
+    # `worktool up` gives each part its own login from these; without them it falls back to the owner's
+    # URL with a warning. `worktool migrate logins` creates the users these URLs name.
+    database_url_gateway: str | None = Field(default=None, alias="WORKTOOL_DATABASE_URL_GATEWAY", repr=False)
+    database_url_dataflow: str | None = Field(
+        default=None, alias="WORKTOOL_DATABASE_URL_DATAFLOW", repr=False
+    )
+    database_url_console: str | None = Field(default=None, alias="WORKTOOL_DATABASE_URL_CONSOLE", repr=False)
 
     http_host: str = Field(default="127.0.0.1", alias="WORKTOOL_HTTP_HOST")
     http_port: int = Field(default=8080, alias="WORKTOOL_HTTP_PORT")
@@ -245,6 +271,44 @@ class Settings(BaseSettings):
         """The environment names of those `fields` that are not set (for a "needs X and Y" message)."""
         model = type(self).model_fields
         return [model[f].alias or f.upper() for f in fields if not getattr(self, f)]
+
+    def weak_secrets(self) -> list[str]:
+        """Why a configured secret cannot be trusted (a template placeholder such as "change-me", or
+        too short), one line per variable, naming it; [] when all are fine. Services refuse to start
+        on any (commands/cli.py). Unset secrets are not this check's business."""
+        problems = []
+
+        def check(name: str, value: str | None, *, min_chars: int = MIN_SECRET_CHARS) -> None:
+            if value is None or not value.strip():
+                return
+            if is_placeholder(value):
+                problems.append(f"{name} holds a placeholder value: replace it with a random one")
+            elif len(value.strip()) < min_chars:
+                problems.append(f"{name} is shorter than {min_chars} characters: use a long random value")
+
+        check("WORKTOOL_METRICS_TOKEN", self.metrics_token)
+        check("WORKTOOL_API_TOKEN", self.api_token)
+        check("WORKTOOL_JWT_SECRET", self.jwt_secret, min_chars=32)
+        check("WORKTOOL_SECRETS_KEY", self.secrets_key, min_chars=32)
+        check("WORKTOOL_LLM_API_KEY", self.llm_api_key, min_chars=1)
+        if self.webhook_tokens:
+            try:
+                tokens = json.loads(self.webhook_tokens)
+            except ValueError:
+                tokens = None  # the gateway reports a malformed value with its own message
+            if isinstance(tokens, dict):
+                for robot, token in tokens.items():
+                    value = token if isinstance(token, str) else None
+                    check(
+                        f"WORKTOOL_WEBHOOK_TOKENS (robot {robot})", value, min_chars=MIN_WEBHOOK_TOKEN_CHARS
+                    )
+        for name, url in (("DATABASE_URL", self.database_url), ("REDIS_URL", self.redis_url),
+                          ("WORKTOOL_DATABASE_URL_GATEWAY", self.database_url_gateway),
+                          ("WORKTOOL_DATABASE_URL_DATAFLOW", self.database_url_dataflow),
+                          ("WORKTOOL_DATABASE_URL_CONSOLE", self.database_url_console)):  # fmt: skip
+            password = urlsplit(url).password if url else None
+            check(f"the password in {name}", unquote(password) if password else None, min_chars=1)
+        return problems
 
     def as_env(self) -> dict[str, str]:
         """These settings as environment variables (for a child process that reads its settings from the

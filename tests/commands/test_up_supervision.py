@@ -31,7 +31,7 @@ from worktool.settings import Settings
 REPO = Path(__file__).resolve().parents[2]
 ROBOT, TOKEN = "wt_day_01", "chaos-token-42"
 LLM_KEY = "llm-key-only-for-the-dataflow"
-METRICS_TOKEN = "metrics-token-only-for-the-gateway"
+METRICS_TOKEN = "metrics-token-of-every-part"
 
 
 # --- the supervisor's logic, with stand-in children and a stand-in clock -------------------------
@@ -198,7 +198,8 @@ def test_children_get_only_their_environment(tmp_path: Path, monkeypatch: pytest
     stack = Stack(Settings(data_dir=tmp_path / "data"))
     gateway, dataflow = stack.child_env("gateway"), stack.child_env("dataflow")
     assert "WORKTOOL_LLM_API_KEY" not in gateway and dataflow["WORKTOOL_LLM_API_KEY"] == LLM_KEY
-    assert gateway["WORKTOOL_METRICS_TOKEN"] == METRICS_TOKEN and "WORKTOOL_METRICS_TOKEN" not in dataflow
+    # Every part serving /metrics checks the metrics token.
+    assert gateway["WORKTOOL_METRICS_TOKEN"] == dataflow["WORKTOOL_METRICS_TOKEN"] == METRICS_TOKEN
     assert "WORKTOOL_WEBHOOK_TOKENS" in gateway and "WORKTOOL_WEBHOOK_TOKENS" not in dataflow
     assert "AWS_SECRET_ACCESS_KEY" not in gateway and "AWS_SECRET_ACCESS_KEY" not in dataflow
     assert "WORKTOOL_API_TOKEN" not in gateway and "WORKTOOL_API_TOKEN" not in dataflow
@@ -371,9 +372,9 @@ def test_children_get_only_the_environment_they_need(stack: RunningStack) -> Non
     assert "WORKTOOL_LLM_API_KEY" not in gateway
     assert gateway["WORKTOOL_METRICS_TOKEN"] == METRICS_TOKEN
     assert dataflow["WORKTOOL_LLM_API_KEY"] == LLM_KEY
-    assert not {TOKEN, METRICS_TOKEN} & set(dataflow.values())
+    assert not {TOKEN} & set(dataflow.values())
     console = environ(processes["console"]["pid"])
-    assert not secrets & set(console.values())
+    assert not {LLM_KEY, TOKEN} & set(console.values())
     # stack.json holds the database password: only its owner may read it.
     assert (stack.data_dir / "stack.json").stat().st_mode & 0o077 == 0
 
@@ -402,7 +403,7 @@ def test_dataflow_metrics_are_served_on_loopback(stack: RunningStack) -> None:
     text = ""
     while time.monotonic() < deadline:  # librdkafka reports statistics every second
         with contextlib.suppress(httpx.HTTPError):
-            text = httpx.get(url, timeout=2).text
+            text = httpx.get(url, timeout=2, headers={"Authorization": f"Bearer {METRICS_TOKEN}"}).text
             if "bytewax_kafka_consumer_lag{" in text:
                 break
         time.sleep(0.5)

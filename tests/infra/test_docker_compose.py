@@ -14,7 +14,19 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 # ${NAME}, ${NAME:-default}, ${NAME-default}, ${NAME:?error}, ${NAME?error}
 VARIABLE = re.compile(r"\$\{(?P<name>[A-Z0-9_]+)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}")
-LONG_RUNNING = {"kafka", "postgres", "redis", "gateway", "dataflow", "prometheus", "grafana"}
+LONG_RUNNING = {
+    "kafka",
+    "postgres",
+    "redis",
+    "gateway",
+    "dataflow",
+    "console",
+    "dispatcher",
+    "prometheus",
+    "grafana",
+}
+PARTS_WITH_DATABASE = {"gateway": "worktool_gateway_login", "dataflow": "worktool_dataflow_login",
+                       "console": "worktool_console_login"}  # fmt: skip
 
 
 class MissingVariable(LookupError):
@@ -84,7 +96,10 @@ def test_required_secrets_have_no_default(compose: dict[str, Any], example_env: 
     for match in VARIABLE.finditer((REPO / "docker-compose.yml").read_text()):
         if match["op"] in (":?", "?"):
             required.add(match["name"])
-    assert {"POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD", "WORKTOOL_METRICS_TOKEN"} <= required
+    assert {
+        "POSTGRES_PASSWORD", "POSTGRES_GATEWAY_PASSWORD", "POSTGRES_DATAFLOW_PASSWORD", "POSTGRES_CONSOLE_PASSWORD",
+        "GRAFANA_ADMIN_PASSWORD", "WORKTOOL_METRICS_TOKEN", "WORKTOOL_JWT_SECRET",
+    } <= required  # fmt: skip
     # The template names every required variable, so copying it gives a file compose accepts.
     assert required <= set(example_env)
     resolved = interpolate(compose, example_env)
@@ -95,8 +110,11 @@ def test_required_secrets_have_no_default(compose: dict[str, Any], example_env: 
         == example_env["GRAFANA_ADMIN_PASSWORD"]
     )
     assert (
-        f":{example_env['POSTGRES_PASSWORD']}@postgres:" in services["gateway"]["environment"]["DATABASE_URL"]
+        f"worktool:{example_env['POSTGRES_PASSWORD']}@postgres:"
+        in services["migrate"]["environment"]["DATABASE_URL"]
     )
+    gateway_url = services["gateway"]["environment"]["DATABASE_URL"]
+    assert f"worktool_gateway_login:{example_env['POSTGRES_GATEWAY_PASSWORD']}@postgres:" in gateway_url
 
 
 def test_no_secret_is_written_in_the_file(compose: dict[str, Any]) -> None:
@@ -114,7 +132,11 @@ def test_each_process_gets_only_its_own_secrets(compose: dict[str, Any]) -> None
     owners = {
         "WORKTOOL_LLM_API_KEY": {"dataflow"},
         "WORKTOOL_WEBHOOK_TOKENS": {"gateway"},
-        "WORKTOOL_METRICS_TOKEN": {"gateway"},
+        "WORKTOOL_METRICS_TOKEN": {"gateway", "dataflow", "console", "dispatcher"},
+        "WORKTOOL_JWT_SECRET": {"console"},
+        "WORKTOOL_SECRETS_KEY": {"console"},
+        "WORKTOOL_API_TOKEN": {"console"},
+        "WORKTOOL_PHONE_WEBHOOK_URL": {"dispatcher"},
     }
     for secret, allowed in owners.items():
         having = {name for name, service in services.items() if secret in environment(service)}
@@ -123,10 +145,67 @@ def test_each_process_gets_only_its_own_secrets(compose: dict[str, Any]) -> None
     assert compose["secrets"]["metrics_token"] == {"environment": "WORKTOOL_METRICS_TOKEN"}
 
 
-def test_prometheus_scrapes_the_gateway_with_the_token() -> None:
+def test_prometheus_scrapes_every_part_with_the_token(compose: dict[str, Any]) -> None:
     config = yaml.safe_load((REPO / "deploy" / "prometheus.yml").read_text())
-    gateway = next(job for job in config["scrape_configs"] if job["job_name"] == "worktool-gateway")
-    assert gateway["authorization"] == {"type": "Bearer", "credentials_file": "/run/secrets/metrics_token"}
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    environments = {name: environment(service) for name, service in compose["services"].items()}
+    for part in ("gateway", "dataflow", "console", "dispatcher"):
+        job = jobs[f"worktool-{part}"]
+        assert job["authorization"] == {"type": "Bearer", "credentials_file": "/run/secrets/metrics_token"}
+        (target,) = job["static_configs"][0]["targets"]
+        host, port = target.split(":")
+        assert host == part
+        ports = {str(v) for k, v in environments[part].items() if k.endswith("_PORT")}
+        assert port in ports, part  # the port the part really serves /metrics on
+    assert "BYTEWAX_DATAFLOW_API_ENABLED" not in environments["dataflow"]  # bytewax's API has no token
+
+
+def test_each_part_logs_in_to_the_database_as_its_own_user(
+    compose: dict[str, Any], example_env: dict[str, str]
+) -> None:
+    services = interpolate(compose, example_env)["services"]
+    for part, user in PARTS_WITH_DATABASE.items():
+        url = services[part]["environment"]["DATABASE_URL"]
+        assert url.startswith(f"postgresql://{user}:"), part
+    # Only the migrate job has the owner's URL; the dispatcher has none at all.
+    having_owner = {
+        name for name, service in services.items()
+        if "worktool:" in str(environment(service).get("DATABASE_URL", ""))
+    }  # fmt: skip
+    assert having_owner == {"migrate"}
+    assert "DATABASE_URL" not in environment(services["dispatcher"])
+    migrate = environment(services["migrate"])
+    for part in PARTS_WITH_DATABASE:
+        assert (
+            migrate[f"WORKTOOL_DATABASE_URL_{part.upper()}"] == services[part]["environment"]["DATABASE_URL"]
+        )
+    assert "worktool migrate logins" in " ".join(services["migrate"]["command"])
+
+
+def test_the_console_is_a_service_that_is_not_published(compose: dict[str, Any]) -> None:
+    console = compose["services"]["console"]
+    assert console["command"] == ["worktool", "console"]
+    assert "ports" not in console
+    assert environment(console)["WORKTOOL_API_HOST"] == "0.0.0.0"  # in the compose network, with a JWT secret
+
+
+def test_the_example_env_file_is_refused_until_its_placeholders_are_replaced(
+    compose: dict[str, Any], example_env: dict[str, str]
+) -> None:
+    from worktool.settings import Settings
+
+    services = interpolate(compose, example_env)["services"]
+    for name in ("gateway", "dataflow", "console", "dispatcher", "migrate"):
+        env = {k: str(v) for k, v in environment(services[name]).items()}
+        problems = Settings(**env).weak_secrets()
+        assert problems, f"{name} would start with the template's placeholders"
+        assert all("placeholder" in p for p in problems)
+    filled = {k: ("Zq8" + "x" * 29 if v.startswith("change-me") else v) for k, v in example_env.items()}
+    filled["WORKTOOL_WEBHOOK_TOKENS"] = '{"wt_day_01": "Zq8rT0pLw2Ks9v"}'
+    for name, service in interpolate(compose, filled)["services"].items():
+        if name in ("gateway", "dataflow", "console", "dispatcher", "migrate"):
+            env = {k: str(v) for k, v in environment(service).items()}
+            assert Settings(**env).weak_secrets() == [], name
 
 
 def test_long_running_services_restart_and_intake_waits_for_nothing(compose: dict[str, Any]) -> None:

@@ -31,6 +31,7 @@ ALL = [
     (3, "event_time_rules"),
     (4, "command_status"),
     (5, "console_accounts"),
+    (6, "database_roles"),
 ]
 NEXT = f"{len(ALL) + 1:04d}"  # the version of a migration a test adds
 
