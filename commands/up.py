@@ -58,7 +58,7 @@ from infra.embedded import (
     redact_url,
 )
 from infra.kafka_admin import ensure_topics_for
-from sinks.heartbeat import HEARTBEAT_KEY
+from sinks.heartbeat import HEARTBEAT_KEY, SINK_WAITING_KEY
 from worktool.settings import Settings
 
 log = logging.getLogger("worktool.up")
@@ -176,6 +176,7 @@ class Stack:
         self.apps: dict[str, ChildProcess] = {}
         self.states: dict[str, ChildState] = {}
         self._next_stall_check = 0.0
+        self._told_sink_waiting = False
         self.dataflow_metrics_port = settings.dataflow_metrics_port or free_port()
         self.api_port = settings.api_port
         self.dispatcher_metrics_port = free_port()
@@ -450,14 +451,25 @@ class Stack:
         try:
             client = redis.Redis.from_url(self.redis_url, socket_timeout=1, socket_connect_timeout=1)
             try:
-                beat = client.get(HEARTBEAT_KEY)
+                beat, waiting_on = client.get(HEARTBEAT_KEY), client.get(SINK_WAITING_KEY)
             finally:
                 client.close()
         except redis.RedisError:
             return  # no judgement without Redis (its own supervision restarts it)
         age = time.time() - float(beat) if beat is not None else None
         if age is not None and age < stall_s:
+            self._told_sink_waiting = False
             return
+        if waiting_on is not None:
+            # a sink waits out an outage (sinks/retry.py): blocked on purpose, a restart would not help
+            if not self._told_sink_waiting:
+                log.warning(
+                    "dataflow heartbeat is stale while its %s sink waits for the service; not restarting it",
+                    waiting_on.decode(errors="replace"),
+                )
+                self._told_sink_waiting = True
+            return
+        self._told_sink_waiting = False
         if age is None or age > running_for:
             # no heartbeat since this start: give the start (Kafka assignment, recovery) its grace
             if running_for < stall_s + DATAFLOW_START_GRACE_S:

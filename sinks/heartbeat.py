@@ -10,9 +10,15 @@ from typing import Any
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from sinks.retry import WAIT_LISTENERS
+
 HEARTBEAT_KEY = "worktool:dataflow:heartbeat"
 OFFSET_RESET_KEY = "worktool:dataflow:offset_reset"  # read by the gateway's /healthz as a notice
 HEARTBEAT_TTL_S = 15
+# Set while a sink waits out an outage (sinks/retry.py): the worker is blocked on purpose, so the stale
+# heartbeat is not a stall and `worktool up` must not restart the dataflow for it.
+SINK_WAITING_KEY = "worktool:dataflow:sink_waiting"
+SINK_WAITING_TTL_S = 60  # longer than the longest pause between two attempts (Backoff.max_s)
 
 log = logging.getLogger(__name__)
 
@@ -21,6 +27,13 @@ class _HeartbeatPartition(StatelessSinkPartition[Any]):
     def __init__(self, url: str) -> None:
         self._client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
         self._last = 0.0
+        WAIT_LISTENERS.append(self._sink_waiting)
+
+    def _sink_waiting(self, sink: str) -> None:
+        try:
+            self._client.set(SINK_WAITING_KEY, sink, ex=SINK_WAITING_TTL_S)
+        except redis.RedisError as e:
+            log.warning("sink-waiting notice not written: %s", e)
 
     def write_batch(self, items: list[Any]) -> None:
         now = time.monotonic()
@@ -33,6 +46,8 @@ class _HeartbeatPartition(StatelessSinkPartition[Any]):
             log.warning("heartbeat not written: %s", e)
 
     def close(self) -> None:
+        if self._sink_waiting in WAIT_LISTENERS:
+            WAIT_LISTENERS.remove(self._sink_waiting)
         self._client.close()
 
 

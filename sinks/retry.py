@@ -35,6 +35,11 @@ SINK_WAIT_SECONDS = Counter(
 )
 
 
+# Called with the sink's name at every wait: the heartbeat sink registers one that tells the supervisor
+# "waiting for a service, not stalled" (sinks/heartbeat.py), so an outage of any length is no restart.
+WAIT_LISTENERS: list[Callable[[str], None]] = []
+
+
 @dataclass(frozen=True)
 class Backoff:
     """Delays between attempts: initial_s, doubling up to max_s. A log line every report_every_s."""
@@ -113,6 +118,11 @@ class Waiter:
             )  # fmt: skip
         self.retries += 1
         SINK_RETRIES.labels(self.sink).inc()
+        for listener in WAIT_LISTENERS:
+            try:
+                listener(self.sink)
+            except Exception as e:  # reporting must never break the wait
+                log.debug("wait listener failed: %s", e)
         self._sleep(self._delay)
         self._delay = min(self._delay * 2, self.backoff.max_s)
 

@@ -481,3 +481,48 @@ def test_gateway_killed_is_restarted_and_up_keeps_running(stack: RunningStack) -
     assert poster.failures == [] and poster.acknowledged
     assert_stored_exactly_once(stack, poster)
     assert "gateway killed by SIGKILL" in stack.tail(30000)
+
+
+def test_a_sink_waiting_out_an_outage_is_not_a_stall(
+    tmp_path: Path, clock: FakeClock, redis_url: str
+) -> None:
+    """A Postgres or broker outage blocks the worker in its sink on purpose (sinks/retry.py): the
+    heartbeat goes stale, but killing the dataflow would not help. Only without that notice is it a stall."""
+    import redis as redis_client
+
+    from sinks.heartbeat import HEARTBEAT_KEY, SINK_WAITING_KEY
+
+    sleeper = subprocess.Popen(["sleep", "120"], start_new_session=True)
+    try:
+        dataflow = FakeChild(pid=sleeper.pid)
+        stack = fake_stack(tmp_path, dataflow=dataflow)
+        stack.redis_url = redis_url
+        client = redis_client.Redis.from_url(redis_url)
+        client.set(HEARTBEAT_KEY, str(time.time() - 2 * stack.settings.dataflow_stall_s))
+        client.set(SINK_WAITING_KEY, "postgres", ex=60)
+        clock.now += 3 * stack.settings.dataflow_stall_s  # running longer than the heartbeat is old
+        stack.supervise_once()
+        assert sleeper.poll() is None, "a dataflow waiting for its database was killed"
+
+        client.delete(SINK_WAITING_KEY)
+        clock.now += up.STALL_CHECK_INTERVAL_S + 0.1
+        stack.supervise_once()
+        assert sleeper.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            sleeper.kill()
+        client.delete(HEARTBEAT_KEY, SINK_WAITING_KEY)
+
+
+def test_a_waiting_sink_tells_the_supervisor() -> None:
+    from sinks.retry import WAIT_LISTENERS, Backoff, Waiter
+
+    heard: list[str] = []
+    WAIT_LISTENERS.append(heard.append)
+    try:
+        with Waiter("postgres", Backoff(initial_s=0), sleep=lambda _s: None) as waiter:
+            waiter.wait(OSError("down"))
+            waiter.wait(OSError("down"))
+    finally:
+        WAIT_LISTENERS.remove(heard.append)
+    assert heard == ["postgres", "postgres"]
