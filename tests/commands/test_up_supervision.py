@@ -412,6 +412,7 @@ def test_dataflow_metrics_are_served_on_loopback(stack: RunningStack) -> None:
 
 
 @pytest.mark.integration
+@pytest.mark.chaos
 def test_dataflow_killed_the_gateway_refuses_nothing_and_nothing_is_lost_or_doubled(
     stack: RunningStack,
 ) -> None:
@@ -426,6 +427,7 @@ def test_dataflow_killed_the_gateway_refuses_nothing_and_nothing_is_lost_or_doub
 
 
 @pytest.mark.integration
+@pytest.mark.chaos
 def test_postgres_killed_the_gateway_refuses_nothing_and_nothing_is_lost_or_doubled(
     stack: RunningStack,
 ) -> None:
@@ -439,6 +441,7 @@ def test_postgres_killed_the_gateway_refuses_nothing_and_nothing_is_lost_or_doub
 
 
 @pytest.mark.integration
+@pytest.mark.chaos
 def test_broker_killed_the_spool_covers_the_gap_and_nothing_is_lost_or_doubled(stack: RunningStack) -> None:
     # The embedded broker is memory-only: what it acknowledged and the dataflow had not read yet dies
     # with it (README, durability). So first let everything before the kill reach PostgreSQL.
@@ -470,6 +473,7 @@ def test_broker_killed_the_spool_covers_the_gap_and_nothing_is_lost_or_doubled(s
 
 
 @pytest.mark.integration
+@pytest.mark.chaos
 def test_gateway_killed_is_restarted_and_up_keeps_running(stack: RunningStack) -> None:
     kill_and_wait_for_restart(stack, "gateway")
     deadline = time.monotonic() + 60
@@ -483,6 +487,7 @@ def test_gateway_killed_is_restarted_and_up_keeps_running(stack: RunningStack) -
     assert "gateway killed by SIGKILL" in stack.tail(30000)
 
 
+@pytest.mark.chaos
 def test_a_sink_waiting_out_an_outage_is_not_a_stall(
     tmp_path: Path, clock: FakeClock, redis_url: str
 ) -> None:
