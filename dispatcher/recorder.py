@@ -72,7 +72,9 @@ class AcceptedRecorder:
             if outcome[0] is None:
                 return record
             metrics.RECORD_ERRORS.inc()
-            if outcome[0].fatal():
+            if outcome[0].fatal() or outcome[0].code() == KafkaError._MSG_TIMED_OUT:
+                # a timed-out record on an idempotent producer that saw the broker come back empty
+                # keeps timing out (measured); a fresh producer delivers at once
                 self._replace_producer(outcome[0])
             else:
                 log.error("accepted record not written (%s); retrying", outcome[0])

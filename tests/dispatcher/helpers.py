@@ -89,7 +89,7 @@ def running_dispatcher(settings: Settings) -> Iterator[Dispatcher]:
         yield dispatcher
     finally:
         stop.set()
-        thread.join(30)
+        thread.join(60)  # a record being retried gives up 30 s after the stop (recorder.py)
     assert not thread.is_alive(), "the dispatcher did not stop"
     assert not errors, errors
 
