@@ -3,17 +3,20 @@ processes, producing to and consuming from the broker."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
+import psutil
 from bytewax.dataflow import Dataflow
 from bytewax.recovery import RecoveryConfig
 from bytewax.testing import cluster_main, run_main
@@ -82,6 +85,70 @@ def spawn_up(env: dict[str, str], log: Path) -> subprocess.Popen:
             stdout=out,
             stderr=subprocess.STDOUT,
         )
+
+
+def up_env(port: int, data_dir: Path, **overrides: str) -> dict[str, str]:
+    """The environment of a `worktool up` on the example business file, a free port and its own data
+    dir, with none of the test runner's own settings; `overrides` are more WORKTOOL_* variables."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(OWN_ENV_PREFIXES)}
+    return env | {
+        "WORKTOOL_HTTP_PORT": str(port),
+        "WORKTOOL_DATA_DIR": str(data_dir),
+        "WORKTOOL_CONFIG": str(REPO / "config" / "business.example.yaml"),
+        **overrides,
+    }
+
+
+@dataclass
+class RunningStack:
+    """A healthy `worktool up` (see `running_up`)."""
+
+    up: subprocess.Popen[bytes]
+    base: str
+    data_dir: Path
+    log: Path
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return orjson.loads((self.data_dir / "stack.json").read_bytes())
+
+    def pid(self, name: str) -> int:
+        return self.info["processes"][name]["pid"]
+
+    def tail(self, n: int = 4000) -> str:
+        return self.log.read_text(errors="replace")[-n:]
+
+
+@contextlib.contextmanager
+def running_up(
+    env: dict[str, str], log: Path, ready_s: float = 120, clean_exit: bool = True
+) -> Iterator[RunningStack]:
+    """`worktool up` with `env` (see `up_env`), once its /healthz answers 200. At the end: SIGTERM, a
+    clean exit asserted (unless `clean_exit` is False), and whatever is left of its process tree killed."""
+    proc = spawn_up(env, log)
+    running = RunningStack(
+        proc, f"http://127.0.0.1:{env['WORKTOOL_HTTP_PORT']}", Path(env["WORKTOOL_DATA_DIR"]), log
+    )
+    try:
+        deadline = time.monotonic() + ready_s
+        while not answers(f"{running.base}/healthz"):
+            assert proc.poll() is None, running.tail()
+            assert time.monotonic() < deadline, running.tail()
+            time.sleep(0.3)
+        yield running
+    finally:
+        tree: list[psutil.Process] = []
+        with contextlib.suppress(psutil.NoSuchProcess):
+            tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            code = proc.wait(25)
+            assert not clean_exit or code == 0, running.tail()
+        finally:
+            for p in tree:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    p.kill()
 
 
 def spawn_dataflow(settings: Settings, log: Path) -> subprocess.Popen:

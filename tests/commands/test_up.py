@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import subprocess
 import time
@@ -19,7 +18,7 @@ import psycopg
 import pytest
 
 from infra.embedded import free_port
-from tests.support import GROUP_MESSAGE, REPO, answers, spawn_up
+from tests.support import GROUP_MESSAGE, answers, spawn_up, up_env
 
 
 def _wait(check, timeout: float, what: str, proc: subprocess.Popen, log: Path):
@@ -54,16 +53,7 @@ def _worktool_up(tmp_path: Path) -> Iterator[tuple[subprocess.Popen, str, Path, 
     log). Whatever is left of its process tree is killed at the end."""
     port = free_port()
     data_dir = tmp_path / "data"
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("WORKTOOL_", "KAFKA_", "DATABASE_", "REDIS_"))
-    }
-    env |= {
-        "WORKTOOL_HTTP_PORT": str(port),
-        "WORKTOOL_DATA_DIR": str(data_dir),
-        "WORKTOOL_CONFIG": str(REPO / "config" / "business.example.yaml"),
-    }
+    env = up_env(port, data_dir)
     log = tmp_path / "up.log"
     up = spawn_up(env, log)
     base = f"http://127.0.0.1:{port}"

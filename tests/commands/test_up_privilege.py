@@ -8,27 +8,22 @@ import contextlib
 import json
 import logging
 import os
-import signal
 import stat
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote, urlsplit
 
 import httpx
-import psutil
 import psycopg
 import pytest
 
 from commands.up import Stack
 from gateway.spool import Spool
 from infra.embedded import ChildProcess, free_port
-from tests.support import GROUP_MESSAGE, answers, spawn_up, wait_until
+from tests.support import GROUP_MESSAGE, RunningStack, answers, running_up, up_env, wait_until
 from worktool.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -142,61 +137,20 @@ def test_spool_segments_and_child_logs_are_private_whatever_the_umask(tmp_path: 
 # --- the real stack -----------------------------------------------------------------------------------
 
 
-@dataclass
-class Up:
-    proc: subprocess.Popen[bytes]
-    base: str
-    data_dir: Path
-    log: Path
-
-    @property
-    def info(self) -> dict[str, Any]:
-        return json.loads((self.data_dir / "stack.json").read_text())
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-4000:]
-
-
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     tmp = tmp_path_factory.mktemp("up-privilege")
-    port = free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("WORKTOOL_", "KAFKA_", "DATABASE_", "REDIS_"))
-    }
-    env |= {
-        "WORKTOOL_HTTP_PORT": str(port),
-        "WORKTOOL_API_PORT": str(free_port()),
-        "WORKTOOL_DATA_DIR": str(tmp / "data"),
-        "WORKTOOL_CONFIG": str(REPO / "config" / "business.example.yaml"),
-        "WORKTOOL_API_TOKEN": ADMIN_TOKEN,
-        "WORKTOOL_API_TOKEN_ROLE": "admin",
+    env = up_env(
+        free_port(),
+        tmp / "data",
+        WORKTOOL_API_PORT=str(free_port()),
+        WORKTOOL_API_TOKEN=ADMIN_TOKEN,
+        WORKTOOL_API_TOKEN_ROLE="admin",
         # No WORKTOOL_METRICS_TOKEN: `up` generates one into the data dir.
-    }
-    log = tmp / "up.log"
-    proc = spawn_up(env, log)
-    running = Up(proc, f"http://127.0.0.1:{port}", tmp / "data", log)
-    try:
-        deadline = time.monotonic() + 180
-        while not answers(f"{running.base}/healthz"):  # the gateway's health check, as its own login
-            assert proc.poll() is None, running.tail()
-            assert time.monotonic() < deadline, running.tail()
-            time.sleep(0.3)
+    )
+    # ready once the gateway's health check passes, as its own login
+    with running_up(env, tmp / "up.log", ready_s=180) as running:
         yield running
-    finally:
-        tree: list[psutil.Process] = []
-        with contextlib.suppress(psutil.NoSuchProcess):
-            tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            assert proc.wait(25) == 0, running.tail()
-        finally:
-            for p in tree:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    p.kill()
 
 
 def environ(pid: int) -> dict[str, str]:
@@ -205,7 +159,7 @@ def environ(pid: int) -> dict[str, str]:
 
 
 @pytest.mark.integration
-def test_under_up_each_child_connects_as_its_own_login(stack: Up) -> None:
+def test_under_up_each_child_connects_as_its_own_login(stack: RunningStack) -> None:
     processes = stack.info["processes"]
     assert "DATABASE_URL" not in environ(processes["dispatcher"]["pid"])
     owner = stack.info["database_url"]
@@ -230,7 +184,7 @@ def test_under_up_each_child_connects_as_its_own_login(stack: Up) -> None:
 
 
 @pytest.mark.integration
-def test_under_up_the_parts_work_with_their_least_privileges(stack: Up) -> None:
+def test_under_up_the_parts_work_with_their_least_privileges(stack: RunningStack) -> None:
     text = f"privilege {uuid.uuid4().hex[:8]}"
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     with httpx.Client(base_url=stack.base, timeout=5) as gateway:
@@ -258,7 +212,7 @@ def test_under_up_the_parts_work_with_their_least_privileges(stack: Up) -> None:
 
 
 @pytest.mark.integration
-def test_under_up_every_metrics_endpoint_needs_the_token(stack: Up) -> None:
+def test_under_up_every_metrics_endpoint_needs_the_token(stack: RunningStack) -> None:
     token_file = stack.data_dir / "metrics_token"
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
     token = token_file.read_text().strip()
@@ -288,7 +242,7 @@ def test_under_up_every_metrics_endpoint_needs_the_token(stack: Up) -> None:
 
 
 @pytest.mark.integration
-def test_under_up_the_data_dir_is_private(stack: Up) -> None:
+def test_under_up_the_data_dir_is_private(stack: RunningStack) -> None:
     # As root the embedded PostgreSQL runs as a system user who must traverse it (others: x only).
     assert stat.S_IMODE(stack.data_dir.stat().st_mode) == (0o701 if os.geteuid() == 0 else 0o700)
     logs = list((stack.data_dir / "logs").iterdir())

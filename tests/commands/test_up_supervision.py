@@ -15,17 +15,15 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
-import psutil
 import psycopg
 import pytest
 
 from commands import up
 from commands.up import BACKOFF_MAX_S, Stack, backoff_delay, describe_exit
 from infra.embedded import free_port
-from tests.support import GROUP_MESSAGE, answers, spawn_up
+from tests.support import GROUP_MESSAGE, RunningStack, answers, running_up, up_env
 from worktool.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -211,63 +209,18 @@ def test_children_get_only_their_environment(tmp_path: Path, monkeypatch: pytest
 # --- the real stack -------------------------------------------------------------------------------
 
 
-@dataclass
-class RunningStack:
-    up: subprocess.Popen[bytes]
-    base: str
-    data_dir: Path
-    log: Path
-
-    @property
-    def info(self) -> dict[str, Any]:
-        return json.loads((self.data_dir / "stack.json").read_text())
-
-    def pid(self, name: str) -> int:
-        return self.info["processes"][name]["pid"]
-
-    def tail(self, n: int = 4000) -> str:
-        return self.log.read_text(errors="replace")[-n:]
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
     tmp = tmp_path_factory.mktemp("up")
-    port = free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("WORKTOOL_", "KAFKA_", "DATABASE_", "REDIS_"))
-    }
-    env |= {
-        "WORKTOOL_HTTP_PORT": str(port),
-        "WORKTOOL_DATA_DIR": str(tmp / "data"),
-        "WORKTOOL_CONFIG": str(REPO / "config" / "business.example.yaml"),
-        "WORKTOOL_LLM_API_KEY": LLM_KEY,  # no provider configured: the rules classify, the key only travels
-        "WORKTOOL_WEBHOOK_TOKENS": json.dumps({ROBOT: TOKEN}),
-        "WORKTOOL_METRICS_TOKEN": METRICS_TOKEN,
-    }
-    log = tmp / "up.log"
-    proc = spawn_up(env, log)
-    running = RunningStack(proc, f"http://127.0.0.1:{port}", tmp / "data", log)
-    try:
-        deadline = time.monotonic() + 120
-        while not answers(f"{running.base}/healthz"):
-            assert proc.poll() is None, running.tail()
-            assert time.monotonic() < deadline, running.tail()
-            time.sleep(0.3)
+    env = up_env(
+        free_port(),
+        tmp / "data",
+        WORKTOOL_LLM_API_KEY=LLM_KEY,  # no provider configured: the rules classify, the key only travels
+        WORKTOOL_WEBHOOK_TOKENS=json.dumps({ROBOT: TOKEN}),
+        WORKTOOL_METRICS_TOKEN=METRICS_TOKEN,
+    )
+    with running_up(env, tmp / "up.log") as running:
         yield running
-    finally:
-        tree: list[psutil.Process] = []
-        with contextlib.suppress(psutil.NoSuchProcess):
-            tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            assert proc.wait(25) == 0, running.tail()
-        finally:
-            for p in tree:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    p.kill()
 
 
 class Poster:

@@ -15,12 +15,11 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 
 from infra.embedded import free_port
-from tests.commands.test_up_supervision import ROBOT, TOKEN, Poster, RunningStack, assert_stored_exactly_once
-from tests.support import answers, chaos_scale, spawn_up
+from tests.commands.test_up_supervision import ROBOT, TOKEN, Poster, assert_stored_exactly_once
+from tests.support import RunningStack, chaos_scale, running_up, up_env
 
 REPO = Path(__file__).resolve().parents[2]
 STALL_S = 4.0
@@ -28,45 +27,16 @@ STALL_S = 4.0
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[RunningStack]:
-    port = free_port()
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("WORKTOOL_", "KAFKA_", "DATABASE_", "REDIS_"))
-    }
-    env |= {
-        "WORKTOOL_HTTP_PORT": str(port),
-        "WORKTOOL_DATA_DIR": str(tmp_path / "data"),
-        "WORKTOOL_CONFIG": str(REPO / "config" / "business.example.yaml"),
-        "WORKTOOL_WEBHOOK_TOKENS": json.dumps({ROBOT: TOKEN}),
-        "WORKTOOL_DATAFLOW_STALL_S": str(STALL_S),
-    }
-    log = tmp_path / "up.log"
-    proc = spawn_up(env, log)
-    running = RunningStack(proc, f"http://127.0.0.1:{port}", tmp_path / "data", log)
-    try:
-        deadline = time.monotonic() + 120
-        while not answers(f"{running.base}/healthz"):
-            assert proc.poll() is None, running.tail()
-            assert time.monotonic() < deadline, running.tail()
-            time.sleep(0.3)
+    env = up_env(
+        free_port(),
+        tmp_path / "data",
+        WORKTOOL_WEBHOOK_TOKENS=json.dumps({ROBOT: TOKEN}),
+        WORKTOOL_DATAFLOW_STALL_S=str(STALL_S),
+    )
+    with running_up(env, tmp_path / "up.log", clean_exit=False) as running:
         yield running
-    finally:
-        tree: list[psutil.Process] = []
-        with contextlib.suppress(psutil.NoSuchProcess):
-            tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(25)
-        finally:
-            for p in tree:
-                with contextlib.suppress(psutil.NoSuchProcess):
-                    p.kill()
 
 
-@pytest.mark.integration
-@pytest.mark.chaos
 def test_a_stalled_dataflow_is_restarted_and_an_idle_one_is_not(stack: RunningStack) -> None:
     # Idle for several stall periods: its ticks keep the heartbeat fresh, nothing is restarted.
     time.sleep(3 * STALL_S)
