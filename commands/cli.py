@@ -58,12 +58,22 @@ def up(
         bool, typer.Option("--demo", help="Play the bundled sample day through the live gateway.")
     ] = False,
     data_dir: Annotated[Path | None, typer.Option(help="Data directory (default WORKTOOL_DATA_DIR).")] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", help="Dataflow worker threads per process (WORKTOOL_DATAFLOW_WORKERS)."),
+    ] = None,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            "--processes", help="Dataflow processes, a local cluster (WORKTOOL_DATAFLOW_PROCESSES)."
+        ),
+    ] = None,
 ) -> None:
     """Start the whole stack (embedded broker, PostgreSQL, Redis unless their URLs are set; migrations,
     gateway, dataflow) and supervise it until Ctrl-C / SIGTERM."""
     from commands.up import run_up
 
-    raise typer.Exit(run_up(demo=demo, data_dir=data_dir))
+    raise typer.Exit(run_up(demo=demo, data_dir=data_dir, workers=workers, processes=processes))
 
 
 @app.command()
@@ -76,12 +86,51 @@ def gateway() -> None:
 
 @app.command()
 def dataflow(
-    workers: Annotated[int, typer.Option("-w", "--workers", help="Worker threads.")] = 1,
+    workers: Annotated[
+        int | None,
+        typer.Option("-w", "--workers", help="Worker threads per process (WORKTOOL_DATAFLOW_WORKERS; 1)."),
+    ] = None,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            "-p",
+            "--processes",
+            help="Processes of the cluster (WORKTOOL_DATAFLOW_PROCESSES; 1). Without --process-id: start "
+            "all of them on this machine and restart none alone (one ends: all stop).",
+        ),
+    ] = None,
+    process_id: Annotated[
+        int | None,
+        typer.Option(
+            "-i", "--process-id", help="Run only this process of a cluster (WORKTOOL_DATAFLOW_PROCESS_ID)."
+        ),
+    ] = None,
+    addresses: Annotated[
+        str | None,
+        typer.Option(
+            "-a",
+            "--addresses",
+            help="Every process's host:port, ';'-separated, the same everywhere (WORKTOOL_DATAFLOW_ADDRESSES).",
+        ),
+    ] = None,
+    log_dir: Annotated[
+        Path | None, typer.Option(help="A local cluster writes process I's output to LOG_DIR/dataflow-I.log.")
+    ] = None,
 ) -> None:
-    """Run only the live dataflow (python -m bytewax.run with recovery in the data directory)."""
+    """Run only the live dataflow (python -m bytewax.run with recovery in the data directory), as one
+    process or as a cluster of processes (docs/operations.md, "A dataflow cluster")."""
+    from dataflows.cluster import ClusterConfigError, resolve_shape
     from dataflows.runner import run_live
+    from worktool.settings import get_settings
 
-    raise typer.Exit(run_live(workers=workers))
+    try:
+        shape = resolve_shape(
+            get_settings(), workers=workers, processes=processes, process_id=process_id, addresses=addresses
+        )
+    except ClusterConfigError as e:
+        typer.echo(f"worktool dataflow: {e}", err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(run_live(shape, log_dir=log_dir))
 
 
 @app.command()

@@ -46,6 +46,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.table import Table
 
+from dataflows.cluster import ClusterShape, consecutive_free_ports
 from dataflows.watchdog import poison_in_flight, watchdog_dir
 from infra.embedded import (
     ChildProcess,
@@ -58,7 +59,7 @@ from infra.embedded import (
     redact_url,
 )
 from infra.kafka_admin import ensure_topics_for
-from sinks.heartbeat import HEARTBEAT_KEY, SINK_WAITING_KEY
+from sinks.heartbeat import SINK_WAITING_KEY, process_heartbeat_key
 from worktool.settings import Settings
 
 log = logging.getLogger("worktool.up")
@@ -177,7 +178,14 @@ class Stack:
         self.states: dict[str, ChildState] = {}
         self._next_stall_check = 0.0
         self._told_sink_waiting = False
-        self.dataflow_metrics_port = settings.dataflow_metrics_port or free_port()
+        # The dataflow: one process, or a local cluster (`--processes`: each process beats, serves metrics on
+        # base port + its id, writes logs/dataflow-<id>.log; one that dies or stalls restarts them all).
+        self.cluster = ClusterShape(
+            workers=settings.dataflow_workers or 1, processes=settings.dataflow_processes or 1
+        )
+        self.dataflow_metrics_port = settings.dataflow_metrics_port or (
+            consecutive_free_ports(self.cluster.processes) if self.cluster.processes > 1 else free_port()
+        )
         self.api_port = settings.api_port
         self.dispatcher_metrics_port = free_port()
         self.worktool_api_url: str | None = None  # None: the dispatcher sends to WORKTOOL_API_BASE_URL
@@ -280,8 +288,14 @@ class Stack:
         self.part_database_urls = {part: url or self.database_url for part, url in given.items()}
 
     def _ensure_topics(self) -> None:
-        """Every topic, sized for the record limits (a real cluster's default takes 1 MB records)."""
-        ensure_topics_for(self.settings.model_copy(update={"kafka_bootstrap_servers": self.kafka_url}))
+        """Every topic, sized for the record limits (a real cluster's default takes 1 MB records), and the
+        raw topic with a partition for each dataflow worker at least (a partition is read by one worker)."""
+        update: dict[str, object] = {"kafka_bootstrap_servers": self.kafka_url}
+        if self.cluster.total_workers > self.settings.raw_partitions:
+            update["raw_partitions"] = self.cluster.total_workers
+            log.info("raw topic: %d partitions, one per dataflow worker (WORKTOOL_RAW_PARTITIONS is %d)",
+                     self.cluster.total_workers, self.settings.raw_partitions)  # fmt: skip
+        ensure_topics_for(self.settings.model_copy(update=update))
 
     def _log(self, name: str) -> dict[str, Path]:
         return {"log_path": self.logs_dir / f"{name}.log"}
@@ -318,9 +332,12 @@ class Stack:
             ("dispatcher", signal.SIGTERM, DATAFLOW_STOP_S),
         ):
             log.info("starting %s", name)
+            extra = (
+                ["--log-dir", str(self.logs_dir)] if name == "dataflow" and self.cluster.processes > 1 else []
+            )
             self.apps[name] = ChildProcess(
                 name,
-                [sys.executable, "-m", "commands.cli", name],
+                [sys.executable, "-m", "commands.cli", name, *extra],
                 self.logs_dir / f"{name}.log",
                 stop_signal=stop_signal,
                 stop_timeout_s=stop_s,
@@ -361,6 +378,10 @@ class Stack:
                 env["WORKTOOL_API_BASE_URL"] = self.worktool_api_url
         elif name == "dataflow":
             env["WORKTOOL_DATAFLOW_METRICS_PORT"] = str(self.dataflow_metrics_port)
+            for key in ("WORKTOOL_DATAFLOW_PROCESS_ID", "WORKTOOL_DATAFLOW_ADDRESSES"):
+                env.pop(key, None)  # `up` runs the whole cluster on this machine
+            env["WORKTOOL_DATAFLOW_WORKERS"] = str(self.cluster.workers)
+            env["WORKTOOL_DATAFLOW_PROCESSES"] = str(self.cluster.processes)
             env.setdefault("WORKTOOL_DATAFLOW_METRICS_HOST", "127.0.0.1")
         return env
 
@@ -378,6 +399,14 @@ class Stack:
             "database_url": self.database_url,
             "redis_url": self.redis_url,
             "dataflow_metrics_url": self.dataflow_metrics_url,
+            "dataflow_cluster": {
+                "workers": self.cluster.workers,
+                "processes": self.cluster.processes,
+                "metrics_urls": [
+                    f"http://127.0.0.1:{self.dataflow_metrics_port + i}/metrics"
+                    for i in range(self.cluster.processes)
+                ],
+            },
             "console_url": self.console_url,
             "embedded": sorted(self.servers),
             "logs_dir": str(self.logs_dir),
@@ -448,15 +477,23 @@ class Stack:
         running_for = now - state.started_at
         if running_for < stall_s:
             return
+        beating = self.cluster.beating_processes(self.settings.shards)
         try:
             client = redis.Redis.from_url(self.redis_url, socket_timeout=1, socket_connect_timeout=1)
             try:
-                beat, waiting_on = client.get(HEARTBEAT_KEY), client.get(SINK_WAITING_KEY)
+                beats = client.mget([process_heartbeat_key(p) for p in beating])
+                waiting_on = client.get(SINK_WAITING_KEY)
             finally:
                 client.close()
         except redis.RedisError:
             return  # no judgement without Redis (its own supervision restarts it)
-        age = time.time() - float(beat) if beat is not None else None
+        # Every process that holds a shard beats; the cluster is as live as its stalest process.
+        ages = {
+            p: (time.time() - float(b) if b is not None else None)
+            for p, b in zip(beating, beats, strict=True)
+        }
+        process = max(beating, key=lambda p: float("inf") if ages[p] is None else ages[p])  # type: ignore[operator]
+        age = ages[process]
         if age is not None and age < stall_s:
             self._told_sink_waiting = False
             return
@@ -477,8 +514,10 @@ class Stack:
             why = f"no heartbeat in the {running_for:.0f} s since it started"
         else:
             why = f"heartbeat {age:.0f} s old"
+        if self.cluster.processes > 1:
+            why += f" in process {process} of the cluster"
         poisoned = poison_in_flight(
-            watchdog_dir(self.data_dir), self.settings.step_budget_s, f"the dataflow stalled ({why})"
+            watchdog_dir(self.data_dir, process), self.settings.step_budget_s, f"the dataflow stalled ({why})"
         )
         log.error(
             "dataflow stalled: %s (WORKTOOL_DATAFLOW_STALL_S=%g); %s; killing it (pid %s) for a restart",
@@ -590,7 +629,16 @@ class Stack:
             table.add_row(part, where, f"logs/{name}.log" if mine else "-")
 
         row("gateway", "gateway", f"{self.http_url}  (webhooks, /healthz, /metrics)")
-        row("dataflow", "dataflow", f"bytewax, recovery/ in data dir; metrics {self.dataflow_metrics_url}")
+        shape = (
+            f"{self.cluster.processes} processes x {self.cluster.workers} workers, "
+            if self.cluster.processes > 1
+            else ""
+        )
+        row(
+            "dataflow",
+            "dataflow",
+            f"bytewax, {shape}recovery/ in data dir; metrics {self.dataflow_metrics_url}",
+        )
         row("console", "console", f"{self.console_url}  (live monitor page, API docs at /docs)")
         sends_to = self.worktool_api_url or self.settings.api_base_url
         row("dispatcher", "dispatcher", f"commands -> {sends_to}; metrics :{self.dispatcher_metrics_port}")
@@ -622,10 +670,22 @@ def _start_demo(stack: Stack, console: Console) -> threading.Thread:
     return thread
 
 
-def run_up(demo: bool, data_dir: Path | None) -> int:
-    settings = Settings()
+def up_settings(data_dir: Path | None, workers: int | None = None, processes: int | None = None) -> Settings:
+    """The settings, with what the command line gives instead."""
+    update: dict[str, object] = {}
     if data_dir is not None:
-        settings = settings.model_copy(update={"data_dir": data_dir})
+        update["data_dir"] = data_dir
+    if workers is not None:
+        update["dataflow_workers"] = workers
+    if processes is not None:
+        update["dataflow_processes"] = processes
+    return Settings().model_copy(update=update)
+
+
+def run_up(
+    demo: bool, data_dir: Path | None, workers: int | None = None, processes: int | None = None
+) -> int:
+    settings = up_settings(data_dir, workers, processes)
     # A wide console even when not a terminal: the status table carries URLs that must stay whole.
     console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
     _setup_logging(console)

@@ -89,7 +89,7 @@ def live_flow() -> Dataflow:
             PostgresEventSink(settings.database_url, dead_letters=dead_letters),
         ],
         dlq=[ModelKafkaSink(bootstrap, settings.topic_dlq, limits)],
-        heartbeat=[HeartbeatSink(settings.redis_url)],
+        heartbeat=[HeartbeatSink(settings.redis_url, process_id=settings.dataflow_process_id or 0)],
         # One robot's commands stay in order on one partition (the dispatcher rate-limits per robot).
         commands=[
             ModelKafkaSink(
@@ -105,7 +105,7 @@ def live_flow() -> Dataflow:
         settings.topic_commands,
         settings.topic_dlq,
     )
-    budget = StepBudget(settings.step_budget_s, watchdog_dir(settings.data_dir))
+    budget = StepBudget(settings.step_budget_s, watchdog_dir(settings.data_dir, settings.dataflow_process_id))
     return build_flow(
         WithTicks(kafka, ticks),  # one input: its partitions change epochs together (sources.WithTicks)
         sinks,

@@ -51,8 +51,9 @@ class StepBudgetExceeded(Exception):  # noqa: N818 (raised in the step's thread 
     """Raised inside a step by the watchdog when its record is over the budget."""
 
 
-def watchdog_dir(data_dir: Path) -> Path:
-    return data_dir / "watchdog"
+def watchdog_dir(data_dir: Path, process_id: int | None = None) -> Path:
+    """Per process of a cluster (they may share the data directory): process 0 keeps the old place."""
+    return data_dir / ("watchdog" if not process_id else f"watchdog-{process_id}")
 
 
 def _describe(value: Any) -> str:

@@ -15,6 +15,14 @@ from sinks.retry import WAIT_LISTENERS
 HEARTBEAT_KEY = "worktool:dataflow:heartbeat"
 OFFSET_RESET_KEY = "worktool:dataflow:offset_reset"  # read by the gateway's /healthz as a notice
 HEARTBEAT_TTL_S = 15
+
+
+def process_heartbeat_key(process_id: int) -> str:
+    """The heartbeat of one process of a dataflow cluster (`worktool up` checks each; /healthz reads
+    HEARTBEAT_KEY, which every process refreshes too)."""
+    return f"{HEARTBEAT_KEY}:{process_id}"
+
+
 # Set while a sink waits out an outage (sinks/retry.py): the worker is blocked on purpose, so the stale
 # heartbeat is not a stall and `worktool up` must not restart the dataflow for it.
 SINK_WAITING_KEY = "worktool:dataflow:sink_waiting"
@@ -24,8 +32,9 @@ log = logging.getLogger(__name__)
 
 
 class _HeartbeatPartition(StatelessSinkPartition[Any]):
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, process_id: int = 0) -> None:
         self._client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+        self._own_key = process_heartbeat_key(process_id)
         self._last = 0.0
         WAIT_LISTENERS.append(self._sink_waiting)
 
@@ -41,7 +50,11 @@ class _HeartbeatPartition(StatelessSinkPartition[Any]):
             return
         self._last = now
         try:
-            self._client.set(HEARTBEAT_KEY, str(time.time()), ex=HEARTBEAT_TTL_S)
+            now_s = str(time.time())
+            pipe = self._client.pipeline(transaction=False)  # one round trip
+            pipe.set(HEARTBEAT_KEY, now_s, ex=HEARTBEAT_TTL_S)
+            pipe.set(self._own_key, now_s, ex=HEARTBEAT_TTL_S)
+            pipe.execute()
         except redis.RedisError as e:  # health reporting must never stop the flow
             log.warning("heartbeat not written: %s", e)
 
@@ -52,8 +65,9 @@ class _HeartbeatPartition(StatelessSinkPartition[Any]):
 
 
 class HeartbeatSink(DynamicSink[Any]):
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, process_id: int = 0) -> None:
         self.url = url
+        self.process_id = process_id
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _HeartbeatPartition:
-        return _HeartbeatPartition(self.url)
+        return _HeartbeatPartition(self.url, self.process_id)

@@ -217,6 +217,17 @@ class Settings(BaseSettings):
     # no port is set. `worktool up` picks a free loopback port.
     dataflow_metrics_port: int | None = Field(default=None, alias="WORKTOOL_DATAFLOW_METRICS_PORT")
     dataflow_metrics_host: str = Field(default="127.0.0.1", alias="WORKTOOL_DATAFLOW_METRICS_HOST")
+    # A cluster of dataflow processes (dataflows/cluster.py, docs/operations.md "A dataflow cluster"):
+    # worker threads per process, processes, this process's id and every process's host:port (";"-separated,
+    # the same list everywhere). bytewax's BYTEWAX_WORKERS_PER_PROCESS, BYTEWAX_PROCESS_ID and
+    # BYTEWAX_ADDRESSES are read when these are not set.
+    dataflow_workers: int | None = Field(default=None, ge=1, alias="WORKTOOL_DATAFLOW_WORKERS")
+    dataflow_processes: int | None = Field(default=None, ge=1, alias="WORKTOOL_DATAFLOW_PROCESSES")
+    dataflow_process_id: int | None = Field(default=None, ge=0, alias="WORKTOOL_DATAFLOW_PROCESS_ID")
+    dataflow_addresses: str | None = Field(default=None, alias="WORKTOOL_DATAFLOW_ADDRESSES")
+    # Partitions of a new recovery directory: fixed forever for that directory, so sized for the largest
+    # cluster (processes x workers) meant to run on it; an existing directory keeps its count.
+    recovery_partitions: int = Field(default=16, ge=1, alias="WORKTOOL_RECOVERY_PARTITIONS")
 
     # LLM (classification issue); secrets are never logged.
     llm_provider: str | None = Field(default=None, alias="WORKTOOL_LLM_PROVIDER")  # openai | dashscope

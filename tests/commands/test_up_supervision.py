@@ -448,7 +448,9 @@ def test_a_sink_waiting_out_an_outage_is_not_a_stall(
     heartbeat goes stale, but killing the dataflow would not help. Only without that notice is it a stall."""
     import redis as redis_client
 
-    from sinks.heartbeat import HEARTBEAT_KEY, SINK_WAITING_KEY
+    from sinks.heartbeat import SINK_WAITING_KEY, process_heartbeat_key
+
+    HEARTBEAT_KEY = process_heartbeat_key(0)  # noqa: N806 (the one process's own heartbeat)
 
     sleeper = subprocess.Popen(["sleep", "120"], start_new_session=True)
     try:

@@ -1,0 +1,155 @@
+"""The dataflow as a cluster of processes (dataflows/cluster.py): two bytewax processes give the same monitor
+events as one (as sets, and in order per conversation, each conversation on one worker); the key routing we
+predict is bytewax's; the cluster options resolve to one cluster or are refused."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import bytewax.operators as op
+import orjson
+import pytest
+from bytewax.dataflow import Dataflow
+from bytewax.outputs import DynamicSink, StatelessSinkPartition
+from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
+
+from dataflows.cluster import (
+    ClusterConfigError,
+    ClusterShape,
+    free_ports,
+    resolve_shape,
+    shard_keys,
+    worker_of,
+)
+from dataflows.flow import FlowSinks
+from operators.gaps import GAP_KEY
+from tests.dataflows.cluster_day import day_flow
+from tests.support import REPO
+from worktool.settings import Settings
+
+# ----------------------------------------------------------------------------- same events, 1 vs 2 processes
+
+
+def by_conversation(lines: list[bytes]) -> dict[str | None, list[bytes]]:
+    out: dict[str | None, list[bytes]] = defaultdict(list)
+    for line in lines:
+        out[orjson.loads(line)["session_id"]].append(line)
+    return out
+
+
+def test_two_processes_give_the_same_events_as_one(tmp_path: Path) -> None:
+    reference: list[Any] = []
+    run_main(day_flow(FlowSinks(events=[TestingSink(reference)])))
+    one = [e.to_json() for e in reference]
+
+    addresses = ";".join(f"127.0.0.1:{p}" for p in free_ports(2))
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "bytewax.run",
+                f"tests.dataflows.cluster_day:flow({str(tmp_path)!r})",
+                "-w",
+                "1",
+                "-i",
+                str(i),
+                "-a",
+                addresses,
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        for i in range(2)
+    ]
+    for p in procs:
+        out, _ = p.communicate(timeout=180)
+        assert p.returncode == 0, out.decode(errors="replace")[-3000:]
+    per_worker = {
+        w: (tmp_path / f"events-{w}.jsonl").read_bytes().splitlines()
+        for w in range(2)
+        if (tmp_path / f"events-{w}.jsonl").exists()
+    }
+    assert set(per_worker) == {0, 1}, "both processes hold conversations"
+    two = [line for lines in per_worker.values() for line in lines]
+    assert len(one) > 300
+    assert sorted(two) == sorted(one)  # the same events (as a multiset)
+    # Each conversation on one worker, its events in the same order as with one process.
+    conversations = [by_conversation(lines) for lines in per_worker.values()]
+    assert not set(conversations[0]) & set(conversations[1]) - {None}
+    merged = {**conversations[0], **conversations[1]}
+    reference_order = by_conversation(one)
+    for session_id, events in reference_order.items():
+        if session_id is not None:
+            assert merged[session_id] == events, session_id
+    assert len(reference_order) > 5
+
+
+# ----------------------------------------------------------------------------- routing
+
+
+class _Seen(StatelessSinkPartition[Any]):
+    def __init__(self, worker: int, seen: dict[str, int]) -> None:
+        self.worker, self.seen = worker, seen
+
+    def write_batch(self, items: list[Any]) -> None:
+        for key, _ in items:
+            self.seen[key] = self.worker
+
+
+class _SeenSink(DynamicSink[Any]):
+    def __init__(self, seen: dict[str, int]) -> None:
+        self.seen = seen
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _Seen:
+        return _Seen(worker_index, self.seen)
+
+
+@pytest.mark.parametrize("workers", [2, 3, 4])
+def test_worker_of_predicts_where_bytewax_keeps_a_key(workers: int) -> None:
+    keys = [*shard_keys(16), GAP_KEY, "a-longer-key-than-eight-bytes"]
+    seen: dict[str, int] = {}
+    flow = Dataflow("routing")
+    keyed = op.key_on("key", op.input("in", flow, TestingSource(keys)), lambda k: k)
+    op.output("out", op.stateful_map("state", keyed, lambda s, v: (s, v)), _SeenSink(seen))
+    cluster_main(flow, [], 0, worker_count_per_proc=workers)
+    assert seen == {k: worker_of(k, workers) for k in keys}
+
+
+def test_the_processes_that_hold_shards_are_the_ones_expected_to_beat() -> None:
+    shape = ClusterShape(workers=2, processes=2)
+    owners = shape.shard_owners(16)
+    assert sorted(k for keys in owners.values() for k in keys) == sorted(shard_keys(16))
+    assert shape.beating_processes(16) == sorted({w // 2 for w, keys in owners.items() if keys})
+    assert ClusterShape(workers=1, processes=16).beating_processes(16) != list(range(16))  # hashing is uneven
+
+
+# ----------------------------------------------------------------------------- options
+
+
+def test_cluster_options_resolve_and_conflicts_are_refused() -> None:
+    settings = Settings()
+    assert resolve_shape(settings, environ={}) == ClusterShape()
+    local = resolve_shape(settings, workers=2, processes=3, environ={})
+    assert (local.total_workers, local.is_local_launcher) == (6, True)
+    member = resolve_shape(settings, process_id=1, addresses="a:1;b", environ={})
+    assert member == ClusterShape(workers=1, processes=2, process_id=1, addresses=("a:1", "b:2101"))
+    assert member.bytewax_args() == ["-w", "1", "-i", "1", "-a", "a:1;b:2101"]
+    # bytewax's own variables, under ours
+    env = {"BYTEWAX_PROCESS_ID": "0", "BYTEWAX_ADDRESSES": "x:1;y:1", "BYTEWAX_WORKERS_PER_PROCESS": "2"}
+    assert resolve_shape(settings, environ=env) == ClusterShape(2, 2, 0, ("x:1", "y:1"))
+    ours = Settings(WORKTOOL_DATAFLOW_WORKERS=3)  # type: ignore[call-arg]
+    assert resolve_shape(ours, environ=env).workers == 3
+    for bad in (
+        {"processes": 3, "process_id": 0, "addresses": "a;b"},  # 3 processes, 2 addresses
+        {"addresses": "a;b"},  # which one is this?
+        {"processes": 2, "process_id": 1},  # where are the others?
+        {"process_id": 2, "addresses": "a;b"},
+    ):
+        with pytest.raises(ClusterConfigError):
+            resolve_shape(settings, environ={}, **bad)  # type: ignore[arg-type]
