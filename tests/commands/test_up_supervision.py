@@ -12,18 +12,22 @@ import subprocess
 import threading
 import time
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psutil
 import psycopg
 import pytest
+import redis as redis_client
 
 from commands import up
 from commands.up import BACKOFF_MAX_S, Stack, backoff_delay, describe_exit
 from infra.embedded import free_port
-from tests.support import GROUP_MESSAGE, RunningStack, answers, running_up, up_env
+from sinks.heartbeat import process_heartbeat_key
+from tests.support import GROUP_MESSAGE, RunningStack, answers, consume_all, running_up, up_env, wait_until
 from worktool.settings import Settings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -218,6 +222,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningStack]:
         WORKTOOL_LLM_API_KEY=LLM_KEY,  # no provider configured: the rules classify, the key only travels
         WORKTOOL_WEBHOOK_TOKENS=json.dumps({ROBOT: TOKEN}),
         WORKTOOL_METRICS_TOKEN=METRICS_TOKEN,
+        # The dataflow as a local cluster of two processes: what holds here holds for a cluster too.
+        WORKTOOL_DATAFLOW_PROCESSES="2",
     )
     with running_up(env, tmp / "up.log") as running:
         yield running
@@ -227,8 +233,8 @@ class Poster:
     """Posts uniquely numbered message callbacks from a thread, as WorkTool would, and remembers every
     answer (an exception is a refused webhook)."""
 
-    def __init__(self, base: str, prefix: str, interval_s: float = 0.03):
-        self.base, self.prefix, self.interval_s = base, prefix, interval_s
+    def __init__(self, base: str, prefix: str, interval_s: float = 0.03, groups: int = 1):
+        self.base, self.prefix, self.interval_s, self.groups = base, prefix, interval_s, groups
         self.acknowledged: list[str] = []
         self.failures: list[str] = []
         self._stop = threading.Event()
@@ -237,8 +243,10 @@ class Poster:
 
     def post_one(self, client: httpx.Client) -> None:
         text = f"{self.prefix} {self._count:05d}"
-        self._count += 1
         body = {**GROUP_MESSAGE, "spoken": text, "rawSpoken": text}
+        if self.groups > 1:  # conversations on every process of a dataflow cluster
+            body["groupName"] = f"集群{self._count % self.groups}群"
+        self._count += 1
         try:
             response = client.post(
                 "/worktool/callback/message", params={"robotId": ROBOT, "token": TOKEN}, json=body
@@ -349,34 +357,81 @@ def test_webhook_tokens_and_metrics_token_under_up(stack: RunningStack) -> None:
 def test_dataflow_metrics_are_served_on_loopback(stack: RunningStack) -> None:
     url = stack.info["dataflow_metrics_url"]
     assert url.startswith("http://127.0.0.1:")
+    urls = stack.info["dataflow_cluster"]["metrics_urls"]  # one per process: base port + process id
+    assert urls[0] == url and len(urls) == 2
     with Poster(stack.base, f"metrics-{uuid.uuid4().hex[:6]}") as poster:
         time.sleep(1.5)
     assert poster.acknowledged and not poster.failures
     deadline = time.monotonic() + 30
-    text = ""
+    texts: list[str] = []
     while time.monotonic() < deadline:  # librdkafka reports statistics every second
-        with contextlib.suppress(httpx.HTTPError):
-            text = httpx.get(url, timeout=2, headers={"Authorization": f"Bearer {METRICS_TOKEN}"}).text
-            if "bytewax_kafka_consumer_lag{" in text:
-                break
+        texts = []
+        for u in urls:
+            with contextlib.suppress(httpx.HTTPError):
+                texts.append(
+                    httpx.get(u, timeout=2, headers={"Authorization": f"Bearer {METRICS_TOKEN}"}).text
+                )
+        # (bytewax reports the lag of a partition once it has read from it: the process reading the robot's)
+        if any("bytewax_kafka_consumer_lag{" in text for text in texts):
+            break
         time.sleep(0.5)
-    assert "worktool_dataflow_messages_classified_total" in text
-    assert "bytewax_kafka_consumer_lag{" in text
+    assert len(texts) == 2 and all("worktool_dataflow_messages_classified_total" in text for text in texts)
+    assert any("bytewax_kafka_consumer_lag{" in text for text in texts)
+
+
+def cluster_members(stack: RunningStack) -> list[psutil.Process]:
+    """The bytewax processes of the dataflow cluster (children of the `worktool dataflow` launcher)."""
+    launcher = psutil.Process(stack.pid("dataflow"))
+    return [p for p in launcher.children() if "bytewax.run" in " ".join(p.cmdline())]
 
 
 @pytest.mark.integration
 @pytest.mark.chaos
-def test_dataflow_killed_the_gateway_refuses_nothing_and_nothing_is_lost_or_doubled(
+def test_one_dataflow_process_killed_restarts_the_cluster_from_its_snapshot_nothing_lost_or_doubled(
     stack: RunningStack,
 ) -> None:
-    with Poster(stack.base, f"df-{uuid.uuid4().hex[:6]}") as poster:
+    """kill -9 of ONE process of the 2-process cluster: its peer cannot go on alone, so the whole cluster
+    restarts and resumes from its last snapshot; the gateway refuses nothing, PostgreSQL has every message
+    once, and what was processed before the last snapshot is not processed again."""
+    info = stack.info
+    assert info["dataflow_cluster"]["processes"] == 2
+    beats = redis_client.Redis.from_url(info["redis_url"])
+    wait_until(lambda: all(beats.exists(process_heartbeat_key(p)) for p in (0, 1)), 60, what="two heartbeats")
+    members = wait_until(lambda: len(m := cluster_members(stack)) == 2 and m, 30, what="two processes")
+
+    before = Poster(stack.base, f"before-{uuid.uuid4().hex[:6]}", groups=12)
+    with httpx.Client(base_url=stack.base, timeout=3.0) as client:
+        for _ in range(36):
+            before.post_one(client)
+    assert before.failures == []
+    assert_stored_exactly_once(stack, before)
+    time.sleep(4)  # a snapshot (every 2 s) holds their offsets
+
+    launcher = stack.pid("dataflow")
+    with Poster(stack.base, f"cluster-{uuid.uuid4().hex[:6]}", groups=12) as poster:
         time.sleep(1.0)
-        kill_and_wait_for_restart(stack, "dataflow")
+        os.kill(members[1].pid, signal.SIGKILL)
+        wait_until(
+            lambda: (s := stack.info["processes"]["dataflow"])["state"] == "running" and s["pid"] != launcher,
+            60, what="the cluster restarted",
+        )  # fmt: skip
+        assert not [p for p in members if p.is_running() and p.status() != psutil.STATUS_ZOMBIE], (
+            "a peer left"
+        )
         time.sleep(2.0)
     assert poster.failures == []
     assert len(poster.acknowledged) > 20
     assert_stored_exactly_once(stack, poster)
-    assert "dataflow killed by SIGKILL" in stack.tail(20000)
+
+    monitor = consume_all(info["kafka_bootstrap_servers"], "worktool.monitor")
+    classified = Counter(
+        e["data"]["text"] for m in monitor if (e := m["value"])["event"] == "message_classified"
+        and e["data"]["text"].startswith(before.prefix)
+    )  # fmt: skip
+    assert set(classified) == set(before.acknowledged) and set(classified.values()) == {1}, classified
+    launcher_log = (stack.data_dir / "logs" / "dataflow.log").read_text(errors="replace")
+    assert "dataflow process 1" in launcher_log and "was killed by signal 9" in launcher_log
+    assert "dataflow exited with code 1" in stack.tail(30000)
 
 
 @pytest.mark.integration

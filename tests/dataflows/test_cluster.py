@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 import bytewax.operators as op
 import orjson
+import psutil
 import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
@@ -153,3 +155,42 @@ def test_cluster_options_resolve_and_conflicts_are_refused() -> None:
     ):
         with pytest.raises(ClusterConfigError):
             resolve_shape(settings, environ={}, **bad)  # type: ignore[arg-type]
+
+
+# ----------------------------------------------------------------------------- the local launcher
+
+LAUNCHER = (
+    "import sys; from dataflows.cluster import ClusterShape, run_local_cluster; "
+    "raise SystemExit(run_local_cluster(ClusterShape(processes=2), [sys.executable, '-c', "
+    "'import time; time.sleep(120)'], metrics_port=9000))"
+)
+
+
+def launched() -> tuple[subprocess.Popen[bytes], list[psutil.Process]]:
+    launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER], cwd=REPO, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 30
+    while len(members := psutil.Process(launcher.pid).children()) < 2:
+        assert time.monotonic() < deadline and launcher.poll() is None
+        time.sleep(0.05)
+    return launcher, members
+
+
+def test_the_launcher_stops_every_process_when_one_dies() -> None:
+    launcher, members = launched()
+    envs = [m.environ() for m in members]
+    assert [e["WORKTOOL_DATAFLOW_PROCESS_ID"] for e in envs] == ["0", "1"]
+    assert [e["WORKTOOL_DATAFLOW_METRICS_PORT"] for e in envs] == ["9000", "9001"]  # base port + process id
+    assert envs[0]["WORKTOOL_DATAFLOW_ADDRESSES"] == envs[1]["WORKTOOL_DATAFLOW_ADDRESSES"]
+    assert members[1].cmdline()[-6:-2] == ["-w", "1", "-i", "1"]
+    members[0].kill()
+    assert launcher.wait(10) == 1
+    assert not members[1].is_running() or members[1].status() == psutil.STATUS_ZOMBIE
+    assert b"dataflow process 0" in launcher.stderr.read()  # type: ignore[union-attr]
+
+
+def test_no_process_outlives_a_killed_launcher() -> None:
+    launcher, members = launched()
+    launcher.kill()
+    launcher.wait(10)
+    _, alive = psutil.wait_procs(members, timeout=10)
+    assert alive == []

@@ -20,6 +20,7 @@ LONG_RUNNING = {
     "redis",
     "gateway",
     "dataflow",
+    "dataflow-1",  # the second process of the dataflow cluster
     "console",
     "dispatcher",
     "prometheus",
@@ -27,6 +28,7 @@ LONG_RUNNING = {
 }
 PARTS_WITH_DATABASE = {"gateway": "worktool_gateway_login", "dataflow": "worktool_dataflow_login",
                        "console": "worktool_console_login"}  # fmt: skip
+DATAFLOW_PROCESSES = ["dataflow", "dataflow-1"]  # the services of the dataflow cluster, by process id
 
 
 class MissingVariable(LookupError):
@@ -130,9 +132,9 @@ def test_no_secret_is_written_in_the_file(compose: dict[str, Any]) -> None:
 def test_each_process_gets_only_its_own_secrets(compose: dict[str, Any]) -> None:
     services = compose["services"]
     owners = {
-        "WORKTOOL_LLM_API_KEY": {"dataflow"},
+        "WORKTOOL_LLM_API_KEY": set(DATAFLOW_PROCESSES),
         "WORKTOOL_WEBHOOK_TOKENS": {"gateway"},
-        "WORKTOOL_METRICS_TOKEN": {"gateway", "dataflow", "console", "dispatcher"},
+        "WORKTOOL_METRICS_TOKEN": {"gateway", *DATAFLOW_PROCESSES, "console", "dispatcher"},
         "WORKTOOL_JWT_SECRET": {"console"},
         "WORKTOOL_SECRETS_KEY": {"console"},
         "WORKTOOL_API_TOKEN": {"console"},
@@ -152,11 +154,13 @@ def test_prometheus_scrapes_every_part_with_the_token(compose: dict[str, Any]) -
     for part in ("gateway", "dataflow", "console", "dispatcher"):
         job = jobs[f"worktool-{part}"]
         assert job["authorization"] == {"type": "Bearer", "credentials_file": "/run/secrets/metrics_token"}
-        (target,) = job["static_configs"][0]["targets"]
-        host, port = target.split(":")
-        assert host == part
-        ports = {str(v) for k, v in environments[part].items() if k.endswith("_PORT")}
-        assert port in ports, part  # the port the part really serves /metrics on
+        targets = job["static_configs"][0]["targets"]
+        hosts = DATAFLOW_PROCESSES if part == "dataflow" else [part]  # every process of the cluster
+        assert [target.split(":")[0] for target in targets] == hosts
+        for target in targets:
+            host, port = target.split(":")
+            ports = {str(v) for k, v in environments[host].items() if k.endswith("_PORT")}
+            assert port in ports, host  # the port the part really serves /metrics on
     assert "BYTEWAX_DATAFLOW_API_ENABLED" not in environments["dataflow"]  # bytewax's API has no token
 
 
@@ -221,3 +225,25 @@ def test_the_env_file_stays_out_of_git_and_images() -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
     copied = [line.split()[1] for line in dockerfile.splitlines() if line.startswith("COPY ")]
     assert "." not in copied and not any(".env" in source for source in copied)
+
+
+def test_the_dataflow_runs_as_one_cluster_of_replicas(
+    compose: dict[str, Any], example_env: dict[str, str]
+) -> None:
+    from dataflows.cluster import resolve_shape
+    from worktool.settings import Settings
+
+    services = interpolate(compose, example_env)["services"]
+    shapes = []
+    for name in DATAFLOW_PROCESSES:
+        service = services[name]
+        env = {k: str(v) for k, v in environment(service).items()}
+        shapes.append(resolve_shape(Settings(**env), environ={}))
+        assert service["command"] == ["worktool", "dataflow"]
+        assert service["volumes"] == ["dataflow-data:/data"]  # one recovery directory for the cluster
+        assert service["restart"] == "unless-stopped" and service["stop_signal"] == "SIGINT"
+        assert env["DATABASE_URL"].startswith("postgresql://worktool_dataflow_login:")
+    assert [s.process_id for s in shapes] == list(range(len(DATAFLOW_PROCESSES)))
+    assert {s.addresses for s in shapes} == {tuple(f"{name}:2101" for name in DATAFLOW_PROCESSES)}
+    raw_partitions = int(environment(services["migrate"])["WORKTOOL_RAW_PARTITIONS"])
+    assert raw_partitions >= sum(s.workers for s in shapes)  # a partition for every worker at least
