@@ -117,6 +117,10 @@ METRICS_TOKEN_FILE = "metrics_token"  # in the data dir, 0600, when WORKTOOL_MET
 UMASK = 0o077
 
 
+def _staleness(age: float | None) -> float:
+    return float("inf") if age is None else age
+
+
 def describe_exit(code: int | None) -> str:
     if code is None:
         return "exited"
@@ -492,7 +496,7 @@ class Stack:
             p: (time.time() - float(b) if b is not None else None)
             for p, b in zip(beating, beats, strict=True)
         }
-        process = max(beating, key=lambda p: float("inf") if ages[p] is None else ages[p])  # type: ignore[operator]
+        process = max(beating, key=lambda p: _staleness(ages[p]))
         age = ages[process]
         if age is not None and age < stall_s:
             self._told_sink_waiting = False

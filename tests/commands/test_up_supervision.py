@@ -529,6 +529,41 @@ def test_a_sink_waiting_out_an_outage_is_not_a_stall(
         client.delete(HEARTBEAT_KEY, SINK_WAITING_KEY)
 
 
+def test_one_stalled_process_of_a_cluster_restarts_the_whole_cluster(
+    tmp_path: Path, clock: FakeClock, redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each process of a local cluster beats its own key: one stale key is a stall of the cluster, even while
+    the other process beats (it cannot go on alone anyway)."""
+    import redis as redis_client
+
+    from dataflows.cluster import ClusterShape
+
+    sleeper = subprocess.Popen(["sleep", "120"], start_new_session=True)
+    client = redis_client.Redis.from_url(redis_url)
+    keys = [process_heartbeat_key(p) for p in (0, 1)]
+    try:
+        stack = fake_stack(tmp_path, dataflow=FakeChild(pid=sleeper.pid))
+        stack.cluster = ClusterShape(workers=1, processes=2)
+        assert stack.cluster.beating_processes(stack.settings.shards) == [0, 1]
+        stack.redis_url = redis_url
+        stall_s = stack.settings.dataflow_stall_s
+        client.set(keys[0], str(time.time()))
+        client.set(keys[1], str(time.time()))
+        clock.now += 2 * stall_s
+        stack.supervise_once()
+        assert sleeper.poll() is None  # both beat
+
+        client.set(keys[1], str(time.time() - 2 * stall_s))  # process 1 stopped beating, process 0 goes on
+        clock.now += up.STALL_CHECK_INTERVAL_S + 0.1
+        stack.supervise_once()
+        assert sleeper.wait(timeout=10) == -signal.SIGKILL
+        assert "in process 1 of the cluster" in caplog.text
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            sleeper.kill()
+        client.delete(*keys)
+
+
 def test_a_waiting_sink_tells_the_supervisor() -> None:
     from sinks.retry import WAIT_LISTENERS, Backoff, Waiter
 

@@ -56,6 +56,18 @@ def test_writes_the_key_healthz_reads_with_a_ttl(redis_url: str, client: redis.R
     assert 0 < client.ttl(HEARTBEAT_KEY) <= HEARTBEAT_TTL_S
 
 
+def test_each_process_of_a_cluster_beats_its_own_key_too(redis_url: str, client: redis.Redis) -> None:
+    own = heartbeat.process_heartbeat_key(3)
+    client.delete(own, heartbeat.process_heartbeat_key(0))
+    partition = HeartbeatSink(redis_url, process_id=3).build("heartbeat", 6, 8)
+    partition.write_batch(["tick"])
+    partition.close()
+    assert client.get(own) is not None and client.exists(HEARTBEAT_KEY)  # its own, and the one /healthz reads
+    assert 0 < client.ttl(own) <= HEARTBEAT_TTL_S
+    assert not client.exists(heartbeat.process_heartbeat_key(0))
+    client.delete(own)
+
+
 def test_writes_at_most_once_a_second(redis_url: str, client: redis.Redis, clock: FakeClock) -> None:
     partition = HeartbeatSink(redis_url).build("heartbeat", 0, 1)
     partition.write_batch(["tick"])
