@@ -100,7 +100,8 @@ def raw_partition_count(settings: Settings) -> int | None:
 
     try:
         admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
-        topic = admin.list_topics(settings.topic_raw, timeout=5).topics.get(settings.topic_raw)
+        # All topics: a metadata request naming a missing topic may create it on a broker that auto-creates.
+        topic = admin.list_topics(timeout=5).topics.get(settings.topic_raw)
     except Exception as e:  # the dataflow itself reports an unreachable broker
         log.info("raw topic partitions not checked: %s", e)
         return None

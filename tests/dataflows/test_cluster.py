@@ -4,6 +4,7 @@ predict is bytewax's; the cluster options resolve to one cluster or are refused.
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import time
@@ -194,3 +195,35 @@ def test_no_process_outlives_a_killed_launcher() -> None:
     launcher.wait(10)
     _, alive = psutil.wait_procs(members, timeout=10)
     assert alive == []
+
+
+# ----------------------------------------------------------------------------- start-up checks
+
+
+@pytest.mark.integration
+def test_start_up_warns_of_idle_workers_and_sizes_recovery_for_the_cluster(
+    kafka_bootstrap: str, unique_topics, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog
+) -> None:
+    from bytewax.recovery import init_db_dir
+
+    from dataflows import runner
+
+    topics = unique_topics(raw_partitions=2)
+    settings = Settings(kafka_bootstrap_servers=kafka_bootstrap, data_dir=tmp_path / "new", **topics)
+    monkeypatch.setattr(runner, "get_settings", lambda: settings)
+    caplog.set_level(logging.INFO)
+    runner.check_cluster(ClusterShape(workers=2, processes=2))
+    assert f"topic {topics['topic_raw']} has 2 partitions for 4 workers" in caplog.text
+    caplog.clear()
+    runner.check_cluster(ClusterShape(workers=1, processes=2))
+    assert "partitions for" not in caplog.text
+
+    # A new recovery directory: WORKTOOL_RECOVERY_PARTITIONS (16) partitions.
+    assert runner.recovery_partition_count(Path(runner.ensure_recovery_dir(4))) == 16
+    # One made before (4 partitions) keeps them, and says so when the cluster has more workers.
+    old = Settings(data_dir=tmp_path / "old")
+    old.recovery_dir.mkdir(parents=True)
+    init_db_dir(old.recovery_dir, 4)
+    monkeypatch.setattr(runner, "get_settings", lambda: old)
+    assert runner.recovery_partition_count(Path(runner.ensure_recovery_dir(8))) == 4
+    assert "has 4 partitions for 8 workers" in caplog.text
