@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import orjson
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
@@ -41,13 +42,23 @@ class PerWorkerFiles(DynamicSink[Any]):
         return _FilePart(self.directory / f"events-{worker_index}.jsonl")
 
 
-def day_flow(sinks: FlowSinks, batch_size: int = 1000) -> Dataflow:
+def day_flow(sinks: FlowSinks, archive: Path = SAMPLE, batch_size: int = 1000) -> Dataflow:
     config = load_config(CONFIG_PATH)
     source = ArchiveSource(
-        SAMPLE, timedelta(seconds=60), batch_size=batch_size, lateness=timedelta(seconds=1), until=UNTIL
+        archive, timedelta(seconds=60), batch_size=batch_size, lateness=timedelta(seconds=1), until=UNTIL
     )
     return build_flow(source, sinks, RuleClassifier(config), FlowOptions(config=config))
 
 
-def flow(out_dir: str) -> Dataflow:
-    return day_flow(FlowSinks(events=[PerWorkerFiles(Path(out_dir))]))
+def stamped_day(path: Path, missing: int) -> Path:
+    """The sample day with the gateway's sequence stamps, record `missing` never arriving (a gap)."""
+    lines = [orjson.loads(line) for line in SAMPLE.read_bytes().splitlines() if line.strip()]
+    with path.open("wb") as f:
+        for n, record in enumerate(lines, start=1):
+            if n != missing:
+                f.write(orjson.dumps({**record, "seq": {"gw": "gw-test", "n": n}}) + b"\n")
+    return path
+
+
+def flow(archive: str, out_dir: str) -> Dataflow:
+    return day_flow(FlowSinks(events=[PerWorkerFiles(Path(out_dir))]), Path(archive))

@@ -30,7 +30,7 @@ from dataflows.cluster import (
 )
 from dataflows.flow import FlowSinks
 from operators.gaps import GAP_KEY
-from tests.dataflows.cluster_day import day_flow
+from tests.dataflows.cluster_day import day_flow, stamped_day
 from tests.support import REPO
 from worktool.settings import Settings
 
@@ -45,9 +45,13 @@ def by_conversation(lines: list[bytes]) -> dict[str | None, list[bytes]]:
 
 
 def test_two_processes_give_the_same_events_as_one(tmp_path: Path) -> None:
+    """The sample day, stamped by a gateway with one record missing: every rule's events, and the loss
+    detector's (one key, on one worker, fed by stamps from both processes)."""
+    archive = stamped_day(tmp_path / "day.jsonl", missing=60)
     reference: list[Any] = []
-    run_main(day_flow(FlowSinks(events=[TestingSink(reference)])))
+    run_main(day_flow(FlowSinks(events=[TestingSink(reference)]), archive))
     one = [e.to_json() for e in reference]
+    assert any(e.event == "pipeline_gap" for e in reference)
 
     addresses = ";".join(f"127.0.0.1:{p}" for p in free_ports(2))
     procs = [
@@ -56,7 +60,7 @@ def test_two_processes_give_the_same_events_as_one(tmp_path: Path) -> None:
                 sys.executable,
                 "-m",
                 "bytewax.run",
-                f"tests.dataflows.cluster_day:flow({str(tmp_path)!r})",
+                f"tests.dataflows.cluster_day:flow({str(archive)!r}, {str(tmp_path)!r})",
                 "-w",
                 "1",
                 "-i",
