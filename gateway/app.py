@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from time import perf_counter
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus
@@ -48,7 +48,7 @@ from gateway import metrics
 from gateway.auth import MetricsAuth, WebhookAuth
 from gateway.health import HealthChecker
 from gateway.producer import Publisher, SpoolUnavailable
-from gateway.sequence import Sequencer
+from gateway.sequence import Sequencer, Stamp
 from worktool.models import (
     NAME_FIELDS,
     WEBHOOK_KINDS,
@@ -257,13 +257,19 @@ def encode_record(
     body: dict[str, Any],
     received_at: datetime,
     limits: RecordLimits,
-    seq: GatewaySeq | None = None,
+    seq: Stamp | GatewaySeq | None = None,
 ) -> tuple[str, bytes]:
     """Key and value of the raw record; refused if it cannot be written or is larger than the record
     size every stage is built for. The bytes are exactly `RawRecord(...).to_json()` (checked by
     tests/gateway/test_gateway_fastpath.py), written in one orjson call: the body is JSON as decoded
     (orjson or form strings), so the model's validation and dump would only copy it."""
-    data: dict[str, Any] = {"kind": kind, "robot_id": robot_id, "received_at": iso(received_at), "body": body}
+    # received_at is utc_now(): formatted without iso()'s conversion (the same text for a UTC time)
+    at = (
+        received_at.isoformat(timespec="milliseconds")[:-6] + "Z"
+        if received_at.tzinfo is UTC
+        else iso(received_at)
+    )
+    data: dict[str, Any] = {"kind": kind, "robot_id": robot_id, "received_at": at, "body": body}
     if seq is not None:
         data["seq"] = {"gw": seq.gw, "n": seq.n, "void": seq.void} if seq.void else {"gw": seq.gw, "n": seq.n}
     try:
@@ -284,7 +290,7 @@ def validate(kind: str, body: dict[str, Any]) -> None:
     if schema is None:
         return
     try:
-        schema.model_validate(body)
+        schema.__pydantic_validator__.validate_python(body)  # model_validate without its wrapper
     except ValidationError as e:
         errors = e.errors(include_url=False, include_context=False, include_input=False)
         raise Rejected(
