@@ -76,6 +76,8 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "qrcode": ResultCallback,
 }
 MAX_FORM_FIELDS = 1000
+# robotId and its problem by query string: a gateway serves a few robots, each with one callback URL.
+ROBOT_CACHE_SIZE = 4096
 OVERSIZE_DLQ_PREFIX = 64 * 1024  # of a body over the limit, only this much goes to the DLQ
 
 
@@ -310,6 +312,7 @@ class CallbackHandler:
         self.limits = settings.limits
         self.auth = WebhookAuth.from_settings(settings)
         self.sequence = Sequencer()  # the loss detector's stamp (gateway/sequence.py)
+        self._robots: dict[bytes, tuple[str, str | None]] = {}
         log.info("gateway sequence id %s", self.sequence.boot_id)
 
     def endpoint(self, kind: str) -> Callable[[Request], Awaitable[Response]]:
@@ -343,8 +346,15 @@ class CallbackHandler:
     async def handle(self, kind: str, scope: Scope, receive: Receive) -> Answer:
         received_at = utc_now()
         query_string = scope["query_string"]
-        robot_id = robot_id_of(query_string)
-        headers = Headers(scope=scope)
+        robot = self._robots.get(query_string)
+        if robot is None:
+            robot_id = robot_id_of(query_string)
+            robot = (robot_id, robot_id_problem(robot_id, self.limits) if robot_id else None)
+            if len(self._robots) >= ROBOT_CACHE_SIZE:
+                self._robots.clear()
+            self._robots[query_string] = robot
+        robot_id, robot_problem = robot
+        headers = Headers(raw=scope["headers"])
         if refusal := self.auth.refusal(robot_id, query_string):
             return await self.unauthorized(refusal, kind, robot_id, receive, headers, received_at)
         raw = b""
@@ -361,8 +371,8 @@ class CallbackHandler:
                 raise Rejected(
                     400, "missing_robot_id", "missing robotId query parameter (…/callback/KIND?robotId=ID)"
                 )
-            if problem := robot_id_problem(robot_id, self.limits):
-                raise Rejected(422, "invalid_robot_id", problem)
+            if robot_problem:
+                raise Rejected(422, "invalid_robot_id", robot_problem)
             body = await decode_body(kind, raw, headers, self.settings.max_body_bytes)
             check_limits(kind, body, self.limits)
             validate(kind, body)
