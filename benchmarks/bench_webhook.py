@@ -1,7 +1,7 @@
 """Webhook throughput and latency (not a test).
 
     .venv/bin/python benchmarks/bench_webhook.py [--duration 10] [--runs 3] [--connections 64]
-                                                 [--lingers 1,2,5] [--workers 1,2]
+                                                 [--lingers 1,2,5] [--workers 1,2] [--repo DIR] [--smoke]
 
 Starts the embedded broker, then for each configuration a server in a subprocess (uvicorn, uvloop +
 httptools, no access log) loaded by `wrk` (or a Python httpx load generator when wrk is missing; it is
@@ -14,12 +14,19 @@ much slower than wrk and becomes the bottleneck):
 Each request is a message callback from one of 50 groups (about 400 bytes of JSON). Reports req/s, p50
 and p99 (median of the runs), and checks that the raw topic holds at least as many records as wrk
 counted successful answers (answers still in flight when wrk stops are not counted, their records are).
+Each gateway line also gives its share of the bare endpoint's req/s (the issue-14 figure).
+
+`--repo DIR` runs the gateway of another checkout (e.g. `git worktree add /tmp/before 96bb11a`) with
+this venv, so old and new code are compared in one sitting. `--smoke` is a tiny run (1 s, 4 connections,
+linger 2, 1 worker, no 1-connection run) for the test suite (tests/e2e/test_webhook_benchmark.py); it
+exits non-zero on errors or a missing record, as every run does.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import re
 import shutil
@@ -33,6 +40,7 @@ from pathlib import Path
 
 import httpx
 import orjson
+import psutil
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -85,6 +93,24 @@ end
 """
 
 
+def server_cpu_s(pid: int) -> float:
+    """CPU seconds of a server process and its children (uvicorn workers) so far. CPU per request is
+    the figure that survives a busy machine: req/s depends on how much of the box the server gets."""
+    proc = psutil.Process(pid)
+    total = sum(proc.cpu_times()[:2])
+    for child in proc.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            total += sum(child.cpu_times()[:2])
+    return total
+
+
+def git_head(repo: Path) -> str:
+    run = subprocess.run(
+        ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    )
+    return run.stdout.strip() or "not a git checkout"
+
+
 def wait_for_http(url: str, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -96,12 +122,13 @@ def wait_for_http(url: str, timeout: float = 60) -> None:
     raise RuntimeError(f"{url} did not answer within {timeout:.0f} s")
 
 
-def start_gateway(settings: Settings, linger_ms: int, log: Path) -> subprocess.Popen:
+def start_gateway(settings: Settings, linger_ms: int, log: Path, repo: Path = REPO) -> subprocess.Popen:
     # linger.ms is a constant of gateway.producer (not a business setting): override it for the run.
     code = (
         f"import gateway.producer as p; p.LINGER_MS = {linger_ms}; from gateway.server import serve; serve()"
     )
-    return subprocess.Popen([sys.executable, "-c", code], env=env_for(settings), cwd=REPO,
+    env = {**env_for(settings), "PYTHONPATH": str(repo)}  # that checkout's code, whatever is installed
+    return subprocess.Popen([sys.executable, "-c", code], env=env, cwd=repo,
                             stdout=log.open("ab"), stderr=subprocess.STDOUT)  # fmt: skip
 
 
@@ -149,6 +176,7 @@ def run_wrk(url: str, duration: int, connections: int, script: Path) -> dict[str
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
         "p50": _ms(re.search(r"^\s+50%\s+(\S+)", out, re.M).group(1)),  # type: ignore[union-attr]
         "p99": _ms(re.search(r"^\s+99%\s+(\S+)", out, re.M).group(1)),  # type: ignore[union-attr]
+        "requests": requests,
         "ok": requests - (int(bad.group(1)) if bad else 0),
         "errors": (int(bad.group(1)) if bad else 0) + (sum(map(int, errors.groups())) if errors else 0),
     }
@@ -183,6 +211,7 @@ def run_python(url: str, duration: int, connections: int) -> dict[str, float]:
         "rps": len(latencies) / elapsed,
         "p50": q[49],
         "p99": q[98],
+        "requests": len(latencies),
         "ok": len(latencies) - errors,
         "errors": errors,
     }
@@ -222,7 +251,12 @@ def main() -> int:
     parser.add_argument(
         "--python-load", action="store_true", help="use the httpx load generator even if wrk exists"
     )
+    parser.add_argument("--repo", type=Path, default=REPO, help="checkout whose gateway is measured")
+    parser.add_argument("--smoke", action="store_true", help="a tiny run for the test suite")
     args = parser.parse_args()
+    if args.smoke:
+        args.duration, args.runs, args.connections, args.lingers, args.workers = 1, 1, 4, "2", "1"
+    repo = args.repo.resolve()
     use_wrk = shutil.which("wrk") is not None and not args.python_load
     work = Path(tempfile.mkdtemp(prefix="bench_webhook_"))
     script = work / "post.lua"
@@ -234,21 +268,28 @@ def main() -> int:
             return run_wrk(base, args.duration, connections, script)
         return run_python(base, args.duration, connections)
 
-    def measure(name: str, base: str, connections: int, runs: int) -> dict[str, float]:
+    def measure(name: str, base: str, connections: int, runs: int, server: int) -> dict[str, float]:
         load(base, connections)  # warm-up run (connections, producer id, caches); not counted
-        runs = [load(base, connections) for _ in range(runs)]
-        result = {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50", "p99")}
-        result["ok"] = sum(r["ok"] for r in runs)
-        result["errors"] = sum(r["errors"] for r in runs)
+        results = []
+        for _ in range(runs):
+            cpu = server_cpu_s(server)
+            result = load(base, connections)
+            result["cpu_us"] = (server_cpu_s(server) - cpu) / max(1, result["requests"]) * 1e6
+            results.append(result)
+        result = {k: statistics.median(r[k] for r in results) for k in ("rps", "p50", "p99", "cpu_us")}
+        result["ok"] = sum(r["ok"] for r in results)
+        result["errors"] = sum(r["errors"] for r in results)
         print(f"{name:<34} {result['rps']:>9.0f} req/s  p50 {result['p50']:6.2f} ms  p99 {result['p99']:6.2f} ms"
-              f"  errors {result['errors']:.0f}", flush=True)  # fmt: skip
+              f"  errors {result['errors']:.0f}  server CPU {result['cpu_us']:.0f} us/request", flush=True)  # fmt: skip
         return result
 
     print(
         f"load generator: {f'wrk -t2 -c{args.connections}' if use_wrk else 'python httpx'}; "
-        f"{args.runs} x {args.duration} s per configuration (median), on {os.cpu_count()} cores",
+        f"{args.runs} x {args.duration} s per configuration (median), on {os.cpu_count()} cores; "
+        f"gateway of {repo} ({git_head(repo)})",
         flush=True,
     )
+    failed = False
     # Other work on the machine skews every figure: say how busy it was.
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     with EmbeddedKafka(work / "kafka") as kafka:
@@ -256,7 +297,9 @@ def main() -> int:
         bare = start_bare(port, work, work / "bare.log")
         try:
             wait_for_http(f"http://127.0.0.1:{port}/")
-            measure("bare ASGI endpoint", f"http://127.0.0.1:{port}", args.connections, args.runs)
+            bare_result = measure(
+                "bare ASGI endpoint", f"http://127.0.0.1:{port}", args.connections, args.runs, bare.pid
+            )
         finally:
             stop(bare)
 
@@ -268,24 +311,29 @@ def main() -> int:
                                 data_dir=work / f"data-{suffix}", topic_raw=f"bench.raw.{suffix}",
                                 topic_dlq=f"bench.dlq.{suffix}")  # fmt: skip
             ensure_topics(kafka.url, topic_plan(settings))
-            gw = start_gateway(settings, linger, work / f"gateway-{suffix}.log")
+            gw = start_gateway(settings, linger, work / f"gateway-{suffix}.log", repo)
             try:
                 wait_for_http(f"http://127.0.0.1:{settings.http_port}/metrics")
                 base = f"http://127.0.0.1:{settings.http_port}"
                 result = measure(
-                    f"gateway linger.ms={linger} workers={workers}", base, args.connections, args.runs
+                    f"gateway linger.ms={linger} workers={workers}", base, args.connections, args.runs, gw.pid
                 )
-                # One request at a time: the latency WorkTool sees at its usual, low rate.
-                single = measure("  same, 1 connection", base, 1, 1)
+                print(f"{'':<34} {100 * result['rps'] / bare_result['rps']:.0f} % of the bare endpoint's req/s; "
+                      f"by CPU per request (bare / gateway) {100 * bare_result['cpu_us'] / result['cpu_us']:.0f} %",
+                      flush=True)  # fmt: skip
+                single = {"ok": 0, "errors": 0}
+                if not args.smoke:  # One request at a time: the latency WorkTool sees at its usual rate.
+                    single = measure("  same, 1 connection", base, 1, 1, gw.pid)
             finally:
                 stop(gw)
             records = count_records(kafka.url, settings.topic_raw)
             answered = result["ok"] + single["ok"]  # warm-up runs not counted: their records are extra
             print(f"{'':<34} raw records {records} >= counted successful answers {answered:.0f}: "
                   f"{records >= answered}", flush=True)  # fmt: skip
+            failed |= records < answered or result["errors"] + single["errors"] > 0 or answered == 0
     print(f"load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     shutil.rmtree(work, ignore_errors=True)
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

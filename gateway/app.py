@@ -15,9 +15,12 @@ the record can be processed and stored all the way down. Ids and names are bound
 deep are refused, and so is a body whose encoded raw record would exceed `raw_record_bytes` (form and
 multipart values can grow when re-encoded as JSON).
 
-The callback routes are plain Starlette routes inside the FastAPI app, and bodies are parsed by hand
-with orjson: FastAPI's request machinery and body parameters cost about a third of the throughput
-(measured: docs/architecture.md, Gateway).
+The callback URLs are served as a plain ASGI handler in front of FastAPI (`GatewayAPI.__call__`): a
+POST to one of them never enters FastAPI's middleware, router, Request or Response objects; every other
+request (other methods, /healthz, /metrics, unknown paths) goes to FastAPI as before. The same handler is
+also registered as plain Starlette routes, the path taken when the fast path is off (`fast_path=False`),
+so tests can show both give the same answers. Bodies are parsed by hand with orjson and the raw record
+is serialised in one orjson call (measured: docs/architecture.md, Gateway; benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from datetime import datetime
+from datetime import UTC, datetime
 from time import perf_counter
 from typing import Any
 from urllib.parse import parse_qsl, unquote_plus
@@ -37,22 +40,24 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import Headers, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from gateway import metrics
 from gateway.auth import MetricsAuth, WebhookAuth
 from gateway.health import HealthChecker
 from gateway.producer import Publisher, SpoolUnavailable
-from gateway.sequence import Sequencer
+from gateway.sequence import Sequencer, Stamp
 from worktool.models import (
+    NAME_FIELDS,
     WEBHOOK_KINDS,
     DlqRecord,
     GatewaySeq,
     MessageCallback,
-    RawRecord,
     ResultCallback,
     body_limit_problems,
+    iso,
     raw_record_key,
     robot_id_problem,
     summarize_errors,
@@ -71,6 +76,8 @@ SCHEMAS: dict[str, type[BaseModel]] = {
     "qrcode": ResultCallback,
 }
 MAX_FORM_FIELDS = 1000
+# robotId and its problem by query string: a gateway serves a few robots, each with one callback URL.
+ROBOT_CACHE_SIZE = 4096
 OVERSIZE_DLQ_PREFIX = 64 * 1024  # of a body over the limit, only this much goes to the DLQ
 
 
@@ -85,9 +92,27 @@ class Rejected(Exception):
         self.errors = errors or []
 
 
+CALLBACK_PATHS = {f"/worktool/callback/{kind}": kind for kind in WEBHOOK_KINDS}
+
+
+def error_body(message: str, errors: list[Any] | None = None) -> bytes:
+    return orjson.dumps({"code": -1, "message": message, "data": {"errors": errors or []}})
+
+
 def error_response(status: int, message: str, errors: list[Any] | None = None) -> Response:
-    body = {"code": -1, "message": message, "data": {"errors": errors or []}}
-    return Response(orjson.dumps(body), status_code=status, media_type=JSON)
+    return Response(error_body(message, errors), status_code=status, media_type=JSON)
+
+
+# An answer of the callback handler: status and JSON body (sent as Starlette's Response(..., media_type=
+# JSON) would send it: content-length, then content-type).
+Answer = tuple[int, bytes]
+SUCCESS_HEADERS = [(b"content-length", str(len(SUCCESS)).encode()), (b"content-type", JSON.encode())]
+
+
+def answer_headers(body: bytes) -> list[tuple[bytes, bytes]]:
+    if body is SUCCESS:
+        return SUCCESS_HEADERS
+    return [(b"content-length", str(len(body)).encode()), (b"content-type", JSON.encode())]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -100,19 +125,30 @@ class _TooLarge(Exception):
         self.prefix = prefix
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refusing more than `limit` bytes whether or not Content-Length announced it."""
-    declared = request.headers.get("content-length", "")
+async def read_body(receive: Receive, headers: Headers, limit: int) -> bytes:
+    """The body, refusing more than `limit` bytes whether or not Content-Length announced it. Reads the
+    ASGI messages as Starlette's Request.stream() does (ClientDisconnect on a disconnect), without its
+    async generator."""
+    declared = headers.get("content-length", "")
     # Announced too large: stop after the first chunk (kept for the DLQ), never read the rest.
     announced = int(declared) if declared.isdigit() else 0
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        chunks.append(chunk)
-        if size > limit or announced > limit:
-            raise _TooLarge(max(size, announced), b"".join(chunks)[:OVERSIZE_DLQ_PREFIX])
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect()
+        if message["type"] != "http.request":
+            continue
+        chunk = message.get("body", b"")
+        last = not message.get("more_body", False)
+        if chunk or last:
+            size += len(chunk)
+            chunks.append(chunk)
+            if size > limit or announced > limit:
+                raise _TooLarge(max(size, announced), b"".join(chunks)[:OVERSIZE_DLQ_PREFIX])
+        if last:
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def robot_id_of(query_string: bytes) -> str:
@@ -197,7 +233,22 @@ async def decode_body(kind: str, raw: bytes, headers: Headers, limit: int) -> di
     return body if isinstance(body, dict) else {"text": raw.decode("utf-8", "replace")}
 
 
+def _flat(body: dict[str, Any]) -> bool:
+    for value in body.values():  # noqa: SIM110 (a loop is faster than all() with a generator)
+        if isinstance(value, dict | list):
+            return False
+    return True
+
+
 def check_limits(kind: str, body: dict[str, Any], limits: RecordLimits) -> None:
+    names = NAME_FIELDS.get(kind, ())
+    if _flat(body) and limits.max_json_depth >= 1:  # the common case: depth 1, only the names to check
+        for name in names:
+            value = body.get(name)
+            if isinstance(value, str) and len(value) > limits.max_name_chars:
+                break
+        else:
+            return
     if problems := body_limit_problems(kind, body, limits):
         raise Rejected(422, "over_limit", f"invalid {kind} callback: {'; '.join(problems)}")
 
@@ -208,14 +259,24 @@ def encode_record(
     body: dict[str, Any],
     received_at: datetime,
     limits: RecordLimits,
-    seq: GatewaySeq | None = None,
+    seq: Stamp | GatewaySeq | None = None,
 ) -> tuple[str, bytes]:
     """Key and value of the raw record; refused if it cannot be written or is larger than the record
-    size every stage is built for."""
+    size every stage is built for. The bytes are exactly `RawRecord(...).to_json()` (checked by
+    tests/gateway/test_gateway_fastpath.py), written in one orjson call: the body is JSON as decoded
+    (orjson or form strings), so the model's validation and dump would only copy it."""
+    # received_at is utc_now(): formatted without iso()'s conversion (the same text for a UTC time)
+    at = (
+        received_at.isoformat(timespec="milliseconds")[:-6] + "Z"
+        if received_at.tzinfo is UTC
+        else iso(received_at)
+    )
+    data: dict[str, Any] = {"kind": kind, "robot_id": robot_id, "received_at": at, "body": body}
+    if seq is not None:
+        data["seq"] = {"gw": seq.gw, "n": seq.n, "void": seq.void} if seq.void else {"gw": seq.gw, "n": seq.n}
     try:
-        record = RawRecord(kind=kind, robot_id=robot_id, received_at=received_at, body=body, seq=seq)  # type: ignore[arg-type]
-        value = record.to_json()
-    except (ValidationError, TypeError, orjson.JSONEncodeError) as e:
+        value = orjson.dumps(data)
+    except (TypeError, orjson.JSONEncodeError) as e:
         raise Rejected(422, "unencodable", f"body cannot be stored: {e}") from e
     if len(value) > limits.raw_record_bytes:
         raise Rejected(
@@ -231,7 +292,7 @@ def validate(kind: str, body: dict[str, Any]) -> None:
     if schema is None:
         return
     try:
-        schema.model_validate(body)
+        schema.__pydantic_validator__.validate_python(body)  # model_validate without its wrapper
     except ValidationError as e:
         errors = e.errors(include_url=False, include_context=False, include_input=False)
         raise Rejected(
@@ -251,26 +312,55 @@ class CallbackHandler:
         self.limits = settings.limits
         self.auth = WebhookAuth.from_settings(settings)
         self.sequence = Sequencer()  # the loss detector's stamp (gateway/sequence.py)
+        self._robots: dict[bytes, tuple[str, str | None]] = {}
         log.info("gateway sequence id %s", self.sequence.boot_id)
 
     def endpoint(self, kind: str) -> Callable[[Request], Awaitable[Response]]:
+        """The Starlette route (used when the fast path is off)."""
+
         async def handle(request: Request) -> Response:
             started = perf_counter()
-            response = await self.handle(kind, request)
-            metrics.observe_request(kind, response.status_code, perf_counter() - started)
-            return response
+            status, body = await self.handle(kind, request.scope, request.receive)
+            metrics.observe_request(kind, status, perf_counter() - started)
+            return Response(body, status_code=status, media_type=JSON)
 
         return handle
 
-    async def handle(self, kind: str, request: Request) -> Response:
+    async def serve(self, kind: str, scope: Scope, receive: Receive, send: Send) -> None:
+        """The fast path: the same answer as `endpoint`, sent as raw ASGI messages. An exception is
+        answered as FastAPI's handler in create_app answers it (503 "internal error") and re-raised, as
+        Starlette's ServerErrorMiddleware does."""
+        started = perf_counter()
+        try:
+            status, body = await self.handle(kind, scope, receive)
+        except Exception as exc:
+            log.error("unhandled %s", type(exc).__name__, exc_info=exc)
+            body = error_body("internal error")
+            await send({"type": "http.response.start", "status": 503, "headers": answer_headers(body)})
+            await send({"type": "http.response.body", "body": body})
+            raise
+        metrics.observe_request(kind, status, perf_counter() - started)
+        await send({"type": "http.response.start", "status": status, "headers": answer_headers(body)})
+        await send({"type": "http.response.body", "body": body})
+
+    async def handle(self, kind: str, scope: Scope, receive: Receive) -> Answer:
         received_at = utc_now()
-        robot_id = robot_id_of(request.scope["query_string"])
-        if refusal := self.auth.refusal(robot_id, request.scope["query_string"]):
-            return await self.unauthorized(refusal, kind, robot_id, request, received_at)
+        query_string = scope["query_string"]
+        robot = self._robots.get(query_string)
+        if robot is None:
+            robot_id = robot_id_of(query_string)
+            robot = (robot_id, robot_id_problem(robot_id, self.limits) if robot_id else None)
+            if len(self._robots) >= ROBOT_CACHE_SIZE:
+                self._robots.clear()
+            self._robots[query_string] = robot
+        robot_id, robot_problem = robot
+        headers = Headers(raw=scope["headers"])
+        if refusal := self.auth.refusal(robot_id, query_string):
+            return await self.unauthorized(refusal, kind, robot_id, receive, headers, received_at)
         raw = b""
         try:
             try:
-                raw = await read_body(request, self.settings.max_body_bytes)
+                raw = await read_body(receive, headers, self.settings.max_body_bytes)
             except _TooLarge as e:
                 raw = e.prefix
                 limit = self.settings.max_body_bytes
@@ -281,9 +371,9 @@ class CallbackHandler:
                 raise Rejected(
                     400, "missing_robot_id", "missing robotId query parameter (…/callback/KIND?robotId=ID)"
                 )
-            if problem := robot_id_problem(robot_id, self.limits):
-                raise Rejected(422, "invalid_robot_id", problem)
-            body = await decode_body(kind, raw, request.headers, self.settings.max_body_bytes)
+            if robot_problem:
+                raise Rejected(422, "invalid_robot_id", robot_problem)
+            body = await decode_body(kind, raw, headers, self.settings.max_body_bytes)
             check_limits(kind, body, self.limits)
             validate(kind, body)
             seq = self.sequence.take()
@@ -298,41 +388,47 @@ class CallbackHandler:
             log.exception("could not read a %s callback", kind)
             error = Rejected(400, "unreadable", f"unreadable body ({type(e).__name__})")
             return await self.reject(error, kind, robot_id, raw, received_at)
-        response = await self.accept(kind, key, value)
-        if response.status_code != 200:
+        answer = await self.accept(kind, key, value)
+        if answer[0] != 200:
             self.sequence.give_back(seq)  # not acknowledged: nobody should wait for this number
-        return response
+        return answer
 
-    async def accept(self, kind: str, key: str, value: bytes) -> Response:
+    async def accept(self, kind: str, key: str, value: bytes) -> Answer:
         topic = self.settings.topic_raw
         try:
             await self.publisher.publish(topic, key, value)
         except SpoolUnavailable:
-            return error_response(503, "temporarily unable to store the callback")
+            return 503, error_body("temporarily unable to store the callback")
         except Exception:
             # Whatever went wrong on the way to the broker, the spool still keeps the message.
             log.exception("publishing a %s callback failed; spooling it", kind)
             try:
                 await self.publisher.spool(topic, key, value)
             except Exception:
-                return error_response(503, "temporarily unable to store the callback")
-        return Response(SUCCESS, media_type=JSON)
+                return 503, error_body("temporarily unable to store the callback")
+        return 200, SUCCESS
 
     async def unauthorized(
-        self, refusal: str, kind: str, robot_id: str, request: Request, received_at: datetime
-    ) -> Response:
+        self,
+        refusal: str,
+        kind: str,
+        robot_id: str,
+        receive: Receive,
+        headers: Headers,
+        received_at: datetime,
+    ) -> Answer:
         """401; the body (never the query string with its token) goes to the DLQ, so that messages of a
         robot registered with a wrong token can still be recovered."""
         try:
-            raw = await read_body(request, self.settings.max_body_bytes)
+            raw = await read_body(receive, headers, self.settings.max_body_bytes)
         except _TooLarge as e:
             raw = e.prefix
         error = Rejected(401, "unauthorized", refusal)
-        response = await self.reject(error, kind, robot_id, raw, received_at)
+        status, body = await self.reject(error, kind, robot_id, raw, received_at)
         # The caller learns nothing about which robots exist.
-        return error_response(401, "unauthorized") if response.status_code == 401 else response
+        return (401, error_body("unauthorized")) if status == 401 else (status, body)
 
-    async def reject(self, error: Rejected, kind: str, robot_id: str, raw: bytes, at: datetime) -> Response:
+    async def reject(self, error: Rejected, kind: str, robot_id: str, raw: bytes, at: datetime) -> Answer:
         metrics.DLQ.labels(error.reason).inc()
         value = self._dlq_record(error.message, kind, robot_id, raw, at)
         try:
@@ -341,7 +437,7 @@ class CallbackHandler:
             )
         except Exception as e:  # the answer stays the same; the record is lost, say so
             log.error("dead-letter record for a %s callback lost: %r", kind, e)
-        return error_response(error.status, error.message, error.errors)
+        return error.status, error_body(error.message, error.errors)
 
     def _dlq_record(self, reason: str, kind: str, robot_id: str, raw: bytes, at: datetime) -> bytes:
         return DlqRecord(
@@ -372,7 +468,30 @@ async def health_report(health: HealthChecker, publisher: Publisher) -> tuple[bo
     return ready, body
 
 
-def create_app(settings: Settings, producer: Publisher | None = None) -> FastAPI:
+class GatewayAPI(FastAPI):
+    """FastAPI with the callback URLs served in front of it: a POST to /worktool/callback/KIND goes
+    straight to `CallbackHandler.serve` (no middleware, router, Request or Response objects: about a
+    third of the CPU of a request, benchmarks/README.md "Webhook"); everything else, including other
+    methods on those URLs (405), goes through FastAPI. `fast_path = False` sends the callbacks through
+    FastAPI's router too, to the same handler (tests compare both)."""
+
+    callbacks: CallbackHandler
+    fast_path: bool = True
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and self.fast_path
+            and not scope.get("root_path")
+            and (kind := CALLBACK_PATHS.get(scope["path"])) is not None
+        ):
+            await self.callbacks.serve(kind, scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+
+def create_app(settings: Settings, producer: Publisher | None = None) -> GatewayAPI:
     """The gateway app. Without `producer` the app creates, starts and stops its own Publisher in its
     lifespan; a Publisher passed in belongs to the caller (tests start and stop it themselves)."""
     publisher = producer if producer is not None else Publisher(settings)
@@ -393,7 +512,7 @@ def create_app(settings: Settings, producer: Publisher | None = None) -> FastAPI
             if producer is None:
                 await publisher.stop()
 
-    app = FastAPI(
+    app = GatewayAPI(
         title="WorkTool gateway",
         lifespan=lifespan,
         docs_url=None,
@@ -402,6 +521,7 @@ def create_app(settings: Settings, producer: Publisher | None = None) -> FastAPI
         # FastAPI's OpenTelemetry hooks check their providers on every request; /metrics covers us.
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
+    app.callbacks = handler
     for kind in WEBHOOK_KINDS:
         app.add_route(f"/worktool/callback/{kind}", handler.endpoint(kind), methods=["POST"])
 

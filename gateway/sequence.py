@@ -6,10 +6,19 @@ encoded, or answered 503) is handed back and listed as `void` in the next stampe
 from __future__ import annotations
 
 import uuid
-
-from worktool.models import GatewaySeq
+from dataclasses import dataclass, field
 
 MAX_VOID = 1000  # per record; a longer run of refusals is left for the detector to report
+
+
+@dataclass(slots=True)
+class Stamp:
+    """One record's stamp, written as the raw record's `seq` (the fields of worktool.models.GatewaySeq;
+    a plain dataclass because it is made once per request)."""
+
+    gw: str
+    n: int
+    void: list[int] = field(default_factory=list)
 
 
 class Sequencer:
@@ -20,12 +29,14 @@ class Sequencer:
         self._n = 0
         self._void: list[int] = []
 
-    def take(self) -> GatewaySeq:
+    def take(self) -> Stamp:
         self._n += 1
+        if not self._void:
+            return Stamp(self.boot_id, self._n)
         void, self._void = self._void[:MAX_VOID], self._void[MAX_VOID:]
-        return GatewaySeq.model_construct(gw=self.boot_id, n=self._n, void=void)
+        return Stamp(self.boot_id, self._n, void)
 
-    def give_back(self, seq: GatewaySeq) -> None:
+    def give_back(self, seq: Stamp) -> None:
         """`seq` was not acknowledged: its number (and the voids it carried) go with the next record."""
         self._void.extend(seq.void)
         self._void.append(seq.n)
