@@ -222,7 +222,10 @@ def main() -> int:
     parser.add_argument(
         "--python-load", action="store_true", help="use the httpx load generator even if wrk exists"
     )
+    parser.add_argument("--smoke", action="store_true", help="a tiny run that only shows the benchmark works")
     args = parser.parse_args()
+    if args.smoke:
+        args.duration, args.runs, args.connections, args.lingers, args.workers = 1, 1, 4, "2", "1"
     use_wrk = shutil.which("wrk") is not None and not args.python_load
     work = Path(tempfile.mkdtemp(prefix="bench_webhook_"))
     script = work / "post.lua"

@@ -245,6 +245,7 @@ class _SharedConsumer:
         self._parts: dict[PartKey, _KafkaPart] = {}
         self._lock = threading.Lock()
         self._on_empty = on_empty
+        self._delivered = False  # a partition took records since the poller's last poll
         self.poller: _KafkaPart | None = None
 
     def assign(self, part: _KafkaPart, offset: int) -> None:
@@ -274,12 +275,17 @@ class _SharedConsumer:
 
     def poll(self, part: _KafkaPart) -> None:
         """Called by the poller: fetch what is there without waiting while anything is buffered (the
-        other partitions take it on their next call, within a millisecond), else wait up to
-        IDLE_BLOCK_S for the first record."""
+        other partitions take it on their next call, within a millisecond) or was just delivered, else
+        wait up to IDLE_BLOCK_S for the first record."""
         buffered = sum(len(b) for b in self._buffers.values())
         if buffered >= self._batch_size:
             return
-        messages = self._consumer.consume(self._batch_size, 0 if buffered else IDLE_BLOCK_S)
+        # Never wait right after a partition delivered records: they are processed downstream only once
+        # this activation of the input step ends, and a wait here would hold them up (measured: +35 ms
+        # of median latency). The next activation, with nothing new, waits.
+        wait = 0 if buffered or self._delivered else IDLE_BLOCK_S
+        self._delivered = False
+        messages = self._consumer.consume(self._batch_size, wait)
         with self._lock:
             for msg in messages:
                 buffer = self._buffers.get((msg.topic(), msg.partition()))
@@ -294,6 +300,7 @@ class _SharedConsumer:
             out = self._buffers.get(key) or []
             if out:
                 self._buffers[key] = []
+                self._delivered = True
             return out
 
     def _stats(self, json_stats: str) -> None:
