@@ -69,7 +69,10 @@ def run(repo: Path, root: Path, seconds: float, settle: float, extra_env: dict[s
         time.sleep(settle)
         info = stack.info
         pids = {name: p["pid"] for name, p in info["processes"].items() if p.get("pid")}
-        pids = {name: pids[name] for name in sorted(pids, key=lambda n: (n not in ORDER, ORDER.index(n) if n in ORDER else 0, n))}
+        pids = {
+            name: pids[name]
+            for name in sorted(pids, key=lambda n: (n not in ORDER, ORDER.index(n) if n in ORDER else 0, n))
+        }
         pids["up (supervisor)"] = stack.up.pid
         cpu = measure(pids, seconds)
         # the supervisor's own figure without its children (they are measured on their own)
@@ -93,7 +96,8 @@ def report(figures: dict[str, Any]) -> str:
     lines.append(f"  total {sum(cpu.values()):.1f} % of a core")
     lines.append(
         "load average before: {} / after: {}".format(
-            " ".join(f"{x:.2f}" for x in figures["load_before"]), " ".join(f"{x:.2f}" for x in figures["load_after"])
+            " ".join(f"{x:.2f}" for x in figures["load_before"]),
+            " ".join(f"{x:.2f}" for x in figures["load_after"]),
         )
     )
     return "\n".join(lines)

@@ -238,7 +238,8 @@ def main() -> int:
         return run_python(base, args.duration, connections)
 
     def measure(name: str, base: str, connections: int, runs: int) -> dict[str, float]:
-        load(base, connections)  # warm-up run (connections, producer id, caches); not counted
+        if not args.smoke:
+            load(base, connections)  # warm-up run (connections, producer id, caches); not counted
         runs = [load(base, connections) for _ in range(runs)]
         result = {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50", "p99")}
         result["ok"] = sum(r["ok"] for r in runs)
