@@ -273,6 +273,12 @@ class _SharedConsumer:
             self._on_empty()
             self._consumer.close()
 
+    def retire(self, part: _KafkaPart) -> None:
+        """`part` reached its end (no tail) and is not called again: another partition polls."""
+        with self._lock:
+            if self.poller is part:
+                self.poller = next((p for p in self._parts.values() if not p.ended), None)
+
     def poll(self, part: _KafkaPart) -> None:
         """Called by the poller: fetch what is there without waiting while anything is buffered (the
         other partitions take it on their next call, within a millisecond) or was just delivered, else
@@ -334,6 +340,10 @@ class _KafkaPart(StatefulSourcePartition[Any, int | None]):
         self._closed = False
         shared.assign(self, offset)
 
+    @property
+    def ended(self) -> bool:
+        return self._eof
+
     def next_batch(self) -> list[Any]:
         if self._eof:
             raise StopIteration
@@ -347,6 +357,7 @@ class _KafkaPart(StatefulSourcePartition[Any, int | None]):
                 if error.code() == KafkaError._PARTITION_EOF:
                     if msg.topic() == self.key[0] and msg.partition() == self.key[1]:
                         self._eof = True  # StopIteration on the next call, after this batch
+                        self._shared.retire(self)
                         break
                     continue
                 if self._raise:
