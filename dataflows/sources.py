@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -226,6 +227,7 @@ OffsetReset = Callable[[str, str], None]  # (partition "idx-topic", why)
 # them, and one partition (the poller) waits in `consume()` while nothing is buffered, which returns as
 # soon as a record arrives (so an idle flow reacts faster than with a fixed idle poll, not slower).
 IDLE_BLOCK_S = 0.05  # the poller's wait while nothing is buffered; bounds how late a tick or an epoch is
+QUIET_S = 0.2  # ...once nothing was delivered for this long (until then it polls without waiting)
 # Consumer errors that mean "the position is not in this partition any more": a real Kafka cluster
 # answers them for an offset beyond the end or before the start (with auto.offset.reset=error,
 # librdkafka reports them instead of silently jumping to the end).
@@ -245,7 +247,7 @@ class _SharedConsumer:
         self._parts: dict[PartKey, _KafkaPart] = {}
         self._lock = threading.Lock()
         self._on_empty = on_empty
-        self._delivered = False  # a partition took records since the poller's last poll
+        self._delivered_at = 0.0  # when a partition last took records (monotonic)
         self.poller: _KafkaPart | None = None
 
     def assign(self, part: _KafkaPart, offset: int) -> None:
@@ -286,12 +288,11 @@ class _SharedConsumer:
         buffered = sum(len(b) for b in self._buffers.values())
         if buffered >= self._batch_size:
             return
-        # Never wait right after a partition delivered records: they are processed downstream only once
-        # this activation of the input step ends, and a wait here would hold them up (measured: +35 ms
-        # of median latency). The next activation, with nothing new, waits.
-        wait = 0 if buffered or self._delivered else IDLE_BLOCK_S
-        self._delivered = False
-        messages = self._consumer.consume(self._batch_size, wait)
+        # Wait only when the worker is quiet: records delivered recently are still on their way through
+        # the downstream steps (several activations of the worker), and a wait in the input step holds
+        # them up (measured: +35 ms of median latency when it waited right after a delivery).
+        quiet = time.monotonic() - self._delivered_at > QUIET_S
+        messages = self._consumer.consume(self._batch_size, 0 if buffered or not quiet else IDLE_BLOCK_S)
         with self._lock:
             for msg in messages:
                 buffer = self._buffers.get((msg.topic(), msg.partition()))
@@ -306,7 +307,7 @@ class _SharedConsumer:
             out = self._buffers.get(key) or []
             if out:
                 self._buffers[key] = []
-                self._delivered = True
+                self._delivered_at = time.monotonic()
             return out
 
     def _stats(self, json_stats: str) -> None:
