@@ -1,6 +1,6 @@
 """Produce-to-consume latency of the embedded broker with a bare librdkafka consumer (not a test).
 
-    .venv/bin/python benchmarks/bench_broker_fetch.py ['{"fetch.wait.max.ms": 10}'] [--cold]
+    .venv/bin/python benchmarks/bench_broker_fetch.py ['{"fetch.wait.max.ms": 10}'] [--cold] [--smoke]
 
 One producer sends a record every 50 ms to a 6-partition topic; one consumer, assigned to 6 + 3
 partitions as the dataflow is (raw and control topics), polls as bytewax does (consume with a 1-ms
@@ -28,7 +28,8 @@ from infra.kafka_admin import ensure_topics  # noqa: E402
 
 
 def main() -> None:
-    args = [a for a in sys.argv[1:] if a != "--cold"]
+    args = [a for a in sys.argv[1:] if a not in ("--cold", "--smoke")]
+    records = 20 if "--smoke" in sys.argv else 300  # --smoke: a tiny run that only shows it works
     extra = json.loads(args[0]) if args else {}
     with tempfile.TemporaryDirectory() as tmp, EmbeddedKafka(Path(tmp) / "kafka") as kafka:
         ensure_topics(kafka.url, {"raw": 6, "control": 3})
@@ -50,7 +51,7 @@ def main() -> None:
         latencies: list[float] = []
 
         def produce() -> None:
-            for i in range(300):
+            for i in range(records):
                 sent[str(i)] = time.perf_counter()
                 producer.produce("raw", str(i).encode(), key=str(i).encode())
                 producer.poll(0)
@@ -59,7 +60,7 @@ def main() -> None:
 
         threading.Thread(target=produce, daemon=True).start()
         deadline = time.time() + 30
-        while time.time() < deadline and len(latencies) < 300:
+        while time.time() < deadline and len(latencies) < records:
             batch = consumer.consume(1000, 0.001)
             latencies += [
                 (time.perf_counter() - sent[m.value().decode()]) * 1000 for m in batch if m.error() is None

@@ -137,7 +137,10 @@ def main() -> int:
     parser.add_argument("--commands", type=int, default=20_000)
     parser.add_argument("--robots", default="1,100,2000")
     parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--smoke", action="store_true", help="a tiny run that only shows the benchmark works")
     args = parser.parse_args()
+    if args.smoke:
+        args.commands, args.robots, args.runs = 40, "2", 1
     with (
         tempfile.TemporaryDirectory(prefix="bench-dispatcher-") as tmp,
         EmbeddedKafka(Path(tmp) / "kafka") as kafka,

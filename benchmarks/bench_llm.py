@@ -28,7 +28,10 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=100)
     p.add_argument("--delay", type=float, default=0.05)
     p.add_argument("--in-flight", type=int, default=8)
+    p.add_argument("--smoke", action="store_true", help="a tiny run that only shows the benchmark works")
     args = p.parse_args()
+    if args.smoke:
+        args.messages, args.batch, args.delay = 20, 10, 0.01
 
     with FakeOpenAIServer(slow(args.delay)) as server:
         settings = Settings(

@@ -262,7 +262,10 @@ def main() -> None:
     )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument("--logs", type=Path, help="keep the servers' data and the processes' logs here")
+    parser.add_argument("--smoke", action="store_true", help="a tiny run: 8 messages, 1 s idle")
     args = parser.parse_args()
+    if args.smoke:
+        args.messages, args.warmup, args.idle_s = 8, 2, 1
     with tempfile.TemporaryDirectory() as tmp:
         root = args.logs or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,10 @@ def main() -> int:
     ap.add_argument("--copies", type=int, default=50, help="distinct copies of the set (name churn)")
     ap.add_argument("--repeat", type=int, default=5, help="timed runs; the best is reported")
     ap.add_argument("--join", type=int, default=1, help="texts of the set joined into one message")
+    ap.add_argument("--smoke", action="store_true", help="a tiny run that only shows the benchmark works")
     args = ap.parse_args()
+    if args.smoke:
+        args.messages, args.copies, args.repeat = 1000, 2, 1
 
     rows = load_labelled(DEFAULT_DATASET)
     config = load_config(DEFAULT_DATASET.parent / "labelled_roster.yaml")

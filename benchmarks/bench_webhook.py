@@ -269,7 +269,8 @@ def main() -> int:
         return run_python(base, args.duration, connections)
 
     def measure(name: str, base: str, connections: int, runs: int, server: int) -> dict[str, float]:
-        load(base, connections)  # warm-up run (connections, producer id, caches); not counted
+        if not args.smoke:
+            load(base, connections)  # warm-up run (connections, producer id, caches); not counted
         results = []
         for _ in range(runs):
             cpu = server_cpu_s(server)

@@ -4,20 +4,23 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import orjson
-from bytewax.connectors.kafka import KafkaSource
+from bytewax.connectors.kafka import BYTEWAX_CONSUMER_LAG_GAUGE, KafkaSource, KafkaSourceMessage
+from bytewax.connectors.kafka import KafkaError as BytewaxKafkaError
 from bytewax.inputs import (
     DynamicSource,
     FixedPartitionedSource,
     StatefulSourcePartition,
     StatelessSourcePartition,
 )
-from confluent_kafka import OFFSET_BEGINNING, KafkaError
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
 from infra.topic_watch import CHECK_INTERVAL_S, TopicWatch
 from operators.timers import Tick
@@ -216,13 +219,175 @@ class ArchiveSource(FixedPartitionedSource[bytes | Tick, int]):
 OffsetReset = Callable[[str, str], None]  # (partition "idx-topic", why)
 
 
-# bytewax polls an idle partition again after 1 ms: with nine partitions that kept a core 25 % busy doing
-# nothing (measured). An idle partition waits this long instead; a busy one is polled at once.
-IDLE_POLL = timedelta(milliseconds=25)
+# bytewax's KafkaSource opens one librdkafka consumer per partition, and bytewax polls an idle partition
+# again after 1 ms. Nine partitions, nine consumers: each with its own threads fetching from the broker
+# every fetch.wait.max.ms, each polled ~40 times a second: ~11 % of a core in the dataflow and ~23 % in
+# the embedded broker with no record arriving (benchmarks/README.md, "Idle stack"). Instead one consumer
+# per worker reads every partition the worker owns (`_SharedConsumer`): one fetch request for all of
+# them, and one partition (the poller) waits in `consume()` while nothing is buffered, which returns as
+# soon as a record arrives (so an idle flow reacts faster than with a fixed idle poll, not slower).
+IDLE_BLOCK_S = 0.05  # the poller's wait while nothing is buffered; bounds how late a tick or an epoch is
+QUIET_S = 0.2  # ...once nothing was delivered for this long (until then it polls without waiting)
 # Consumer errors that mean "the position is not in this partition any more": a real Kafka cluster
 # answers them for an offset beyond the end or before the start (with auto.offset.reset=error,
 # librdkafka reports them instead of silently jumping to the end).
 POSITION_LOST = {KafkaError.OFFSET_OUT_OF_RANGE, KafkaError._AUTO_OFFSET_RESET}
+
+PartKey = tuple[str, int]  # (topic, partition)
+
+
+class _SharedConsumer:
+    """One consumer for every Kafka partition of one worker, its records sorted into per-partition
+    buffers. Only the poller partition polls; the others take what was buffered for them."""
+
+    def __init__(self, config: dict[str, Any], batch_size: int, on_empty: Callable[[], None]) -> None:
+        self._consumer = Consumer({**config, "stats_cb": self._stats})
+        self._batch_size = batch_size
+        self._buffers: dict[PartKey, list[Any]] = {}
+        self._parts: dict[PartKey, _KafkaPart] = {}
+        self._lock = threading.Lock()
+        self._on_empty = on_empty
+        self._delivered_at = 0.0  # when a partition last took records (monotonic)
+        self.poller: _KafkaPart | None = None
+
+    def assign(self, part: _KafkaPart, offset: int) -> None:
+        with self._lock:
+            old = self._parts.get(part.key)  # built again without a close (a test's resume): replaced
+            self._parts[part.key] = part
+            self._buffers[part.key] = []
+            if self.poller is None or self.poller is old:
+                self.poller = part
+        if old is not None:
+            self._consumer.incremental_unassign([TopicPartition(part.key[0], part.key[1])])
+        self._consumer.incremental_assign([TopicPartition(part.key[0], part.key[1], offset)])
+
+    def unassign(self, part: _KafkaPart) -> None:
+        with self._lock:
+            if self._parts.get(part.key) is not part:
+                return
+            del self._parts[part.key], self._buffers[part.key]
+            if self.poller is part:
+                self.poller = next(iter(self._parts.values()), None)
+            empty = not self._parts
+        with contextlib.suppress(Exception):
+            self._consumer.incremental_unassign([TopicPartition(part.key[0], part.key[1])])
+        if empty:
+            self._on_empty()
+            self._consumer.close()
+
+    def retire(self, part: _KafkaPart) -> None:
+        """`part` reached its end (no tail) and is not called again: another partition polls."""
+        with self._lock:
+            if self.poller is part:
+                self.poller = next((p for p in self._parts.values() if not p.ended), None)
+
+    def poll(self, part: _KafkaPart) -> None:
+        """Called by the poller: fetch what is there without waiting while anything is buffered (the
+        other partitions take it on their next call, within a millisecond) or was just delivered, else
+        wait up to IDLE_BLOCK_S for the first record."""
+        buffered = sum(len(b) for b in self._buffers.values())
+        if buffered >= self._batch_size:
+            return
+        # Wait only when the worker is quiet: records delivered recently are still on their way through
+        # the downstream steps (several activations of the worker), and a wait in the input step holds
+        # them up (measured: +35 ms of median latency when it waited right after a delivery).
+        quiet = time.monotonic() - self._delivered_at > QUIET_S
+        messages = self._consumer.consume(self._batch_size, 0 if buffered or not quiet else IDLE_BLOCK_S)
+        with self._lock:
+            for msg in messages:
+                buffer = self._buffers.get((msg.topic(), msg.partition()))
+                if buffer is None:  # an error of the consumer as a whole: the poller reports it
+                    buffer = self._buffers.get(part.key)
+                    if buffer is None or msg.error() is None:
+                        continue
+                buffer.append(msg)
+
+    def take(self, key: PartKey) -> list[Any]:
+        with self._lock:
+            out = self._buffers.get(key) or []
+            if out:
+                self._buffers[key] = []
+                self._delivered_at = time.monotonic()
+            return out
+
+    def _stats(self, json_stats: str) -> None:
+        """bytewax's consumer-lag gauge, per partition, from librdkafka's statistics."""
+        try:
+            topics = orjson.loads(json_stats)["topics"]
+            for (topic, index), part in list(self._parts.items()):
+                stats = topics.get(topic, {}).get("partitions", {}).get(str(index))
+                if stats is not None and part.offset > 0:
+                    BYTEWAX_CONSUMER_LAG_GAUGE.labels(step_id=part.step_id, topic=topic, partition=index).set(
+                        stats["ls_offset"] - part.offset
+                    )
+        except Exception as e:  # metrics must never stop the flow
+            log.debug("kafka statistics: %s", e)
+
+
+class _KafkaPart(StatefulSourcePartition[Any, int | None]):
+    """One Kafka partition read through its worker's `_SharedConsumer`. Emits bytewax's
+    `KafkaSourceMessage` / `KafkaError` items and snapshots the next offset, as bytewax's own
+    partition does."""
+
+    def __init__(
+        self, shared: _SharedConsumer, step_id: str, key: PartKey, offset: int, raise_on_errors: bool
+    ) -> None:
+        self._shared = shared
+        self.step_id = step_id
+        self.key = key
+        self.offset = offset
+        self._raise = raise_on_errors
+        self._eof = False
+        self._closed = False
+        shared.assign(self, offset)
+
+    @property
+    def ended(self) -> bool:
+        return self._eof
+
+    def next_batch(self) -> list[Any]:
+        if self._eof:
+            raise StopIteration
+        if self._shared.poller is self:
+            self._shared.poll(self)
+        batch: list[Any] = []
+        last = None
+        for msg in self._shared.take(self.key):
+            error = msg.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    if msg.topic() == self.key[0] and msg.partition() == self.key[1]:
+                        self._eof = True  # StopIteration on the next call, after this batch
+                        self._shared.retire(self)
+                        break
+                    continue
+                if self._raise:
+                    raise RuntimeError(f"error consuming from Kafka topic `{self.key[0]!r}`: {error}")
+            item = KafkaSourceMessage(
+                key=msg.key(), value=msg.value(), topic=msg.topic(), headers=msg.headers() or [],
+                latency=msg.latency(), offset=msg.offset(), partition=msg.partition(), timestamp=msg.timestamp(),
+            )  # fmt: skip
+            if error is None:
+                batch.append(item)
+                last = msg.offset()
+            else:
+                batch.append(BytewaxKafkaError(error, item))
+        if last is not None:
+            self.offset = last + 1
+        return batch
+
+    def next_awake(self) -> datetime | None:
+        # None: bytewax calls again at once after a batch, 1 ms after an empty one; the poller's wait in
+        # consume() paces the worker while idle, and no partition sleeps past a record buffered for it.
+        return None
+
+    def snapshot(self) -> int | None:
+        return self.offset
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._shared.unassign(self)
 
 
 class _GuardedPartition(StatefulSourcePartition[Any, tuple[str | None, int | None]]):
@@ -245,7 +410,6 @@ class _GuardedPartition(StatefulSourcePartition[Any, tuple[str | None, int | Non
         self._watch = watch
         self._on_reset = on_reset
         self._inner = build(resume_offset)
-        self._idle = False
 
     def next_batch(self) -> list[Any]:
         if self._watch is not None:
@@ -263,7 +427,6 @@ class _GuardedPartition(StatefulSourcePartition[Any, tuple[str | None, int | Non
             )
             if self._watch is not None:
                 self._watch.check_soon()
-        self._idle = not batch
         return batch
 
     def _restart(self, why: str) -> None:
@@ -273,7 +436,7 @@ class _GuardedPartition(StatefulSourcePartition[Any, tuple[str | None, int | Non
         self._inner = self._build(OFFSET_BEGINNING)
 
     def next_awake(self) -> datetime | None:
-        return datetime.now(UTC) + IDLE_POLL if self._idle else self._inner.next_awake()
+        return self._inner.next_awake()
 
     def snapshot(self) -> tuple[str | None, int | None]:
         return (self._topic_id, self._inner.snapshot())
@@ -311,6 +474,8 @@ class GuardedKafkaSource(FixedPartitionedSource[Any, tuple[str | None, int | Non
         self.on_reset = on_reset
         self.check_interval_s = check_interval_s
         self._watch: TopicWatch | None = None
+        self._consumers: dict[tuple[str, int], _SharedConsumer] = {}
+        self._lock = threading.Lock()
 
     def list_parts(self) -> list[str]:
         return self.inner.list_parts()
@@ -340,10 +505,38 @@ class GuardedKafkaSource(FixedPartitionedSource[Any, tuple[str | None, int | Non
             self.on_reset(for_part, why)
             offset = OFFSET_BEGINNING
 
+        key = (topic, int(index))
+        raise_on_errors = self.inner._raise_on_errors  # noqa: SLF001
+
         def build(start: int | None) -> StatefulSourcePartition[Any, Any]:
-            return self.inner.build_part(step_id, for_part, start)
+            first = self.inner._starting_offset if start is None else start  # noqa: SLF001
+            return _KafkaPart(self._shared(step_id), step_id, key, first, raise_on_errors)
 
         return _GuardedPartition(build, for_part, topic_id, watch, self.on_reset, offset)
+
+    def _shared(self, step_id: str) -> _SharedConsumer:
+        """The consumer of the calling worker (a bytewax worker is a thread): one for all its partitions,
+        configured as bytewax's KafkaSource configures its per-partition consumers."""
+        key = (step_id, threading.get_ident())
+        with self._lock:
+            shared = self._consumers.get(key)
+            if shared is None:
+                inner = self.inner
+                config = {
+                    "group.id": "BYTEWAX_IGNORED",  # positions are kept by the recovery system
+                    "enable.auto.commit": "false",
+                    "bootstrap.servers": ",".join(inner._brokers),  # noqa: SLF001
+                    "enable.partition.eof": str(not inner._tail),  # noqa: SLF001
+                    "statistics.interval.ms": 1000,
+                    **inner._add_config,  # noqa: SLF001
+                }
+                shared = _SharedConsumer(
+                    config,
+                    inner._batch_size,
+                    lambda: self._consumers.pop(key, None),  # noqa: SLF001
+                )
+                self._consumers[key] = shared
+            return shared
 
     def _end(self, topic: str, partition: int) -> int | None:
         """The partition's end offset, or None if unknown. (The embedded broker reports it too low by up

@@ -3,6 +3,7 @@ topic (id) or beyond the partition's end restarts the partition from its beginni
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -110,3 +111,33 @@ def test_a_topic_recreated_while_the_partition_runs_is_read_from_its_beginning(t
 
 def values(batch: list) -> list[bytes]:
     return [m.value for m in batch if getattr(m, "value", None) is not None]
+
+
+def test_the_partitions_of_a_worker_share_one_consumer_and_keep_their_own_offsets(
+    kafka_bootstrap, unique_topics
+) -> None:
+    """bytewax's KafkaSource opens a consumer per partition, each fetching on its own (the idle flow's
+    CPU, benchmarks/README.md "Idle stack"); here one consumer serves them all, and each partition still
+    gets exactly its records and snapshots its own next offset, also when the polling one ends first."""
+    name = unique_topics(raw_partitions=3)["topic_raw"]
+    sent = {f"k{i}": f"record {i}".encode() for i in range(30)}
+    produce(kafka_bootstrap, name, list(sent.items()))
+    src = source(kafka_bootstrap, name, [])
+    parts = {p: src.build_part("in", p, None) for p in src.list_parts()}
+    assert len(parts) == 3
+    assert len({id(part._inner._shared) for part in parts.values()}) == 1
+    got: dict[str, list] = {p: [] for p in parts}
+    live = set(parts)
+    deadline = time.monotonic() + 60
+    while live and time.monotonic() < deadline:
+        for p in sorted(live):
+            try:
+                got[p] += parts[p].next_batch()
+            except StopIteration:
+                live.discard(p)
+    assert not live, "every partition reaches its end"
+    assert sorted(m.value for ms in got.values() for m in ms) == sorted(sent.values())
+    for p, messages in got.items():
+        index = int(p.split("-", 1)[0])
+        assert {m.partition for m in messages} <= {index}
+        assert parts[p].snapshot()[1] == len(messages)
