@@ -19,6 +19,7 @@ from bytewax.inputs import (
 )
 from confluent_kafka import OFFSET_BEGINNING, KafkaError
 
+from infra import kafka_clients
 from infra.topic_watch import CHECK_INTERVAL_S, TopicWatch
 from operators.timers import Tick
 from worktool.models import to_utc
@@ -348,9 +349,9 @@ class GuardedKafkaSource(FixedPartitionedSource[Any, tuple[str | None, int | Non
     def _end(self, topic: str, partition: int) -> int | None:
         """The partition's end offset, or None if unknown. (The embedded broker reports it too low by up
         to one produce batch, so a small overshoot is not taken for a gap.)"""
-        from confluent_kafka import Consumer, TopicPartition
+        from confluent_kafka import TopicPartition
 
-        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "worktool-offset-check"})
+        consumer = kafka_clients.consumer("tool", self.bootstrap, group_id="worktool-offset-check")
         try:
             _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
         except Exception:

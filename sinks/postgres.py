@@ -13,7 +13,14 @@ Other events (command_callback, alerts, ...) are ignored here until their tables
 
 The mapping is a table of `Upsert` specs, one per statement: each non-key column has a merge policy,
 used both for the SQL `ON CONFLICT DO UPDATE` and for merging two rows with the same key inside one
-batch, so the database never sees one key twice in a statement and both paths agree. Updates that would
+batch, so the database never sees one key twice in a statement and both paths agree. An event's rows
+are chosen by the type of its data (`project`: `match ev.data: case MessageClassified(): ...`).
+
+Round trips: per statement and batch, the merged rows are copied (COPY, text format) into the
+statement's staging table, a session's temporary table with the target's column types and no
+constraints, emptied at each commit (ON COMMIT DELETE ROWS), and merged into the target by one
+`INSERT ... SELECT ... ORDER BY key ON CONFLICT ... DO UPDATE`; the whole batch is one transaction.
+A refused value is refused by that upsert with the target's own SQLSTATE, as before. Updates that would
 not change the row are skipped (`WHERE (old) IS DISTINCT FROM (new)`), so a replay leaves rows, including
 `updated_at`, byte-for-byte as they were.
 
@@ -33,7 +40,8 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Iterable, Sequence
+import weakref
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
@@ -47,6 +55,10 @@ from sinks.kafka import DeadLetters, DeadLetterWriter, Poisoned, report_lost
 from sinks.retry import Backoff, Waiter, describe_error
 from worktool.events import (
     AiCall,
+    AlertCancelled,
+    AlertEscalated,
+    AlertRaised,
+    AlertRetriggered,
     AlertSnapshot,
     CommandCreated,
     CommandResult,
@@ -56,6 +68,7 @@ from worktool.events import (
     MessageClassified,
     MonitorEvent,
     RobotHealth,
+    RobotJoinedSession,
     RobotStatus,
     SessionState,
     TaskCreated,
@@ -115,13 +128,32 @@ class Upsert:
             return f"CASE WHEN {t}.{nb} IS NULL OR EXCLUDED.{nb} >= {t}.{nb} THEN EXCLUDED.{col} ELSE {t}.{col} END"
         raise ValueError(f"{self.name}: unknown merge policy {policy!r} for {col}")
 
+    @property
+    def stage(self) -> str:
+        """The statement's staging table (temporary, one per session)."""
+        return f"stage_{self.name}"
+
+    @cached_property
+    def stage_ddl(self) -> str:
+        # Column types from the target, no constraints or indexes (a refused value is refused by the
+        # upsert, with the target's own SQLSTATE); emptied at every commit.
+        return (
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS {self.stage} ON COMMIT DELETE ROWS AS "
+            f"SELECT {', '.join(self.columns)} FROM {self.table} WITH NO DATA"
+        )
+
+    @cached_property
+    def copy_sql(self) -> str:
+        return f"COPY {self.stage} ({', '.join(self.columns)}) FROM STDIN"
+
     @cached_property
     def sql(self) -> str:
-        cols = self.columns
+        """The upsert of the staged rows: one statement for the whole batch, rows taken in key order
+        (concurrent workers lock rows in the same order and cannot deadlock each other)."""
+        cols = ", ".join(self.columns)
         insert = (
-            f"INSERT INTO {self.table} ({', '.join(cols)}) "
-            f"VALUES ({', '.join(f'%({c})s' for c in cols)}) "
-            f"ON CONFLICT ({', '.join(self.key)}) DO "
+            f"INSERT INTO {self.table} ({cols}) SELECT {cols} FROM {self.stage} "
+            f"ORDER BY {', '.join(self.key)} ON CONFLICT ({', '.join(self.key)}) DO "
         )
         updated = [c for c, p in self.merge.items() if p != KEEP]
         if not updated:
@@ -155,9 +187,6 @@ class Upsert:
             elif policy == FILL:
                 out[col] = a if a is not None else b
         return out
-
-    def params(self, row: dict[str, Any]) -> dict[str, Any]:
-        return {c: row[c] for c in self.columns}
 
 
 def _columns(names: str) -> tuple[str, ...]:
@@ -626,26 +655,37 @@ def _task_status(ev: MonitorEvent) -> list[tuple[Upsert, dict[str, Any]]]:
     return [(TASK_STATUS, row)]
 
 
-PROJECTIONS: dict[str, Callable[[MonitorEvent], list[tuple[Upsert, dict[str, Any]]]]] = {
-    "message_classified": _message_classified,
-    "robot_joined_session": _robot_joined_session,
-    "robot_status": _robot_status,
-    "ai_call": _ai_call,
-    "session_state": _session_state,
-    "intervention_needed": _intervention,
-    "alert_raised": _alert,
-    "alert_escalated": _alert,
-    "alert_retriggered": _alert,
-    "alert_cancelled": _alert,
-    "command_created": _command_created,
-    "command_sent": _command_status,
-    "command_timeout": _command_status,
-    "command_result": _command_status,
-    "robot_health": _robot_health,
-    "task_created": _task_created,
-    "task_status": _task_status,
-    # command_callback: joined with robot_commands by the commands work (worktool dispatcher), not yet.
-}
+def project(ev: Any) -> list[tuple[Upsert, dict[str, Any]]] | None:  # noqa: C901 (a flat dispatch)
+    """The rows of one monitor event, chosen by the type of its data; None for items that are not
+    monitor events and for events without a projection (command_callback: joined with robot_commands
+    by the commands work, not yet; staff windows, replies, ...)."""
+    match getattr(ev, "data", None):
+        case MessageClassified():
+            return _message_classified(ev)
+        case RobotJoinedSession():
+            return _robot_joined_session(ev)
+        case RobotStatus():
+            return _robot_status(ev)
+        case AiCall():
+            return _ai_call(ev)
+        case SessionState():
+            return _session_state(ev)
+        case InterventionNeeded():
+            return _intervention(ev)
+        case AlertRaised() | AlertEscalated() | AlertRetriggered() | AlertCancelled():
+            return _alert(ev)
+        case CommandCreated():
+            return _command_created(ev)
+        case CommandSent() | CommandTimeout() | CommandResult():
+            return _command_status(ev)
+        case RobotHealth():
+            return _robot_health(ev)
+        case TaskCreated():
+            return _task_created(ev)
+        case TaskStatus():
+            return _task_status(ev)
+        case _:
+            return None
 
 
 def plan(events: Iterable[Any], rejected: list[Poisoned] | None = None) -> dict[Upsert, list[dict[str, Any]]]:
@@ -655,8 +695,6 @@ def plan(events: Iterable[Any], rejected: list[Poisoned] | None = None) -> dict[
     is counted and appended to `rejected` (logged when no list is given)."""
     merged: dict[Upsert, dict[tuple[Any, ...], dict[str, Any]]] = {s: {} for s in STATEMENTS}
     for ev in events:
-        if not isinstance(ev, MonitorEvent) or (project := PROJECTIONS.get(ev.event)) is None:
-            continue
         try:
             rows = project(ev)
         except (KeyError, ValueError, TypeError) as e:
@@ -667,6 +705,8 @@ def plan(events: Iterable[Any], rejected: list[Poisoned] | None = None) -> dict[
             else:
                 rejected.append(Poisoned(ev, reason))
             continue
+        if rows is None:
+            continue
         for stmt, row in rows:
             key = tuple(row[k] for k in stmt.key)
             old = merged[stmt].get(key)
@@ -674,15 +714,47 @@ def plan(events: Iterable[Any], rejected: list[Poisoned] | None = None) -> dict[
     return {s: [rows[k] for k in sorted(rows)] for s, rows in merged.items() if rows}
 
 
+# The staging tables are created once per connection, outside any transaction when the connection
+# allows it (a transaction rolled back would take them with it).
+_staged: weakref.WeakKeyDictionary[psycopg.Connection, set[str]] = weakref.WeakKeyDictionary()
+
+
+def _idle(conn: psycopg.Connection) -> bool:
+    return conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+
+
+def _ensure_stages(conn: psycopg.Connection, cur: psycopg.Cursor, stmts: Iterable[Upsert]) -> None:
+    known = _staged.setdefault(conn, set())
+    missing = [s for s in stmts if s.stage not in known]
+    if not missing:
+        return
+    cur.execute("; ".join(s.stage_ddl for s in missing))
+    if conn.autocommit and _idle(conn):  # committed on its own: there for the rest of the session
+        known.update(s.stage for s in missing)
+
+
 def write_events(
     conn: psycopg.Connection, events: Iterable[Any], rejected: list[Poisoned] | None = None
 ) -> dict[str, int]:
-    """Project `events` into the tables in one transaction (a savepoint if one is already open).
-    Returns the rows sent per statement name; events that cannot be projected go to `rejected`."""
+    """Project `events` into the tables in one transaction (a savepoint if one is already open): per
+    statement, the batch's rows go into the statement's staging table by COPY and into the target by
+    one INSERT ... SELECT ... ON CONFLICT. Returns the rows sent per statement name; events that
+    cannot be projected go to `rejected`."""
     planned = plan(events, rejected)
-    with conn.transaction(), conn.cursor() as cur:
-        for stmt, rows in planned.items():
-            cur.executemany(stmt.sql, [stmt.params(r) for r in rows])
+    if not planned:
+        return {}
+    with conn.cursor() as cur:
+        _ensure_stages(conn, cur, planned)
+        outermost = _idle(conn)
+        with conn.transaction():
+            for stmt, rows in planned.items():
+                if not outermost:  # the commit that empties the stages is the caller's, later
+                    cur.execute(f"TRUNCATE {stmt.stage}")
+                cols = stmt.columns
+                with cur.copy(stmt.copy_sql) as copy:
+                    for row in rows:
+                        copy.write_row([row[c] for c in cols])
+                cur.execute(stmt.sql)
     for stmt, rows in planned.items():
         ROWS_WRITTEN.labels(stmt.table).inc(len(rows))
     return {stmt.name: len(rows) for stmt, rows in planned.items()}
