@@ -1,16 +1,21 @@
 """Dataflow throughput (not a test).
 
-    .venv/bin/python benchmarks/bench_dataflow.py [--records 100000] [--kafka]
+    .venv/bin/python benchmarks/bench_dataflow.py [--records 100000] [--kafka] [--profile 30] [--smoke]
 
 1. replay: the full flow (parse, shard, dedup, classify with the configured classifier, sessions) over a
    synthetic archive, in-process, events written to a counting sink.
 2. --kafka: the live wiring end to end on the embedded broker and database: records pre-loaded on
-   worktool.raw, KafkaSource (tail=False) -> flow -> worktool.monitor + Postgres, timed first to last.
+   worktool.raw, the live flow's Kafka source (tail=False) and sinks (dataflows/main.py) -> flow ->
+   worktool.monitor + Postgres, timed first to last; then the ratio live / replay of the same run.
+--smoke: 500 records, for CI (tests/e2e/test_latency_benchmark.py runs it); the figures mean nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import os
+import pstats
 import random
 import sys
 import tempfile
@@ -48,6 +53,9 @@ TEXTS = [
 ]
 
 
+FIGURES: dict[str, dict] = {}
+
+
 def synthetic(n: int, groups: int = 200) -> list[bytes]:
     rnd = random.Random(7)
     t = datetime(2026, 11, 20, 1, 0, tzinfo=UTC)
@@ -81,23 +89,27 @@ def synthetic(n: int, groups: int = 200) -> list[bytes]:
 
 
 class _Count(StatelessSinkPartition):
-    def __init__(self, box):
+    def __init__(self, box, kinds):
         self.box = box
+        self.kinds = kinds
 
     def write_batch(self, items):
         self.box[0] += len(items)
         self.box[1] = time.perf_counter()
+        for item in items:
+            self.kinds[item.event] = self.kinds.get(item.event, 0) + 1
 
 
 class CountingSink(DynamicSink):
     def __init__(self):
         self.box = [0, 0.0]
+        self.kinds: dict[str, int] = {}
 
     def build(self, *_):
-        return _Count(self.box)
+        return _Count(self.box, self.kinds)
 
 
-def bench_replay(n: int) -> None:
+def bench_replay(n: int) -> float:
     settings = Settings()
     config = BusinessConfig()
     classifier = build_classifier(settings, config)
@@ -123,18 +135,20 @@ def bench_replay(n: int) -> None:
         f"replay: {n} records ({type(classifier).__name__}): load+sort {loaded - started:.2f} s, "
         f"flow {done - loaded:.2f} s -> {n / (done - loaded):,.0f} records/s, {sink.box[0]} events"
     )
+    FIGURES["replay"] = {"records_per_s": n / (done - loaded), "events": sink.box[0], "kinds": sink.kinds}
+    return n / (done - loaded)
 
 
-def bench_kafka(n: int) -> None:
+def bench_kafka(n: int, profile: int = 0) -> float:
+    """The live wiring of dataflows/main.py (its Kafka source and sinks, minus the Redis heartbeat) on
+    the embedded broker and database, over `n` records pre-loaded on worktool.raw."""
     import psycopg
-    from bytewax.connectors.kafka import KafkaSource
-    from confluent_kafka import Producer
 
+    from dataflows.main import kafka_source, live_sinks
+    from infra import kafka_clients
     from infra.embedded import EmbeddedKafka, EmbeddedPostgres
-    from infra.kafka_admin import ensure_topics
+    from infra.kafka_admin import ensure_topics_for
     from infra.migrate import apply_up
-    from sinks.kafka import ModelKafkaSink
-    from sinks.postgres import PostgresEventSink
 
     with (
         tempfile.TemporaryDirectory() as d,
@@ -142,11 +156,9 @@ def bench_kafka(n: int) -> None:
         EmbeddedPostgres(Path(d) / "pg") as pg,
     ):
         settings = Settings(kafka_bootstrap_servers=kafka.url, database_url=pg.url)
-        ensure_topics(kafka.url, {settings.topic_raw: 6, settings.topic_monitor: 3})
+        ensure_topics_for(settings)
         apply_up(pg.url)
-        p = Producer(
-            {"bootstrap.servers": kafka.url, "linger.ms": 5, "acks": "all", "enable.idempotence": True}
-        )
+        p = kafka_clients.producer("loader", kafka.url)
         for value in synthetic(n):
             rec = orjson.loads(value)
             while True:
@@ -163,31 +175,48 @@ def bench_kafka(n: int) -> None:
         config = BusinessConfig()
         classifier = build_classifier(settings, config)
         extra = call_log_events(classifier)
-        source = KafkaSource([kafka.url], [settings.topic_raw], tail=False, batch_size=1000)
+        source = kafka_source(kafka.url, [settings.topic_raw], tail=False)
         count = CountingSink()
-        sinks = FlowSinks(
-            events=[ModelKafkaSink(kafka.url, settings.topic_monitor), PostgresEventSink(pg.url), count]
+        live = live_sinks(settings)
+        sinks = FlowSinks(events=[*live.events, count], dlq=live.dlq, commands=live.commands)
+        flow = build_flow(
+            source, sinks, classifier, FlowOptions.from_settings(settings, config), extra_events=extra
         )
+        profiler = cProfile.Profile() if profile else None
         started = time.perf_counter()
-        run_main(
-            build_flow(
-                source, sinks, classifier, FlowOptions.from_settings(settings, config), extra_events=extra
-            )
-        )
+        if profiler:
+            profiler.enable()
+        run_main(flow)
+        if profiler:
+            profiler.disable()
         elapsed = time.perf_counter() - started
         with psycopg.connect(pg.url) as conn:
             rows = conn.execute("select count(*) from session_messages").fetchone()[0]
+    rate = n / elapsed
+    FIGURES["live"] = {"records_per_s": rate, "events": count.box[0], "kinds": count.kinds, "rows": rows}
     print(
-        f"kafka->flow->monitor+postgres: {n} records in {elapsed:.2f} s -> {n / elapsed:,.0f} records/s "
+        f"kafka->flow->monitor+postgres: {n} records in {elapsed:.2f} s -> {rate:,.0f} records/s "
         f"({count.box[0]} events, {rows} session_messages rows)"
     )
+    if profiler:
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(profile)
+    return rate
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=100_000)
     ap.add_argument("--kafka", action="store_true")
+    ap.add_argument("--smoke", action="store_true", help="a tiny run (500 records) that only shows it works")
+    ap.add_argument("--json", type=Path, help="write the figures to this file")
+    ap.add_argument(
+        "--profile", type=int, default=0, metavar="N", help="--kafka: print the N costliest functions"
+    )
     args = ap.parse_args()
-    bench_replay(args.records)
+    n = 500 if args.smoke else args.records
+    replay = bench_replay(n)
     if args.kafka:
-        bench_kafka(args.records)
+        live = bench_kafka(n, args.profile)
+        print(f"live / replay: {live / replay:.0%} (load average {os.getloadavg()[0]:.2f})")
+    if args.json:
+        args.json.write_bytes(orjson.dumps({**FIGURES, "load_average": os.getloadavg()[0]}))

@@ -13,8 +13,7 @@ producers
               be delivered is spooled within WorkTool's 3-s answer window.
     sink      the dataflow's Kafka sinks (monitor, commands, DLQ): idempotent, acks=all, linger.ms=5,
               lz4, message.timeout.ms=10 s (an outage shows up and is waited out by the sink instead
-              of records sitting in librdkafka's queue for its default five minutes), larger batches
-              (the sink flushes once per bytewax batch; benchmarks "Dataflow").
+              of records sitting in librdkafka's queue for its default five minutes).
     recorder  the dispatcher's accepted records: idempotent, acks=all, linger.ms=0 (one record, waited
               for), message.timeout.ms=5000 (a stuck producer after a broker restart is replaced within
               5 s). Leaves librdkafka's allow.auto.create.topics as it is (as before this factory).
@@ -28,8 +27,7 @@ consumers
     dataflow        bytewax's KafkaSource (`source_config`, string values): assign() only, short
                     session timeout (Tansu joins groups slowly), fetch.wait.max.ms=10 (latency),
                     auto.offset.reset=error (a lost position is reported to GuardedKafkaSource, which
-                    re-reads the partition loudly instead of librdkafka jumping to the end), fetch and
-                    queue sizes for batches of `batch_size` records.
+                    re-reads the partition loudly instead of librdkafka jumping to the end).
     dispatcher      a consumer group (WORKTOOL_DISPATCHER_GROUP), manual commits after the outcome is
                     on worktool.raw, earliest, short session timeout and heartbeat for Tansu.
     monitor_stream  the console's live stream: assign() only with a throw-away group id, nothing stored
@@ -102,9 +100,6 @@ ROLES: dict[str, Role] = {
                 "linger.ms": 5,
                 "compression.type": "lz4",
                 "message.timeout.ms": 10_000,
-                # One bytewax batch (up to ~1000 events) in few produce requests.
-                "batch.num.messages": 10_000,
-                "batch.size": 4_000_000,
                 **NO_AUTO_CREATE,
             },
             log_name="sinks.kafka.librdkafka",
@@ -135,9 +130,6 @@ ROLES: dict[str, Role] = {
                 "session.timeout.ms": 6000,
                 "fetch.wait.max.ms": 10,
                 "auto.offset.reset": "error",
-                # Fetch whole batches: up to 10 MB per partition and fetch, 64 MB queued per partition.
-                "fetch.min.bytes": 1,
-                "queued.max.messages.kbytes": 65536,
             },
         ),
         Role(
@@ -286,12 +278,14 @@ class KafkaClients:
         r = _role(role, "producer")
         timeout = getattr(self.settings, r.settings_timeout) if r.settings_timeout else None
         extra.setdefault("message_timeout_s", timeout)
-        return producer_config(role, self.bootstrap, limits=self.settings.limits, **extra)
+        return producer_config(
+            role, self.settings.kafka_bootstrap_servers or "", limits=self.settings.limits, **extra
+        )
 
     def consumer_config(self, role: str, **extra: Any) -> dict[str, Any]:
         if role == "dispatcher":
             extra.setdefault("group_id", self.settings.dispatcher_group)
-        return consumer_config(role, self.bootstrap, **extra)
+        return consumer_config(role, self.settings.kafka_bootstrap_servers or "", **extra)
 
     def producer(self, role: str, *, error_cb: Callable[[Any], None] | None = None, **extra: Any) -> Producer:
         return producer(role, self.bootstrap, error_cb=error_cb, config=self.producer_config(role, **extra))
