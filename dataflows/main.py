@@ -12,6 +12,7 @@ from datetime import timedelta
 import redis
 from bytewax.connectors.kafka import KafkaSource
 from bytewax.dataflow import Dataflow
+from bytewax.outputs import DynamicSink
 
 from classifiers import build_classifier, call_log_events
 from dataflows.flow import FlowOptions, FlowSinks, build_flow
@@ -19,6 +20,7 @@ from dataflows.metrics import OFFSET_RESETS
 from dataflows.sources import GuardedKafkaSource, TickSource, WithTicks
 from dataflows.watchdog import StepBudget, watchdog_dir
 from infra import kafka_clients
+from sinks.concurrent import ConcurrentSinks
 from sinks.heartbeat import OFFSET_RESET_KEY, HeartbeatSink
 from sinks.kafka import DeadLetters, ModelKafkaSink
 from worktool.config import load_config
@@ -70,18 +72,20 @@ def kafka_source(
     )
 
 
-def live_sinks(settings: Settings) -> FlowSinks:
-    """The live flow's sinks without the heartbeat: monitor topic + Postgres projection, DLQ, commands."""
+def live_sinks(settings: Settings, *, concurrent: bool = True) -> FlowSinks:
+    """The live flow's sinks without the heartbeat: monitor topic + Postgres projection (written at the
+    same time, sinks/concurrent.py; one after the other with `concurrent=False`), DLQ, commands."""
     from sinks.postgres import PostgresEventSink
 
     assert settings.kafka_bootstrap_servers and settings.database_url
     bootstrap, limits = settings.kafka_bootstrap_servers, settings.limits
     dead_letters = DeadLetters(bootstrap, settings.topic_dlq, limits)  # the sinks' poison records
+    events: list[DynamicSink] = [
+        ModelKafkaSink(bootstrap, settings.topic_monitor, limits, dead_letters=dead_letters),
+        PostgresEventSink(settings.database_url, dead_letters=dead_letters),
+    ]
     return FlowSinks(
-        events=[
-            ModelKafkaSink(bootstrap, settings.topic_monitor, limits, dead_letters=dead_letters),
-            PostgresEventSink(settings.database_url, dead_letters=dead_letters),
-        ],
+        events=[ConcurrentSinks(events)] if concurrent else events,
         dlq=[ModelKafkaSink(bootstrap, settings.topic_dlq, limits)],
         # One robot's commands stay in order on one partition (the dispatcher rate-limits per robot).
         commands=[
