@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import json
 import os
 import pstats
 import random
@@ -180,7 +181,7 @@ def _loader(bootstrap: str):
     return kafka_clients.producer("loader", bootstrap)
 
 
-def _live_wiring(settings: Settings, concurrent: bool):
+def _live_wiring(settings: Settings, concurrent: bool, source_config: dict[str, str]):
     """The live flow's Kafka source and sinks (dataflows/main.py), or for a checkout before
     `kafka_source`/`live_sinks` existed, the wiring this benchmark used then."""
     try:
@@ -192,14 +193,24 @@ def _live_wiring(settings: Settings, concurrent: bool):
         from sinks.postgres import PostgresEventSink
 
         bootstrap = settings.kafka_bootstrap_servers
-        source = KafkaSource([bootstrap], [settings.topic_raw], tail=False, batch_size=1000)
+        # The live flow's consumer settings of then (dataflows/main.py before the client factory).
+        config = {"session.timeout.ms": "6000", "fetch.wait.max.ms": "10", "auto.offset.reset": "error"}
+        source = KafkaSource(
+            [bootstrap],
+            [settings.topic_raw],
+            tail=False,
+            batch_size=1000,
+            add_config={**config, **source_config},
+        )
         events = [ModelKafkaSink(bootstrap, settings.topic_monitor), PostgresEventSink(settings.database_url)]
         return source, FlowSinks(events=events)
-    source = kafka_source(settings.kafka_bootstrap_servers, [settings.topic_raw], tail=False)
+    source = kafka_source(settings.kafka_bootstrap_servers, [settings.topic_raw], tail=False, **source_config)
     return source, live_sinks(settings, concurrent=concurrent)
 
 
-def bench_kafka(n: int, profile: int = 0, concurrent: bool = True) -> float:
+def bench_kafka(
+    n: int, profile: int = 0, concurrent: bool = True, source_config: dict[str, str] | None = None
+) -> float:
     """The live wiring of dataflows/main.py (its Kafka source and sinks, minus the Redis heartbeat) on
     the embedded broker and database, over `n` records pre-loaded on worktool.raw."""
     import psycopg
@@ -233,7 +244,7 @@ def bench_kafka(n: int, profile: int = 0, concurrent: bool = True) -> float:
         config = BusinessConfig()
         classifier = build_classifier(settings, config)
         extra = call_log_events(classifier)
-        source, live = _live_wiring(settings, concurrent)
+        source, live = _live_wiring(settings, concurrent, source_config or {})
         count = CountingSink()
         sinks = FlowSinks(events=[*live.events, count], dlq=live.dlq, commands=live.commands)
         flow = build_flow(
@@ -276,6 +287,7 @@ if __name__ == "__main__":
     ap.add_argument("--kafka", action="store_true")
     ap.add_argument("--smoke", action="store_true", help="a tiny run (500 records) that only shows it works")
     ap.add_argument("--json", type=Path, help="write the figures to this file")
+    ap.add_argument("--source-config", type=json.loads, default={}, help="extra consumer settings (JSON)")
     ap.add_argument("--repo", type=Path, help="measure the code of another checkout (same venv)")
     ap.add_argument("--sequential-sinks", action="store_true", help="monitor topic, then Postgres")
     ap.add_argument(
@@ -285,7 +297,9 @@ if __name__ == "__main__":
     n = 500 if args.smoke else args.records
     replay = bench_replay(n)
     if args.kafka:
-        live = bench_kafka(n, args.profile, concurrent=not args.sequential_sinks)
+        live = bench_kafka(
+            n, args.profile, concurrent=not args.sequential_sinks, source_config=args.source_config
+        )
         per_cpu = FIGURES["live"]["records_per_cpu_s"] / FIGURES["replay"]["records_per_cpu_s"]
         print(
             f"live / replay: {live / replay:.0%} wall clock, {per_cpu:.0%} per CPU-second of the flow's "

@@ -56,7 +56,7 @@ SOURCE_BATCH = 1000  # records per poll of one Kafka partition (bytewax KafkaSou
 
 
 def kafka_source(
-    bootstrap: str, topics: list[str], *, tail: bool, batch_size: int = SOURCE_BATCH
+    bootstrap: str, topics: list[str], *, tail: bool, batch_size: int = SOURCE_BATCH, **config: str
 ) -> KafkaSource:
     """bytewax's KafkaSource with the dataflow role of the Kafka client factory (infra/kafka_clients.py):
     assign() only with short timeouts for Tansu, and auto.offset.reset=error, so a lost position is
@@ -68,7 +68,7 @@ def kafka_source(
         tail=tail,
         batch_size=batch_size,
         raise_on_errors=False,
-        add_config=kafka_clients.source_config(),
+        add_config=kafka_clients.source_config(**config),
     )
 
 
