@@ -1,16 +1,23 @@
 """Dataflow throughput (not a test).
 
-    .venv/bin/python benchmarks/bench_dataflow.py [--records 100000] [--kafka]
+    .venv/bin/python benchmarks/bench_dataflow.py [--records 100000] [--kafka] [--profile 30] [--smoke]
 
 1. replay: the full flow (parse, shard, dedup, classify with the configured classifier, sessions) over a
    synthetic archive, in-process, events written to a counting sink.
 2. --kafka: the live wiring end to end on the embedded broker and database: records pre-loaded on
-   worktool.raw, KafkaSource (tail=False) -> flow -> worktool.monitor + Postgres, timed first to last.
+   worktool.raw, the live flow's Kafka source (tail=False) and sinks (dataflows/main.py) -> flow ->
+   worktool.monitor + Postgres, timed first to last; then the ratio live / replay of the same run.
+--repo DIR: the code of another checkout (e.g. before a change) under this benchmark, same venv.
+--smoke: 500 records, for CI (tests/e2e/test_latency_benchmark.py runs it); the figures mean nothing.
 """
 
 from __future__ import annotations
 
 import argparse
+import cProfile
+import json
+import os
+import pstats
 import random
 import sys
 import tempfile
@@ -22,7 +29,9 @@ import orjson
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.testing import run_main
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# --repo DIR: measure another checkout's code (e.g. the code before a change) with this benchmark.
+_REPO = Path(sys.argv[sys.argv.index("--repo") + 1]) if "--repo" in sys.argv else Path(__file__).parents[1]
+sys.path.insert(0, str(_REPO.resolve()))
 
 from classifiers import build_classifier, call_log_events  # noqa: E402
 from dataflows.flow import FlowOptions, FlowSinks, build_flow  # noqa: E402
@@ -46,6 +55,9 @@ TEXTS = [
     "请完成出镜人身份验证",
     "现在没时间，不想弄了",
 ]
+
+
+FIGURES: dict[str, dict] = {}
 
 
 def synthetic(n: int, groups: int = 200) -> list[bytes]:
@@ -81,23 +93,45 @@ def synthetic(n: int, groups: int = 200) -> list[bytes]:
 
 
 class _Count(StatelessSinkPartition):
-    def __init__(self, box):
+    def __init__(self, box, kinds):
         self.box = box
+        self.kinds = kinds
 
     def write_batch(self, items):
         self.box[0] += len(items)
         self.box[1] = time.perf_counter()
+        for item in items:
+            self.kinds[item.event] = self.kinds.get(item.event, 0) + 1
 
 
 class CountingSink(DynamicSink):
     def __init__(self):
         self.box = [0, 0.0]
+        self.kinds: dict[str, int] = {}
 
     def build(self, *_):
-        return _Count(self.box)
+        return _Count(self.box, self.kinds)
 
 
-def bench_replay(n: int) -> None:
+def _cpu_of(pids: list[int | None]) -> float:
+    """User + system CPU seconds of these processes and their children (the embedded servers)."""
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        if pid is None:
+            continue
+        try:
+            root = psutil.Process(pid)
+            for proc in [root, *root.children(recursive=True)]:
+                t = proc.cpu_times()
+                total += t.user + t.system
+        except psutil.Error:
+            continue
+    return total
+
+
+def bench_replay(n: int) -> float:
     settings = Settings()
     config = BusinessConfig()
     classifier = build_classifier(settings, config)
@@ -108,6 +142,7 @@ def bench_replay(n: int) -> None:
         started = time.perf_counter()
         source = ArchiveSource(path, timedelta(seconds=settings.replay_tick_interval_s))
         loaded = time.perf_counter()
+        cpu = time.process_time()
         sink = CountingSink()
         run_main(
             build_flow(
@@ -119,22 +154,70 @@ def bench_replay(n: int) -> None:
             )
         )
         done = time.perf_counter()
+        cpu = time.process_time() - cpu
     print(
         f"replay: {n} records ({type(classifier).__name__}): load+sort {loaded - started:.2f} s, "
-        f"flow {done - loaded:.2f} s -> {n / (done - loaded):,.0f} records/s, {sink.box[0]} events"
+        f"flow {done - loaded:.2f} s -> {n / (done - loaded):,.0f} records/s, {sink.box[0]} events; "
+        f"CPU {cpu:.2f} s -> {n / cpu:,.0f} records per CPU-second"
     )
+    FIGURES["replay"] = {
+        "records_per_s": n / (done - loaded),
+        "records_per_cpu_s": n / cpu,
+        "events": sink.box[0],
+        "kinds": sink.kinds,
+    }
+    return n / (done - loaded)
 
 
-def bench_kafka(n: int) -> None:
+def _loader(bootstrap: str):
+    try:
+        from infra import kafka_clients
+    except ImportError:  # a checkout before the Kafka client factory
+        from confluent_kafka import Producer
+
+        return Producer(
+            {"bootstrap.servers": bootstrap, "linger.ms": 5, "acks": "all", "enable.idempotence": True}
+        )
+    return kafka_clients.producer("loader", bootstrap)
+
+
+def _live_wiring(settings: Settings, concurrent: bool, source_config: dict[str, str]):
+    """The live flow's Kafka source and sinks (dataflows/main.py), or for a checkout before
+    `kafka_source`/`live_sinks` existed, the wiring this benchmark used then."""
+    try:
+        from dataflows.main import kafka_source, live_sinks
+    except ImportError:
+        from bytewax.connectors.kafka import KafkaSource
+
+        from sinks.kafka import ModelKafkaSink
+        from sinks.postgres import PostgresEventSink
+
+        bootstrap = settings.kafka_bootstrap_servers
+        # The live flow's consumer settings of then (dataflows/main.py before the client factory).
+        config = {"session.timeout.ms": "6000", "fetch.wait.max.ms": "10", "auto.offset.reset": "error"}
+        source = KafkaSource(
+            [bootstrap],
+            [settings.topic_raw],
+            tail=False,
+            batch_size=1000,
+            add_config={**config, **source_config},
+        )
+        events = [ModelKafkaSink(bootstrap, settings.topic_monitor), PostgresEventSink(settings.database_url)]
+        return source, FlowSinks(events=events)
+    source = kafka_source(settings.kafka_bootstrap_servers, [settings.topic_raw], tail=False, **source_config)
+    return source, live_sinks(settings, concurrent=concurrent)
+
+
+def bench_kafka(
+    n: int, profile: int = 0, concurrent: bool = True, source_config: dict[str, str] | None = None
+) -> float:
+    """The live wiring of dataflows/main.py (its Kafka source and sinks, minus the Redis heartbeat) on
+    the embedded broker and database, over `n` records pre-loaded on worktool.raw."""
     import psycopg
-    from bytewax.connectors.kafka import KafkaSource
-    from confluent_kafka import Producer
 
     from infra.embedded import EmbeddedKafka, EmbeddedPostgres
-    from infra.kafka_admin import ensure_topics
+    from infra.kafka_admin import ensure_topics_for
     from infra.migrate import apply_up
-    from sinks.kafka import ModelKafkaSink
-    from sinks.postgres import PostgresEventSink
 
     with (
         tempfile.TemporaryDirectory() as d,
@@ -142,11 +225,9 @@ def bench_kafka(n: int) -> None:
         EmbeddedPostgres(Path(d) / "pg") as pg,
     ):
         settings = Settings(kafka_bootstrap_servers=kafka.url, database_url=pg.url)
-        ensure_topics(kafka.url, {settings.topic_raw: 6, settings.topic_monitor: 3})
+        ensure_topics_for(settings)
         apply_up(pg.url)
-        p = Producer(
-            {"bootstrap.servers": kafka.url, "linger.ms": 5, "acks": "all", "enable.idempotence": True}
-        )
+        p = _loader(kafka.url)
         for value in synthetic(n):
             rec = orjson.loads(value)
             while True:
@@ -163,31 +244,66 @@ def bench_kafka(n: int) -> None:
         config = BusinessConfig()
         classifier = build_classifier(settings, config)
         extra = call_log_events(classifier)
-        source = KafkaSource([kafka.url], [settings.topic_raw], tail=False, batch_size=1000)
+        source, live = _live_wiring(settings, concurrent, source_config or {})
         count = CountingSink()
-        sinks = FlowSinks(
-            events=[ModelKafkaSink(kafka.url, settings.topic_monitor), PostgresEventSink(pg.url), count]
+        sinks = FlowSinks(events=[*live.events, count], dlq=live.dlq, commands=live.commands)
+        flow = build_flow(
+            source, sinks, classifier, FlowOptions.from_settings(settings, config), extra_events=extra
         )
-        started = time.perf_counter()
-        run_main(
-            build_flow(
-                source, sinks, classifier, FlowOptions.from_settings(settings, config), extra_events=extra
-            )
-        )
+        profiler = cProfile.Profile() if profile else None
+        servers = [kafka.pid, pg.pid]
+        started, cpu, servers_cpu = time.perf_counter(), time.process_time(), _cpu_of(servers)
+        if profiler:
+            profiler.enable()
+        run_main(flow)
+        if profiler:
+            profiler.disable()
         elapsed = time.perf_counter() - started
+        cpu, servers_cpu = time.process_time() - cpu, _cpu_of(servers) - servers_cpu
         with psycopg.connect(pg.url) as conn:
             rows = conn.execute("select count(*) from session_messages").fetchone()[0]
+    rate = n / elapsed
+    FIGURES["live"] = {
+        "records_per_s": rate,
+        "records_per_cpu_s": n / cpu,
+        "servers_cpu_s": servers_cpu,
+        "events": count.box[0],
+        "kinds": count.kinds,
+        "rows": rows,
+    }
     print(
-        f"kafka->flow->monitor+postgres: {n} records in {elapsed:.2f} s -> {n / elapsed:,.0f} records/s "
-        f"({count.box[0]} events, {rows} session_messages rows)"
+        f"kafka->flow->monitor+postgres: {n} records in {elapsed:.2f} s -> {rate:,.0f} records/s "
+        f"({count.box[0]} events, {rows} session_messages rows); CPU {cpu:.2f} s -> "
+        f"{n / cpu:,.0f} records per CPU-second, + broker and database {servers_cpu:.2f} s"
     )
+    if profiler:
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(profile)
+    return rate
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--records", type=int, default=100_000)
     ap.add_argument("--kafka", action="store_true")
+    ap.add_argument("--smoke", action="store_true", help="a tiny run (500 records) that only shows it works")
+    ap.add_argument("--json", type=Path, help="write the figures to this file")
+    ap.add_argument("--source-config", type=json.loads, default={}, help="extra consumer settings (JSON)")
+    ap.add_argument("--repo", type=Path, help="measure the code of another checkout (same venv)")
+    ap.add_argument("--sequential-sinks", action="store_true", help="monitor topic, then Postgres")
+    ap.add_argument(
+        "--profile", type=int, default=0, metavar="N", help="--kafka: print the N costliest functions"
+    )
     args = ap.parse_args()
-    bench_replay(args.records)
+    n = 500 if args.smoke else args.records
+    replay = bench_replay(n)
     if args.kafka:
-        bench_kafka(args.records)
+        live = bench_kafka(
+            n, args.profile, concurrent=not args.sequential_sinks, source_config=args.source_config
+        )
+        per_cpu = FIGURES["live"]["records_per_cpu_s"] / FIGURES["replay"]["records_per_cpu_s"]
+        print(
+            f"live / replay: {live / replay:.0%} wall clock, {per_cpu:.0%} per CPU-second of the flow's "
+            f"process (load average {os.getloadavg()[0]:.2f})"
+        )
+    if args.json:
+        args.json.write_bytes(orjson.dumps({**FIGURES, "load_average": os.getloadavg()[0]}))

@@ -169,11 +169,11 @@ def monitor_event_counts(
 ) -> Counter[str]:
     """Events on the monitor topic by type: read every partition from the start until nothing arrives
     for `idle_s` (the broker's high watermark is not trustworthy on Tansu)."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": "worktool-demo", "enable.auto.commit": False}
-    )
+    from infra import kafka_clients
+
+    consumer = kafka_clients.consumer("tool", bootstrap, group_id="worktool-demo")
     counts: Counter[str] = Counter()
     try:
         partitions = consumer.list_topics(topic, timeout=5).topics[topic].partitions

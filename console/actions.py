@@ -24,11 +24,12 @@ from datetime import datetime
 from typing import Any, Literal
 
 import psycopg
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from pydantic import BaseModel, ConfigDict
 
+from infra import kafka_clients
 from worktool.logs import quiet_kafka_log
 from worktool.models import ControlAction, ControlRecord, UtcDatetime, utc_now
 
@@ -194,23 +195,10 @@ class ControlProducer:
     def __init__(self, bootstrap_servers: str, topic: str, *, timeout_s: float):
         self.topic = topic
         self.timeout_s = timeout_s
-        self._producer = Producer(
-            {
-                "bootstrap.servers": bootstrap_servers,
-                "client.id": "worktool-console",
-                "acks": "all",
-                "enable.idempotence": False,
-                "max.in.flight.requests.per.connection": 1,
-                "message.timeout.ms": int(timeout_s * 1000),
-                "linger.ms": 0,
-                # A metadata request must not make the broker create the topic with the wrong partition
-                # count; topics are created by infra.kafka_admin.
-                "allow.auto.create.topics": False,
-                "reconnect.backoff.ms": 50,
-                "reconnect.backoff.max.ms": 1000,
-                "log.connection.close": False,
-                "logger": kafka_log,
-            }
+        # The control role (infra/kafka_clients.py): acks=all, not idempotent, one request in flight,
+        # linger 0, no topic auto-creation (topics are created by infra.kafka_admin).
+        self._producer = kafka_clients.producer(
+            "control", bootstrap_servers, message_timeout_s=timeout_s, logger=kafka_log
         )
 
     def send(self, record: ControlRecord, key: str) -> Accepted:

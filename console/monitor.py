@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import logging
 import threading
-import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Counter, Gauge, gen
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
+from infra import kafka_clients
 from infra.topic_watch import CHECK_INTERVAL_S, TopicWatch
 from operators.alerts import CANCEL_NAMES, LEVEL_NAMES, TYPE_NAMES
 from worktool.metrics_auth import CHALLENGE, UNAUTHORIZED_BODY, MetricsAuth
@@ -156,19 +156,9 @@ class MonitorHub:
     # -- the consumer thread --------------------------------------------------------------------
 
     def _consumer(self) -> Consumer:
-        return Consumer(
-            {
-                "bootstrap.servers": self.bootstrap,
-                # assign() only: the group id is required but never joined; nothing is committed.
-                "group.id": f"worktool-console-{uuid.uuid4().hex[:8]}",
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                # Short timeouts for Tansu, as the dataflow's consumer has.
-                "session.timeout.ms": 6000,
-                "fetch.wait.max.ms": 100,
-                "socket.timeout.ms": 10000,
-            }
-        )
+        # The monitor_stream role (infra/kafka_clients.py): assign() only, the group id is required but
+        # never joined (a throw-away one); nothing is stored or committed; short timeouts for Tansu.
+        return kafka_clients.consumer("monitor_stream", self.bootstrap)
 
     def _assignment(self, consumer: Consumer) -> list[TopicPartition]:
         while not self._stop.is_set():

@@ -12,17 +12,20 @@ from datetime import timedelta
 import redis
 from bytewax.connectors.kafka import KafkaSource
 from bytewax.dataflow import Dataflow
+from bytewax.outputs import DynamicSink
 
 from classifiers import build_classifier, call_log_events
 from dataflows.flow import FlowOptions, FlowSinks, build_flow
 from dataflows.metrics import OFFSET_RESETS
 from dataflows.sources import GuardedKafkaSource, TickSource, WithTicks
 from dataflows.watchdog import StepBudget, watchdog_dir
+from infra import kafka_clients
+from sinks.concurrent import ConcurrentSinks
 from sinks.heartbeat import OFFSET_RESET_KEY, HeartbeatSink
 from sinks.kafka import DeadLetters, ModelKafkaSink
 from worktool.config import load_config
 from worktool.models import CommandRecord, utc_now
-from worktool.settings import get_settings
+from worktool.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -49,53 +52,69 @@ def command_key(command: CommandRecord) -> bytes:
     return (command.robot_id or command.target).encode()
 
 
-def live_flow() -> Dataflow:
-    settings = get_settings()
-    if not (settings.kafka_bootstrap_servers and settings.database_url and settings.redis_url):
-        raise SystemExit("the live dataflow needs KAFKA_BOOTSTRAP_SERVERS, DATABASE_URL and REDIS_URL")
+SOURCE_BATCH = 1000  # records per poll of one Kafka partition (bytewax KafkaSource batch_size)
+
+
+def kafka_source(
+    bootstrap: str, topics: list[str], *, tail: bool, batch_size: int = SOURCE_BATCH, **config: str
+) -> KafkaSource:
+    """bytewax's KafkaSource with the dataflow role of the Kafka client factory (infra/kafka_clients.py):
+    assign() only with short timeouts for Tansu, and auto.offset.reset=error, so a lost position is
+    reported to GuardedKafkaSource (which re-reads the partition from the beginning, loudly) instead of
+    librdkafka jumping to the end silently."""
+    return KafkaSource(
+        [bootstrap],
+        topics,
+        tail=tail,
+        batch_size=batch_size,
+        raise_on_errors=False,
+        add_config=kafka_clients.source_config(**config),
+    )
+
+
+def live_sinks(settings: Settings, *, concurrent: bool = True) -> FlowSinks:
+    """The live flow's sinks without the heartbeat: monitor topic + Postgres projection (written at the
+    same time, sinks/concurrent.py; one after the other with `concurrent=False`), DLQ, commands."""
     from sinks.postgres import PostgresEventSink
 
-    config = load_config(settings.config_path)
-    classifier = build_classifier(settings, config)
-    bootstrap = settings.kafka_bootstrap_servers
-    kafka = GuardedKafkaSource(
-        KafkaSource(
-            [bootstrap],
-            # Operators' control records are applied in order with everything else.
-            [settings.topic_raw, settings.topic_control],
-            tail=True,
-            batch_size=1000,
-            raise_on_errors=False,
-            # Tansu joins consumer groups slowly; bytewax uses assign(), these only shorten timeouts.
-            # auto.offset.reset=error: a lost position is reported to the guard (which re-reads the
-            # partition from the beginning, loudly) instead of librdkafka jumping to the end silently.
-            add_config={
-                "session.timeout.ms": "6000",
-                "fetch.wait.max.ms": "10",
-                "auto.offset.reset": "error",
-            },
-        ),
-        bootstrap,
-        offsets_reset(settings.redis_url),
-    )
-    ticks = TickSource(
-        timedelta(seconds=settings.tick_interval_s), timedelta(seconds=settings.allowed_lateness_s)
-    )
-    limits = settings.limits
+    assert settings.kafka_bootstrap_servers and settings.database_url
+    bootstrap, limits = settings.kafka_bootstrap_servers, settings.limits
     dead_letters = DeadLetters(bootstrap, settings.topic_dlq, limits)  # the sinks' poison records
-    sinks = FlowSinks(
-        events=[
-            ModelKafkaSink(bootstrap, settings.topic_monitor, limits, dead_letters=dead_letters),
-            PostgresEventSink(settings.database_url, dead_letters=dead_letters),
-        ],
+    events: list[DynamicSink] = [
+        ModelKafkaSink(bootstrap, settings.topic_monitor, limits, dead_letters=dead_letters),
+        PostgresEventSink(settings.database_url, dead_letters=dead_letters),
+    ]
+    return FlowSinks(
+        events=[ConcurrentSinks(events)] if concurrent else events,
         dlq=[ModelKafkaSink(bootstrap, settings.topic_dlq, limits)],
-        heartbeat=[HeartbeatSink(settings.redis_url, process_id=settings.dataflow_process_id or 0)],
         # One robot's commands stay in order on one partition (the dispatcher rate-limits per robot).
         commands=[
             ModelKafkaSink(
                 bootstrap, settings.topic_commands, limits, key_fn=command_key, dead_letters=dead_letters
             )
         ],
+    )
+
+
+def live_flow() -> Dataflow:
+    settings = get_settings()
+    if not (settings.kafka_bootstrap_servers and settings.database_url and settings.redis_url):
+        raise SystemExit("the live dataflow needs KAFKA_BOOTSTRAP_SERVERS, DATABASE_URL and REDIS_URL")
+    config = load_config(settings.config_path)
+    classifier = build_classifier(settings, config)
+    bootstrap = settings.kafka_bootstrap_servers
+    kafka = GuardedKafkaSource(
+        # Operators' control records are applied in order with everything else.
+        kafka_source(bootstrap, [settings.topic_raw, settings.topic_control], tail=True),
+        bootstrap,
+        offsets_reset(settings.redis_url),
+    )
+    ticks = TickSource(
+        timedelta(seconds=settings.tick_interval_s), timedelta(seconds=settings.allowed_lateness_s)
+    )
+    sinks = dataclasses.replace(
+        live_sinks(settings),
+        heartbeat=[HeartbeatSink(settings.redis_url, process_id=settings.dataflow_process_id or 0)],
     )
     log.info(
         "live dataflow: %s + %s -> %s, %s, postgres, %s",

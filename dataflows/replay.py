@@ -68,16 +68,11 @@ def dump_topics(
     """Every record of `topics` (the raw and the control topic), sorted by event time (received_at of a
     raw record, at of a control record). Reads each partition to its end (partition EOF; Tansu's high
     watermark is unreliable), then stops."""
-    from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+    from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "worktool-archive",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }
-    )
+    from infra import kafka_clients
+
+    consumer = kafka_clients.consumer("archive", bootstrap)
     try:
         parts: list[tuple[str, int]] = []
         for topic in topics:

@@ -20,8 +20,9 @@ from bytewax.inputs import (
     StatefulSourcePartition,
     StatelessSourcePartition,
 )
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
+from infra import kafka_clients
 from infra.topic_watch import CHECK_INTERVAL_S, TopicWatch
 from operators.timers import Tick
 from worktool.models import to_utc
@@ -241,7 +242,7 @@ class _SharedConsumer:
     buffers. Only the poller partition polls; the others take what was buffered for them."""
 
     def __init__(self, config: dict[str, Any], batch_size: int, on_empty: Callable[[], None]) -> None:
-        self._consumer = Consumer({**config, "stats_cb": self._stats})
+        self._consumer = kafka_clients.consumer("dataflow", "", config={**config, "stats_cb": self._stats})
         self._batch_size = batch_size
         self._buffers: dict[PartKey, list[Any]] = {}
         self._parts: dict[PartKey, _KafkaPart] = {}
@@ -541,9 +542,9 @@ class GuardedKafkaSource(FixedPartitionedSource[Any, tuple[str | None, int | Non
     def _end(self, topic: str, partition: int) -> int | None:
         """The partition's end offset, or None if unknown. (The embedded broker reports it too low by up
         to one produce batch, so a small overshoot is not taken for a gap.)"""
-        from confluent_kafka import Consumer, TopicPartition
+        from confluent_kafka import TopicPartition
 
-        consumer = Consumer({"bootstrap.servers": self.bootstrap, "group.id": "worktool-offset-check"})
+        consumer = kafka_clients.consumer("tool", self.bootstrap, group_id="worktool-offset-check")
         try:
             _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout=10)
         except Exception:

@@ -7,10 +7,12 @@ import logging
 import time
 from collections.abc import Callable
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message
 
 from dispatcher import metrics
+from infra import kafka_clients
 from worktool.models import AcceptedBody, RawRecord, raw_record_key, utc_now
+from worktool.settings import RecordLimits
 
 log = logging.getLogger(__name__)
 
@@ -24,25 +26,20 @@ class RecordNotWritten(RuntimeError):
 
 
 class AcceptedRecorder:
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    def __init__(self, bootstrap: str, topic: str, limits: RecordLimits | None = None) -> None:
         self._topic = topic
-        self._config = {
-            "bootstrap.servers": bootstrap,
-            "acks": "all",
-            "enable.idempotence": True,
-            "linger.ms": 0,
-            # an unreachable broker surfaces as an error within 5 s, and the record is sent again by a fresh
-            # producer (a stuck idempotent one after a broker that came back empty never recovers); a copy
-            # that did arrive is byte-identical and dropped by the dataflow's dedup
-            "message.timeout.ms": 5000,
-        }
-        self._producer = Producer(self._config)
+        # The recorder role (infra/kafka_clients.py): idempotent, acks=all, linger 0, and
+        # message.timeout.ms=5000: an unreachable broker surfaces as an error within 5 s, and the record
+        # is sent again by a fresh producer (a stuck idempotent one after a broker that came back empty
+        # never recovers); a copy that did arrive is byte-identical and dropped by the dataflow's dedup.
+        self._config = kafka_clients.producer_config("recorder", bootstrap, limits=limits)
+        self._producer = kafka_clients.producer("recorder", bootstrap, config=self._config)
 
     def _replace_producer(self, why: object) -> None:
         """An idempotent producer that saw the broker restart (empty) fails fatally, e.g. with
         OUT_OF_ORDER_SEQUENCE_NUMBER (measured with the embedded broker); a fresh one works at once."""
         log.error("kafka producer failed for good (%s); replacing it", why)
-        self._producer = Producer(self._config)
+        self._producer = kafka_clients.producer("recorder", "", config=self._config)
 
     def record(self, robot_id: str, body: AcceptedBody, stopping: Callable[[], bool]) -> RawRecord:
         """Write one accepted record and wait for its acknowledgement, retrying until the broker takes

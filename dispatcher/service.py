@@ -26,6 +26,7 @@ from dispatcher.ratelimit import RedisRateLimiter
 from dispatcher.recorder import AcceptedRecorder
 from dispatcher.sender import Outcome, RetryPolicy, Sender
 from dispatcher.wire import ERROR_NOT_SENDABLE, ERROR_OUTCOME_UNKNOWN
+from infra.kafka_clients import KafkaClients
 from worktool.models import AcceptedBody, CommandChannel, CommandRecord, summarize_errors
 from worktool.settings import Settings
 
@@ -58,17 +59,11 @@ def webhook_url(channel: CommandChannel, settings: Settings) -> str | None:
 
 
 def consumer_config(settings: Settings) -> dict[str, object]:
+    """The dispatcher role of the Kafka client factory (infra/kafka_clients.py): the group
+    WORKTOOL_DISPATCHER_GROUP, committed only after the outcome is on worktool.raw, earliest, a short
+    session timeout (Tansu takes about half of it to let a member join)."""
     assert settings.kafka_bootstrap_servers
-    return {
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
-        "group.id": settings.dispatcher_group,
-        "enable.auto.commit": False,  # committed only after the outcome is on worktool.raw
-        "auto.offset.reset": "earliest",
-        # Tansu takes about half the session timeout to let a member join: keep it short.
-        "session.timeout.ms": 6000,
-        "heartbeat.interval.ms": 1000,
-        "max.poll.interval.ms": 300000,
-    }
+    return KafkaClients(settings).consumer_config("dispatcher")
 
 
 class Dispatcher:
@@ -93,8 +88,10 @@ class Dispatcher:
             settings.dispatch_max_tries, settings.dispatch_backoff_s, settings.dispatch_max_backoff_s
         )
         self._sender = Sender(self._http, settings.api_base_url, policy, self._limiter)
-        self._recorder = AcceptedRecorder(settings.kafka_bootstrap_servers, settings.topic_raw)
-        self._consumer = Consumer(consumer_config(settings))
+        self._recorder = AcceptedRecorder(
+            settings.kafka_bootstrap_servers, settings.topic_raw, settings.limits
+        )
+        self._consumer = KafkaClients(settings).consumer("dispatcher")
         self._offsets = OffsetTracker()
         self._held = HeldCommands()
         self._paused = False

@@ -44,8 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from confluent_kafka import KafkaError, KafkaException, Producer
-from confluent_kafka.admin import AdminClient
+from confluent_kafka import KafkaError, KafkaException
 
 from gateway import metrics
 from gateway.spool import (
@@ -59,7 +58,9 @@ from gateway.spool import (
     orphan_slots,
     read_records,
 )
+from infra import kafka_clients
 from infra.kafka_admin import ensure_topics_for
+from infra.kafka_clients import KafkaClients
 from worktool.logs import quiet_kafka_log
 from worktool.settings import Settings
 
@@ -103,22 +104,12 @@ class DeliveryError(Exception):
 
 
 def producer_config(settings: Settings) -> dict[str, Any]:
-    return {
-        "bootstrap.servers": settings.kafka_bootstrap_servers,
-        "client.id": "worktool-gateway",
-        "enable.idempotence": True,
-        "acks": "all",
-        "linger.ms": LINGER_MS,
-        "message.timeout.ms": int(settings.produce_timeout_s * 1000),
-        # librdkafka's producer default is true: a metadata request would make Tansu create a topic with
-        # one partition, which can never be fixed. Missing topics are created by the drainer instead.
-        "allow.auto.create.topics": False,
-        # The same for every producer and topic: room for the largest record any stage writes.
-        "message.max.bytes": settings.limits.message_max_bytes,
-        "reconnect.backoff.ms": 50,
-        "reconnect.backoff.max.ms": 1000,
-        "log.connection.close": False,
-    }
+    """The gateway role of the Kafka client factory (infra/kafka_clients.py): idempotent, acks=all,
+    message.timeout.ms = WORKTOOL_PRODUCE_TIMEOUT_S, no topic auto-creation (a metadata request would
+    make Tansu create a topic with one partition; missing topics are created by the drainer),
+    message.max.bytes of the configuration's RecordLimits. LINGER_MS is read here so the webhook
+    benchmark can vary it."""
+    return KafkaClients(settings).producer_config("gateway", **{"linger.ms": LINGER_MS})
 
 
 class AsyncProducer:
@@ -127,7 +118,9 @@ class AsyncProducer:
     def __init__(self, config: dict[str, Any], *, guard_s: float):
         self._loop = asyncio.get_running_loop()
         self._guard_s = guard_s
-        self._producer = Producer({**config, "error_cb": self._on_error, "logger": kafka_log})
+        self._producer = kafka_clients.producer(
+            "gateway", "", config=config, error_cb=self._on_error, logger=kafka_log
+        )
         # Futures still waiting for their report, oldest first (dicts keep insertion order).
         self._waiting: dict[asyncio.Future[None], float] = {}
         self._reports: list[tuple[asyncio.Future[None], KafkaError | None]] = []
@@ -231,7 +224,7 @@ class Publisher:
         self._spool: Spool | None = None
         self._writer: SpoolWriter | None = None
         self._producer: AsyncProducer | None = None
-        self._admin: AdminClient | None = None
+        self._admin: Any = None  # an AdminClient (infra.kafka_clients)
         self._spooling = False
         # Set while the drainer delivers the last spooled records; new records wait for it (briefly).
         self._handoff: asyncio.Event | None = None
@@ -253,9 +246,7 @@ class Publisher:
         for lock in await asyncio.to_thread(orphan_slots, base, self._slot.directory):
             self._orphans.append((lock, await asyncio.to_thread(Spool, lock.directory)))
         # No auto-creation from metadata requests here either (see producer_config).
-        self._admin = AdminClient(
-            {"bootstrap.servers": bootstrap, "allow.auto.create.topics": False, "logger": kafka_log}
-        )
+        self._admin = kafka_clients.admin(bootstrap, logger=kafka_log)
         self._producer = AsyncProducer(producer_config(self.settings), guard_s=self._guard_s)
         leftover = self.spool_depth
         if leftover:

@@ -361,10 +361,10 @@ class EmbeddedKafka(EmbeddedServer):
         ]  # fmt: skip
 
     def _answers(self) -> bool:
-        from confluent_kafka.admin import AdminClient
+        from infra import kafka_clients
 
         try:
-            AdminClient({"bootstrap.servers": self.url}).list_topics(timeout=2)
+            kafka_clients.admin(self.url).list_topics(timeout=2)
             return True
         except Exception:  # KafkaException while the broker finishes starting
             return False

@@ -16,6 +16,7 @@ import time
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 
+from infra import kafka_clients
 from worktool.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ def ensure_topics(
     An existing topic is left as it is (a warning if its partition count differs). With
     `max_message_bytes`, new topics take records that large and an existing topic that takes less
     raises TopicConfigError."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin = kafka_clients.admin(bootstrap)
     deadline = time.monotonic() + timeout_s
     existing = admin.list_topics(timeout=timeout_s).topics
     for name, want in topics.items():

@@ -15,6 +15,8 @@ import logging
 import threading
 from typing import Any
 
+from infra import kafka_clients
+
 log = logging.getLogger(__name__)
 
 CHECK_INTERVAL_S = 2.0  # how often a running consumer asks the broker for its topics' ids
@@ -46,11 +48,10 @@ class TopicWatch:
     def refresh(self) -> dict[str, str]:
         """Ask the broker now (blocking, a few ms); keeps the previous ids of topics it cannot describe."""
         from confluent_kafka import TopicCollection
-        from confluent_kafka.admin import AdminClient
 
         with self._lock:
             if self._admin is None:
-                self._admin = AdminClient({"bootstrap.servers": self.bootstrap, "logger": _quiet_log})
+                self._admin = kafka_clients.admin(self.bootstrap, logger=_quiet_log)
             futures = self._admin.describe_topics(TopicCollection(self.topics), request_timeout=5)
             for topic, future in futures.items():
                 try:

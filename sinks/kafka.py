@@ -24,18 +24,14 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from confluent_kafka import KafkaError, KafkaException, Producer
 from prometheus_client import Counter
 
+from infra import kafka_clients
 from sinks.retry import Backoff, Waiter, describe_error
-from worktool.logs import quiet_kafka_log
 from worktool.models import DlqRecord, utc_now
 from worktool.settings import RecordLimits, default_limits
 
 log = logging.getLogger(__name__)
-kafka_log = quiet_kafka_log("sinks.kafka.librdkafka", 30.0)  # librdkafka's own log lines
 
 
-# Deliveries fail after this long, so an outage shows up (and is logged) instead of records sitting in
-# librdkafka's queue for its default of five minutes.
-PRODUCE_TIMEOUT_MS = 10_000
 FLUSH_SLACK_S = 5.0  # librdkafka notices timed-out requests about once a second
 START_TIMEOUT_S = 5.0  # how long a sink waits for the broker when it starts (then it goes on anyway)
 # Errors no retry can fix: the record is set aside (dead-lettered), not waited for.
@@ -65,21 +61,10 @@ PRODUCERS_REPLACED = Counter(
 
 
 def producer_config(bootstrap: str, limits: RecordLimits | None = None, **extra: Any) -> dict[str, Any]:
-    return {
-        "bootstrap.servers": bootstrap,
-        "enable.idempotence": True,
-        "acks": "all",
-        "linger.ms": 5,
-        "compression.type": "lz4",
-        # The same for every producer and topic: room for the largest record any stage writes.
-        "message.max.bytes": (limits or default_limits()).message_max_bytes,
-        "message.timeout.ms": PRODUCE_TIMEOUT_MS,
-        # A metadata request would make Tansu create a missing topic with one partition, for good; the
-        # gateway's drainer (infra.kafka_admin) recreates topics, this sink waits for them.
-        "allow.auto.create.topics": False,
-        "log.connection.close": False,
-        **extra,
-    }
+    """The sink role of the Kafka client factory (infra/kafka_clients.py): idempotent, acks=all, lz4,
+    message.timeout.ms of 10 s (an outage shows up and is waited out here instead of records sitting in
+    librdkafka's queue for five minutes), no topic auto-creation, message.max.bytes of `limits`."""
+    return kafka_clients.producer_config("sink", bootstrap, limits=limits or default_limits(), **extra)
 
 
 def event_key(item: Any) -> bytes | None:
@@ -258,7 +243,7 @@ class KafkaWriter:
     def _current_producer(self) -> Producer:
         if self._producer is None:
             self._fatal = None
-            self._producer = Producer({**self._config, "error_cb": self._on_error, "logger": kafka_log})
+            self._producer = kafka_clients.producer("sink", "", config=self._config, error_cb=self._on_error)
         return self._producer
 
     def _on_error(self, error: KafkaError) -> None:

@@ -486,3 +486,40 @@ def test_bytewax_dataflow_writes_through_the_sink(
         write_events(direct, events)
         expected = dump(direct, without=("created_at", "updated_at", "id"))
     assert dump(conn, without=("created_at", "updated_at", "id")) == expected
+
+
+def test_copy_and_row_by_row_paths_write_the_same_rows(
+    new_database: Callable[..., str], conn: psycopg.Connection
+) -> None:
+    events = day_of_events()
+    write_events(conn, events)  # COPY into the staging tables, one upsert per table
+    with psycopg.connect(new_database(migrated=True), autocommit=True, row_factory=dict_row) as other:
+        for batch in (events[:4], events[4:]):
+            write_events(other, batch, copy=False)  # the event-by-event path of a refused batch
+        assert dump(other, without=("created_at", "updated_at", "id")) == dump(
+            conn, without=("created_at", "updated_at", "id")
+        )
+
+
+def test_staging_tables_are_left_empty_after_a_refused_batch_and_inside_a_transaction(
+    new_database: Callable[..., str], conn: psycopg.Connection
+) -> None:
+    events = day_of_events()
+    bad = classified("bad", 1, confidence=7.0)  # refused by a check constraint, after the COPY
+    with pytest.raises(psycopg.errors.CheckViolation):
+        write_events(conn, [*events[:3], bad])
+    assert dump(conn)["session_messages"] == []
+    with conn.transaction():  # the caller's transaction: the batches are savepoints, nothing leaks
+        write_events(conn, events[:3])
+        write_events(conn, events[3:])
+    staged = conn.execute(
+        "SELECT relname FROM pg_class WHERE relnamespace = pg_my_temp_schema() AND relkind = 'r'"
+    ).fetchall()
+    assert staged, "the batches went through staging tables"
+    for row in staged:
+        assert conn.execute(f"SELECT count(*) AS n FROM {row['relname']}").fetchone()["n"] == 0
+    with psycopg.connect(new_database(migrated=True), autocommit=True, row_factory=dict_row) as clean:
+        write_events(clean, events)
+        assert dump(clean, without=("created_at", "updated_at", "id")) == dump(
+            conn, without=("created_at", "updated_at", "id")
+        )
