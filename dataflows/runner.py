@@ -96,10 +96,10 @@ def raw_partition_count(settings: Settings) -> int | None:
     """The partition count of the raw topic, or None when the broker does not tell within a few seconds."""
     if not settings.kafka_bootstrap_servers:
         return None
-    from confluent_kafka.admin import AdminClient
+    from infra import kafka_clients
 
     try:
-        admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap_servers})
+        admin = kafka_clients.admin(settings.kafka_bootstrap_servers)
         # All topics: a metadata request naming a missing topic may create it on a broker that auto-creates.
         topic = admin.list_topics(timeout=5).topics.get(settings.topic_raw)
     except Exception as e:  # the dataflow itself reports an unreachable broker
