@@ -363,6 +363,15 @@ class RawRecord(JsonRecord):
         return orjson.dumps(data)
 
 
+class MessageRecord(RawRecord):
+    """A raw record of kind "message" with its body validated in the same pass (the dataflow's parse:
+    one pydantic pass over the JSON instead of two; see benchmarks/README.md, "Event encoding"). A record
+    it refuses is read again as a `RawRecord`, so a rejection says exactly what it said before."""
+
+    kind: Literal["message"]
+    body: MessageCallback  # type: ignore[assignment]
+
+
 ControlAction = Literal["cancel_alert", "escalate_alert"]
 
 
