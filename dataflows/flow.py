@@ -144,14 +144,18 @@ def _parse(item: Any) -> tuple[Parsed | None, SeqMark | None]:
     data = _raw_bytes(item)
     if data is None or isinstance(data, Tick):
         return data, None
-    record: RawRecord | None = None
     if data.startswith(b'{"kind":"message"'):  # as RawRecord.to_json() writes a message: one pass
         try:
-            record = MessageRecord.model_validate_json(data)
-            fp, msg = parse_message(record)
-            return ParsedMessage(fp, msg), _mark(record)
+            message = MessageRecord.model_validate_json(data)
+            fp, msg = parse_message(message)
+            return ParsedMessage(fp, msg), _mark(message)
         except (ValidationError, ValueError):
-            record = None  # read again below, for the same DLQ record as ever
+            pass  # anything unusual is read again, the careful way (same result, same DLQ record)
+    return _parse_checked(data)
+
+
+def _parse_checked(data: bytes) -> tuple[Parsed | None, SeqMark | None]:
+    record: RawRecord | None = None
     try:
         if data.startswith(b'{"action"'):  # a control record, as ControlRecord.to_json() writes it
             return ControlRecord.model_validate_json(data), None
