@@ -19,7 +19,8 @@ class Classifier(Protocol):
     def classify_batch(self, messages: list[Message]) -> list[Classification]: ...
 
 
-CACHE_SIZE = 8192  # owners' texts kept with their classification (a few MB at most)
+CACHE_SIZE = 8192  # owners' texts kept with their classification
+CACHE_MAX_CHARS = 256  # longer texts rarely repeat and would make the cache large (8192 x 256: ~10 MB)
 
 
 class RuleClassifier:
@@ -28,7 +29,8 @@ class RuleClassifier:
 
     An owner's text message is classified from its text, its @-mentions (who they are), `at_me`, the
     room kind and the sender's resolution only, so its (frozen) classification is kept in a bounded LRU
-    keyed by exactly those: group chats repeat "好的", "收到", "在的" all day. `cache_size=0` turns it
+    keyed by exactly those: group chats repeat "好的", "收到", "在的" all day. Only texts up to
+    CACHE_MAX_CHARS characters are kept (memory stays bounded whatever the texts). `cache_size=0` turns it
     off; tests/operators/test_classify_cache.py shows both give identical results on the labelled sets.
     """
 
@@ -45,11 +47,17 @@ class RuleClassifier:
 
     def classify(self, m: Message) -> Classification:
         sender_type, sender_reason = self.senders.resolve(m.sender_name, m.room_type)
-        if sender_type != "user" or m.text_type not in TEXT_KINDS or not self.cache_size:
+        text = m.text or m.raw_text
+        if (
+            sender_type != "user"
+            or m.text_type not in TEXT_KINDS
+            or not self.cache_size
+            or len(text) > CACHE_MAX_CHARS
+        ):
             return self._classify(m, sender_type, sender_reason)
         # Everything MessageTypeRules._user_type and the sentiment read of the message (text_of: the
         # text and the mentions; addressees: the mentions and whether the room is internal).
-        key = (m.text or m.raw_text, m.mentions, m.room_type in INTERNAL_ROOM_TYPES, m.at_me, sender_reason)
+        key = (text, m.mentions, m.room_type in INTERNAL_ROOM_TYPES, m.at_me, sender_reason)
         cache = self._cache
         c = cache.pop(key, None)  # popped and put back: the most recently used are last
         if c is None:

@@ -60,3 +60,13 @@ def test_a_repeated_text_is_classified_once():
     again = classifier.classify(labelled_message({**row, "sender_name": "另一个用户"}, 2))
     assert again is first  # the same frozen classification, not a second reading
     assert RuleClassifier(config, cache_size=0).classify(labelled_message(row, 3)) == first
+
+
+def test_long_texts_are_not_kept():
+    config = load_config(DATA / "labelled_roster.yaml")
+    classifier = RuleClassifier(config)
+    row = {"sender_name": OWNER, "room_type": 1, "text_type": 1, "at_me": False}
+    classifier.classify(labelled_message({**row, "text": "佣金什么时候结算？" * 40}, 1))  # 360 characters
+    assert not classifier._cache  # memory stays bounded whatever the texts
+    classifier.classify(labelled_message({**row, "text": "佣金什么时候结算？"}, 2))
+    assert len(classifier._cache) == 1
