@@ -92,7 +92,7 @@ class EventData(BaseModel):
                 "data": self,
             },
         )
-        _set(obj, "__pydantic_fields_set__", _ENVELOPE_FIELDS)
+        _set(obj, "__pydantic_fields_set__", set(_ENVELOPE_FIELDS))
         _set(obj, "__pydantic_extra__", None)
         _set(obj, "__pydantic_private__", None)
         return obj
