@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataflows.replay import replay_archive  # noqa: E402
 from worktool.events import MonitorEvent, parse_event  # noqa: E402
-from worktool.models import MessageCallback, RawRecord  # noqa: E402
+from worktool.models import MessageCallback, MessageRecord, RawRecord  # noqa: E402
 from worktool.settings import Settings  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -100,6 +100,10 @@ def main() -> None:
                 raws,
                 args.rounds,
             ),
+        ),
+        (
+            "decode raw record: MessageRecord, strict body (one pass, the dataflow's)",
+            best(MessageRecord.model_validate_json, raws, args.rounds),
         ),
         ("decode raw record: orjson.loads only (no validation)", best(orjson.loads, raws, args.rounds)),
     ]
