@@ -2,7 +2,7 @@
 
     .venv/bin/python benchmarks/bench_dataflow.py [--records 100000] [--kafka] [--texts synthetic]
 
-`--texts`: `synthetic` (the 13 texts below), `labelled` (the ~1,000 varied texts of tests/data's
+`--texts`: `synthetic` (the 13 texts below), `labelled` (the 728 distinct texts of tests/data's
 labelled sets), `unique` (the labelled texts, each made distinct with a number: no text repeats, so no
 cache of the classifier can help). Figures: wall-clock records/s and records per CPU-second of the
 process (steadier on a shared box).
