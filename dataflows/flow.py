@@ -1,12 +1,13 @@
 """The dataflow, built by a factory that takes its sources and sinks, so the same flow runs on Kafka
 (dataflows/main.py), on a JSONL archive (dataflows/replay.py) and in tests.
 
-    sources ─▶ parse ─┬─▶ DLQ
-                      └─▶ shard ─▶ dedup ─▶ classify ─▶ sessions ─┬─▶ monitor events ─▶ Kafka / JSONL / Postgres
-                                                                  ├─▶ commands ─▶ worktool.commands (live only)
-                                                                  ├─▶ DLQ (an item a step failed on or ran
-                                                                  │        over its time budget on)
-                                                                  └─▶ ticks ─▶ heartbeat
+    sources ─▶ parse + shard (one batch step) ─┬─▶ gaps ─────────────────────────┐
+                                               └─▶ dedup ─▶ classify ─▶ sessions ─┴─▶ route (one batch step)
+    route ─┬─▶ monitor events ─▶ Kafka / JSONL / Postgres (typed values, encoded once)
+           ├─▶ commands ─▶ worktool.commands (live only)
+           ├─▶ DLQ (a bad record; an item a step failed on or ran over its time budget on: it passes
+           │        the later keyed steps untouched)
+           └─▶ ticks ─▶ heartbeat
 
 Source items are raw-record or control-record bytes (an archive line, a Kafka value of worktool.raw or
 worktool.control), `KafkaSourceMessage`s, or `Tick`s.
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -180,23 +181,6 @@ def _parse_checked(data: bytes) -> tuple[Parsed | None, SeqMark | None]:
             kind=record.kind if record else None,
             raw=data.decode("utf-8", errors="replace"),
         ), mark
-
-
-def _keyed(shards: int) -> Callable[[Any], Iterable[tuple[str, Any]]]:
-    all_shards = [str(i) for i in range(shards)]
-
-    def key(item: ParsedMessage | RobotRecord | ControlRecord | Tick | SeqMark) -> Iterable[tuple[str, Any]]:
-        if isinstance(item, SeqMark):
-            return []  # the gaps step's
-        if isinstance(item, Tick):
-            return [(s, item) for s in all_shards]  # every shard's clock must move
-        if isinstance(item, ParsedMessage):
-            return [(shard_for(item.message.session_id, shards), item)]
-        if isinstance(item, ControlRecord):
-            return [(shard_for(subject_of(item)[0], shards), item)]
-        return [(shard_for(robot_key(item.robot_id), shards), item)]
-
-    return key
 
 
 # The fast event path: every bytewax step costs per item, so the head and the tail of the flow are
