@@ -34,6 +34,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar, Union
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, TypeAdapter, create_model, model_validator
 
 from worktool.models import SenderType, UtcDatetime
@@ -167,8 +168,10 @@ class MonitorEvent(BaseModel):
 
 
 def _to_json(event: MonitorEvent) -> bytes:
-    # pydantic-core's own encoder (no intermediate dict): see benchmarks/README.md, "Event encoding"
-    return event.__pydantic_serializer__.to_json(event)
+    # orjson, not pydantic-core's faster `to_json`: orjson refuses integers beyond 64 bits, which every
+    # consumer of the topic can hold (such an event is dead-lettered by the sink, tests/sinks/
+    # test_sink_poison.py); benchmarks/README.md, "Event encoding"
+    return orjson.dumps(event.model_dump(mode="json"))
 
 
 def parse_event(raw: bytes | str) -> MonitorEvent:
