@@ -1,6 +1,11 @@
 """Dataflow throughput (not a test).
 
-    .venv/bin/python benchmarks/bench_dataflow.py [--records 100000] [--kafka] [--profile 30] [--smoke]
+    .venv/bin/python benchmarks/bench_dataflow.py [--records 100000] [--kafka] [--profile 30] [--smoke] [--texts synthetic]
+
+`--texts`: `synthetic` (the 13 texts below), `labelled` (the 728 distinct texts of tests/data's
+labelled sets), `unique` (the labelled texts, each made distinct with a number: no text repeats, so no
+cache of the classifier can help). Figures: wall-clock records/s and records per CPU-second of the
+process (steadier on a shared box).
 
 1. replay: the full flow (parse, shard, dedup, classify with the configured classifier, sessions) over a
    synthetic archive, in-process, events written to a counting sink.
@@ -60,15 +65,27 @@ TEXTS = [
 FIGURES: dict[str, dict] = {}
 
 
-def synthetic(n: int, groups: int = 200) -> list[bytes]:
+def labelled_texts() -> list[str]:
+    data = Path(__file__).resolve().parents[1] / "tests" / "data"
+    texts: dict[str, None] = {}
+    for name in ("labelled_messages.jsonl", "blind_messages.jsonl", "blind2_messages.jsonl"):
+        for line in (data / name).read_text("utf-8").splitlines():
+            text = orjson.loads(line).get("text") if line.strip() else None
+            if text:
+                texts[text] = None
+    return list(texts)
+
+
+def synthetic(n: int, groups: int = 200, texts: str = "synthetic") -> list[bytes]:
     rnd = random.Random(7)
+    pool = TEXTS if texts == "synthetic" else labelled_texts()
     t = datetime(2026, 11, 20, 1, 0, tzinfo=UTC)
     out = []
     while len(out) < n:
         t += timedelta(milliseconds=rnd.randint(50, 400))
         g = rnd.randrange(groups)
         body = {
-            "spoken": rnd.choice(TEXTS),
+            "spoken": rnd.choice(pool) + (f" {len(out)}" if texts == "unique" else ""),
             "rawSpoken": "",
             "receivedName": f"用户{rnd.randrange(2000)}",
             "groupName": f"视频号运营{g}群",
@@ -131,14 +148,14 @@ def _cpu_of(pids: list[int | None]) -> float:
     return total
 
 
-def bench_replay(n: int) -> float:
+def bench_replay(n: int, texts: str = "synthetic") -> float:
     settings = Settings()
     config = BusinessConfig()
     classifier = build_classifier(settings, config)
     extra = call_log_events(classifier)
     with tempfile.TemporaryDirectory() as d:
         path = Path(d) / "archive.jsonl"
-        path.write_bytes(b"\n".join(synthetic(n)) + b"\n")
+        path.write_bytes(b"\n".join(synthetic(n, texts=texts)) + b"\n")
         started = time.perf_counter()
         source = ArchiveSource(path, timedelta(seconds=settings.replay_tick_interval_s))
         loaded = time.perf_counter()
@@ -156,7 +173,7 @@ def bench_replay(n: int) -> float:
         done = time.perf_counter()
         cpu = time.process_time() - cpu
     print(
-        f"replay: {n} records ({type(classifier).__name__}): load+sort {loaded - started:.2f} s, "
+        f"replay: {n} records ({type(classifier).__name__}, {texts} texts): load+sort {loaded - started:.2f} s, "
         f"flow {done - loaded:.2f} s -> {n / (done - loaded):,.0f} records/s, {sink.box[0]} events; "
         f"CPU {cpu:.2f} s -> {n / cpu:,.0f} records per CPU-second"
     )
@@ -293,9 +310,10 @@ if __name__ == "__main__":
     ap.add_argument(
         "--profile", type=int, default=0, metavar="N", help="--kafka: print the N costliest functions"
     )
+    ap.add_argument("--texts", choices=("synthetic", "labelled", "unique"), default="synthetic")
     args = ap.parse_args()
     n = 500 if args.smoke else args.records
-    replay = bench_replay(n)
+    replay = bench_replay(n, args.texts)
     if args.kafka:
         live = bench_kafka(
             n, args.profile, concurrent=not args.sequential_sinks, source_config=args.source_config

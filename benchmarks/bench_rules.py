@@ -32,6 +32,12 @@ def main() -> int:
     ap.add_argument("--repeat", type=int, default=5, help="timed runs; the best is reported")
     ap.add_argument("--join", type=int, default=1, help="texts of the set joined into one message")
     ap.add_argument("--smoke", action="store_true", help="a tiny run that only shows the benchmark works")
+    ap.add_argument(
+        "--cache",
+        type=int,
+        default=None,
+        help="owners' classifications kept (default: the classifier's; 0: none)",
+    )
     args = ap.parse_args()
     if args.smoke:
         args.messages, args.copies, args.repeat = 1000, 2, 1
@@ -51,7 +57,9 @@ def main() -> int:
     messages = [pool[i % len(pool)] for i in range(args.messages)]
     batches = [messages[i : i + args.batch] for i in range(0, len(messages), args.batch)]
 
-    classifier = RuleClassifier(config)
+    classifier = (
+        RuleClassifier(config) if args.cache is None else RuleClassifier(config, cache_size=args.cache)
+    )
     classifier.classify_batch(messages[: args.batch])  # warm up
     # CPU time of this process, best of --repeat runs (as timeit does): the figure for one core, as
     # little disturbed as possible by other work on the machine. The median shows the spread.
@@ -66,7 +74,7 @@ def main() -> int:
     print(
         f"{len(messages)} messages ({chars:.0f} characters on average), best of {args.repeat}: {len(messages) / best:,.0f} messages/s "
         f"({1e6 * best / len(messages):.1f} µs/message; median {len(messages) / median:,.0f}/s), "
-        f"batch {args.batch}, Python {sys.version.split()[0]}"
+        f"batch {args.batch}, cache {classifier.cache_size}, Python {sys.version.split()[0]}"
     )
     return 0
 

@@ -7,19 +7,37 @@ Like every dataflow output these are at-least-once: events re-emitted after a re
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from collections import Counter
+from typing import Any
 
-from worktool.events import MonitorEvent
+from prometheus_client import Counter as PromCounter
+from prometheus_client import Gauge, Histogram
 
-MONITOR_EVENTS = Counter(
+from worktool.events import (
+    AiCall,
+    AlertCancelled,
+    AlertEscalated,
+    AlertRaised,
+    AlertRetriggered,
+    CommandCreated,
+    CommandResult,
+    CommandSent,
+    CommandTimeout,
+    MonitorEvent,
+    PipelineGap,
+    RobotHealth,
+    RobotStatus,
+)
+
+MONITOR_EVENTS = PromCounter(
     "worktool_dataflow_monitor_events_total", "Monitor events emitted, by event", ["event"]
 )
-ALERTS = Counter(
+ALERTS = PromCounter(
     "worktool_dataflow_alerts_total",
     "Alert transitions (raised, escalated, retriggered, cancelled) by alert type and level after it",
     ["transition", "alert_type", "level"],
 )
-COMMANDS = Counter(
+COMMANDS = PromCounter(
     "worktool_dataflow_commands_total",
     "Command status changes the dataflow saw: created (pending), sent, completed, failed, timeout",
     ["status"],
@@ -34,59 +52,84 @@ ROBOT_HEALTH_SCORE = Gauge(
     "The robot's health score (0-100) from robot_health events",
     ["robot_id"],
 )
-AI_CALLS = Counter("worktool_dataflow_ai_calls_total", "LLM calls by outcome", ["status"])
+AI_CALLS = PromCounter("worktool_dataflow_ai_calls_total", "LLM calls by outcome", ["status"])
 AI_CALL_SECONDS = Histogram(
     "worktool_dataflow_ai_call_seconds",
     "Latency of LLM calls that got an answer or timed out",
     buckets=(0.1, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0),
 )
 
-PIPELINE_GAP_RECORDS = Counter(
+PIPELINE_GAP_RECORDS = PromCounter(
     "worktool_pipeline_gap_records_total",
     "Records acknowledged by a gateway and missing in the dataflow a grace period later (pipeline_gap)",
 )
-PIPELINE_GAP_RECOVERED = Counter(
+PIPELINE_GAP_RECOVERED = PromCounter(
     "worktool_pipeline_gap_recovered_records_total",
     "Records of a reported pipeline_gap that arrived after all",
 )
 
-_TRANSITIONS = {
-    "alert_raised": "raised",
-    "alert_escalated": "escalated",
-    "alert_retriggered": "retriggered",
-    "alert_cancelled": "cancelled",
+_TRANSITIONS: dict[type, str] = {
+    AlertRaised: "raised",
+    AlertEscalated: "escalated",
+    AlertRetriggered: "retriggered",
+    AlertCancelled: "cancelled",
 }
-_COMMAND_STATUS = {"command_created": "pending", "command_sent": "sent", "command_timeout": "timeout"}
+_COMMAND_STATUS: dict[type, str] = {CommandCreated: "pending", CommandSent: "sent", CommandTimeout: "timeout"}
+_COUNTERS: dict[str, Any] = {}  # event name -> its child of MONITOR_EVENTS (labels() costs per call)
+
+
+def observe_events(events: list[MonitorEvent]) -> None:
+    """Count a batch of monitor events (the flow's `route` step calls it once per batch)."""
+    names = Counter(e.event for e in events)
+    for name, n in names.items():
+        child = _COUNTERS.get(name)
+        if child is None:
+            child = _COUNTERS[name] = MONITOR_EVENTS.labels(name)
+        child.inc(n)
+    for e in events:
+        if type(e.data) in _RARE:
+            _observe_data(e)
 
 
 def observe_event(_step_id: str, event: MonitorEvent) -> None:
     """Count one monitor event (the signature of `bytewax.operators.inspect`)."""
-    name = event.event
-    MONITOR_EVENTS.labels(name).inc()
-    data = event.data
-    if name in _TRANSITIONS:
-        alert = getattr(data, "alert", None)
-        if alert is not None:
-            ALERTS.labels(_TRANSITIONS[name], alert.alert_type, str(alert.level)).inc()
-    elif name in _COMMAND_STATUS:
-        COMMANDS.labels(_COMMAND_STATUS[name]).inc()
-    elif name == "command_result":
-        COMMANDS.labels(str(getattr(data, "status", "unknown"))).inc()
-    elif name == "robot_status" and event.robot_id:
-        ROBOT_ONLINE.labels(event.robot_id).set(1 if getattr(data, "status", None) == "online" else 0)
-    elif name == "robot_health" and event.robot_id:
-        ROBOT_HEALTH_SCORE.labels(event.robot_id).set(getattr(data, "score", 0))
-        ROBOT_ONLINE.labels(event.robot_id).set(1 if getattr(data, "online", False) else 0)
-    elif name == "pipeline_gap":
-        if getattr(data, "status", None) == "open":
-            PIPELINE_GAP_RECORDS.inc(getattr(data, "missing", 0))
-        else:  # one late record per corrected/closed event
+    MONITOR_EVENTS.labels(event.event).inc()
+    _observe_data(event)
+
+
+def _observe_data(event: MonitorEvent) -> None:
+    """The metrics of the event's data, matched on its type (worktool/events.py: `AnyEventData`)."""
+    match event.data:
+        case (
+            AlertRaised(alert=alert)
+            | AlertEscalated(alert=alert)
+            | AlertRetriggered(alert=alert)
+            | AlertCancelled(alert=alert)
+        ):
+            ALERTS.labels(_TRANSITIONS[type(event.data)], alert.alert_type, str(alert.level)).inc()
+        case CommandCreated() | CommandSent() | CommandTimeout():
+            COMMANDS.labels(_COMMAND_STATUS[type(event.data)]).inc()
+        case CommandResult(status=status):
+            COMMANDS.labels(status).inc()
+        case RobotStatus(status=status) if event.robot_id:
+            ROBOT_ONLINE.labels(event.robot_id).set(1 if status == "online" else 0)
+        case RobotHealth(score=score, online=online) if event.robot_id:
+            ROBOT_HEALTH_SCORE.labels(event.robot_id).set(score)
+            ROBOT_ONLINE.labels(event.robot_id).set(1 if online else 0)
+        case PipelineGap(status="open", missing=missing):
+            PIPELINE_GAP_RECORDS.inc(missing)
+        case PipelineGap():  # one late record per corrected/closed event
             PIPELINE_GAP_RECOVERED.inc()
-    elif name == "ai_call":
-        AI_CALLS.labels(str(getattr(data, "status", "unknown"))).inc()
-        latency_ms = getattr(data, "latency_ms", None)
-        if latency_ms is not None:
-            AI_CALL_SECONDS.observe(latency_ms / 1000)
+        case AiCall(status=status, latency_ms=latency_ms):
+            AI_CALLS.labels(status).inc()
+            if latency_ms is not None:
+                AI_CALL_SECONDS.observe(latency_ms / 1000)
 
 
-__all__ = ["observe_event"]
+# The data types with metrics of their own (the others are only counted by name).
+_RARE = frozenset(
+    {*_TRANSITIONS, *_COMMAND_STATUS, CommandResult, RobotStatus, RobotHealth, PipelineGap, AiCall}
+)
+
+
+__all__ = ["observe_event", "observe_events"]

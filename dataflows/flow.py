@@ -1,12 +1,13 @@
 """The dataflow, built by a factory that takes its sources and sinks, so the same flow runs on Kafka
 (dataflows/main.py), on a JSONL archive (dataflows/replay.py) and in tests.
 
-    sources ─▶ parse ─┬─▶ DLQ
-                      └─▶ shard ─▶ dedup ─▶ classify ─▶ sessions ─┬─▶ monitor events ─▶ Kafka / JSONL / Postgres
-                                                                  ├─▶ commands ─▶ worktool.commands (live only)
-                                                                  ├─▶ DLQ (an item a step failed on or ran
-                                                                  │        over its time budget on)
-                                                                  └─▶ ticks ─▶ heartbeat
+    sources ─▶ parse + shard (one batch step) ─┬─▶ gaps ─────────────────────────┐
+                                               └─▶ dedup ─▶ classify ─▶ sessions ─┴─▶ route (one batch step)
+    route ─┬─▶ monitor events ─▶ Kafka / JSONL / Postgres (typed values, encoded once)
+           ├─▶ commands ─▶ worktool.commands (live only)
+           ├─▶ DLQ (a bad record; an item a step failed on or ran over its time budget on: it passes
+           │        the later keyed steps untouched)
+           └─▶ ticks ─▶ heartbeat
 
 Source items are raw-record or control-record bytes (an archive line, a Kafka value of worktool.raw or
 worktool.control), `KafkaSourceMessage`s, or `Tick`s.
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -31,7 +32,7 @@ from bytewax.inputs import Source
 from bytewax.outputs import Sink
 from pydantic import ValidationError
 
-from dataflows.event_metrics import observe_event
+from dataflows.event_metrics import observe_events
 from dataflows.metrics import DLQ_RECORDS, DUPLICATE_REPORTS, MESSAGES_CLASSIFIED
 from dataflows.stateful import builder
 from dataflows.watchdog import StepBudget
@@ -51,6 +52,7 @@ from worktool.models import (
     ControlRecord,
     DlqRecord,
     Message,
+    MessageRecord,
     RawRecord,
     ResultCallback,
     summarize_errors,
@@ -143,6 +145,17 @@ def _parse(item: Any) -> tuple[Parsed | None, SeqMark | None]:
     data = _raw_bytes(item)
     if data is None or isinstance(data, Tick):
         return data, None
+    if data.startswith(b'{"kind":"message"'):  # as RawRecord.to_json() writes a message: one pass
+        try:
+            message = MessageRecord.model_validate_json(data)
+            fp, msg = parse_message(message)
+            return ParsedMessage(fp, msg), _mark(message)
+        except (ValidationError, ValueError):
+            pass  # anything unusual is read again, the careful way (same result, same DLQ record)
+    return _parse_checked(data)
+
+
+def _parse_checked(data: bytes) -> tuple[Parsed | None, SeqMark | None]:
     record: RawRecord | None = None
     try:
         if data.startswith(b'{"action"'):  # a control record, as ControlRecord.to_json() writes it
@@ -170,21 +183,81 @@ def _parse(item: Any) -> tuple[Parsed | None, SeqMark | None]:
         ), mark
 
 
-def _keyed(shards: int) -> Callable[[Any], Iterable[tuple[str, Any]]]:
+# The fast event path: every bytewax step costs per item, so the head and the tail of the flow are
+# one batch step each. A batch step sorts its items into a few tagged lists, one `branch` per list (not
+# per item) routes them, and a flat_map unpacks each list again (see benchmarks/README.md, Dataflow).
+_TO_SHARDS, _TO_GAPS = "shards", "gaps"
+_EVENTS, _COMMANDS, _TICKS, _DLQ = "events", "commands", "ticks", "dlq"
+DLQ_KEY = "0"  # the shard a record parse rejected goes through (the keyed steps pass it untouched)
+
+
+def _route_input(shards: int) -> Callable[[list[Any]], list[tuple[str, list[Any]]]]:
+    """Parse a batch of source items; keyed items for the shards (rejected ones included: the keyed
+    steps pass DLQ records through), gateway stamps and ticks for the gaps step."""
     all_shards = [str(i) for i in range(shards)]
 
-    def key(item: ParsedMessage | RobotRecord | ControlRecord | Tick | SeqMark) -> Iterable[tuple[str, Any]]:
-        if isinstance(item, SeqMark):
-            return []  # the gaps step's
-        if isinstance(item, Tick):
-            return [(s, item) for s in all_shards]  # every shard's clock must move
-        if isinstance(item, ParsedMessage):
-            return [(shard_for(item.message.session_id, shards), item)]
-        if isinstance(item, ControlRecord):
-            return [(shard_for(subject_of(item)[0], shards), item)]
-        return [(shard_for(robot_key(item.robot_id), shards), item)]
+    def route(batch: list[Any]) -> list[tuple[str, list[Any]]]:
+        keyed: list[tuple[str, Any]] = []
+        gaps: list[tuple[str, Any]] = []
+        for raw in batch:
+            item, mark = _parse(raw)
+            if item is None:
+                pass
+            elif isinstance(item, ParsedMessage):
+                keyed.append((shard_for(item.message.session_id, shards), item))
+            elif isinstance(item, Tick):
+                keyed.extend((s, item) for s in all_shards)  # every shard's clock must move
+                gaps.append((GAP_KEY, item))
+            elif isinstance(item, DlqRecord):
+                keyed.append((DLQ_KEY, item))
+            elif isinstance(item, ControlRecord):
+                keyed.append((shard_for(subject_of(item)[0], shards), item))
+            else:
+                keyed.append((shard_for(robot_key(item.robot_id), shards), item))
+            if mark is not None:
+                gaps.append((GAP_KEY, mark))
+        out = [(_TO_SHARDS, keyed)] if keyed else []
+        if gaps:
+            out.append((_TO_GAPS, gaps))
+        return out
 
-    return key
+    return route
+
+
+def _route_output(
+    extra_events: Callable[[], list[MonitorEvent]] | None,
+) -> Callable[[list[tuple[str, Any]]], list[tuple[str, list[Any]]]]:
+    """The keyed outputs of the sessions and gaps steps (plus the classifier's call logs) sorted into
+    events (counted for the metrics here), commands, ticks and DLQ records."""
+
+    def route(batch: list[tuple[str, Any]]) -> list[tuple[str, list[Any]]]:
+        events: list[Any] = []
+        commands: list[Any] = []
+        ticks: list[Any] = []
+        dlq: list[Any] = []
+        for _key, v in batch:
+            if isinstance(v, MonitorEvent):
+                events.append(v)
+            elif isinstance(v, CommandRecord):
+                commands.append(v)
+            elif isinstance(v, Tick):
+                ticks.append(v)
+            elif isinstance(v, DlqRecord):
+                dlq.append(v)
+        if extra_events is not None:
+            for v in extra_events():
+                (dlq if isinstance(v, DlqRecord) else events).append(v)
+        if events:
+            observe_events(events)
+        return [(tag, items) for tag, items in ((_EVENTS, events), (_COMMANDS, commands), (_TICKS, ticks), (_DLQ, dlq)) if items]  # fmt: skip
+
+    return route
+
+
+def _tagged(flow_step: str, up: Stream[tuple[str, list[Any]]], tag: str) -> tuple[Stream[Any], Stream[Any]]:
+    """(the items of the lists tagged `tag`, the other lists)."""
+    split = op.branch(f"{flow_step}_{tag}", up, lambda t: t[0] == tag)
+    return op.flat_map(f"{flow_step}_{tag}_items", split.trues, lambda t: t[1]), split.falses
 
 
 def _classify_batch(
@@ -241,52 +314,40 @@ def build_flow(
         sources = [sources]
     inputs = [op.input(f"input_{i}", flow, src) for i, src in enumerate(sources)]
     raw = inputs[0] if len(inputs) == 1 else op.merge("merge_inputs", *inputs)
-    parsed = op.flat_map("parse", raw, parse_all)
-    split = op.branch("is_dlq", parsed, lambda x: isinstance(x, DlqRecord))
-    rejected: list[Stream[Any]] = [split.trues]
+    routed = op.flat_map_batch("parse", raw, _route_input(opts.shards))
+    keyed, marks = _tagged("parse", routed, _TO_SHARDS)
 
     # Loss detection: every gateway stamp and every tick to one key (operators/gaps.py).
     grace, policy = opts.gap_grace, opts.session_policy()
-    marks = op.flat_map(
-        "gap_key", split.falses, lambda x: [(GAP_KEY, x)] if isinstance(x, SeqMark | Tick) else []
-    )
+    marks = op.flat_map("gap_key", marks, lambda t: t[1])
     gaps = op.stateful(
         "gaps", marks,
         builder("gaps", lambda: GapStep(grace, policy.alerts), lambda snap: GapStep.restore(grace, policy.alerts, snap)),
     )  # fmt: skip
 
-    keyed = op.flat_map("shard", split.falses, _keyed(opts.shards))
+    # DLQ records (parse, dedup, classify) pass the keyed steps untouched and leave in `route`.
     window = opts.dedup_window
     deduped = op.stateful(
         "dedup", keyed,
         builder("dedup", lambda: DedupStep(window), lambda snap: DedupStep.restore(window, snap), budget),
     )  # fmt: skip
-    dedup_split = op.branch("dedup_failed", deduped, lambda kv: isinstance(kv[1], DlqRecord))
-    rejected.append(op.key_rm("dedup_failed_unkey", dedup_split.trues))
-    classified_all = op.flat_map_batch("classify", dedup_split.falses, _classify_batch(classifier, budget))
-    classify_split = op.branch("classify_failed", classified_all, lambda kv: isinstance(kv[1], DlqRecord))
-    rejected.append(op.key_rm("classify_failed_unkey", classify_split.trues))
-    classified = classify_split.falses
+    classified = op.flat_map_batch("classify", deduped, _classify_batch(classifier, budget))
     outputs = op.stateful(
         "sessions", classified,
         builder("sessions", lambda: SessionStep(policy), lambda snap: SessionStep.restore(policy, snap), budget),
     )  # fmt: skip
-    values: Stream[Any] = op.merge("with_gaps", op.key_rm("unshard", outputs), op.key_rm("gaps_unkey", gaps))
-    if extra_events is not None:
-        values = op.flat_map_batch("extra_events", values, lambda batch: [*batch, *extra_events()])
-    failed = op.branch("sessions_failed", values, lambda x: isinstance(x, DlqRecord))
-    rejected.append(failed.trues)
-    commands = op.branch("is_command", failed.falses, lambda x: isinstance(x, CommandRecord))
-    for i, sink in enumerate(sinks.commands):
-        op.output(f"commands_out_{i}", commands.trues, sink)
-    ticks = op.branch("is_tick", commands.falses, lambda x: isinstance(x, Tick))
-    for i, sink in enumerate(sinks.heartbeat):
-        op.output(f"heartbeat_out_{i}", ticks.trues, sink)
-    events = op.filter("is_event", ticks.falses, lambda x: isinstance(x, MonitorEvent))
-    events = op.inspect("event_metrics", events, observe_event)
+    values = op.merge("with_gaps", outputs, gaps)
+    routed_out = op.flat_map_batch("route", values, _route_output(extra_events))
+    events, rest = _tagged("route", routed_out, _EVENTS)
     for i, sink in enumerate(sinks.events):
         op.output(f"events_out_{i}", events, sink)
-    dlq = op.merge("dlq", *rejected)
+    commands, rest = _tagged("route", rest, _COMMANDS)
+    for i, sink in enumerate(sinks.commands):
+        op.output(f"commands_out_{i}", commands, sink)
+    ticks, rest = _tagged("route", rest, _TICKS)
+    for i, sink in enumerate(sinks.heartbeat):
+        op.output(f"heartbeat_out_{i}", ticks, sink)
+    dlq = op.flat_map("dlq", rest, lambda t: t[1])  # the last tag
     for i, sink in enumerate(sinks.dlq):
         op.output(f"dlq_out_{i}", dlq, sink)
     if not (sinks.events or sinks.heartbeat):

@@ -8,7 +8,8 @@ that must see them fire passes `--until`, which appends ticks up to that time.
 
 One bad item must not stop the flow: an exception raised by a step for one item turns that item into a
 DLQ record naming the step, and the flow goes on (the step's state keeps whatever it had changed); so
-does one it has not finished within the step budget (dataflows/watchdog.py).
+does one it has not finished within the step budget (dataflows/watchdog.py). A DLQ record reaching a
+step (rejected by an earlier one) passes it untouched, so the flow routes every rejection in one place.
 """
 
 from __future__ import annotations
@@ -62,6 +63,8 @@ class StepLogic(StatefulLogic[Any, Any, Any], Generic[S]):
         self.budget = budget
 
     def on_item(self, value: Any) -> tuple[list[Any], bool]:
+        if isinstance(value, DlqRecord):
+            return [value], StatefulLogic.RETAIN
         try:
             if self.budget is None:
                 out = self.step.on_item(value)

@@ -8,32 +8,66 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from operators.rules import MessageTypeRules
+from operators.rules import TEXT_KINDS, MessageTypeRules
 from operators.sender import SenderResolver
 from operators.sentiment import SentimentScorer
 from worktool.config import BusinessConfig
-from worktool.models import Classification, Message
+from worktool.models import INTERNAL_ROOM_TYPES, Classification, Message, SenderType
 
 
 class Classifier(Protocol):
     def classify_batch(self, messages: list[Message]) -> list[Classification]: ...
 
 
+CACHE_SIZE = 8192  # owners' texts kept with their classification
+CACHE_MAX_CHARS = 256  # longer texts rarely repeat and would make the cache large (8192 x 256: ~10 MB)
+
+
 class RuleClassifier:
     """Sender type (docs/rules.md §1), message type with confidence and reason (§2), sentiment, need_reply
-    (§5) and staff commands, by rules only. Pure; everything is compiled once here."""
+    (§5) and staff commands, by rules only. Pure; everything is compiled once here.
 
-    def __init__(self, config: BusinessConfig) -> None:
+    An owner's text message is classified from its text, its @-mentions (who they are), `at_me`, the
+    room kind and the sender's resolution only, so its (frozen) classification is kept in a bounded LRU
+    keyed by exactly those: group chats repeat "好的", "收到", "在的" all day. Only texts up to
+    CACHE_MAX_CHARS characters are kept (memory stays bounded whatever the texts). `cache_size=0` turns it
+    off; tests/operators/test_classify_cache.py shows both give identical results on the labelled sets.
+    """
+
+    def __init__(self, config: BusinessConfig, cache_size: int = CACHE_SIZE) -> None:
         self.senders = SenderResolver(config)
         self.sentiment = SentimentScorer(config.classifier)
         # One scan per message serves the type rules and the sentiment lexicon.
         self.types = MessageTypeRules(config, self.senders, extra_keywords=self.sentiment.keywords)
+        self.cache_size = cache_size
+        self._cache: dict[tuple[object, ...], Classification] = {}
 
     def classify_batch(self, messages: list[Message]) -> list[Classification]:
         return [self.classify(m) for m in messages]
 
     def classify(self, m: Message) -> Classification:
         sender_type, sender_reason = self.senders.resolve(m.sender_name, m.room_type)
+        text = m.text or m.raw_text
+        if (
+            sender_type != "user"
+            or m.text_type not in TEXT_KINDS
+            or not self.cache_size
+            or len(text) > CACHE_MAX_CHARS
+        ):
+            return self._classify(m, sender_type, sender_reason)
+        # Everything MessageTypeRules._user_type and the sentiment read of the message (text_of: the
+        # text and the mentions; addressees: the mentions and whether the room is internal).
+        key = (text, m.mentions, m.room_type in INTERNAL_ROOM_TYPES, m.at_me, sender_reason)
+        cache = self._cache
+        c = cache.pop(key, None)  # popped and put back: the most recently used are last
+        if c is None:
+            c = self._classify(m, sender_type, sender_reason)
+            if len(cache) >= self.cache_size:
+                del cache[next(iter(cache))]  # the least recently used
+        cache[key] = c
+        return c
+
+    def _classify(self, m: Message, sender_type: SenderType, sender_reason: str) -> Classification:
         d = self.types.decide(m, sender_type)
         if sender_type == "robot":
             sentiment = None

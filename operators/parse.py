@@ -11,6 +11,7 @@ from worktool.models import (
     Message,
     MessageCallback,
     RawRecord,
+    StrictMessageBody,
     session_id_for,
 )
 
@@ -46,7 +47,11 @@ def message_id_for(fp: str, record: RawRecord) -> str:
 def parse_message(record: RawRecord) -> tuple[str, Message]:
     """Validate a raw "message" record. Returns (fingerprint, Message); raises ValueError /
     pydantic.ValidationError on a malformed body."""
-    body = MessageCallback.model_validate(record.body)
+    body: MessageCallback = (
+        record.body  # type: ignore[assignment]  # a StrictMessageBody reads the same (MessageRecord)
+        if isinstance(record.body, MessageCallback | StrictMessageBody)
+        else MessageCallback.model_validate(record.body)
+    )
     session_id = session_id_for(record.robot_id, body)
     is_group = body.roomType in GROUP_ROOM_TYPES
     if is_group and not (body.groupName or body.groupRemark):

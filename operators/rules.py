@@ -550,13 +550,21 @@ class MessageTypeRules:
         # after a vocative, "你们" means the owners addressed; other addressee words still mean us
         if any(not (r.vocative and t.startswith("你")) for t in r.addressed):
             r.flags.add("to_us")
-        if m.at_me:
+        owners, colleagues = self.addressees(m)
+        if m.at_me or colleagues:
             r.flags.add("to_us")
+        if owners:
+            r.flags.update(("peer", "peer_talk"))
+
+    def addressees(self, m: Message) -> tuple[bool, bool]:
+        """(an owner is @-mentioned, one of us is @-mentioned): all a user's type reads of the @s."""
+        owners = colleagues = False
         for name in m.mentions:
             if self.senders.sender_type(name, m.room_type) == "user":
-                r.flags.update(("peer", "peer_talk"))
+                owners = True
             else:
-                r.flags.add("to_us")
+                colleagues = True
+        return owners, colleagues
 
     def _rank_user(self, text: str, votes: _Votes, flags: set[str], question: bool) -> tuple[str, float, str]:
         """The best score (ties by priority) when it reaches the threshold, else a fallback."""

@@ -13,17 +13,29 @@ and docs/events.md describes them. Rules for changing this file:
 - renaming or removing a field, changing its type or meaning, is not: raise SCHEMA_VERSION.
 
 Producers build the data model and call `.at(event_time, session_id, robot_id)`. On the dataflow's hot
-path they use `model_construct` (no validation: every value comes from already-validated parts); the
+path they use `make`/`construct` (no validation: every value comes from already-validated parts); the
 schema test validates every event the sample day produces, so a drifting producer still fails CI.
+
+Typed events: the catalogue defines one typed envelope per event (`EVENT_TYPES[name]`, a subclass of
+`MonitorEvent` whose `event` is `Literal[name]` and whose `data` is the event's model); `AnyMonitorEvent`
+is their union discriminated by `event`. `parse_event` reads JSON through it (an unknown event name is
+refused, naming the known ones) and `.at()` builds the typed envelope, so consumers match on the type:
+
+    match ev.data:
+        case AlertRaised(alert=alert): ...
+        case CommandResult(status=status): ...
+
+Serialised once: `MonitorEvent.to_json()` keeps its bytes, so every sink that writes JSON (Kafka, JSONL)
+shares one encoding. An event is not changed after it is emitted.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, ClassVar, Literal, Self, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar, Union
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, TypeAdapter, create_model, model_validator
 
 from worktool.models import SenderType, UtcDatetime
 
@@ -46,13 +58,16 @@ def construct(cls: type[M], **values: Any) -> M:
             len(fields),
         )
     defaults, count = known
-    obj = cls.__new__(cls)
-    data = {**defaults, **values} if len(values) < count else values
-    object.__setattr__(obj, "__dict__", data)
-    object.__setattr__(obj, "__pydantic_fields_set__", set(values))
-    object.__setattr__(obj, "__pydantic_extra__", None)
-    object.__setattr__(obj, "__pydantic_private__", None)
+    obj = _new(cls)
+    _set(obj, "__dict__", {**defaults, **values} if len(values) < count else values)
+    _set(obj, "__pydantic_fields_set__", set(values))
+    _set(obj, "__pydantic_extra__", None)
+    _set(obj, "__pydantic_private__", None)
     return obj
+
+
+_new = object.__new__
+_set = object.__setattr__
 
 
 class EventData(BaseModel):
@@ -64,16 +79,24 @@ class EventData(BaseModel):
     def at(
         self, event_time: datetime, session_id: str | None = None, robot_id: str | None = None
     ) -> MonitorEvent:
-        """This data in its envelope (no validation: see the module doc)."""
-        return construct(
-            MonitorEvent,
-            schema_version=SCHEMA_VERSION,
-            event=self.EVENT,
-            event_time=event_time,
-            session_id=session_id,
-            robot_id=robot_id,
-            data=self,
+        """This data in its typed envelope (no validation: see the module doc)."""
+        obj = _new(EVENT_TYPES[self.EVENT])
+        _set(
+            obj,
+            "__dict__",
+            {
+                "schema_version": SCHEMA_VERSION,
+                "event": self.EVENT,
+                "event_time": event_time,
+                "session_id": session_id,
+                "robot_id": robot_id,
+                "data": self,
+            },
         )
+        _set(obj, "__pydantic_fields_set__", set(_ENVELOPE_FIELDS))
+        _set(obj, "__pydantic_extra__", None)
+        _set(obj, "__pydantic_private__", None)
+        return obj
 
     @classmethod
     def make(cls, **values: Any) -> Self:
@@ -85,7 +108,7 @@ class EventData(BaseModel):
         cls, *, event_time: Any, session_id: str | None = None, robot_id: str | None = None, **fields: Any
     ) -> MonitorEvent:
         """Validated construction, for producers off the hot path."""
-        return MonitorEvent(
+        return EVENT_TYPES[cls.EVENT](
             event=cls.EVENT,
             event_time=event_time,
             session_id=session_id,
@@ -105,7 +128,9 @@ def _register(cls: type[EventData]) -> type[EventData]:
 
 
 class MonitorEvent(BaseModel):
-    """The envelope of every monitor event."""
+    """The envelope of every monitor event (its typed forms: `EVENT_TYPES`, `AnyMonitorEvent`)."""
+
+    __slots__ = ("_wire",)  # the JSON bytes, once encoded (not a field: equality ignores it)
 
     schema_version: int = SCHEMA_VERSION
     event: str
@@ -133,12 +158,31 @@ class MonitorEvent(BaseModel):
         return self
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self.model_dump(mode="json"))
+        """The event's JSON, encoded once and kept: every sink writing this event shares the bytes."""
+        try:
+            return self._wire  # type: ignore[no-any-return]
+        except AttributeError:
+            wire = _to_json(self)
+            _set(self, "_wire", wire)
+            return wire
+
+
+def _to_json(event: MonitorEvent) -> bytes:
+    # orjson, not pydantic-core's faster `to_json`: orjson refuses integers beyond 64 bits, which every
+    # consumer of the topic can hold (such an event is dead-lettered by the sink, tests/sinks/
+    # test_sink_poison.py); benchmarks/README.md, "Event encoding"
+    return orjson.dumps(event.model_dump(mode="json"))
 
 
 def parse_event(raw: bytes | str) -> MonitorEvent:
-    """One monitor event from its JSON (the monitor topic, a replay output line)."""
-    return MonitorEvent.model_validate_json(raw)
+    """One monitor event from its JSON (the monitor topic, a replay output line), as its typed envelope.
+    An unknown event name is refused: a ValidationError naming the event names of the catalogue."""
+    return _ANY_EVENT.validate_json(raw)  # type: ignore[no-any-return]
+
+
+def event_type(name: str) -> type[EventData] | None:
+    """The data model of an event name, None for a name the catalogue does not know."""
+    return CATALOGUE.get(name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -513,10 +557,34 @@ class PipelineGap(EventData):
     status: Literal["open", "corrected", "closed"]
 
 
+# ---------------------------------------------------------------------------------------------
+# The typed envelopes and their union, derived from the catalogue (the single contract).
+
+_ENVELOPE_FIELDS = frozenset({"schema_version", "event", "event_time", "session_id", "robot_id", "data"})
+
+EVENT_TYPES: dict[str, type[MonitorEvent]] = {
+    name: create_model(
+        f"{model.__name__}Event",
+        __base__=MonitorEvent,
+        __doc__=f"The `{name}` monitor event: its data is a `{model.__name__}`.",
+        event=(Literal[name], ...),  # type: ignore[valid-type]
+        data=(model, ...),
+    )
+    for name, model in CATALOGUE.items()
+}
+"""Event name -> its typed envelope (a `MonitorEvent` with `data` of the event's model)."""
+
+AnyMonitorEvent = Annotated[Union[tuple(EVENT_TYPES.values())], Field(discriminator="event")]  # type: ignore[valid-type]  # noqa: UP007
+"""Every monitor event, discriminated by its `event` name."""
+
+AnyEventData = Union[tuple(CATALOGUE.values())]  # type: ignore[valid-type]  # noqa: UP007
+"""The `data` of any monitor event: match on it (`case AlertRaised(...)`)."""
+
+_ANY_EVENT: TypeAdapter[MonitorEvent] = TypeAdapter(AnyMonitorEvent, config=ConfigDict(title="MonitorEvent"))
+
+
 def envelope_schema(model: type[EventData]) -> dict[str, Any]:
     """JSON Schema of one event: the envelope with `event` fixed and `data` of `model`."""
-    from pydantic import create_model
-
     typed = create_model(
         f"{model.__name__}Event",
         __base__=BaseModel,
@@ -532,4 +600,15 @@ def envelope_schema(model: type[EventData]) -> dict[str, Any]:
     return schema
 
 
-__all__ = ["CATALOGUE", "SCHEMA_VERSION", "EventData", "MonitorEvent", "envelope_schema", "parse_event"]
+__all__ = [
+    "CATALOGUE",
+    "EVENT_TYPES",
+    "SCHEMA_VERSION",
+    "AnyEventData",
+    "AnyMonitorEvent",
+    "EventData",
+    "MonitorEvent",
+    "envelope_schema",
+    "event_type",
+    "parse_event",
+]

@@ -363,6 +363,40 @@ class RawRecord(JsonRecord):
         return orjson.dumps(data)
 
 
+_NO_NUL = r"^[^\x00]*$"
+_StrictText = Annotated[str, Field(pattern=_NO_NUL)]
+
+
+class StrictMessageBody(BaseModel):
+    """The message callback body as the gateway writes it to worktool.raw, read without one Python
+    call per field: every field strictly typed (a string without NUL, a bool, an int in range), so each
+    value it accepts is one `MessageCallback`'s loose validators would have passed through unchanged.
+    Anything else (a "false" string, a number as text, a NUL, a null) fails here and is read again by
+    `MessageCallback` (the dataflow's parse falls back to the two-pass path): same result, same errors.
+    Unknown keys are ignored (MessageCallback keeps them; the dataflow never reads them)."""
+
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+    spoken: _StrictText = ""
+    rawSpoken: _StrictText = ""
+    receivedName: Annotated[str, Field(min_length=1, pattern=_NO_NUL)]
+    groupName: _StrictText = ""
+    groupRemark: _StrictText = ""
+    roomType: Annotated[int, Field(ge=1, le=4)] = 1
+    atMe: bool = False
+    textType: Annotated[int, Field(ge=0, le=SMALLINT_MAX)] = 1
+    fileBase64: str | None = None
+
+
+class MessageRecord(RawRecord):
+    """A raw record of kind "message" with its body read in the same pass (the dataflow's parse: one
+    pydantic pass over the JSON instead of two, see benchmarks/README.md). A record it refuses is read
+    again as a `RawRecord` and a `MessageCallback`, so a rejection says exactly what it said before."""
+
+    kind: Literal["message"]
+    body: StrictMessageBody  # type: ignore[assignment]
+
+
 ControlAction = Literal["cancel_alert", "escalate_alert"]
 
 

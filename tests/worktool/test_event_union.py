@@ -1,0 +1,128 @@
+"""The typed events: every event of the catalogue round-trips through the discriminated union (its own
+typed envelope and data model, the same bytes again), consumers match on the data type, an unknown
+event name or data of another event is refused clearly, and an event is encoded once."""
+
+from __future__ import annotations
+
+import types
+import typing
+from datetime import UTC, datetime
+from typing import Any, Literal, get_args, get_origin
+
+import pytest
+from pydantic import BaseModel, ValidationError
+
+from worktool.events import (
+    CATALOGUE,
+    EVENT_TYPES,
+    AlertRaised,
+    AnyEventData,
+    CommandResult,
+    EventData,
+    MonitorEvent,
+    RobotStatus,
+    parse_event,
+)
+
+AT = datetime(2026, 12, 3, 4, 5, 6, 789000, tzinfo=UTC)
+
+
+def _value(tp: Any) -> Any:
+    """A valid value of a field type (within every bound of the catalogue: 1 fits them all)."""
+    origin = get_origin(tp)
+    if origin is typing.Annotated:
+        return _value(get_args(tp)[0])
+    if origin is Literal:
+        return get_args(tp)[0]
+    if origin in (typing.Union, types.UnionType):
+        return _value(next(a for a in get_args(tp) if a is not type(None)))
+    if origin is list:
+        return [_value(get_args(tp)[0])]
+    if isinstance(tp, type) and issubclass(tp, BaseModel):
+        return {name: _value(f.annotation) for name, f in tp.model_fields.items()}
+    return {str: "x", int: 1, float: 1.0, bool: True, datetime: AT}[tp]
+
+
+def _data(model: type[EventData]) -> EventData:
+    return model.model_validate({name: _value(f.annotation) for name, f in model.model_fields.items()})
+
+
+def test_the_union_is_the_catalogue():
+    assert set(EVENT_TYPES) == set(CATALOGUE)
+    assert set(get_args(AnyEventData)) == set(CATALOGUE.values())
+    for name, envelope in EVENT_TYPES.items():
+        assert issubclass(envelope, MonitorEvent)
+        assert envelope.model_fields["data"].annotation is CATALOGUE[name]
+
+
+@pytest.mark.parametrize("name", sorted(CATALOGUE))
+def test_every_catalogue_event_round_trips_through_the_union(name):
+    model = CATALOGUE[name]
+    if "robot_id" not in model.model_fields:  # `event()` takes the data fields as keywords
+        assert type(model.event(event_time=AT, **_data(model).model_dump())) is EVENT_TYPES[name]
+    for event in (
+        _data(model).at(AT, "group:g", "wt_1"),  # the hot path (unvalidated)
+        EVENT_TYPES[name].model_validate(
+            {
+                "event": name,
+                "event_time": AT,
+                "session_id": "group:g",
+                "robot_id": "wt_1",
+                "data": _data(model),
+            }
+        ),
+    ):
+        assert type(event) is EVENT_TYPES[name]
+        raw = event.to_json()
+        parsed = parse_event(raw)
+        assert type(parsed) is EVENT_TYPES[name] and type(parsed.data) is model
+        assert parsed == event
+        assert parsed.to_json() == raw
+        assert MonitorEvent.model_validate_json(raw).data == event.data  # the plain envelope agrees
+
+
+def test_consumers_match_on_the_data_type():
+    def kind(event: MonitorEvent) -> str:
+        match event.data:
+            case AlertRaised(level=level):
+                return f"alert at level {level}"
+            case CommandResult(status="failed"):
+                return "command failed"
+            case RobotStatus(status=status):
+                return f"robot {status}"
+            case _:
+                return "other"
+
+    alert = parse_event(_data(AlertRaised).at(AT).to_json())
+    status = parse_event(RobotStatus.make(status="offline").at(AT, robot_id="wt_1").to_json())
+    failed = CommandResult.make(command_id="c1", status="failed").at(AT)
+    assert [kind(alert), kind(status), kind(failed)] == [
+        "alert at level 1",
+        "robot offline",
+        "command failed",
+    ]
+
+
+def test_an_unknown_event_name_is_refused_naming_the_known_ones():
+    with pytest.raises(ValidationError) as e:
+        parse_event(b'{"event":"alert_exploded","event_time":"2026-12-03T04:05:06.789Z","data":{}}')
+    text = str(e.value)
+    assert "'alert_exploded'" in text and "does not match any of the expected tags" in text
+    assert "'alert_raised'" in text and "for MonitorEvent" in text
+    with pytest.raises(ValidationError):  # no event name at all
+        parse_event(b'{"event_time":"2026-12-03T04:05:06.789Z","data":{"status":"online"}}')
+
+
+def test_data_of_another_event_is_refused():
+    raw = RobotStatus.make(status="online").at(AT).to_json().replace(b'"robot_status"', b'"command_result"')
+    with pytest.raises(ValidationError, match="command_id"):
+        parse_event(raw)
+
+
+def test_an_event_is_encoded_once_and_compares_by_its_fields():
+    event = RobotStatus.make(status="online").at(AT, robot_id="wt_1")
+    first = event.to_json()
+    assert event.to_json() is first  # kept: every sink shares these bytes
+    assert first == b'{"schema_version":1,"event":"robot_status","event_time":"2026-12-03T04:05:06.789Z",' \
+        b'"session_id":null,"robot_id":"wt_1","data":{"status":"online"}}'  # fmt: skip
+    assert event == RobotStatus.make(status="online").at(AT, robot_id="wt_1")  # the kept bytes don't count
