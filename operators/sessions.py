@@ -562,8 +562,8 @@ class SessionStep:
 
     def _send_due(self, timer: Timer) -> list[ItemOut]:
         plan = PlannedSend.from_payload(timer.payload)
-        s = self.sessions.get(timer.key)
         if plan.cause == "reply_scheduled":
+            s = self.sessions.get(timer.key)
             if s is None or s.replies.pop(plan.message_id, None) != timer.seq:
                 return []
             # Chosen again now that every robot's report of the message has arrived (docs/rules.md §5).
@@ -571,7 +571,8 @@ class SessionStep:
             if robot is None:
                 skip = ReplySkipped.make(message_id=plan.message_id, reason="no_reply_robot_in_group")
                 return [skip.at(timer.due, timer.key)]
-            plan = replace(plan, robot_id=robot)
+            if robot != plan.robot_id:
+                plan = replace(plan, robot_id=robot)
         cause = CommandCause(event=plan.cause, message_id=plan.message_id)
         command = construct(CommandRecord,
             command_id=plan.command_id, channel="wecom", robot_id=plan.robot_id, target=plan.target,
