@@ -111,7 +111,9 @@ class ReplyPlanner:
         self.notify_robot = notify[0] if notify else None
         self.staff_target = config.alerts.notifications.staff_target
         self._rng = random.Random()  # reseeded per draw (cheaper than a new generator each time)
-        self._shift_at: tuple[datetime, str] | None = None  # the latest shift asked (asked 2-3 times a message)
+        self._shift_at: tuple[datetime, str] | None = (
+            None  # the latest shift asked (asked 2-3 times a message)
+        )
 
     # -- shifts, delays, robots ----------------------------------------------------------------
 
