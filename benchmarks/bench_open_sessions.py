@@ -1,7 +1,9 @@
 """Event-time rules at scale (not a test): records per second through the whole flow with many open
 sessions and a realistic alert mix, and the state each open session costs.
 
-    .venv/bin/python benchmarks/bench_open_sessions.py [--sessions 100000] [--rounds 2]
+    .venv/bin/python benchmarks/bench_open_sessions.py [--sessions 100000] [--rounds 2] [--smoke]
+
+--smoke: a tiny run (300 sessions) that checks the benchmark still works, for CI; its rates mean nothing.
 
 The synthetic stream: every session (a group) gets `rounds` messages in the working day, in time order:
 owners' small talk and questions (most), complaints (~3 %), private operations (~3 %), after-sales
@@ -14,12 +16,16 @@ Measured:
    in-process through bytewax (`run_main`), events to a counting sink: records per second;
 2. the sessions step alone on the same items (no bytewax, no classification): records per second;
 3. state bytes per open session: the pickled size of the sessions step's snapshot (what bytewax stores
-   per shard at each epoch) divided by the sessions it holds.
+   per shard at each epoch) divided by the sessions it holds;
+4. what one epoch's snapshot costs with every session held: building it (bytewax calls `snapshot()` at
+   every epoch, with or without recovery), and pickling it (with recovery only), after a first
+   snapshot and after 1 % of the sessions got a message.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import pickle
 import random
 import sys
@@ -137,11 +143,37 @@ def step_alone(records: list[bytes]) -> tuple[float, SessionStep]:
     return time.perf_counter() - started, step
 
 
+def snapshot_cost(step: SessionStep, records: list[bytes]) -> None:
+    """One epoch's snapshot of a step holding every session: built, then pickled (as bytewax does with
+    recovery on), right after a snapshot and after 1 % of the sessions got one more message."""
+    classifier = RuleClassifier(CONFIG)
+    last = max(RawRecord.model_validate_json(r).received_at for r in records[-10:])
+    touch = []
+    for i, raw in enumerate(records[: max(1, len(step.sessions) // 100)]):
+        _, m = parse_message(RawRecord.model_validate_json(raw))
+        m = dataclasses.replace(m, received_at=last, message_id=f"{m.message_id}-again{i}")
+        touch.append(ClassifiedMessage(m, classifier.classify(m)))
+    step.snapshot()
+    for label, items in (("nothing touched since the last", []), ("1 % of sessions touched", touch)):
+        for item in items:
+            step.on_item(item)
+        started = time.perf_counter()
+        snap = step.snapshot()
+        built = time.perf_counter()
+        pickle.dumps(snap, protocol=pickle.HIGHEST_PROTOCOL)
+        pickled = time.perf_counter()
+        print(f"  one epoch's snapshot, {label}: build {1000 * (built - started):,.0f} ms, "
+              f"pickle {1000 * (pickled - built):,.0f} ms")  # fmt: skip
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sessions", type=int, default=100_000)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--smoke", action="store_true", help="a tiny run for CI (300 sessions)")
     args = parser.parse_args()
+    if args.smoke:
+        args.sessions = 300
     records = stream(args.sessions, args.rounds)
     print(f"{len(records):,} records over {args.sessions:,} sessions")
 
@@ -153,11 +185,15 @@ def main() -> None:
           f"{step.clock.pending():,} timers pending")  # fmt: skip
     print(f"  snapshot {len(snapshot) / 1e6:.1f} MB = {len(snapshot) / max(1, len(step.sessions)):,.0f} bytes "
           f"per session")  # fmt: skip
+    snapshot_cost(step, records)
 
     elapsed, counts = whole_flow(records)
     print(f"whole flow (bytewax run_main, rules): {len(records) / elapsed:,.0f} records/s ({elapsed:.1f} s)")
     for name, n in counts.most_common():
         print(f"  {name:22s} {n:>9,}")
+    if args.smoke:
+        assert counts["message_classified"] == len(records), counts
+        assert counts["alert_raised"] and counts["reply_scheduled"] and counts["command_created"], counts
 
 
 if __name__ == "__main__":

@@ -131,7 +131,9 @@ class Alert:
         )
 
     def snapshot(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+        data = {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+        data["escalation_history"] = list(self.escalation_history)  # a copy: the alert goes on
+        return data
 
     @classmethod
     def restore(cls, data: dict[str, Any]) -> Alert:

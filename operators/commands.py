@@ -55,7 +55,12 @@ class RobotLedger:
     ended: list[str] = field(default_factory=list)  # the latest commands that reached their end
 
     def snapshot(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+        data = {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+        # Copies: the ledger goes on changing after the snapshot was taken.
+        data["waiting"] = dict(self.waiting)
+        data["batches"] = {k: list(v) for k, v in self.batches.items()}
+        data["ended"] = list(self.ended)
+        return data
 
     @classmethod
     def restore(cls, data: dict[str, Any]) -> RobotLedger:

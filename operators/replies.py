@@ -110,14 +110,24 @@ class ReplyPlanner:
         notify = self.by_role.get("notify", [])
         self.notify_robot = notify[0] if notify else None
         self.staff_target = config.alerts.notifications.staff_target
+        self._rng = random.Random()  # reseeded per draw (cheaper than a new generator each time)
+        self._shift_at: tuple[datetime, str] | None = (
+            None  # the latest shift asked (asked 2-3 times a message)
+        )
 
     # -- shifts, delays, robots ----------------------------------------------------------------
 
     def shift(self, at: datetime) -> str:
+        cached = self._shift_at
+        if cached is not None and cached[0] == at:
+            return cached[1]
         local = at.astimezone(self.zone).time()
         if self.day_starts <= self.night_starts:
-            return "day" if self.day_starts <= local < self.night_starts else "night"
-        return "night" if self.night_starts <= local < self.day_starts else "day"
+            shift = "day" if self.day_starts <= local < self.night_starts else "night"
+        else:
+            shift = "night" if self.night_starts <= local < self.day_starts else "day"
+        self._shift_at = (at, shift)
+        return shift
 
     def scenario(self, message_type: str | None, at: datetime) -> str:
         if message_type == "chat_complaint":
@@ -131,7 +141,9 @@ class ReplyPlanner:
         seed = int.from_bytes(
             hashlib.blake2b(f"{message_id}\x1f{scenario}".encode(), digest_size=8).digest(), "big"
         )
-        return round(random.Random(seed).uniform(low, high), 3)
+        rng = self._rng
+        rng.seed(seed)  # the same draw as random.Random(seed)
+        return round(rng.uniform(low, high), 3)
 
     def shift_robot(self, at: datetime) -> str | None:
         robots = self.by_role.get(f"reply_{self.shift(at)}", [])

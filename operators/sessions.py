@@ -72,7 +72,7 @@ from worktool.models import (
     iso,
 )
 
-SNAPSHOT_VERSION = 2
+SNAPSHOT_VERSION = 3  # 3: sparse subjects; 2 (full subjects) still restores
 
 # Timer kinds (alerts.py has its own two).
 WINDOW_END = "staff_window_end"
@@ -182,38 +182,55 @@ class Subject:
         return self.status, self.ai_paused, self.staff_until
 
     def snapshot(self) -> dict[str, Any]:
-        return {
-            "message_count": self.message_count,
-            "robots": sorted(self.robots),
-            "last_at": self.last_at,
-            "status": self.status,
-            "ai_paused": self.ai_paused,
-            "staff_until": self.staff_until,
-            "staff_since": self.staff_since,
-            "window_timer": self.window_timer,
-            "last_sender_type": self.last_sender_type,
-            "waiting": self.waiting,
-            "awaiting": dict(self.awaiting),
-            "follow_up": dict(self.follow_up),
-            "tasks": dict(self.tasks),
-            "alerts": {k: a.snapshot() for k, a in self.alerts.items()},
-            "applied": list(self.applied),
-            "replies": dict(self.replies),
-            "ledger": self.ledger.snapshot() if self.ledger is not None else None,
-        }
+        """Plain data, sparse: a field at its default is left out (most held sessions have little more
+        than a count, their robots and a time), which keeps the snapshot small and quick to pickle."""
+        data: dict[str, Any] = {"last_at": self.last_at}
+        if self.message_count:
+            data["message_count"] = self.message_count
+        if self.robots:
+            data["robots"] = sorted(self.robots)
+        if self.status != "auto":
+            data["status"] = self.status
+        if self.ai_paused:
+            data["ai_paused"] = True
+        for name in _OPTIONAL:
+            value = getattr(self, name)
+            if value is not None:
+                data[name] = value
+        for name in _MAPPINGS:
+            value = getattr(self, name)
+            if value:
+                data[name] = dict(value)
+        if self.alerts:
+            data["alerts"] = {k: a.snapshot() for k, a in self.alerts.items()}
+        if self.applied:
+            data["applied"] = list(self.applied)
+        if self.ledger is not None:
+            data["ledger"] = self.ledger.snapshot()
+        return data
 
     @classmethod
     def restore(cls, data: dict[str, Any]) -> Subject:
+        """From `snapshot()`, or from the full dicts written before snapshots were sparse (v2)."""
+        waiting, ledger = data.get("waiting"), data.get("ledger")
         return cls(
             **{
                 **data,
-                "robots": set(data["robots"]),
-                "waiting": tuple(data["waiting"]) if data["waiting"] else None,
-                "tasks": {k: tuple(v) for k, v in data["tasks"].items()},
-                "alerts": {k: Alert.restore(a) for k, a in data["alerts"].items()},
-                "ledger": RobotLedger.restore(data["ledger"]) if data["ledger"] is not None else None,
+                "robots": set(data.get("robots", ())),
+                "waiting": tuple(waiting) if waiting else None,
+                "awaiting": dict(data.get("awaiting", ())),
+                "follow_up": dict(data.get("follow_up", ())),
+                "tasks": {k: tuple(v) for k, v in data.get("tasks", {}).items()},
+                "alerts": {k: Alert.restore(a) for k, a in data.get("alerts", {}).items()},
+                "applied": list(data.get("applied", ())),
+                "replies": dict(data.get("replies", ())),
+                "ledger": RobotLedger.restore(ledger) if ledger is not None else None,
             }
         )
+
+
+_OPTIONAL = ("staff_until", "staff_since", "window_timer", "last_sender_type", "waiting")
+_MAPPINGS = ("awaiting", "follow_up", "tasks", "replies")
 
 
 ItemIn = ClassifiedMessage | RobotSighting | RobotRecord | ControlRecord | Tick
@@ -247,6 +264,10 @@ class SessionStep:
         self.satisfaction = satisfaction or SatisfactionState()
         self.swept_at = swept_at
         self.late_records = 0  # since the adapter last read it (a metric, not state)
+        # The snapshot is rebuilt only for the subjects touched since the previous one: bytewax asks for
+        # it at every epoch, and a shard may hold many thousands of idle sessions.
+        self._snapped: dict[str, dict[str, Any]] = {}
+        self._touched: set[str] = set(self.sessions)
         self.timer_handlers: dict[str, TimerHandler] = {
             WINDOW_END: self._window_end,
             USER_WAITING: self._user_waited,
@@ -272,6 +293,7 @@ class SessionStep:
         key, at = subject_of(item)
         if self.clock.is_late(at):
             self.late_records += 1
+        self._touched.add(key)
         events = self._fire(key, at)
         subject = self._subject(key, at)
         if isinstance(item, ClassifiedMessage):
@@ -288,11 +310,13 @@ class SessionStep:
         """Fire due timers in (due, seq) order: every key's up to the watermark (key None), or one
         key's up to its record's stamp. A handler may schedule more; those fire here too if due."""
         out: list[ItemOut] = []
+        clock, handlers, touched = self.clock, self.timer_handlers, self._touched
         while True:
-            timer = self.clock.next_due(until) if key is None else self.clock.next_due_for(key, until)
+            timer = clock.next_due(until) if key is None else clock.next_due_for(key, until)
             if timer is None:
                 return out
-            out.extend(self.timer_handlers[timer.kind](timer))
+            touched.add(timer.key)  # a handler changes only its timer's subject
+            out.extend(handlers[timer.kind](timer))
 
     def _subject(self, key: str, at: datetime) -> Subject:
         subject = self.sessions.get(key)
@@ -538,8 +562,8 @@ class SessionStep:
 
     def _send_due(self, timer: Timer) -> list[ItemOut]:
         plan = PlannedSend.from_payload(timer.payload)
-        s = self.sessions.get(timer.key)
         if plan.cause == "reply_scheduled":
+            s = self.sessions.get(timer.key)
             if s is None or s.replies.pop(plan.message_id, None) != timer.seq:
                 return []
             # Chosen again now that every robot's report of the message has arrived (docs/rules.md §5).
@@ -547,7 +571,8 @@ class SessionStep:
             if robot is None:
                 skip = ReplySkipped.make(message_id=plan.message_id, reason="no_reply_robot_in_group")
                 return [skip.at(timer.due, timer.key)]
-            plan = replace(plan, robot_id=robot)
+            if robot != plan.robot_id:
+                plan = replace(plan, robot_id=robot)
         cause = CommandCause(event=plan.cause, message_id=plan.message_id)
         command = construct(CommandRecord,
             command_id=plan.command_id, channel="wecom", robot_id=plan.robot_id, target=plan.target,
@@ -751,6 +776,7 @@ class SessionStep:
         ]  # fmt: skip
         for sid in idle:
             del self.sessions[sid]
+        self._touched.update(idle)
         self.policy.satisfaction.evict_idle(self.satisfaction, watermark)
 
     # -- snapshot ------------------------------------------------------------------------------
@@ -760,14 +786,28 @@ class SessionStep:
         return {
             "v": SNAPSHOT_VERSION,
             "clock": self.clock.snapshot(),
-            "sessions": {sid: s.snapshot() for sid, s in self.sessions.items()},
+            "sessions": self._sessions_snapshot(),
             "satisfaction": self.satisfaction.snapshot(),
             "swept_at": self.swept_at,
         }
 
+    def _sessions_snapshot(self) -> dict[str, dict[str, Any]]:
+        """Every subject's plain data; only the touched ones are built again. The cached dicts are
+        never changed in place (a touched subject gets a new one), and the mapping returned is a new
+        dict each time, so an earlier snapshot stays as it was."""
+        snapped, sessions = self._snapped, self.sessions
+        for sid in self._touched:
+            s = sessions.get(sid)
+            if s is None:
+                snapped.pop(sid, None)
+            else:
+                snapped[sid] = s.snapshot()
+        self._touched.clear()
+        return dict(snapped)
+
     @classmethod
     def restore(cls, policy: SessionPolicy, data: dict[str, Any]) -> SessionStep:
-        if data.get("v") != SNAPSHOT_VERSION:
+        if data.get("v") not in (2, SNAPSHOT_VERSION):
             raise ValueError(f"unknown sessions snapshot version {data.get('v')!r}")
         return cls(
             policy,

@@ -25,9 +25,11 @@ A record stamped before W is *late* (`is_late`): it is still applied; timers it 
 already due fire at the next tick, stamped with their due time. So live equals replay whenever no record
 is later than the allowed lateness.
 
-Cancelled timers are dropped from the index at once (`pending()` is exact); their heap entries are
-skipped when they surface and compacted when they outnumber the live ones, so memory stays bounded by
-the live timers.
+Two heaps of (due, seq): one for the whole shard (the watermark's) and one per key (its records'), so
+finding what is due costs O(log n) whatever the number of timers a shard or a key holds. Cancelled
+timers are dropped from the index at once (`pending()` is exact); their heap entries are skipped when
+they surface and compacted when they outnumber the live ones, so memory stays bounded by the live
+timers.
 """
 
 from __future__ import annotations
@@ -59,13 +61,14 @@ class Timer:
 class ShardClock:
     """The watermark of one shard and its pending timers."""
 
-    __slots__ = ("watermark", "_heap", "_timers", "_by_key", "_seq")
+    __slots__ = ("watermark", "_heap", "_timers", "_by_key", "_live", "_seq")
 
     def __init__(self) -> None:
         self.watermark: datetime | None = None
-        self._heap: list[tuple[datetime, int]] = []
+        self._heap: list[tuple[datetime, int]] = []  # every key's timers, cancelled ones included
         self._timers: dict[int, Timer] = {}  # live timers by seq
-        self._by_key: dict[str, set[int]] = {}
+        self._by_key: dict[str, list[tuple[datetime, int]]] = {}  # a heap per key, cancelled included
+        self._live: dict[str, int] = {}  # live timers per key
         self._seq = 0
 
     # -- time ------------------------------------------------------------------------------------
@@ -84,19 +87,25 @@ class ShardClock:
     # -- timers ----------------------------------------------------------------------------------
 
     def schedule(self, due: datetime, key: str, kind: str, payload: Any = None) -> int:
-        self._seq += 1
-        timer = Timer(due, self._seq, key, kind, payload)
-        self._timers[timer.seq] = timer
-        self._by_key.setdefault(key, set()).add(timer.seq)
-        heapq.heappush(self._heap, (due, timer.seq))
-        return timer.seq
+        self._seq = seq = self._seq + 1
+        self._timers[seq] = Timer(due, seq, key, kind, payload)
+        entry = (due, seq)
+        heapq.heappush(self._heap, entry)
+        heap = self._by_key.get(key)
+        if heap is None:
+            self._by_key[key] = [entry]
+            self._live[key] = 1
+        else:
+            heapq.heappush(heap, entry)
+            self._live[key] += 1
+        return seq
 
     def cancel(self, seq: int) -> bool:
         """Forget a pending timer; False if it already fired or was cancelled."""
         timer = self._timers.pop(seq, None)
         if timer is None:
             return False
-        self._unindex(timer)
+        self._unindex(timer.key)
         if len(self._heap) > 64 and len(self._heap) > 2 * len(self._timers):
             self._heap = [(t.due, t.seq) for t in self._timers.values()]
             heapq.heapify(self._heap)
@@ -104,47 +113,64 @@ class ShardClock:
 
     def cancel_key(self, key: str, kind: str | None = None) -> int:
         """Cancel the key's timers (of one kind, or all); returns how many."""
-        seqs = [s for s in self._by_key.get(key, ()) if kind is None or self._timers[s].kind == kind]
+        seqs = [t.seq for t in self._live_of(key) if kind is None or t.kind == kind]
         for seq in seqs:
             self.cancel(seq)
         return len(seqs)
 
     def timers_of(self, key: str, kind: str | None = None) -> list[Timer]:
         """The key's pending timers in firing order."""
-        timers = (self._timers[s] for s in self._by_key.get(key, ()))
-        return sorted((t for t in timers if kind is None or t.kind == kind), key=lambda t: (t.due, t.seq))
+        timers = (t for t in self._live_of(key) if kind is None or t.kind == kind)
+        return sorted(timers, key=lambda t: (t.due, t.seq))
 
     def pending(self, key: str | None = None) -> int:
-        return len(self._timers) if key is None else len(self._by_key.get(key, ()))
+        return len(self._timers) if key is None else self._live.get(key, 0)
 
     def next_due(self, until: datetime | None) -> Timer | None:
         """Remove and return the earliest pending timer due at or before `until` (None: none)."""
-        while self._heap and until is not None and self._heap[0][0] <= until:
-            _, seq = heapq.heappop(self._heap)
-            timer = self._timers.pop(seq, None)
-            if timer is not None:  # else: cancelled earlier
-                self._unindex(timer)
+        if until is None:
+            return None
+        heap, timers = self._heap, self._timers
+        while heap and heap[0][0] <= until:
+            _, seq = heapq.heappop(heap)
+            timer = timers.pop(seq, None)
+            if timer is not None:  # else: cancelled earlier, or fired by its key
+                self._unindex(timer.key)
                 return timer
         return None
 
     def next_due_for(self, key: str, until: datetime) -> Timer | None:
         """Remove and return the key's earliest pending timer due at or before `until`."""
-        seqs = self._by_key.get(key)
-        if not seqs:
+        heap = self._by_key.get(key)
+        if heap is None:
             return None
-        timer = min((self._timers[s] for s in seqs), key=lambda t: (t.due, t.seq))
-        if timer.due > until:
+        timers = self._timers
+        while heap[0][1] not in timers:  # cancelled, or fired by the watermark (the key has a live one)
+            heapq.heappop(heap)
+        due, seq = heap[0]
+        if due > until:
             return None
-        del self._timers[timer.seq]
-        self._unindex(timer)  # its heap entry is skipped when it surfaces
+        heapq.heappop(heap)
+        timer = timers.pop(seq)
+        self._unindex(key)  # its entry in the shard's heap is skipped when it surfaces
         return timer
 
-    def _unindex(self, timer: Timer) -> None:
-        seqs = self._by_key.get(timer.key)
-        if seqs is not None:
-            seqs.discard(timer.seq)
-            if not seqs:
-                del self._by_key[timer.key]
+    def _live_of(self, key: str) -> list[Timer]:
+        timers = self._timers
+        return [timers[seq] for _, seq in self._by_key.get(key, ()) if seq in timers]
+
+    def _unindex(self, key: str) -> None:
+        """One of the key's timers left (fired or cancelled): count it, compact or drop its heap."""
+        live = self._live[key] - 1
+        if live == 0:
+            del self._live[key], self._by_key[key]
+            return
+        self._live[key] = live
+        heap = self._by_key[key]
+        if len(heap) > 8 and len(heap) > 2 * live:
+            timers = self._timers
+            heap[:] = [e for e in heap if e[1] in timers]
+            heapq.heapify(heap)
 
     # -- snapshot --------------------------------------------------------------------------------
 
@@ -167,7 +193,10 @@ class ShardClock:
         for due, seq, key, kind, payload in data["timers"]:
             timer = Timer(due, seq, key, kind, payload)
             clock._timers[seq] = timer
-            clock._by_key.setdefault(key, set()).add(seq)
+            clock._by_key.setdefault(key, []).append((due, seq))
+            clock._live[key] = clock._live.get(key, 0) + 1
             clock._heap.append((due, seq))
         heapq.heapify(clock._heap)
+        for heap in clock._by_key.values():
+            heapq.heapify(heap)
         return clock

@@ -1,0 +1,167 @@
+"""The sessions step's snapshot (operators/sessions.py): rebuilt only for the subjects touched since
+the previous one, sparse, and still restorable from the format written before (v2, full subjects), which
+is what a recovery directory of an older version holds (bytewax pickles the step's `snapshot()`).
+
+tests/data/sessions_snapshot_v2.pickle is `pickle.dumps(step.snapshot())` after `BEFORE` by the code of
+commit 96bb11a (the last with v2), written by running this file with that checkout first on the path:
+
+    PYTHONPATH=<checkout of 96bb11a> .venv/bin/python tests/operators/test_sessions_snapshot.py
+"""
+
+from __future__ import annotations
+
+import pickle
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+T0 = datetime(2026, 2, 10, 9, 0, tzinfo=UTC)
+FIXTURE = Path(__file__).resolve().parents[1] / "data" / "sessions_snapshot_v2.pickle"
+CONFIG_DATA = {
+    "robots": [
+        {"robot_id": "wt_notify", "name": "通知助手", "role": "notify"},
+        {"robot_id": "wt_day", "name": "运营助理小A", "role": "reply_day"},
+    ],
+    "staff": ["售后-小李"],
+    "operators": ["运营-老周"],
+    "alerts": {"notifications": {"phone_targets": ["13800000000"], "sms_targets": ["13900000000"]}},
+}
+
+
+def at(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def msg(group: str, text: str, minutes: float, sender: str = "用户甲", sender_type: str = "user",
+        message_type: str | None = "chat_daily", sentiment: float = 0.0, mentions: tuple[str, ...] = (),
+        staff_command: str | None = None, need_reply: bool = False) -> Any:  # fmt: skip
+    from operators.shard import ClassifiedMessage
+    from worktool.models import Classification, Message
+
+    m = Message(
+        message_id=f"m_{group}_{text}_{minutes}", session_id=f"group:{group}", robot_id="wt_day",
+        received_at=at(minutes), room_type=1, is_group=True, group_name=group, group_remark="",
+        sender_name=sender, text=text, raw_text=text, text_type=1, content_kind="text", at_me=False,
+        mentions=mentions, reply_target=group,
+    )  # fmt: skip
+    c = Classification(
+        sender_type=sender_type, message_type=message_type, confidence=0.9, reason="test",
+        sentiment=sentiment, staff_command=staff_command, need_reply=need_reply,
+    )  # fmt: skip
+    return ClassifiedMessage(m, c)
+
+
+def streams() -> tuple[list[Any], list[Any]]:
+    """Items before the snapshot (leaving windows, waits, alerts, tasks, replies, a robot's ledger
+    open) and after it (which fire and cancel them)."""
+    from operators.shard import RobotRecord
+    from operators.timers import Tick
+    from worktool.models import AcceptedBody
+
+    staff = {"sender": "售后-小李", "sender_type": "staff", "message_type": "staff_reply_user"}
+    before = [
+        Tick(at(0)),
+        msg("A群", "佣金什么时候结算", 0, need_reply=True),
+        msg("A群", "您好", 1, **staff),
+        msg("A群", "我要投诉你们", 2, message_type="chat_complaint", sentiment=-0.8),
+        msg("A群", "我要投诉你们!!", 3, message_type="chat_complaint", sentiment=-0.9),
+        msg("A群", "马上配合扫码", 4, sender="运营-老周", sender_type="operator", message_type="operator_tone_hard"),
+        msg("B群", "需要扫码认证吗", 5, message_type="chat_after_sales"),
+        msg("B群", "@用户乙 请扫码", 6, mentions=("用户乙",), **{**staff, "message_type": "staff_at_user"}),
+        msg("B群", "好的马上弄", 7, sender="用户乙"),
+        msg("C群", "在吗", 8, need_reply=True),
+        msg("C群", "[转人工]", 8.5, staff_command="handover", **staff),
+        msg("C群", "我的号呢", 9),
+        msg("D群", "我把橱窗商品删了", 10, message_type="chat_private_operation", sentiment=-0.2),
+        RobotRecord("accepted", "wt_day", at(11), AcceptedBody(messageId="w1", commandIds=["c1", "c2"], errorCode=0)),
+        RobotRecord("offline", "wt_notify", at(12)),
+        msg("G群", "@用户丙 请实名", 11.5, mentions=("用户丙",), **{**staff, "message_type": "staff_at_user"}),
+        msg("F群", "今天直播几点开始", 11.99, need_reply=True),
+        Tick(at(12)),
+    ]  # fmt: skip
+    after = [
+        Tick(at(20)),
+        msg("A群", "好的谢谢", 25, sentiment=0.8),
+        Tick(at(70)),
+        msg("D群", "问题解决了", 80),
+        RobotRecord("online", "wt_notify", at(90)),
+        Tick(at(200)),
+        Tick(at(2000)),
+    ]
+    return before, after
+
+
+def policy() -> Any:
+    from operators.sessions import SessionPolicy
+    from worktool.config import BusinessConfig
+
+    return SessionPolicy(BusinessConfig.model_validate(CONFIG_DATA))
+
+
+def run(step: Any, items: list[Any]) -> list[str]:
+    return [e.to_json() if hasattr(e, "to_json") else repr(e) for item in items for e in step.on_item(item)]
+
+
+def test_a_v2_snapshot_written_by_the_code_before_resumes_like_the_step_that_never_stopped() -> None:
+    from operators.sessions import SessionStep
+
+    before, after = streams()
+    old = pickle.loads(FIXTURE.read_bytes())
+    assert old["v"] == 2 and "message_count" in old["sessions"]["group:A群"]  # the full format
+    step = SessionStep(policy())
+    run(step, before)
+    resumed = SessionStep.restore(policy(), old)
+    assert resumed.snapshot() == step.snapshot()  # the same state, in the new format
+    original, replayed = run(step, after), run(resumed, after)
+    assert original == replayed and len(original) > 20
+    assert step.snapshot() == resumed.snapshot()
+
+
+def test_the_snapshot_equals_one_built_from_scratch_at_every_point() -> None:
+    """Only touched subjects are rebuilt: after any item, the cached snapshot is the full one."""
+    from operators.sessions import SessionStep
+
+    before, after = streams()
+    step = SessionStep(policy())
+    for item in before + after:
+        step.on_item(item)
+        snap = step.snapshot()
+        assert snap["sessions"] == {sid: s.snapshot() for sid, s in step.sessions.items()}
+        resumed = SessionStep.restore(policy(), pickle.loads(pickle.dumps(snap)))
+        assert resumed.snapshot() == snap
+
+
+def test_a_snapshot_already_taken_does_not_change_as_the_state_goes_on() -> None:
+    from operators.sessions import SessionStep
+
+    before, after = streams()
+    step = SessionStep(policy())
+    run(step, before)
+    snap = step.snapshot()
+    frozen = pickle.dumps(snap)
+    run(step, after)
+    step.snapshot()
+    assert pickle.dumps(snap) == frozen
+
+
+def test_an_idle_session_is_sparse_in_the_snapshot() -> None:
+    from operators.sessions import SessionStep
+
+    step = SessionStep(policy())
+    step.on_item(msg("E群", "好的收到", 0))
+    assert step.snapshot()["sessions"]["group:E群"] == {
+        "last_at": at(0), "message_count": 1, "robots": ["wt_day"], "last_sender_type": "user",
+    }  # fmt: skip
+
+
+if __name__ == "__main__":  # writes the v2 fixture: see the module doc
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+    from operators.sessions import SessionStep
+
+    step = SessionStep(policy())
+    run(step, streams()[0])
+    snapshot = step.snapshot()
+    assert snapshot["v"] == 2, "run this with the code of 96bb11a first on the path"
+    FIXTURE.write_bytes(pickle.dumps(snapshot, protocol=pickle.HIGHEST_PROTOCOL))
+    print(f"wrote {FIXTURE} ({len(snapshot['sessions'])} subjects)")
