@@ -80,6 +80,9 @@ class FlowOptions:
     gap_grace: timedelta = timedelta(seconds=60)  # loss detection (operators/gaps.py)
     # The time budget of a record in each step (dataflows/watchdog.py); None: unguarded (replays).
     budget: StepBudget | None = None
+    # False: this flow's gaps step sees nothing (one of the slices of `worktool replay --workers`, whose
+    # gateway stamps the slice with the gaps step gets from its source as SeqMark items).
+    gaps: bool = True
 
     @classmethod
     def from_settings(cls, settings: Settings, config: BusinessConfig) -> FlowOptions:
@@ -140,6 +143,8 @@ def _lenient_mark(data: bytes) -> SeqMark | None:
 
 
 def _parse(item: Any) -> tuple[Parsed | None, SeqMark | None]:
+    if isinstance(item, SeqMark):  # a stamp without its record (dataflows/sources.py ArchiveSlice)
+        return None, item
     data = _raw_bytes(item)
     if data is None or isinstance(data, Tick):
         return data, None
@@ -247,8 +252,11 @@ def build_flow(
 
     # Loss detection: every gateway stamp and every tick to one key (operators/gaps.py).
     grace, policy = opts.gap_grace, opts.session_policy()
+    with_gaps = opts.gaps
     marks = op.flat_map(
-        "gap_key", split.falses, lambda x: [(GAP_KEY, x)] if isinstance(x, SeqMark | Tick) else []
+        "gap_key",
+        split.falses,
+        lambda x: [(GAP_KEY, x)] if with_gaps and isinstance(x, SeqMark | Tick) else [],
     )
     gaps = op.stateful(
         "gaps", marks,

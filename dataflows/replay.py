@@ -3,22 +3,35 @@ into that archive format. The command-line side (progress bars, messages) is com
 
 from __future__ import annotations
 
+import heapq
+import logging
+import multiprocessing
+import queue
+import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import orjson
 from bytewax.testing import TestingSink, run_main
 
 from classifiers import build_classifier, call_log_events, close_classifier
 from dataflows.flow import FlowOptions, FlowSinks, build_flow
-from dataflows.sources import ArchiveSource
+from dataflows.sources import ArchiveScan, ArchiveSlice, ArchiveSource, load_archive, scan_archive
 from sinks.jsonl import JsonlSink
 from worktool.config import load_config
 from worktool.models import DlqRecord
 from worktool.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+class ReplayError(RuntimeError):
+    """A replay of several workers that could not finish (a worker failed)."""
 
 
 def replay_archive(
@@ -28,12 +41,51 @@ def replay_archive(
     on_start: Callable[[int], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
     until: datetime | None = None,
+    workers: int = 1,
 ) -> tuple[int, list[DlqRecord]]:
-    """Run the flow over `path`, writing monitor events to `out`. Returns (records, rejected).
+    """Run the flow over `path` (plain or compressed, infra/archive_io.py), writing monitor events to
+    `out`. Returns (records, rejected).
     `until`: after the archive, advance the clock to this time so that what is due by then fires
     (without it, timers pending at the end of the archive stay pending).
-    `on_start(total records)` and `on_progress(records done)` report progress."""
+    `workers` > 1: that many independent replays in processes, one per slice of the shards
+    (`ArchiveSlice`), their events merged by event time: the same events as one worker (per
+    conversation in the same order).
+    `on_start(total records)` and `on_progress(records done)` report progress.
+    Raises `ArchiveError` for a corrupt or truncated compressed archive, before any record is replayed."""
     settings = settings or get_settings()
+    scan = scan_archive(path)
+    if on_start is not None:
+        on_start(scan.records)
+    if workers <= 1:
+        rejected = _replay(path, out, settings, scan, on_progress, until)
+        out.flush()
+        return scan.records, rejected
+    if workers > settings.shards:
+        raise ValueError(f"--workers {workers} is more than the flow's {settings.shards} shards")
+    with tempfile.TemporaryDirectory(prefix="worktool-replay-") as tmp:
+        source = path
+        if not scan.in_order:  # slices stream the archive: sort it once, in memory
+            log.warning("%s is not in event-time order: sorting its %d records in memory", path, scan.records)
+            source = Path(tmp) / "sorted.jsonl"
+            with source.open("wb") as f:
+                f.writelines(line + b"\n" for _, line in load_archive(path))
+            scan = ArchiveScan(scan.records, True)
+        outs = [Path(tmp) / f"events-{i}.jsonl" for i in range(workers)]
+        rejected = _run_slices(source, outs, settings, scan, on_progress, until)
+        merge_events(outs, out)
+    out.flush()
+    return scan.records, rejected
+
+
+def _replay(
+    path: Path,
+    out: IO[bytes],
+    settings: Settings,
+    scan: ArchiveScan,
+    on_progress: Callable[[int], None] | None,
+    until: datetime | None,
+    part: ArchiveSlice | None = None,
+) -> list[DlqRecord]:
     config = load_config(settings.config_path)
     classifier = build_classifier(settings, config)
     rejected: list[DlqRecord] = []
@@ -44,22 +96,123 @@ def replay_archive(
             on_progress=on_progress,
             lateness=timedelta(seconds=settings.allowed_lateness_s),
             until=until,
+            part=part,
+            scan=scan,
         )
-        if on_start is not None:
-            on_start(source.record_count)
         sinks = FlowSinks(events=[JsonlSink(out)], dlq=[TestingSink(rejected)])
-        flow = build_flow(
-            source,
-            sinks,
-            classifier,
-            FlowOptions.from_settings(settings, config),
-            extra_events=call_log_events(classifier),
-        )
+        options = FlowOptions.from_settings(settings, config)
+        if part is not None and not part.marks:
+            options = replace(options, gaps=False)
+        flow = build_flow(source, sinks, classifier, options, extra_events=call_log_events(classifier))
         run_main(flow)
     finally:
         close_classifier(classifier)
-    out.flush()
-    return source.record_count, rejected
+    return rejected
+
+
+def _slice_main(
+    path: Path,
+    part: ArchiveSlice,
+    out_path: Path,
+    settings: Settings,
+    scan: ArchiveScan,
+    until: datetime | None,
+    done: Any,
+    results: Any,
+) -> None:
+    """One worker of a replay of several (a spawned process): its slice, its events to `out_path`,
+    its count of records read in `done[part.index]`, then (index, rejected | error) on `results`."""
+
+    def progress(n: int) -> None:
+        done[part.index] += n
+
+    try:
+        with out_path.open("wb") as out:
+            rejected = _replay(path, out, settings, scan, progress, until, part)
+        results.put((part.index, rejected, None))
+    except BaseException as e:  # reported to the parent, which fails the replay
+        results.put((part.index, [], f"{type(e).__name__}: {e}"))
+        raise
+
+
+def _run_slices(
+    path: Path,
+    outs: list[Path],
+    settings: Settings,
+    scan: ArchiveScan,
+    on_progress: Callable[[int], None] | None,
+    until: datetime | None,
+) -> list[DlqRecord]:
+    # Processes, not threads: the flow is Python and threads would share one GIL. Spawned, not forked:
+    # a fork of a process that runs threads (rich's progress, a classifier's client) is not safe.
+    ctx = multiprocessing.get_context("spawn")
+    n = len(outs)
+    done = ctx.Array("q", n, lock=False)
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(
+            target=_slice_main,
+            args=(
+                path,
+                ArchiveSlice(i, n, settings.shards, marks=i == 0),
+                outs[i],
+                settings,
+                scan,
+                until,
+                done,
+                results,
+            ),
+            name=f"worktool-replay-{i}",
+            daemon=True,
+        )
+        for i in range(n)
+    ]
+    for p in procs:
+        p.start()
+    reported: dict[int, tuple[list[DlqRecord], str | None]] = {}
+    seen = 0
+    try:
+        while len(reported) < n:
+            try:
+                index, rejected, error = results.get(timeout=0.2)
+                reported[index] = (rejected, error)
+            except queue.Empty:
+                dead = [p for i, p in enumerate(procs) if i not in reported and p.exitcode is not None]
+                if dead:
+                    raise ReplayError(
+                        f"replay worker {dead[0].name} exited with code {dead[0].exitcode}"
+                    ) from None
+            now = sum(done)
+            if on_progress is not None and now > seen:
+                on_progress(now - seen)
+            seen = now
+        failed = [(i, err) for i, (_, err) in sorted(reported.items()) if err is not None]
+        if failed:
+            raise ReplayError(f"replay worker {failed[0][0]} failed: {failed[0][1]}")
+        for p in procs:
+            p.join()
+        if on_progress is not None and sum(done) > seen:
+            on_progress(sum(done) - seen)
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+                p.join(5)
+    return [r for i in range(n) for r in reported[i][0]]
+
+
+def _event_time(line: bytes) -> bytes:
+    """The event_time of a monitor event line ("...Z" with milliseconds, so it sorts as bytes)."""
+    i = line.find(b'"event_time":"')
+    return line[i + 14 : line.find(b'"', i + 14)] if i >= 0 else b""
+
+
+def merge_events(paths: list[Path], out: IO[bytes]) -> None:
+    """The events of several replays, merged by event time (each file's own order is kept, so every
+    conversation's events stay in order)."""
+    with ExitStack() as stack:
+        files = [stack.enter_context(p.open("rb")) for p in paths]
+        out.writelines(heapq.merge(*files, key=_event_time))
 
 
 def dump_topics(
