@@ -9,7 +9,8 @@ import multiprocessing
 import queue
 import tempfile
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import replace
 from datetime import datetime, timedelta
@@ -22,6 +23,7 @@ from bytewax.testing import TestingSink, run_main
 from classifiers import build_classifier, call_log_events, close_classifier
 from dataflows.flow import FlowOptions, FlowSinks, build_flow
 from dataflows.sources import ArchiveScan, ArchiveSlice, ArchiveSource, load_archive, scan_archive
+from infra.archive_io import open_writer
 from sinks.jsonl import JsonlSink
 from worktool.config import load_config
 from worktool.models import DlqRecord
@@ -215,12 +217,84 @@ def merge_events(paths: list[Path], out: IO[bytes]) -> None:
         out.writelines(heapq.merge(*files, key=_event_time))
 
 
+PAUSE_AT = 5000  # records buffered for one partition before it is paused (the merge waits for another)
+
+
+class PartitionMerge:
+    """A k-way merge by event time of partitions that each arrive in their own order, in pieces.
+    `add` buffers a record of a partition; `pop` yields the earliest head while no partition that may
+    still send is empty (or everything, when told the rest is not coming)."""
+
+    def __init__(self, parts: list[tuple[str, int]]) -> None:
+        self.order = {tp: i for i, tp in enumerate(parts)}
+        self.buffers: dict[tuple[str, int], deque[tuple[str, bytes]]] = {tp: deque() for tp in parts}
+        self.heads: list[tuple[str, int, tuple[str, int]]] = []  # (stamp, partition order, partition)
+        self.at_end: set[tuple[str, int]] = set()
+        self.starving = set(parts)  # not at its end and nothing buffered: the merge waits for it
+
+    @property
+    def done(self) -> bool:
+        return len(self.at_end) == len(self.order) and not self.heads
+
+    def end(self, tp: tuple[str, int]) -> None:
+        self.at_end.add(tp)
+        self.starving.discard(tp)
+
+    def add(self, tp: tuple[str, int], stamp: str, value: bytes) -> int:
+        """Buffer one record; returns how many the partition holds."""
+        buf = self.buffers[tp]
+        if not buf:
+            heapq.heappush(self.heads, (stamp, self.order[tp], tp))
+        buf.append((stamp, value))
+        self.at_end.discard(tp)
+        self.starving.discard(tp)
+        return len(buf)
+
+    def pop(self, everything: bool = False) -> Iterator[tuple[tuple[str, int], bytes]]:
+        while self.heads and (everything or not self.starving):
+            _, _, tp = heapq.heappop(self.heads)
+            buf = self.buffers[tp]
+            value = buf.popleft()[1]
+            if buf:
+                heapq.heappush(self.heads, (buf[0][0], self.order[tp], tp))
+            elif tp not in self.at_end:
+                self.starving.add(tp)
+            yield tp, value
+
+
+def _stamp_text(value: bytes) -> str:
+    try:
+        record = orjson.loads(value)
+        stamp = record.get("received_at") or record.get("at") or ""
+    except (orjson.JSONDecodeError, AttributeError):
+        return ""
+    return stamp if isinstance(stamp, str) else ""
+
+
+def _partitions(consumer: Any, topics: list[str], bootstrap: str) -> list[tuple[str, int]]:
+    parts: list[tuple[str, int]] = []
+    for topic in topics:
+        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is None or meta.error is not None:
+            raise SystemExit(f"topic {topic} not found on {bootstrap}")
+        parts += [(topic, p) for p in sorted(meta.partitions)]
+    return parts
+
+
 def dump_topics(
-    bootstrap: str, topics: list[str], out: IO[bytes], on_record=None, idle_s: float = 3.0
+    bootstrap: str,
+    topics: list[str],
+    out: IO[bytes] | Path,
+    on_record: Callable[[], None] | None = None,
+    idle_s: float = 3.0,
 ) -> int:
-    """Every record of `topics` (the raw and the control topic), sorted by event time (received_at of a
-    raw record, at of a control record). Reads each partition to its end (partition EOF; Tansu's high
-    watermark is unreliable), then stops."""
+    """Every record of `topics` (the raw and the control topic) in event time (received_at of a raw
+    record, at of a control record), written as it is read: a k-way merge of the partitions
+    (`PartitionMerge`), holding at most about `PAUSE_AT` records per partition (one that runs ahead is
+    paused). `out`: a binary stream, or a file path compressed by its suffix (infra/archive_io.py).
+    Reads each partition to its end (partition EOF; Tansu's high watermark is unreliable), then stops;
+    after `idle_s` without data it writes what it holds. A partition whose own records are out of
+    event-time order stays so in the archive (a replay sorts such an archive in memory)."""
     from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 
     consumer = Consumer(
@@ -231,35 +305,39 @@ def dump_topics(
             "enable.partition.eof": True,
         }
     )
-    try:
-        parts: list[tuple[str, int]] = []
-        for topic in topics:
-            meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
-            if meta is None or meta.error is not None:
-                raise SystemExit(f"topic {topic} not found on {bootstrap}")
-            parts += [(topic, p) for p in sorted(meta.partitions)]
-        consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in parts])
-        done: set[tuple[str, int]] = set()
-        rows: list[tuple[str, bytes]] = []
-        last_data = time.monotonic()
-        while len(done) < len(parts) and time.monotonic() - last_data < idle_s:
-            for msg in consumer.consume(1000, 0.5):
-                if msg.error():
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
-                        done.add((msg.topic(), msg.partition()))
-                    continue
-                last_data = time.monotonic()
-                value = msg.value() or b""
-                try:
-                    record = orjson.loads(value)
-                    stamp = record.get("received_at") or record.get("at") or ""
-                except (orjson.JSONDecodeError, AttributeError):
-                    stamp = ""
-                rows.append((stamp if isinstance(stamp, str) else "", value))
-                if on_record:
-                    on_record()
-    finally:
-        consumer.close()
-    rows.sort(key=lambda r: r[0])
-    out.writelines(value + b"\n" for _, value in rows)
-    return len(rows)
+    written = 0
+    with ExitStack() as stack:
+        stream = stack.enter_context(open_writer(out)) if isinstance(out, Path) else out
+        try:
+            parts = _partitions(consumer, topics, bootstrap)
+            consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in parts])
+            merge, paused = PartitionMerge(parts), set()
+            last_data = time.monotonic()
+            while not merge.done:
+                idle = time.monotonic() - last_data >= idle_s
+                if idle:
+                    log.warning("archive: no data for %.0f s; writing what was read", idle_s)
+                for tp, value in merge.pop(everything=idle or len(merge.at_end) == len(parts)):
+                    stream.write(value + b"\n")
+                    written += 1
+                    if tp in paused and len(merge.buffers[tp]) < PAUSE_AT // 2:
+                        consumer.resume([TopicPartition(*tp)])
+                        paused.discard(tp)
+                if idle:
+                    break
+                for msg in consumer.consume(1000, 0.5):
+                    tp = (msg.topic(), msg.partition())
+                    if msg.error():
+                        if msg.error().code() == KafkaError._PARTITION_EOF:
+                            merge.end(tp)
+                        continue
+                    last_data = time.monotonic()
+                    value = msg.value() or b""
+                    if merge.add(tp, _stamp_text(value), value) >= PAUSE_AT and tp not in paused:
+                        consumer.pause([TopicPartition(*tp)])
+                        paused.add(tp)
+                    if on_record:
+                        on_record()
+        finally:
+            consumer.close()
+    return written

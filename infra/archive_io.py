@@ -14,6 +14,7 @@ instead of silently ending early (zstandard's own stream reader stops at a cut-o
 from __future__ import annotations
 
 import gzip
+import io
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -60,8 +61,10 @@ def open_writer(path: Path) -> IO[bytes]:
     kind = compression_for(path)
     if kind == "zstd":
         raw = path.open("wb")
-        params = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True)
-        return params.stream_writer(raw, closefd=True)  # type: ignore[return-value]
+        writer = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_checksum=True).stream_writer(
+            raw, closefd=True
+        )
+        return io.BufferedWriter(writer, buffer_size=CHUNK)  # type: ignore[arg-type] (writelines, fewer calls)
     if kind == "gzip":
         return gzip.open(path, "wb", compresslevel=6)  # type: ignore[return-value]
     return path.open("wb")
