@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import orjson
 from bytewax.connectors.kafka import KafkaSource
@@ -20,14 +20,14 @@ from bytewax.inputs import (
     StatelessSourcePartition,
 )
 from confluent_kafka import OFFSET_BEGINNING, KafkaError
+from pydantic import ConfigDict, create_model
 
-from dataflows.flow import _lenient_mark as lenient_mark  # the same stamp the flow's parse step reads
 from infra.archive_io import iter_lines
 from infra.topic_watch import CHECK_INTERVAL_S, TopicWatch
 from operators.gaps import SeqMark
 from operators.shard import robot_key, shard_for
 from operators.timers import Tick
-from worktool.models import MessageCallback, session_id_for, to_utc
+from worktool.models import NUL, MessageCallback, RoomType, conversation_key, to_utc
 
 log = logging.getLogger(__name__)
 
@@ -173,14 +173,18 @@ class _Ticker:
 
     def __init__(self, interval: timedelta, lateness: timedelta) -> None:
         self.step = interval.total_seconds()
-        self.lateness = lateness
+        self.lateness = lateness.total_seconds()
         self.last: datetime | None = None
+        self._next = float("-inf")  # no tick before a record stamped (after lateness) below this
 
     def before(self, ts: datetime) -> Tick | None:
-        mark = (ts - self.lateness).timestamp()
+        mark = ts.timestamp() - self.lateness
+        if mark < self._next:  # within the last tick's interval (most records): no datetime work
+            return None
         boundary = datetime.fromtimestamp((mark // self.step) * self.step, UTC)
         if self.last is None or boundary > self.last:
             self.last = boundary
+            self._next = boundary.timestamp() + self.step
             return Tick(boundary)
         return None
 
@@ -232,7 +236,7 @@ class ArchiveSlice:
             if line.startswith(b'{"action"'):  # a control record (flow.py `_parse`)
                 key = record.get("session_id") or robot_key(record.get("robot_id") or "")
             elif record["kind"] == "message":
-                key = session_id_for(record["robot_id"], MessageCallback.model_validate(record["body"]))
+                key = conversation_of(record["robot_id"], record["body"])
             else:
                 key = robot_key(record["robot_id"])
             return int(shard_for(key, self.shards))
@@ -242,6 +246,44 @@ class ArchiveSlice:
     def owns(self, line: bytes, record: Any) -> bool:
         shard = self.shard_of(line, record)
         return (0 if shard is None else shard % self.count) == self.index
+
+
+# The fields of a message callback its session id is made of, validated exactly as MessageCallback does
+# (the same field definitions), without the rest of the body.
+_CONVERSATION_FIELDS = ("receivedName", "groupName", "groupRemark", "roomType")
+_ConversationFields = create_model(  # type: ignore[call-overload]
+    "_ConversationFields",
+    __config__=ConfigDict(extra="ignore"),
+    **{name: (MessageCallback.model_fields[name].annotation, MessageCallback.model_fields[name])
+       for name in _CONVERSATION_FIELDS},
+)  # fmt: skip
+_ROOM_TYPES = frozenset(get_args(RoomType))
+
+
+def conversation_of(robot_id: str, body: dict[str, Any]) -> str:
+    """The session id operators/parse.py gives a message record (MessageCallback + session_id_for).
+    Plain values (an int room type, strings without NUL) are read as they are, which is what the
+    model's validators leave them as; anything else goes through the model's own field validators."""
+    room = body.get("roomType", 1)
+    names = (body.get("groupName", ""), body.get("groupRemark", ""), body.get("receivedName"))
+    if type(room) is int and room in _ROOM_TYPES and all(type(v) is str and NUL not in v for v in names):
+        return conversation_key(robot_id, room, *names)  # type: ignore[arg-type]
+    fields = _ConversationFields.model_validate(body)
+    return conversation_key(
+        robot_id, fields.roomType, fields.groupName, fields.groupRemark, fields.receivedName
+    )
+
+
+def mark_of(record: Any, at: datetime | None) -> SeqMark | None:
+    """The gateway stamp of a raw record (already read: its dict and its `received_at`), as the flow's
+    parse step reads it (dataflows/flow.py `_mark`, `_lenient_mark`), or None without one."""
+    try:
+        seq = record["seq"]
+        if at is None or not record.get("received_at"):
+            return None
+        return SeqMark(str(seq["gw"]), int(seq["n"]), at, tuple(int(v) for v in seq.get("void") or ()))
+    except Exception:
+        return None
 
 
 def archive_items(
@@ -261,7 +303,7 @@ def archive_items(
             yield tick
         if part is None or part.owns(line, record):
             yield line
-        elif part.marks and (mark := lenient_mark(line)) is not None:
+        elif part.marks and (mark := mark_of(record, ts)) is not None:
             yield mark
     if (tick := ticker.until(until)) is not None:
         yield tick

@@ -19,7 +19,7 @@ import pytest
 from benchmarks.make_sample_day import big_day
 from dataflows.flow import _keyed, parse_all
 from dataflows.replay import PartitionMerge, replay_archive
-from dataflows.sources import ArchiveSlice, archive_items, lenient_mark, scan_archive
+from dataflows.sources import ArchiveSlice, archive_items, conversation_of, scan_archive
 from infra.archive_io import ArchiveError, iter_lines, open_writer
 from operators.gaps import SeqMark
 from operators.timers import Tick
@@ -144,7 +144,23 @@ def test_each_slice_takes_whole_conversations_and_every_tick(day) -> None:
         if isinstance(m, SeqMark)
     ]
     assert slice_marks == flow_marks and len(own) < len(lines)
-    assert all(lenient_mark(line) in (None, *parse_all(line)) for line in lines)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"receivedName": "甲", "groupName": "A群", "groupRemark": "A", "roomType": 1},
+        {"receivedName": "甲", "groupName": "", "groupRemark": "A", "roomType": "3"},
+        {"receivedName": "甲", "groupName": None, "groupRemark": 7, "roomType": " 1 "},
+        {"receivedName": "甲\x00乙", "roomType": 2},
+        {"receivedName": "甲", "roomType": 4, "groupName": "x\x00"},
+        {"receivedName": "甲", "roomType": 2.0},
+    ],
+)
+def test_a_slice_finds_the_conversation_the_parse_step_finds(body) -> None:
+    record = {"kind": "message", "robot_id": "wt_1", "received_at": "2025-03-12T01:00:00.000Z", "body": body}
+    (parsed,) = parse_all(orjson.dumps(record))
+    assert conversation_of("wt_1", body) == parsed.message.session_id
 
 
 def test_an_archive_out_of_order_is_sorted_first(tmp_path, day_lines, one_worker) -> None:
