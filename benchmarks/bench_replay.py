@@ -6,7 +6,7 @@ The archive is benchmarks/make_sample_day.py's `--records` day (zstd, written on
 a temporary file), replayed by the command line as a user runs it (`python -m commands.cli replay
 ARCHIVE --out FILE --workers W --until END`): wall time from start to exit (start-up included), records
 per second, the peak memory of one process, and whether both runs wrote the same events (as a multiset
-of lines: an order-free digest). `--smoke` replays a tiny day (2,000 records) so CI keeps this running.
+of lines: an order-free digest). `--smoke` replays a tiny day (500 records) so CI keeps this running.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def main() -> None:
     ap.add_argument("--archive", type=Path, help="reuse (or write once) this archive")
     ap.add_argument("--smoke", action="store_true", help="a tiny day, for CI")
     args = ap.parse_args()
-    records = 2000 if args.smoke else args.records
+    records = 500 if args.smoke else args.records
     with tempfile.TemporaryDirectory(prefix="bench-replay-") as tmp:
         archive = args.archive or Path(tmp) / f"day-{records}.jsonl.zst"
         if not archive.exists():

@@ -213,3 +213,18 @@ def test_partition_merge_writes_in_event_time_as_soon_as_every_partition_has_spo
     assert [v for _, v in merge.pop()] == [b"a3"]
     merge.end(a)
     assert merge.done
+
+
+def test_the_replay_benchmark_runs(tmp_path) -> None:
+    """benchmarks/bench_replay.py --smoke (so the benchmark does not rot; its figures mean nothing here)."""
+    r = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "bench_replay.py"), "--smoke"],
+        cwd=tmp_path,
+        env={**settings().as_env(), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "replay --workers 1: 500 records" in r.stdout and "replay --workers 2: 500 records" in r.stdout
+    assert "same events: True" in r.stdout
