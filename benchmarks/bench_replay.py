@@ -51,8 +51,10 @@ def digest(path: Path) -> tuple[int, str]:
     return lines, f"{total:032x}"
 
 
-def replay(archive: Path, out: Path, workers: int) -> tuple[float, int]:
-    """Wall seconds of one `worktool replay`, and the peak RSS (kB) of its largest process so far."""
+def replay(archive: Path, out: Path, workers: int) -> tuple[float, float, str, int]:
+    """Wall seconds of one `worktool replay`, its CPU seconds (every process), what it says of its
+    workers' CPU, and the peak RSS (kB) of the largest process so far."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "commands.cli", "replay", str(archive), "--out", str(out)]
@@ -65,7 +67,10 @@ def replay(archive: Path, out: Path, workers: int) -> tuple[float, int]:
     elapsed = time.perf_counter() - started
     if done.returncode != 0:
         raise SystemExit(f"replay --workers {workers} failed:\n{done.stderr}")
-    return elapsed, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    said = next((x for x in done.stderr.splitlines() if x.startswith("workers' CPU")), "")
+    return elapsed, cpu, said, after.ru_maxrss
 
 
 def main() -> None:
@@ -87,13 +92,13 @@ def main() -> None:
         results = {}
         for workers in sorted({1, args.workers}):
             out = Path(tmp) / f"events-{workers}.jsonl"
-            elapsed, rss = replay(archive, out, workers)
+            elapsed, cpu, said, rss = replay(archive, out, workers)
             results[workers] = digest(out)
             out.unlink()
             print(
                 f"replay --workers {workers}: {records} records in {elapsed:.1f} s -> "
-                f"{records / elapsed:,.0f} records/s; {results[workers][0]} events; peak RSS so far "
-                f"{rss / 1024:.0f} MB; load {os.getloadavg()[0]:.2f}"
+                f"{records / elapsed:,.0f} records/s; CPU {cpu:.1f} s {said}; {results[workers][0]} events; "
+                f"peak RSS so far {rss / 1024:.0f} MB; load {os.getloadavg()[0]:.2f}"
             )
         same = len(set(results.values())) == 1
         print(f"same events: {same}")

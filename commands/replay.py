@@ -73,6 +73,7 @@ def cli_replay(
 ) -> int:
     show = sys.stderr.isatty() if progress is None else progress
     started = time.perf_counter()
+    cpu: list[float] = []
     try:
         with ExitStack() as stack:
             stream = stack.enter_context(out.open("wb")) if out else sys.stdout.buffer
@@ -85,6 +86,7 @@ def cli_replay(
                 on_progress=(lambda n: bar.advance(task, n)) if bar is not None else None,
                 until=until,
                 workers=workers,
+                worker_cpu=cpu,
             )
     except (ConfigError, ClassifierUnavailable, ArchiveError, ReplayError) as e:
         err.print(f"[red]{e}[/red]")
@@ -95,6 +97,8 @@ def cli_replay(
         f"replayed {records} records in {elapsed:.1f} s ({rate:,.0f} records/s, "
         f"{workers} worker{'s' if workers > 1 else ''}); {len(rejected)} rejected"
     )
+    if cpu:
+        err.print("workers' CPU time: " + ", ".join(f"{c:.1f} s" for c in cpu))
     for r in rejected[:5]:
         err.print(f"  rejected: {r.reason}")
     return 0

@@ -7,6 +7,7 @@ import heapq
 import logging
 import multiprocessing
 import queue
+import resource
 import tempfile
 import time
 from collections import deque
@@ -44,6 +45,7 @@ def replay_archive(
     on_progress: Callable[[int], None] | None = None,
     until: datetime | None = None,
     workers: int = 1,
+    worker_cpu: list[float] | None = None,
 ) -> tuple[int, list[DlqRecord]]:
     """Run the flow over `path` (plain or compressed, infra/archive_io.py), writing monitor events to
     `out`. Returns (records, rejected).
@@ -52,7 +54,8 @@ def replay_archive(
     `workers` > 1: that many independent replays in processes, one per slice of the shards
     (`ArchiveSlice`), their events merged by event time: the same events as one worker (per
     conversation in the same order).
-    `on_start(total records)` and `on_progress(records done)` report progress.
+    `on_start(total records)` and `on_progress(records done)` report progress; `worker_cpu`, if given,
+    receives each worker process's CPU seconds.
     Raises `ArchiveError` for a corrupt or truncated compressed archive, before any record is replayed."""
     settings = settings or get_settings()
     scan = scan_archive(path)
@@ -73,7 +76,9 @@ def replay_archive(
                 f.writelines(line + b"\n" for _, line in load_archive(path))
             scan = ArchiveScan(scan.records, True)
         outs = [Path(tmp) / f"events-{i}.jsonl" for i in range(workers)]
-        rejected = _run_slices(source, outs, settings, scan, on_progress, until)
+        rejected, cpu = _run_slices(source, outs, settings, scan, on_progress, until)
+        if worker_cpu is not None:
+            worker_cpu.extend(cpu)
         merge_events(outs, out)
     out.flush()
     return scan.records, rejected
@@ -131,9 +136,10 @@ def _slice_main(
     try:
         with out_path.open("wb") as out:
             rejected = _replay(path, out, settings, scan, progress, until, part)
-        results.put((part.index, rejected, None))
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        results.put((part.index, rejected, None, usage.ru_utime + usage.ru_stime))
     except BaseException as e:  # reported to the parent, which fails the replay
-        results.put((part.index, [], f"{type(e).__name__}: {e}"))
+        results.put((part.index, [], f"{type(e).__name__}: {e}", 0.0))
         raise
 
 
@@ -144,7 +150,7 @@ def _run_slices(
     scan: ArchiveScan,
     on_progress: Callable[[int], None] | None,
     until: datetime | None,
-) -> list[DlqRecord]:
+) -> tuple[list[DlqRecord], list[float]]:
     # Processes, not threads: the flow is Python and threads would share one GIL. Spawned, not forked:
     # a fork of a process that runs threads (rich's progress, a classifier's client) is not safe.
     ctx = multiprocessing.get_context("spawn")
@@ -171,13 +177,13 @@ def _run_slices(
     ]
     for p in procs:
         p.start()
-    reported: dict[int, tuple[list[DlqRecord], str | None]] = {}
+    reported: dict[int, tuple[list[DlqRecord], str | None, float]] = {}
     seen = 0
     try:
         while len(reported) < n:
             try:
-                index, rejected, error = results.get(timeout=0.2)
-                reported[index] = (rejected, error)
+                index, rejected, error, cpu = results.get(timeout=0.2)
+                reported[index] = (rejected, error, cpu)
             except queue.Empty:
                 dead = [p for i, p in enumerate(procs) if i not in reported and p.exitcode is not None]
                 if dead:
@@ -188,7 +194,7 @@ def _run_slices(
             if on_progress is not None and now > seen:
                 on_progress(now - seen)
             seen = now
-        failed = [(i, err) for i, (_, err) in sorted(reported.items()) if err is not None]
+        failed = [(i, err) for i, (_, err, _) in sorted(reported.items()) if err is not None]
         if failed:
             raise ReplayError(f"replay worker {failed[0][0]} failed: {failed[0][1]}")
         for p in procs:
@@ -200,7 +206,7 @@ def _run_slices(
             if p.is_alive():
                 p.terminate()
                 p.join(5)
-    return [r for i in range(n) for r in reported[i][0]]
+    return [r for i in range(n) for r in reported[i][0]], [reported[i][2] for i in range(n)]
 
 
 def _event_time(line: bytes) -> bytes:
