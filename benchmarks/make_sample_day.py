@@ -3,12 +3,22 @@ groups of a 视频号 operations agency, as raw records in the archive format (R
 
 Deterministic (fixed seed). Run: `python benchmarks/make_sample_day.py [OUT]`.
 The rosters match config/business.example.yaml.
+
+`--records N` writes a bigger day instead (for benchmarks/bench_replay.py): the day itself, then as many
+copies of its message records as it takes to reach N records, each copy in its own groups (and private
+chats), shifted by up to ten minutes, all stamped by one gateway (`seq`, with a few numbers never
+arriving, so the loss detector has holes to report). Written as a stream, compressed by OUT's suffix
+(.zst, .gz; infra/archive_io.py): `python benchmarks/make_sample_day.py /tmp/day-1m.jsonl.zst
+--records 1000000`.
 """
 
 from __future__ import annotations
 
+import argparse
+import heapq
 import random
 import sys
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -324,9 +334,58 @@ status("20:55:30", NIGHT_BOT, True)
 status("21:05:12", DAY_BOT, False)
 
 
+GATEWAY = "gw-bench-day"
+
+
+def _copy(c: int, day: list[tuple[datetime, dict]]) -> Iterator[tuple[datetime, int, dict]]:
+    """Copy `c` of the day's messages, in groups and private chats of its own."""
+    shift = timedelta(seconds=random.Random(c).randint(-600, 600))
+    for i, (dt, rec) in enumerate(day):
+        body = dict(rec["body"])
+        if body.get("groupName"):
+            body["groupName"] = f"{body['groupName']}#{c}"
+            body["groupRemark"] = f"{body['groupRemark']}#{c}" if body.get("groupRemark") else ""
+        else:
+            body["receivedName"] = f"{body['receivedName']}#{c}"
+        t = dt + shift
+        yield t, c * 1000 + i, {**rec, "received_at": stamp(t), "body": body}
+
+
+def big_day(n: int, missing_every: int | None = None) -> Iterator[dict]:
+    """`n` records of the day and its copies in event-time order, stamped by one gateway; one stamped
+    number in `missing_every` (default: a quarter of `n`) never arrives (a hole for operators/gaps.py)."""
+    missing_every = missing_every or max(1000, n // 4)
+    base = sorted(records, key=lambda x: x[0])
+    messages = [(dt, r) for dt, r in base if r["kind"] == "message"]
+    copies = max(0, -(-(n - len(base)) // len(messages)))
+    streams = [((dt, i, r) for i, (dt, r) in enumerate(base))]
+    streams += [_copy(c, messages) for c in range(1, copies + 1)]
+    seq = 0
+    for k, (_, _, rec) in enumerate(heapq.merge(*streams, key=lambda x: (x[0], x[1]))):
+        if k >= n:
+            return
+        seq += 2 if seq and seq % missing_every == 0 else 1
+        yield {**rec, "seq": {"gw": GATEWAY, "n": seq}}
+
+
 def main() -> None:
-    out = Path(sys.argv[1]) if len(sys.argv) > 1 else OUT
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("out", nargs="?", type=Path, default=OUT)
+    ap.add_argument("--records", type=int, help="a bigger day of this many records (see above)")
+    args = ap.parse_args()
+    out: Path = args.out
     out.parent.mkdir(parents=True, exist_ok=True)
+    if args.records:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+        from infra.archive_io import open_writer
+
+        with open_writer(out) as f:
+            count = 0
+            for rec in big_day(args.records):
+                f.write(orjson.dumps(rec) + b"\n")
+                count += 1
+        print(f"{count} records -> {out} ({out.stat().st_size / 1e6:.1f} MB)")
+        return
     lines = [orjson.dumps(r).decode() for _, r in sorted(records, key=lambda x: x[0])]
     out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"{len(lines)} records -> {out}")

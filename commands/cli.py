@@ -260,7 +260,12 @@ def migrate_logins() -> None:
 
 @app.command()
 def replay(
-    file: Annotated[Path, typer.Argument(help="JSONL archive of raw records.", exists=True, dir_okay=False)],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="JSONL archive of raw records (plain, .zst or .gz).", exists=True, dir_okay=False
+        ),
+    ],
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Write monitor events here (default stdout).")
     ] = None,
@@ -274,18 +279,35 @@ def replay(
             "what is due by then fires (expiries, escalation windows)."
         ),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            "-w",
+            min=1,
+            help="Replay in this many processes, each a slice of the shards: the same events as one.",
+        ),
+    ] = 1,
 ) -> None:
     """Run the dataflow over an archive in event time; write the monitor events as JSONL."""
     from commands.replay import cli_replay, parse_until
 
-    raise typer.Exit(cli_replay(file, out, progress, parse_until(until)))
+    raise typer.Exit(cli_replay(file, out, progress, parse_until(until), workers))
 
 
 @app.command()
 def archive(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Archive file to write (JSONL).")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            "-o",
+            help="Archive file to write (JSONL; zstd-compressed if it ends in .zst, gzip if .gz).",
+        ),
+    ],
 ) -> None:
-    """Dump worktool.raw to a JSONL archive (the format `replay` reads)."""
+    """Dump worktool.raw and worktool.control to a JSONL archive in event time (the format `replay`
+    reads), streaming."""
     from commands.replay import cli_archive
 
     raise typer.Exit(cli_archive(out))

@@ -11,15 +11,34 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.text import Text
 
 from classifiers import ClassifierUnavailable
-from dataflows.replay import dump_topics, replay_archive
+from dataflows.replay import ReplayError, dump_topics, replay_archive
+from infra.archive_io import ArchiveError, compression_for
 from worktool.config import ConfigError
 from worktool.models import to_utc
 from worktool.settings import get_settings
 
 err = Console(stderr=True)
+
+
+class RateColumn(ProgressColumn):
+    """Records per second, over the last few seconds (rich's own speed estimate)."""
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text("" if speed is None else f"{speed:,.0f} records/s", style="progress.data.speed")
 
 
 def _progress(enabled: bool) -> Progress | nullcontext:
@@ -29,6 +48,8 @@ def _progress(enabled: bool) -> Progress | nullcontext:
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
+        RateColumn(),
+        TimeElapsedColumn(),
         TimeRemainingColumn(),
         console=err,
         transient=False,
@@ -47,9 +68,12 @@ def parse_until(value: str | None) -> datetime | None:
         ) from e
 
 
-def cli_replay(file: Path, out: Path | None, progress: bool | None, until: datetime | None = None) -> int:
+def cli_replay(
+    file: Path, out: Path | None, progress: bool | None, until: datetime | None = None, workers: int = 1
+) -> int:
     show = sys.stderr.isatty() if progress is None else progress
     started = time.perf_counter()
+    cpu: list[float] = []
     try:
         with ExitStack() as stack:
             stream = stack.enter_context(out.open("wb")) if out else sys.stdout.buffer
@@ -61,12 +85,20 @@ def cli_replay(file: Path, out: Path | None, progress: bool | None, until: datet
                 on_start=(lambda n: bar.update(task, total=n)) if bar is not None else None,
                 on_progress=(lambda n: bar.advance(task, n)) if bar is not None else None,
                 until=until,
+                workers=workers,
+                worker_cpu=cpu,
             )
-    except (ConfigError, ClassifierUnavailable) as e:
+    except (ConfigError, ClassifierUnavailable, ArchiveError, ReplayError) as e:
         err.print(f"[red]{e}[/red]")
         return 2
     elapsed = time.perf_counter() - started
-    err.print(f"replayed {records} records in {elapsed:.1f} s; {len(rejected)} rejected")
+    rate = records / elapsed if elapsed > 0 else 0.0
+    err.print(
+        f"replayed {records} records in {elapsed:.1f} s ({rate:,.0f} records/s, "
+        f"{workers} worker{'s' if workers > 1 else ''}); {len(rejected)} rejected"
+    )
+    if cpu:
+        err.print("workers' CPU time: " + ", ".join(f"{c:.1f} s" for c in cpu))
     for r in rejected[:5]:
         err.print(f"  rejected: {r.reason}")
     return 0
@@ -77,13 +109,16 @@ def cli_archive(out: Path) -> int:
     if not settings.kafka_bootstrap_servers:
         err.print("[red]KAFKA_BOOTSTRAP_SERVERS is not set (is `worktool up` running?)[/red]")
         return 2
-    with out.open("wb") as f, _progress(sys.stderr.isatty()) as bar:
+    with _progress(sys.stderr.isatty()) as bar:
         task = bar.add_task("archive", total=None) if bar is not None else None
         n = dump_topics(
             settings.kafka_bootstrap_servers,
             [settings.topic_raw, settings.topic_control],
-            f,
+            out,
             on_record=(lambda: bar.advance(task)) if bar is not None else None,
         )
-    err.print(f"archived {n} records from {settings.topic_raw} and {settings.topic_control} to {out}")
+    err.print(
+        f"archived {n} records from {settings.topic_raw} and {settings.topic_control} to {out} "
+        f"({compression_for(out)})"
+    )
     return 0

@@ -82,6 +82,9 @@ class FlowOptions:
     gap_grace: timedelta = timedelta(seconds=60)  # loss detection (operators/gaps.py)
     # The time budget of a record in each step (dataflows/watchdog.py); None: unguarded (replays).
     budget: StepBudget | None = None
+    # False: this flow's gaps step sees nothing (one of the slices of `worktool replay --workers`, whose
+    # gateway stamps the slice with the gaps step gets from its source as SeqMark items).
+    gaps: bool = True
 
     @classmethod
     def from_settings(cls, settings: Settings, config: BusinessConfig) -> FlowOptions:
@@ -142,6 +145,8 @@ def _lenient_mark(data: bytes) -> SeqMark | None:
 
 
 def _parse(item: Any) -> tuple[Parsed | None, SeqMark | None]:
+    if isinstance(item, SeqMark):  # a stamp without its record (dataflows/sources.py ArchiveSlice)
+        return None, item
     data = _raw_bytes(item)
     if data is None or isinstance(data, Tick):
         return data, None
@@ -319,7 +324,8 @@ def build_flow(
 
     # Loss detection: every gateway stamp and every tick to one key (operators/gaps.py).
     grace, policy = opts.gap_grace, opts.session_policy()
-    marks = op.flat_map("gap_key", marks, lambda t: t[1])
+    with_gaps = opts.gaps  # False: a slice of `worktool replay --workers` whose gaps step is elsewhere
+    marks = op.flat_map("gap_key", marks, lambda t: t[1] if with_gaps else [])
     gaps = op.stateful(
         "gaps", marks,
         builder("gaps", lambda: GapStep(grace, policy.alerts), lambda snap: GapStep.restore(grace, policy.alerts, snap)),

@@ -3,22 +3,38 @@ into that archive format. The command-line side (progress bars, messages) is com
 
 from __future__ import annotations
 
+import heapq
+import logging
+import multiprocessing
+import queue
+import resource
+import tempfile
 import time
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack
+from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import orjson
 from bytewax.testing import TestingSink, run_main
 
 from classifiers import build_classifier, call_log_events, close_classifier
 from dataflows.flow import FlowOptions, FlowSinks, build_flow
-from dataflows.sources import ArchiveSource
+from dataflows.sources import ArchiveScan, ArchiveSlice, ArchiveSource, load_archive, scan_archive
+from infra.archive_io import open_writer
 from sinks.jsonl import JsonlSink
 from worktool.config import load_config
 from worktool.models import DlqRecord
 from worktool.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+class ReplayError(RuntimeError):
+    """A replay of several workers that could not finish (a worker failed)."""
 
 
 def replay_archive(
@@ -28,12 +44,55 @@ def replay_archive(
     on_start: Callable[[int], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
     until: datetime | None = None,
+    workers: int = 1,
+    worker_cpu: list[float] | None = None,
 ) -> tuple[int, list[DlqRecord]]:
-    """Run the flow over `path`, writing monitor events to `out`. Returns (records, rejected).
+    """Run the flow over `path` (plain or compressed, infra/archive_io.py), writing monitor events to
+    `out`. Returns (records, rejected).
     `until`: after the archive, advance the clock to this time so that what is due by then fires
     (without it, timers pending at the end of the archive stay pending).
-    `on_start(total records)` and `on_progress(records done)` report progress."""
+    `workers` > 1: that many independent replays in processes, one per slice of the shards
+    (`ArchiveSlice`), their events merged by event time: the same events as one worker (per
+    conversation in the same order).
+    `on_start(total records)` and `on_progress(records done)` report progress; `worker_cpu`, if given,
+    receives each worker process's CPU seconds.
+    Raises `ArchiveError` for a corrupt or truncated compressed archive, before any record is replayed."""
     settings = settings or get_settings()
+    scan = scan_archive(path)
+    if on_start is not None:
+        on_start(scan.records)
+    if workers <= 1:
+        rejected = _replay(path, out, settings, scan, on_progress, until)
+        out.flush()
+        return scan.records, rejected
+    if workers > settings.shards:
+        raise ValueError(f"--workers {workers} is more than the flow's {settings.shards} shards")
+    with tempfile.TemporaryDirectory(prefix="worktool-replay-") as tmp:
+        source = path
+        if not scan.in_order:  # slices stream the archive: sort it once, in memory
+            log.warning("%s is not in event-time order: sorting its %d records in memory", path, scan.records)
+            source = Path(tmp) / "sorted.jsonl"
+            with source.open("wb") as f:
+                f.writelines(line + b"\n" for _, line in load_archive(path))
+            scan = ArchiveScan(scan.records, True)
+        outs = [Path(tmp) / f"events-{i}.jsonl" for i in range(workers)]
+        rejected, cpu = _run_slices(source, outs, settings, scan, on_progress, until)
+        if worker_cpu is not None:
+            worker_cpu.extend(cpu)
+        merge_events(outs, out)
+    out.flush()
+    return scan.records, rejected
+
+
+def _replay(
+    path: Path,
+    out: IO[bytes],
+    settings: Settings,
+    scan: ArchiveScan,
+    on_progress: Callable[[int], None] | None,
+    until: datetime | None,
+    part: ArchiveSlice | None = None,
+) -> list[DlqRecord]:
     config = load_config(settings.config_path)
     classifier = build_classifier(settings, config)
     rejected: list[DlqRecord] = []
@@ -44,64 +103,242 @@ def replay_archive(
             on_progress=on_progress,
             lateness=timedelta(seconds=settings.allowed_lateness_s),
             until=until,
+            part=part,
+            scan=scan,
         )
-        if on_start is not None:
-            on_start(source.record_count)
         sinks = FlowSinks(events=[JsonlSink(out)], dlq=[TestingSink(rejected)])
-        flow = build_flow(
-            source,
-            sinks,
-            classifier,
-            FlowOptions.from_settings(settings, config),
-            extra_events=call_log_events(classifier),
-        )
+        options = FlowOptions.from_settings(settings, config)
+        if part is not None and not part.marks:
+            options = replace(options, gaps=False)
+        flow = build_flow(source, sinks, classifier, options, extra_events=call_log_events(classifier))
         run_main(flow)
     finally:
         close_classifier(classifier)
-    out.flush()
-    return source.record_count, rejected
+    return rejected
+
+
+def _slice_main(
+    path: Path,
+    part: ArchiveSlice,
+    out_path: Path,
+    settings: Settings,
+    scan: ArchiveScan,
+    until: datetime | None,
+    done: Any,
+    results: Any,
+) -> None:
+    """One worker of a replay of several (a spawned process): its slice, its events to `out_path`,
+    its count of records read in `done[part.index]`, then (index, rejected | error) on `results`."""
+
+    def progress(n: int) -> None:
+        done[part.index] += n
+
+    try:
+        with out_path.open("wb") as out:
+            rejected = _replay(path, out, settings, scan, progress, until, part)
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        results.put((part.index, rejected, None, usage.ru_utime + usage.ru_stime))
+    except BaseException as e:  # reported to the parent, which fails the replay
+        results.put((part.index, [], f"{type(e).__name__}: {e}", 0.0))
+        raise
+
+
+def _run_slices(
+    path: Path,
+    outs: list[Path],
+    settings: Settings,
+    scan: ArchiveScan,
+    on_progress: Callable[[int], None] | None,
+    until: datetime | None,
+) -> tuple[list[DlqRecord], list[float]]:
+    # Processes, not threads: the flow is Python and threads would share one GIL. Spawned, not forked:
+    # a fork of a process that runs threads (rich's progress, a classifier's client) is not safe.
+    ctx = multiprocessing.get_context("spawn")
+    n = len(outs)
+    done = ctx.Array("q", n, lock=False)
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(
+            target=_slice_main,
+            args=(
+                path,
+                ArchiveSlice(i, n, settings.shards, marks=i == 0),
+                outs[i],
+                settings,
+                scan,
+                until,
+                done,
+                results,
+            ),
+            name=f"worktool-replay-{i}",
+            daemon=True,
+        )
+        for i in range(n)
+    ]
+    for p in procs:
+        p.start()
+    reported: dict[int, tuple[list[DlqRecord], str | None, float]] = {}
+    seen = 0
+    try:
+        while len(reported) < n:
+            try:
+                index, rejected, error, cpu = results.get(timeout=0.2)
+                reported[index] = (rejected, error, cpu)
+            except queue.Empty:
+                dead = [p for i, p in enumerate(procs) if i not in reported and p.exitcode is not None]
+                if dead:
+                    raise ReplayError(
+                        f"replay worker {dead[0].name} exited with code {dead[0].exitcode}"
+                    ) from None
+            now = sum(done)
+            if on_progress is not None and now > seen:
+                on_progress(now - seen)
+            seen = now
+        failed = [(i, err) for i, (_, err, _) in sorted(reported.items()) if err is not None]
+        if failed:
+            raise ReplayError(f"replay worker {failed[0][0]} failed: {failed[0][1]}")
+        for p in procs:
+            p.join()
+        if on_progress is not None and sum(done) > seen:
+            on_progress(sum(done) - seen)
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+                p.join(5)
+    return [r for i in range(n) for r in reported[i][0]], [reported[i][2] for i in range(n)]
+
+
+def _event_time(line: bytes) -> bytes:
+    """The event_time of a monitor event line ("...Z" with milliseconds, so it sorts as bytes)."""
+    i = line.find(b'"event_time":"')
+    return line[i + 14 : line.find(b'"', i + 14)] if i >= 0 else b""
+
+
+def merge_events(paths: list[Path], out: IO[bytes]) -> None:
+    """The events of several replays, merged by event time (each file's own order is kept, so every
+    conversation's events stay in order)."""
+    with ExitStack() as stack:
+        files = [stack.enter_context(p.open("rb")) for p in paths]
+        out.writelines(heapq.merge(*files, key=_event_time))
+
+
+PAUSE_AT = 5000  # records buffered for one partition before it is paused (the merge waits for another)
+
+
+class PartitionMerge:
+    """A k-way merge by event time of partitions that each arrive in their own order, in pieces.
+    `add` buffers a record of a partition; `pop` yields the earliest head while no partition that may
+    still send is empty (or everything, when told the rest is not coming)."""
+
+    def __init__(self, parts: list[tuple[str, int]]) -> None:
+        self.order = {tp: i for i, tp in enumerate(parts)}
+        self.buffers: dict[tuple[str, int], deque[tuple[str, bytes]]] = {tp: deque() for tp in parts}
+        self.heads: list[tuple[str, int, tuple[str, int]]] = []  # (stamp, partition order, partition)
+        self.at_end: set[tuple[str, int]] = set()
+        self.starving = set(parts)  # not at its end and nothing buffered: the merge waits for it
+
+    @property
+    def done(self) -> bool:
+        return len(self.at_end) == len(self.order) and not self.heads
+
+    def end(self, tp: tuple[str, int]) -> None:
+        self.at_end.add(tp)
+        self.starving.discard(tp)
+
+    def add(self, tp: tuple[str, int], stamp: str, value: bytes) -> int:
+        """Buffer one record; returns how many the partition holds."""
+        buf = self.buffers[tp]
+        if not buf:
+            heapq.heappush(self.heads, (stamp, self.order[tp], tp))
+        buf.append((stamp, value))
+        self.at_end.discard(tp)
+        self.starving.discard(tp)
+        return len(buf)
+
+    def pop(self, everything: bool = False) -> Iterator[tuple[tuple[str, int], bytes]]:
+        while self.heads and (everything or not self.starving):
+            _, _, tp = heapq.heappop(self.heads)
+            buf = self.buffers[tp]
+            value = buf.popleft()[1]
+            if buf:
+                heapq.heappush(self.heads, (buf[0][0], self.order[tp], tp))
+            elif tp not in self.at_end:
+                self.starving.add(tp)
+            yield tp, value
+
+
+def _stamp_text(value: bytes) -> str:
+    try:
+        record = orjson.loads(value)
+        stamp = record.get("received_at") or record.get("at") or ""
+    except (orjson.JSONDecodeError, AttributeError):
+        return ""
+    return stamp if isinstance(stamp, str) else ""
+
+
+def _partitions(consumer: Any, topics: list[str], bootstrap: str) -> list[tuple[str, int]]:
+    parts: list[tuple[str, int]] = []
+    for topic in topics:
+        meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
+        if meta is None or meta.error is not None:
+            raise SystemExit(f"topic {topic} not found on {bootstrap}")
+        parts += [(topic, p) for p in sorted(meta.partitions)]
+    return parts
 
 
 def dump_topics(
-    bootstrap: str, topics: list[str], out: IO[bytes], on_record=None, idle_s: float = 3.0
+    bootstrap: str,
+    topics: list[str],
+    out: IO[bytes] | Path,
+    on_record: Callable[[], None] | None = None,
+    idle_s: float = 3.0,
 ) -> int:
-    """Every record of `topics` (the raw and the control topic), sorted by event time (received_at of a
-    raw record, at of a control record). Reads each partition to its end (partition EOF; Tansu's high
-    watermark is unreliable), then stops."""
+    """Every record of `topics` (the raw and the control topic) in event time (received_at of a raw
+    record, at of a control record), written as it is read: a k-way merge of the partitions
+    (`PartitionMerge`), holding at most about `PAUSE_AT` records per partition (one that runs ahead is
+    paused). `out`: a binary stream, or a file path compressed by its suffix (infra/archive_io.py).
+    Reads each partition to its end (partition EOF; Tansu's high watermark is unreliable), then stops;
+    after `idle_s` without data it writes what it holds. A partition whose own records are out of
+    event-time order stays so in the archive (a replay sorts such an archive in memory)."""
     from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
     from infra import kafka_clients
 
     consumer = kafka_clients.consumer("archive", bootstrap)
-    try:
-        parts: list[tuple[str, int]] = []
-        for topic in topics:
-            meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
-            if meta is None or meta.error is not None:
-                raise SystemExit(f"topic {topic} not found on {bootstrap}")
-            parts += [(topic, p) for p in sorted(meta.partitions)]
-        consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in parts])
-        done: set[tuple[str, int]] = set()
-        rows: list[tuple[str, bytes]] = []
-        last_data = time.monotonic()
-        while len(done) < len(parts) and time.monotonic() - last_data < idle_s:
-            for msg in consumer.consume(1000, 0.5):
-                if msg.error():
-                    if msg.error().code() == KafkaError._PARTITION_EOF:
-                        done.add((msg.topic(), msg.partition()))
-                    continue
-                last_data = time.monotonic()
-                value = msg.value() or b""
-                try:
-                    record = orjson.loads(value)
-                    stamp = record.get("received_at") or record.get("at") or ""
-                except (orjson.JSONDecodeError, AttributeError):
-                    stamp = ""
-                rows.append((stamp if isinstance(stamp, str) else "", value))
-                if on_record:
-                    on_record()
-    finally:
-        consumer.close()
-    rows.sort(key=lambda r: r[0])
-    out.writelines(value + b"\n" for _, value in rows)
-    return len(rows)
+    written = 0
+    with ExitStack() as stack:
+        stream = stack.enter_context(open_writer(out)) if isinstance(out, Path) else out
+        try:
+            parts = _partitions(consumer, topics, bootstrap)
+            consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in parts])
+            merge, paused = PartitionMerge(parts), set()
+            last_data = time.monotonic()
+            while not merge.done:
+                idle = time.monotonic() - last_data >= idle_s
+                if idle:
+                    log.warning("archive: no data for %.0f s; writing what was read", idle_s)
+                for tp, value in merge.pop(everything=idle or len(merge.at_end) == len(parts)):
+                    stream.write(value + b"\n")
+                    written += 1
+                    if tp in paused and len(merge.buffers[tp]) < PAUSE_AT // 2:
+                        consumer.resume([TopicPartition(*tp)])
+                        paused.discard(tp)
+                if idle:
+                    break
+                for msg in consumer.consume(1000, 0.5):
+                    tp = (msg.topic(), msg.partition())
+                    if msg.error():
+                        if msg.error().code() == KafkaError._PARTITION_EOF:
+                            merge.end(tp)
+                        continue
+                    last_data = time.monotonic()
+                    value = msg.value() or b""
+                    if merge.add(tp, _stamp_text(value), value) >= PAUSE_AT and tp not in paused:
+                        consumer.pause([TopicPartition(*tp)])
+                        paused.add(tp)
+                    if on_record:
+                        on_record()
+        finally:
+            consumer.close()
+    return written

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import orjson
 from bytewax.connectors.kafka import BYTEWAX_CONSUMER_LAG_GAUGE, KafkaSource, KafkaSourceMessage
@@ -21,11 +23,15 @@ from bytewax.inputs import (
     StatelessSourcePartition,
 )
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
+from pydantic import ConfigDict, create_model
 
 from infra import kafka_clients
+from infra.archive_io import iter_lines
 from infra.topic_watch import CHECK_INTERVAL_S, TopicWatch
+from operators.gaps import SeqMark
+from operators.shard import robot_key, shard_for
 from operators.timers import Tick
-from worktool.models import to_utc
+from worktool.models import NUL, MessageCallback, RoomType, conversation_key, to_utc
 
 log = logging.getLogger(__name__)
 
@@ -109,23 +115,53 @@ class WithTicks(FixedPartitionedSource[Any, Any]):
 # ------------------------------------------------------------------------------------ archives
 
 
-def _stamp(line: bytes) -> datetime | None:
+def _load(line: bytes) -> Any:
     try:
-        record = orjson.loads(line)
-        return to_utc(record.get("received_at") or record["at"])  # a raw record, or a control record
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
         return None
 
 
+def _stamp_of(record: Any) -> datetime | None:
+    try:
+        return to_utc(record.get("received_at") or record["at"])  # a raw record, or a control record
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def _stamp(line: bytes) -> datetime | None:
+    return _stamp_of(_load(line))
+
+
+@dataclass(frozen=True)
+class ArchiveScan:
+    """What one pass over an archive found: its records, and whether they are in event-time order
+    (every readable stamp at or after the ones before it), which a streaming replay needs."""
+
+    records: int
+    in_order: bool
+
+
+def scan_archive(path: Path) -> ArchiveScan:
+    """Count the archive's records and check their order, reading it as a stream. Raises
+    `ArchiveError` for a corrupt or truncated compressed archive (before any record is replayed)."""
+    records, in_order, last = 0, True, None
+    for line in iter_lines(path):
+        records += 1
+        ts = _stamp(line)
+        if ts is not None:
+            if last is not None and ts < last:
+                in_order = False
+            else:
+                last = ts
+    return ArchiveScan(records, in_order)
+
+
 def load_archive(path: Path) -> list[tuple[datetime | None, bytes]]:
-    """Archive lines in event-time order (stable sort). A line without a readable stamp keeps its
-    place after the previous line, so it still reaches the DLQ in order."""
-    rows: list[tuple[datetime | None, bytes]] = []
-    with path.open("rb") as f:
-        for line in f:
-            line = line.strip()
-            if line:
-                rows.append((_stamp(line), line))
+    """Archive lines in event-time order (stable sort), all in memory: for an archive that is not in
+    order (`scan_archive`). A line without a readable stamp keeps its place after the previous line, so
+    it still reaches the DLQ in order."""
+    rows = [(_stamp(line), line) for line in iter_lines(path)]
     last = datetime.min.replace(tzinfo=UTC)
     keyed = []
     for i, (ts, line) in enumerate(rows):
@@ -135,59 +171,181 @@ def load_archive(path: Path) -> list[tuple[datetime | None, bytes]]:
     return [(ts, line) for _, _, ts, line in keyed]
 
 
+class _Ticker:
+    """The replay's watermark: before a record stamped t, a Tick at (t - lateness) rounded down to the
+    tick interval, when that is past the last tick (so at most one tick per interval)."""
+
+    def __init__(self, interval: timedelta, lateness: timedelta) -> None:
+        self.step = interval.total_seconds()
+        self.lateness = lateness.total_seconds()
+        self.last: datetime | None = None
+        self._next = float("-inf")  # no tick before a record stamped (after lateness) below this
+
+    def before(self, ts: datetime) -> Tick | None:
+        mark = ts.timestamp() - self.lateness
+        if mark < self._next:  # within the last tick's interval (most records): no datetime work
+            return None
+        boundary = datetime.fromtimestamp((mark // self.step) * self.step, UTC)
+        if self.last is None or boundary > self.last:
+            self.last = boundary
+            self._next = boundary.timestamp() + self.step
+            return Tick(boundary)
+        return None
+
+    def until(self, until: datetime | None) -> Tick | None:
+        """With `until`, a last Tick(until) after the archive fires everything due by then."""
+        if until is not None and (self.last is None or until > self.last):
+            self.last = until
+            return Tick(until)
+        return None
+
+
 def with_data_ticks(
     rows: list[tuple[datetime | None, bytes]],
     interval: timedelta,
     lateness: timedelta = timedelta(0),
     until: datetime | None = None,
 ) -> list[bytes | Tick]:
-    """Interleave the replay's watermark: before a record stamped t, a Tick at (t - lateness) rounded
-    down to the tick interval, when that is past the last tick (so at most one tick per interval).
-    With `until`, a last Tick(until) after the archive fires everything due by then."""
+    """Archive rows (stamp, line) in event-time order, with the replay's ticks interleaved."""
+    ticker = _Ticker(interval, lateness)
     out: list[bytes | Tick] = []
-    step = interval.total_seconds()
-    last_tick: datetime | None = None
     for ts, line in rows:
-        if ts is not None:
-            mark = (ts - lateness).timestamp()
-            boundary = datetime.fromtimestamp((mark // step) * step, UTC)
-            if last_tick is None or boundary > last_tick:
-                out.append(Tick(boundary))
-                last_tick = boundary
+        if ts is not None and (tick := ticker.before(ts)) is not None:
+            out.append(tick)
         out.append(line)
-    if until is not None and (last_tick is None or until > last_tick):
-        out.append(Tick(until))
+    if (tick := ticker.until(until)) is not None:
+        out.append(tick)
     return out
 
 
-class _ListPartition(StatefulSourcePartition[bytes | Tick, int]):
+@dataclass(frozen=True)
+class ArchiveSlice:
+    """The share of an archive that one of `count` independent replays takes (dataflows/replay.py,
+    `worktool replay --workers`): the records of the shards `shard % count == index`, whole
+    conversations in order, and every tick (derived from all records, at the same places as in a replay
+    of the whole archive), so each of its shards sees exactly what it sees in a one-worker replay.
+    The replay with `marks` also gets, in place of each record that is not its own, that record's gateway
+    stamp as a `SeqMark`, so its gaps step (which needs every stamp, in order) sees the whole archive;
+    the others run without a gaps step (`FlowOptions.gaps`)."""
+
+    index: int
+    count: int
+    shards: int
+    marks: bool
+
+    def shard_of(self, line: bytes, record: Any) -> int | None:
+        """The shard the flow sends this record to (dataflows/flow.py `_keyed`), or None for a record
+        the flow rejects before sharding (it goes to replay 0)."""
+        try:
+            if line.startswith(b'{"action"'):  # a control record (flow.py `_parse`)
+                key = record.get("session_id") or robot_key(record.get("robot_id") or "")
+            elif record["kind"] == "message":
+                key = conversation_of(record["robot_id"], record["body"])
+            else:
+                key = robot_key(record["robot_id"])
+            return int(shard_for(key, self.shards))
+        except (KeyError, TypeError, ValueError, AttributeError):  # pydantic's ValidationError too
+            return None
+
+    def owns(self, line: bytes, record: Any) -> bool:
+        shard = self.shard_of(line, record)
+        return (0 if shard is None else shard % self.count) == self.index
+
+
+# The fields of a message callback its session id is made of, validated exactly as MessageCallback does
+# (the same field definitions), without the rest of the body.
+_CONVERSATION_FIELDS = ("receivedName", "groupName", "groupRemark", "roomType")
+_ConversationFields = create_model(  # type: ignore[call-overload]
+    "_ConversationFields",
+    __config__=ConfigDict(extra="ignore"),
+    **{name: (MessageCallback.model_fields[name].annotation, MessageCallback.model_fields[name])
+       for name in _CONVERSATION_FIELDS},
+)  # fmt: skip
+_ROOM_TYPES = frozenset(get_args(RoomType))
+
+
+def conversation_of(robot_id: str, body: dict[str, Any]) -> str:
+    """The session id operators/parse.py gives a message record (MessageCallback + session_id_for).
+    Plain values (an int room type, strings without NUL) are read as they are, which is what the
+    model's validators leave them as; anything else goes through the model's own field validators."""
+    room = body.get("roomType", 1)
+    names = (body.get("groupName", ""), body.get("groupRemark", ""), body.get("receivedName"))
+    if type(room) is int and room in _ROOM_TYPES and all(type(v) is str and NUL not in v for v in names):
+        return conversation_key(robot_id, room, *names)  # type: ignore[arg-type]
+    fields = _ConversationFields.model_validate(body)
+    return conversation_key(
+        robot_id, fields.roomType, fields.groupName, fields.groupRemark, fields.receivedName
+    )
+
+
+def mark_of(record: Any, at: datetime | None) -> SeqMark | None:
+    """The gateway stamp of a raw record (already read: its dict and its `received_at`), as the flow's
+    parse step reads it (dataflows/flow.py `_mark`, `_lenient_mark`), or None without one."""
+    try:
+        seq = record["seq"]
+        if at is None or not record.get("received_at"):
+            return None
+        return SeqMark(str(seq["gw"]), int(seq["n"]), at, tuple(int(v) for v in seq.get("void") or ()))
+    except Exception:
+        return None
+
+
+def archive_items(
+    path: Path,
+    interval: timedelta,
+    lateness: timedelta = timedelta(0),
+    until: datetime | None = None,
+    part: ArchiveSlice | None = None,
+) -> Iterator[bytes | Tick | SeqMark]:
+    """The replay's items, streamed from an archive in event-time order: its lines (those of `part`)
+    with the ticks interleaved (`_Ticker`)."""
+    ticker = _Ticker(interval, lateness)
+    for line in iter_lines(path):
+        record = _load(line)
+        ts = _stamp_of(record)
+        if ts is not None and (tick := ticker.before(ts)) is not None:
+            yield tick
+        if part is None or part.owns(line, record):
+            yield line
+        elif part.marks and (mark := mark_of(record, ts)) is not None:
+            yield mark
+    if (tick := ticker.until(until)) is not None:
+        yield tick
+
+
+class _StreamPartition(StatefulSourcePartition[bytes | Tick | SeqMark, int]):
     def __init__(
         self,
-        items: list[bytes | Tick],
+        items: Iterator[bytes | Tick | SeqMark],
         resume: int | None,
         batch_size: int,
         on_progress: Callable[[int], None] | None,
     ) -> None:
         self._items = items
-        self._i = resume or 0
+        self._i = 0
+        for _ in itertools.islice(items, resume or 0):  # a resumed replay skips what it emitted
+            self._i += 1
         self._batch = batch_size
         self._on_progress = on_progress
 
-    def next_batch(self) -> list[bytes | Tick]:
-        if self._i >= len(self._items):
+    def next_batch(self) -> list[bytes | Tick | SeqMark]:
+        batch = list(itertools.islice(self._items, self._batch))
+        if not batch:
             raise StopIteration
-        batch = self._items[self._i : self._i + self._batch]
         self._i += len(batch)
         if self._on_progress:
-            self._on_progress(sum(1 for x in batch if not isinstance(x, Tick)))
+            self._on_progress(sum(1 for x in batch if isinstance(x, bytes)))
         return batch
 
     def snapshot(self) -> int:
         return self._i
 
 
-class ArchiveSource(FixedPartitionedSource[bytes | Tick, int]):
-    """A JSONL archive of raw records, replayed in event time with data-derived ticks."""
+class ArchiveSource(FixedPartitionedSource[bytes | Tick | SeqMark, int]):
+    """A JSONL archive of raw records (plain or compressed, infra/archive_io.py), replayed in event
+    time with data-derived ticks. Streamed when the archive is in event-time order (what `worktool
+    archive` writes), sorted in memory when it is not. With `part`, only that slice of it (the replays
+    of `worktool replay --workers`)."""
 
     def __init__(
         self,
@@ -197,21 +355,39 @@ class ArchiveSource(FixedPartitionedSource[bytes | Tick, int]):
         on_progress: Callable[[int], None] | None = None,
         lateness: timedelta = timedelta(0),
         until: datetime | None = None,
+        part: ArchiveSlice | None = None,
+        scan: ArchiveScan | None = None,
     ) -> None:
-        self.rows = load_archive(path)
-        self.items = with_data_ticks(self.rows, tick_interval, lateness, until)
+        self.path = path
+        self.scan = scan or scan_archive(path)
+        self.tick_interval = tick_interval
+        self.lateness = lateness
+        self.until = until
+        self.part = part
         self.batch_size = batch_size
         self.on_progress = on_progress
+        self._sorted: list[bytes | Tick] | None = None
+        if not self.scan.in_order:
+            if part is not None:
+                raise ValueError(f"{path}: a slice of an archive needs the archive in event-time order")
+            log.warning(
+                "%s is not in event-time order: sorting its %d records in memory", path, self.scan.records
+            )
+            self._sorted = with_data_ticks(load_archive(path), tick_interval, lateness, until)
 
     @property
     def record_count(self) -> int:
-        return len(self.rows)
+        return self.scan.records
 
     def list_parts(self) -> list[str]:
         return ["archive"]
 
-    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _ListPartition:
-        return _ListPartition(self.items, resume_state, self.batch_size, self.on_progress)
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> _StreamPartition:
+        if self._sorted is not None:
+            items: Iterator[bytes | Tick | SeqMark] = iter(self._sorted)
+        else:
+            items = archive_items(self.path, self.tick_interval, self.lateness, self.until, self.part)
+        return _StreamPartition(items, resume_state, self.batch_size, self.on_progress)
 
 
 # ------------------------------------------------------------------------------------ live Kafka

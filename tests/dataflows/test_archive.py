@@ -1,5 +1,5 @@
-"""`worktool archive` dumps worktool.raw into the archive format, and `worktool replay` of that dump gives
-the same events as replaying the original archive."""
+"""`worktool archive` dumps worktool.raw into the archive format (streaming, compressed by the file's
+suffix), and `worktool replay` of that dump gives the same events as replaying the original archive."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import orjson
 import pytest
 
 from commands.demo import SAMPLE_DAY
+from dataflows import replay as replay_module
+from infra.archive_io import iter_lines, sniff
 from tests.support import REPO, env_for, produce
 from worktool.models import raw_record_key
 from worktool.settings import Settings
@@ -26,7 +28,7 @@ def test_archive_then_replay_matches_the_original(settings_factory, unique_topic
         records.append((raw_record_key(rec["kind"], rec["robot_id"], rec["body"]), line))
     produce(settings.kafka_bootstrap_servers, settings.topic_raw, records)
 
-    dump = tmp_path / "dump.jsonl"
+    dump = tmp_path / "dump.jsonl.zst"
     env = env_for(settings)
     r = subprocess.run(
         [sys.executable, "-m", "commands.cli", "archive", "--out", str(dump)],
@@ -37,7 +39,8 @@ def test_archive_then_replay_matches_the_original(settings_factory, unique_topic
         timeout=120,
     )
     assert r.returncode == 0, r.stderr
-    dumped = dump.read_bytes().splitlines()
+    assert sniff(dump) == "zstd" and "(zstd)" in r.stderr
+    dumped = list(iter_lines(dump))
     assert sorted(dumped) == sorted(lines)  # every record, byte for byte
     stamps = [orjson.loads(x)["received_at"] for x in dumped]
     assert stamps == sorted(stamps)  # in event time, whatever partition it came from
@@ -56,6 +59,31 @@ def test_archive_then_replay_matches_the_original(settings_factory, unique_topic
         return sorted(out.read_bytes().splitlines())
 
     assert replay(dump) == replay(SAMPLE_DAY)
+
+
+def test_archive_merges_partitions_holding_only_a_few_records_of_each(
+    settings_factory, unique_topics, tmp_path, monkeypatch, caplog
+):
+    """The k-way merge with a partition that runs ahead paused (at 3 records here): still every record,
+    in event time, to a gzip file."""
+    settings = settings_factory(**unique_topics())
+    lines = [line for line in SAMPLE_DAY.read_bytes().splitlines() if line.strip()]
+    records = []
+    for line in lines:
+        rec = orjson.loads(line)
+        records.append((raw_record_key(rec["kind"], rec["robot_id"], rec["body"]), line))
+    produce(settings.kafka_bootstrap_servers, settings.topic_raw, records)
+    monkeypatch.setattr(replay_module, "PAUSE_AT", 3)
+    dump = tmp_path / "dump.jsonl.gz"
+    n = replay_module.dump_topics(
+        settings.kafka_bootstrap_servers, [settings.topic_raw, settings.topic_control], dump
+    )
+    dumped = list(iter_lines(dump))
+    assert n == len(lines) and sniff(dump) == "gzip"
+    assert "no data for" not in caplog.text  # every partition read to its end, none given up on
+    assert sorted(dumped) == sorted(lines)
+    stamps = [orjson.loads(x)["received_at"] for x in dumped]
+    assert stamps == sorted(stamps)
 
 
 def test_archive_without_a_broker_says_so(tmp_path):

@@ -1,0 +1,230 @@
+"""Replays of history at scale: compressed archives read as streams, `--workers N` (independent replays,
+one per slice of the shards) giving exactly the events of one worker, and clear errors for a damaged
+compressed archive."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import random
+import subprocess
+import sys
+from collections import defaultdict
+from datetime import timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+
+from benchmarks.make_sample_day import big_day
+from dataflows.flow import _keyed, parse_all
+from dataflows.replay import PartitionMerge, replay_archive
+from dataflows.sources import ArchiveSlice, archive_items, conversation_of, scan_archive
+from infra.archive_io import ArchiveError, iter_lines, open_writer
+from operators.gaps import SeqMark
+from operators.timers import Tick
+from tests.support import REPO
+from worktool.models import to_utc
+from worktool.settings import Settings
+
+SAMPLE = REPO / "commands" / "data" / "sample_day.jsonl"
+CONFIG_PATH = REPO / "config" / "business.example.yaml"
+UNTIL = to_utc("2025-03-13T12:00:00+08:00")  # the day after: every timer of the day is due
+SHARDS = 16
+
+
+def settings() -> Settings:
+    return Settings(config_path=CONFIG_PATH, llm_provider=None)
+
+
+def write_archive(path: Path, lines: list[bytes]) -> Path:
+    with open_writer(path) as f:
+        f.writelines(line + b"\n" for line in lines)
+    return path
+
+
+@pytest.fixture(scope="module")
+def day_lines() -> list[bytes]:
+    """A small big day: the sample day and copies of it in groups of their own, stamped by a gateway
+    with holes (so the loss detector reports gaps)."""
+    return [orjson.dumps(rec) for rec in big_day(1500, missing_every=500)]
+
+
+@pytest.fixture(scope="module")
+def day(tmp_path_factory, day_lines) -> Path:
+    return write_archive(tmp_path_factory.mktemp("day") / "day.jsonl", day_lines)
+
+
+def replay(path: Path, workers: int = 1) -> list[bytes]:
+    out = io.BytesIO()
+    records, rejected = replay_archive(path, out, settings=settings(), until=UNTIL, workers=workers)
+    assert records > 0 and not rejected
+    return out.getvalue().splitlines()
+
+
+@pytest.fixture(scope="module")
+def one_worker(day) -> list[bytes]:
+    return replay(day)
+
+
+def by_conversation(lines: list[bytes]) -> dict[str, list[bytes]]:
+    out: dict[str, list[bytes]] = defaultdict(list)
+    for line in lines:
+        e = orjson.loads(line)
+        out[e["session_id"] or e["robot_id"] or e["event"]].append(line)
+    return out
+
+
+def test_the_test_day_exercises_sessions_rules_and_loss_detection(one_worker) -> None:
+    kinds = {orjson.loads(line)["event"] for line in one_worker}
+    for name in (
+        "message_classified",
+        "session_state",
+        "alert_raised",
+        "staff_window_closed",
+        "pipeline_gap",
+    ):
+        assert name in kinds, name
+    assert len(by_conversation(one_worker)) > 40
+
+
+def test_compressed_archives_replay_like_the_plain_one(tmp_path, day, day_lines, one_worker) -> None:
+    for name in ("day.jsonl.zst", "day.jsonl.gz"):
+        archive = write_archive(tmp_path / name, day_lines)
+        assert archive.stat().st_size < day.stat().st_size / 4  # really compressed
+        assert list(iter_lines(archive)) == day_lines, name  # what a replay reads
+    assert replay(tmp_path / "day.jsonl.zst") == one_worker
+
+
+def test_two_workers_write_the_same_events_as_one(tmp_path, day, one_worker) -> None:
+    """The command line, as a user runs it: `worktool replay --workers 2` of a compressed day."""
+    archive = tmp_path / "day.jsonl.zst"
+    write_archive(archive, list(iter_lines(day)))
+    out = tmp_path / "events.jsonl"
+    r = subprocess.run(
+        [sys.executable, "-m", "commands.cli", "replay", str(archive), "--out", str(out), "--workers", "2"]
+        + ["--until", UNTIL.isoformat(), "--no-progress"],
+        cwd=REPO,
+        env={**settings().as_env(), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "2 workers" in r.stderr and "records/s" in r.stderr
+    two = out.read_bytes().splitlines()
+    assert sorted(two) == sorted(one_worker)  # the same events (none lost, none doubled)
+    assert by_conversation(two) == by_conversation(one_worker)  # in the same order per conversation
+
+
+def test_each_slice_takes_whole_conversations_and_every_tick(day) -> None:
+    """What makes the workers' results equal: a record goes to the slice of the shard the flow gives it,
+    every slice gets every tick at the same place, slice 0 every other slice's gateway stamp."""
+    key = _keyed(SHARDS)
+    slices = [ArchiveSlice(i, 3, SHARDS, marks=i == 0) for i in range(3)]
+    whole = list(archive_items(day, timedelta(seconds=60)))
+    ticks = [x for x in whole if isinstance(x, Tick)]
+    parts = [list(archive_items(day, timedelta(seconds=60), part=p)) for p in slices]
+    for p, items in zip(slices, parts, strict=True):
+        assert [x for x in items if isinstance(x, Tick)] == ticks
+        for x in items:
+            if isinstance(x, bytes):
+                for parsed in parse_all(x):
+                    for shard, _ in key(parsed):
+                        assert int(shard) % 3 == p.index
+    lines = [x for x in whole if isinstance(x, bytes)]
+    assert sorted(x for items in parts for x in items if isinstance(x, bytes)) == sorted(lines)
+    # slice 0's gaps step sees every stamp, in archive order, exactly as the whole flow reads them
+    flow_marks = [m for line in lines for m in parse_all(line) if isinstance(m, SeqMark)]
+    own = {x for x in parts[0] if isinstance(x, bytes)}
+    slice_marks = [
+        m
+        for x in parts[0]
+        for m in (parse_all(x) if isinstance(x, bytes) else [x] if isinstance(x, SeqMark) else [])
+        if isinstance(m, SeqMark)
+    ]
+    assert slice_marks == flow_marks and len(own) < len(lines)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"receivedName": "甲", "groupName": "A群", "groupRemark": "A", "roomType": 1},
+        {"receivedName": "甲", "groupName": "", "groupRemark": "A", "roomType": "3"},
+        {"receivedName": "甲", "groupName": None, "groupRemark": 7, "roomType": " 1 "},
+        {"receivedName": "甲\x00乙", "roomType": 2},
+        {"receivedName": "甲", "roomType": 4, "groupName": "x\x00"},
+        {"receivedName": "甲", "roomType": 2.0},
+    ],
+)
+def test_a_slice_finds_the_conversation_the_parse_step_finds(body) -> None:
+    record = {"kind": "message", "robot_id": "wt_1", "received_at": "2025-03-12T01:00:00.000Z", "body": body}
+    (parsed,) = parse_all(orjson.dumps(record))
+    assert conversation_of("wt_1", body) == parsed.message.session_id
+
+
+def test_an_archive_out_of_order_is_sorted_first(tmp_path, day_lines, one_worker) -> None:
+    shuffled = list(day_lines)
+    random.Random(3).shuffle(shuffled)
+    archive = write_archive(tmp_path / "shuffled.jsonl.gz", shuffled)
+    assert not scan_archive(archive).in_order
+    assert replay(archive) == one_worker
+
+
+@pytest.mark.parametrize("suffix", [".zst", ".gz"])
+def test_a_truncated_or_corrupt_compressed_archive_is_a_clear_error(tmp_path, day_lines, suffix) -> None:
+    good = write_archive(tmp_path / f"good.jsonl{suffix}", day_lines).read_bytes()
+    truncated = tmp_path / f"truncated.jsonl{suffix}"
+    truncated.write_bytes(good[: len(good) * 2 // 3])
+    corrupt = tmp_path / f"corrupt.jsonl{suffix}"
+    corrupt.write_bytes(good[:40] + bytes(b ^ 0x5A for b in good[40:80]) + good[80:])
+    with pytest.raises(ArchiveError, match="truncated"):
+        scan_archive(truncated)
+    with pytest.raises(ArchiveError, match="corrupt"):
+        scan_archive(corrupt)
+    r = subprocess.run(
+        [sys.executable, "-m", "commands.cli", "replay", str(truncated), "--out", str(tmp_path / "o.jsonl")],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 2
+    said = r.stderr.replace("\n", "")  # rich wraps long lines
+    assert "truncated" in said and str(truncated.name) in said
+    assert "Traceback" not in said
+
+
+def test_gzip_archives_of_several_members_are_read_whole(tmp_path) -> None:
+    archive = tmp_path / "two.jsonl.gz"
+    archive.write_bytes(gzip.compress(b'{"a":1}\n') + gzip.compress(b'{"a":2}\n'))
+    assert list(iter_lines(archive)) == [b'{"a":1}', b'{"a":2}']
+
+
+def test_partition_merge_writes_in_event_time_as_soon_as_every_partition_has_spoken() -> None:
+    a, b = ("raw", 0), ("raw", 1)
+    merge = PartitionMerge([a, b])
+    merge.add(a, "2025-01-01T00:00:01.000Z", b"a1")
+    merge.add(a, "2025-01-01T00:00:03.000Z", b"a3")
+    assert list(merge.pop()) == []  # b may still send something earlier
+    merge.add(b, "2025-01-01T00:00:02.000Z", b"b2")
+    assert [v for _, v in merge.pop()] == [b"a1", b"b2"]  # then b is empty again: wait
+    merge.end(b)
+    assert [v for _, v in merge.pop()] == [b"a3"]
+    merge.end(a)
+    assert merge.done
+
+
+def test_the_replay_benchmark_runs(tmp_path) -> None:
+    """benchmarks/bench_replay.py --smoke (so the benchmark does not rot; its figures mean nothing here)."""
+    r = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "bench_replay.py"), "--smoke"],
+        cwd=tmp_path,
+        env={**settings().as_env(), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "replay --workers 1: 500 records" in r.stdout and "replay --workers 2: 500 records" in r.stdout
+    assert "same events: True" in r.stdout
