@@ -234,7 +234,7 @@ class ArchiveSlice:
     marks: bool
 
     def shard_of(self, line: bytes, record: Any) -> int | None:
-        """The shard the flow sends this record to (dataflows/flow.py `_keyed`), or None for a record
+        """The shard the flow sends this record to (dataflows/flow.py `_route_input`), or None for a record
         the flow rejects before sharding (it goes to replay 0)."""
         try:
             if line.startswith(b'{"action"'):  # a control record (flow.py `_parse`)
