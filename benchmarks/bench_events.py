@@ -65,7 +65,10 @@ def best(fn: Callable[[Any], Any], items: list[Any], rounds: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--smoke", action="store_true", help="one round: only shows the benchmark works")
     args = ap.parse_args()
+    if args.smoke:
+        args.rounds = 1
     settings = Settings(config_path=REPO / "config" / "business.example.yaml", llm_provider=None)
     out = io.BytesIO()
     replay_archive(REPO / "commands" / "data" / "sample_day.jsonl", out, settings=settings)

@@ -25,7 +25,10 @@ def main() -> None:
     ap.add_argument("--records", type=int, default=20_000)
     ap.add_argument("--batch", type=int, default=1000)
     ap.add_argument("--repo", type=Path, default=HERE)
+    ap.add_argument("--smoke", action="store_true", help="500 records: only shows the benchmark works")
     args = ap.parse_args()
+    if args.smoke:
+        args.records, args.batch = 500, 100
     sys.path.insert(0, str(args.repo.resolve()))
     sys.path.insert(1, str(HERE / "benchmarks"))
     import psycopg
