@@ -126,3 +126,32 @@ def test_an_event_is_encoded_once_and_compares_by_its_fields():
     assert first == b'{"schema_version":1,"event":"robot_status","event_time":"2026-12-03T04:05:06.789Z",' \
         b'"session_id":null,"robot_id":"wt_1","data":{"status":"online"}}'  # fmt: skip
     assert event == RobotStatus.make(status="online").at(AT, robot_id="wt_1")  # the kept bytes don't count
+
+
+def test_the_fast_encoder_writes_the_same_bytes_as_the_careful_one():
+    """Events are encoded by pydantic-core (fast) unless the bytes hold 19+ digits in a row, where orjson
+    decides (it refuses integers beyond 64 bits). Both must write the same bytes for every event a day
+    produces, and for a long number inside a text."""
+    import io
+
+    import orjson
+
+    from dataflows.replay import replay_archive
+    from tests.support import REPO
+    from worktool.events import _LONG_DIGITS, MessageClassified
+    from worktool.settings import Settings
+
+    out = io.BytesIO()
+    settings = Settings(config_path=REPO / "config" / "business.example.yaml", llm_provider=None)
+    replay_archive(REPO / "commands" / "data" / "sample_day.jsonl", out, settings=settings)
+    events = [parse_event(line) for line in out.getvalue().splitlines()]
+    assert len({e.event for e in events}) >= 10
+    for event in events:
+        careful = orjson.dumps(event.model_dump(mode="json"))
+        assert event.__pydantic_serializer__.to_json(event) == careful
+        assert event.to_json() == careful
+    data = _data(MessageClassified).model_copy(update={"message_id": "订单号 12345678901234567890123"})
+    long_text = data.at(AT, session_id="s")
+    assert _LONG_DIGITS.search(long_text.to_json()) and long_text.to_json() == orjson.dumps(
+        long_text.model_dump(mode="json")
+    )
