@@ -821,14 +821,33 @@ class SessionStep:
 
     @classmethod
     def restore(cls, policy: SessionPolicy, data: dict[str, Any]) -> SessionStep:
-        data = plain_snapshot(data)
-        return cls(
+        if (
+            data.get("v") != SNAPSHOT_VERSION
+        ):  # v2, v3: one plain dict; rebuilt as buckets at the first snapshot
+            data = plain_snapshot(data)
+            return cls(
+                policy,
+                ShardClock.restore(data["clock"]),
+                {sid: Subject.restore(s) for sid, s in data["sessions"].items()},
+                SatisfactionState.restore(data["satisfaction"]),
+                data["swept_at"],
+            )
+        # v4: the buckets go on as they were, so the first snapshot re-pickles only what changed
+        clock, satisfaction = data["clock"], data["satisfaction"]
+        snap_sessions, sessions = Buckets.resume(data["sessions"])
+        snap_timers, timers = Buckets.resume(clock["timers"])
+        snap_users, users = Buckets.resume(satisfaction["users"])
+        step = cls(
             policy,
-            ShardClock.restore(data["clock"]),
-            {sid: Subject.restore(s) for sid, s in data["sessions"].items()},
-            SatisfactionState.restore(data["satisfaction"]),
+            ShardClock.restore(_clock_data(clock, timers)),
+            {sid: Subject.restore(s) for sid, s in sessions.items()},
+            SatisfactionState.restore(_satisfaction_data(satisfaction, users)),
             data["swept_at"],
         )
+        step._snap_sessions = snap_sessions.bind(step._subject_plain)
+        step._snap_timers = snap_timers.bind(step.clock.key_timers)
+        step._snap_users = snap_users.bind(step._user_plain)
+        return step
 
 
 def plain_snapshot(data: dict[str, Any]) -> dict[str, Any]:
@@ -840,25 +859,30 @@ def plain_snapshot(data: dict[str, Any]) -> dict[str, Any]:
     if version != SNAPSHOT_VERSION:
         raise ValueError(f"unknown sessions snapshot version {version!r}")
     clock, satisfaction = data["clock"], data["satisfaction"]
-    timers = [
-        (due, seq, key, kind, payload)
-        for key, rows in Buckets.load(clock["timers"]).items()
-        for due, seq, kind, payload in rows
-    ]
-    timers.sort(key=lambda t: t[1])
-    users = Buckets.load(satisfaction["users"])
     return {
         "v": 3,
-        "clock": {
-            "v": TIMERS_SNAPSHOT_VERSION,
-            "watermark": clock["watermark"],
-            "seq": clock["seq"],
-            "timers": timers,
-        },
+        "clock": _clock_data(clock, Buckets.load(clock["timers"])),
         "sessions": Buckets.load(data["sessions"]),
-        "satisfaction": {"users": [(k, *u) for k, u in users.items()], "swept_at": satisfaction["swept_at"]},
+        "satisfaction": _satisfaction_data(satisfaction, Buckets.load(satisfaction["users"])),
         "swept_at": data["swept_at"],
     }
+
+
+def _clock_data(clock: dict[str, Any], timers: dict[str, Any]) -> dict[str, Any]:
+    rows = [
+        (due, seq, key, kind, payload) for key, kept in timers.items() for due, seq, kind, payload in kept
+    ]
+    rows.sort(key=lambda t: t[1])
+    return {
+        "v": TIMERS_SNAPSHOT_VERSION,
+        "watermark": clock["watermark"],
+        "seq": clock["seq"],
+        "timers": rows,
+    }
+
+
+def _satisfaction_data(satisfaction: dict[str, Any], users: dict[str, Any]) -> dict[str, Any]:
+    return {"users": [(k, *u) for k, u in users.items()], "swept_at": satisfaction["swept_at"]}
 
 
 __all__ = ["SessionPolicy", "SessionStep", "Subject", "iso", "plain_snapshot"]

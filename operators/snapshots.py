@@ -83,6 +83,33 @@ class Buckets:
         for key, value in entries:
             members[zlib.crc32(key.encode()) & mask][key] = value
 
+    @classmethod
+    def resume(cls, buckets: tuple[bytes, ...], per_bucket: int = 8) -> tuple[Buckets, dict[str, Any]]:
+        """Buckets that go on from `snapshot()`'s, and every key's plain data in them. The same bytes
+        are kept until their keys change, so the first snapshot after a restart costs no more than any
+        other; `bind()` the plain-data function once the state is restored (a snapshot/restore round
+        trip must be exact: the restored state gives the plain data the snapshot held)."""
+        self = cls(_unbound, (), per_bucket)
+        loaded = [pickle.loads(data) for data in buckets]
+        merged: dict[str, Any] = {}
+        for m in loaded:
+            merged.update(m)
+        n = len(loaded)
+        mask = n - 1
+        if (
+            n
+            and n & mask == 0
+            and all(zlib.crc32(k.encode()) & mask == b for b, m in enumerate(loaded) for k in m)
+        ):
+            self._mask, self._members, self._pickled = mask, loaded, list(buckets)
+        else:  # another layout: every key is pickled again at the first snapshot
+            self._touched = set(merged)
+        return self, merged
+
+    def bind(self, plain: Callable[[str], Any]) -> Buckets:
+        self._plain = plain
+        return self
+
     @staticmethod
     def load(buckets: Iterable[bytes]) -> dict[str, Any]:
         """Every key's plain data from `snapshot()`'s buckets."""
@@ -90,6 +117,10 @@ class Buckets:
         for data in buckets:
             merged.update(pickle.loads(data))
         return merged
+
+
+def _unbound(key: str) -> Any:
+    raise RuntimeError("Buckets.resume(): bind() the plain-data function first")
 
 
 __all__ = ["Buckets"]
