@@ -54,6 +54,10 @@ class Buckets:
         and only the buckets holding one are pickled again."""
         touched, self._touched = self._touched, set()
         if touched:
+            held = sum(len(m) for m in self._members) + len(touched)  # at most
+            resized = held > 2 * self._per_bucket * (self._mask + 1)
+            if resized:  # before placing the touched keys, so that each is hashed once
+                self._resize(held)
             members, mask, plain, dirty = self._members, self._mask, self._plain, set()
             for key in touched:
                 b = zlib.crc32(key.encode()) & mask
@@ -63,12 +67,8 @@ class Buckets:
                     members[b].pop(key, None)
                 else:
                     members[b][key] = value
-            held = sum(len(m) for m in members)
-            if held > 2 * self._per_bucket * (mask + 1):
-                self._resize(held)
-                dirty = set(range(len(self._members)))
-            members, pickled = self._members, self._pickled
-            for b in dirty:
+            pickled = self._pickled
+            for b in range(len(members)) if resized else dirty:
                 pickled[b] = pickle.dumps(members[b], _PROTOCOL)
         return tuple(self._pickled)
 
