@@ -95,6 +95,8 @@ class SatisfactionState:
 
     users: dict[str, UserSatisfaction] = field(default_factory=dict)
     swept_at: datetime | None = None
+    # Users changed (or evicted) since a snapshot by key drained it (operators/sessions.py); None: not tracked.
+    touched: set[str] | None = field(default=None, compare=False, repr=False)
 
     def snapshot(self) -> dict[str, Any]:
         return {
@@ -130,6 +132,8 @@ class SatisfactionTracker:
         u = state.users.get(user)
         if u is None:
             u = state.users[user] = UserSatisfaction(c.initial, at)
+        if state.touched is not None:
+            state.touched.add(user)
         score = u.score
         if abs(sentiment) >= c.neutral_band:
             new = score + c.alpha * ((sentiment + 1.0) / 2.0 - score)
@@ -150,6 +154,8 @@ class SatisfactionTracker:
         stale = [k for k, u in state.users.items() if u.last_at < cutoff]
         for k in stale:
             del state.users[k]
+        if state.touched is not None:
+            state.touched.update(stale)
         state.swept_at = now if state.swept_at is None else max(state.swept_at, now)
         return len(stale)
 

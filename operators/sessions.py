@@ -39,7 +39,9 @@ from operators.rules import ResponseDetector
 from operators.sender import SenderResolver
 from operators.sentiment import SatisfactionState, SatisfactionTracker
 from operators.shard import ClassifiedMessage, RobotRecord, RobotSighting, robot_key
+from operators.snapshots import Buckets
 from operators.staff import ReplyQuality
+from operators.timers import SNAPSHOT_VERSION as TIMERS_SNAPSHOT_VERSION
 from operators.timers import ShardClock, Tick, Timer
 from worktool.config import BusinessConfig
 from worktool.events import (
@@ -72,7 +74,7 @@ from worktool.models import (
     iso,
 )
 
-SNAPSHOT_VERSION = 3  # 3: sparse subjects; 2 (full subjects) still restores
+SNAPSHOT_VERSION = 4  # 4: pickled buckets; 3 (sparse subjects) and 2 (full subjects) still restore
 
 # Timer kinds (alerts.py has its own two).
 WINDOW_END = "staff_window_end"
@@ -264,10 +266,14 @@ class SessionStep:
         self.satisfaction = satisfaction or SatisfactionState()
         self.swept_at = swept_at
         self.late_records = 0  # since the adapter last read it (a metric, not state)
-        # The snapshot is rebuilt only for the subjects touched since the previous one: bytewax asks for
-        # it at every epoch, and a shard may hold many thousands of idle sessions.
-        self._snapped: dict[str, dict[str, Any]] = {}
-        self._touched: set[str] = set(self.sessions)
+        # The snapshot is rebuilt only for what changed since the previous one (operators/snapshots.py):
+        # bytewax asks for it at every epoch, and a shard may hold many thousands of idle sessions.
+        self._touched: set[str] = set()  # subjects changed since the last snapshot
+        self._snap_sessions = Buckets(self._subject_plain, self.sessions)
+        self._snap_timers = Buckets(self.clock.key_timers, self.clock.track())
+        self.clock.touched = set()  # every key with a timer is in the buckets' first snapshot
+        self.satisfaction.touched = set()
+        self._snap_users = Buckets(self._user_plain, self.satisfaction.users)
         self.timer_handlers: dict[str, TimerHandler] = {
             WINDOW_END: self._window_end,
             USER_WAITING: self._user_waited,
@@ -782,40 +788,101 @@ class SessionStep:
     # -- snapshot ------------------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:
-        """Plain data (dicts, lists, tuples, strings, numbers, datetimes): what a restart resumes from."""
+        """Plain data: the keyed parts (subjects, timers by key, users' satisfaction) as pickled buckets,
+        of which only those holding a key changed since the previous snapshot are pickled again, so a
+        snapshot costs what changed, not what is held. An earlier snapshot never changes (new tuples of
+        immutable bytes). `plain_snapshot()` reads one back."""
+        clock, satisfaction = self.clock, self.satisfaction
+        self._snap_sessions.touch_all(self._touched)
+        self._touched.clear()
+        self._snap_timers.touch_all(clock.touched or ())
+        clock.touched = set()
+        self._snap_users.touch_all(satisfaction.touched or ())
+        satisfaction.touched = set()
         return {
             "v": SNAPSHOT_VERSION,
-            "clock": self.clock.snapshot(),
-            "sessions": self._sessions_snapshot(),
-            "satisfaction": self.satisfaction.snapshot(),
+            "clock": {
+                "watermark": clock.watermark,
+                "seq": clock.last_seq,
+                "timers": self._snap_timers.snapshot(),
+            },
+            "sessions": self._snap_sessions.snapshot(),
+            "satisfaction": {"users": self._snap_users.snapshot(), "swept_at": satisfaction.swept_at},
             "swept_at": self.swept_at,
         }
 
-    def _sessions_snapshot(self) -> dict[str, dict[str, Any]]:
-        """Every subject's plain data; only the touched ones are built again. The cached dicts are
-        never changed in place (a touched subject gets a new one), and the mapping returned is a new
-        dict each time, so an earlier snapshot stays as it was."""
-        snapped, sessions = self._snapped, self.sessions
-        for sid in self._touched:
-            s = sessions.get(sid)
-            if s is None:
-                snapped.pop(sid, None)
-            else:
-                snapped[sid] = s.snapshot()
-        self._touched.clear()
-        return dict(snapped)
+    def _subject_plain(self, sid: str) -> dict[str, Any] | None:
+        s = self.sessions.get(sid)
+        return None if s is None else s.snapshot()
+
+    def _user_plain(self, user: str) -> tuple[float, datetime, int] | None:
+        u = self.satisfaction.users.get(user)
+        return None if u is None else (u.score, u.last_at, u.messages)
 
     @classmethod
     def restore(cls, policy: SessionPolicy, data: dict[str, Any]) -> SessionStep:
-        if data.get("v") not in (2, SNAPSHOT_VERSION):
-            raise ValueError(f"unknown sessions snapshot version {data.get('v')!r}")
-        return cls(
+        if (
+            data.get("v") != SNAPSHOT_VERSION
+        ):  # v2, v3: one plain dict; rebuilt as buckets at the first snapshot
+            data = plain_snapshot(data)
+            return cls(
+                policy,
+                ShardClock.restore(data["clock"]),
+                {sid: Subject.restore(s) for sid, s in data["sessions"].items()},
+                SatisfactionState.restore(data["satisfaction"]),
+                data["swept_at"],
+            )
+        # v4: the buckets go on as they were, so the first snapshot re-pickles only what changed
+        clock, satisfaction = data["clock"], data["satisfaction"]
+        snap_sessions, sessions = Buckets.resume(data["sessions"])
+        snap_timers, timers = Buckets.resume(clock["timers"])
+        snap_users, users = Buckets.resume(satisfaction["users"])
+        step = cls(
             policy,
-            ShardClock.restore(data["clock"]),
-            {sid: Subject.restore(s) for sid, s in data["sessions"].items()},
-            SatisfactionState.restore(data["satisfaction"]),
+            ShardClock.restore(_clock_data(clock, timers)),
+            {sid: Subject.restore(s) for sid, s in sessions.items()},
+            SatisfactionState.restore(_satisfaction_data(satisfaction, users)),
             data["swept_at"],
         )
+        step._snap_sessions = snap_sessions.bind(step._subject_plain)
+        step._snap_timers = snap_timers.bind(step.clock.key_timers)
+        step._snap_users = snap_users.bind(step._user_plain)
+        return step
 
 
-__all__ = ["SessionPolicy", "SessionStep", "Subject", "iso"]
+def plain_snapshot(data: dict[str, Any]) -> dict[str, Any]:
+    """A snapshot of any version (2, 3, 4) as the plain v3 layout: sessions {sid: dict}, the clock's own
+    format (timers in seq order) and satisfaction users as (user, score, last_at, messages) rows."""
+    version = data.get("v")
+    if version in (2, 3):
+        return data
+    if version != SNAPSHOT_VERSION:
+        raise ValueError(f"unknown sessions snapshot version {version!r}")
+    clock, satisfaction = data["clock"], data["satisfaction"]
+    return {
+        "v": 3,
+        "clock": _clock_data(clock, Buckets.load(clock["timers"])),
+        "sessions": Buckets.load(data["sessions"]),
+        "satisfaction": _satisfaction_data(satisfaction, Buckets.load(satisfaction["users"])),
+        "swept_at": data["swept_at"],
+    }
+
+
+def _clock_data(clock: dict[str, Any], timers: dict[str, Any]) -> dict[str, Any]:
+    rows = [
+        (due, seq, key, kind, payload) for key, kept in timers.items() for due, seq, kind, payload in kept
+    ]
+    rows.sort(key=lambda t: t[1])
+    return {
+        "v": TIMERS_SNAPSHOT_VERSION,
+        "watermark": clock["watermark"],
+        "seq": clock["seq"],
+        "timers": rows,
+    }
+
+
+def _satisfaction_data(satisfaction: dict[str, Any], users: dict[str, Any]) -> dict[str, Any]:
+    return {"users": [(k, *u) for k, u in users.items()], "swept_at": satisfaction["swept_at"]}
+
+
+__all__ = ["SessionPolicy", "SessionStep", "Subject", "iso", "plain_snapshot"]

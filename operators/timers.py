@@ -61,7 +61,7 @@ class Timer:
 class ShardClock:
     """The watermark of one shard and its pending timers."""
 
-    __slots__ = ("watermark", "_heap", "_timers", "_by_key", "_live", "_seq")
+    __slots__ = ("watermark", "_heap", "_timers", "_by_key", "_live", "_seq", "touched")
 
     def __init__(self) -> None:
         self.watermark: datetime | None = None
@@ -70,6 +70,7 @@ class ShardClock:
         self._by_key: dict[str, list[tuple[datetime, int]]] = {}  # a heap per key, cancelled included
         self._live: dict[str, int] = {}  # live timers per key
         self._seq = 0
+        self.touched: set[str] | None = None  # keys whose timers changed, when tracked (`track()`)
 
     # -- time ------------------------------------------------------------------------------------
 
@@ -98,6 +99,8 @@ class ShardClock:
         else:
             heapq.heappush(heap, entry)
             self._live[key] += 1
+        if self.touched is not None:
+            self.touched.add(key)
         return seq
 
     def cancel(self, seq: int) -> bool:
@@ -161,6 +164,8 @@ class ShardClock:
 
     def _unindex(self, key: str) -> None:
         """One of the key's timers left (fired or cancelled): count it, compact or drop its heap."""
+        if self.touched is not None:
+            self.touched.add(key)
         live = self._live[key] - 1
         if live == 0:
             del self._live[key], self._by_key[key]
@@ -173,6 +178,23 @@ class ShardClock:
             heapq.heapify(heap)
 
     # -- snapshot --------------------------------------------------------------------------------
+
+    def track(self) -> set[str]:
+        """Record from now on the keys whose timers change (scheduled, cancelled, fired), for a snapshot
+        by key (operators/snapshots.py); the set starts with every key holding a timer and is drained by
+        the caller."""
+        if self.touched is None:
+            self.touched = set(self._live)
+        return self.touched
+
+    @property
+    def last_seq(self) -> int:
+        return self._seq
+
+    def key_timers(self, key: str) -> list[tuple[datetime, int, str, Any]] | None:
+        """One key's live timers as plain (due, seq, kind, payload) in seq order; None: it has none."""
+        timers = sorted(self._live_of(key), key=lambda t: t.seq)
+        return [(t.due, t.seq, t.kind, t.payload) for t in timers] or None
 
     def snapshot(self) -> dict[str, Any]:
         """Plain data: the watermark, the sequence counter and the live timers."""

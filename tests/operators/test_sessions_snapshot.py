@@ -1,11 +1,13 @@
-"""The sessions step's snapshot (operators/sessions.py): rebuilt only for the subjects touched since
-the previous one, sparse, and still restorable from the format written before (v2, full subjects), which
-is what a recovery directory of an older version holds (bytewax pickles the step's `snapshot()`).
+"""The sessions step's snapshot (operators/sessions.py): pickled buckets, of which only those with a
+key changed since the previous snapshot are built again (operators/snapshots.py), and still restorable
+from the formats written before (v2, full subjects; v3, sparse subjects, one dict), which is what a
+recovery directory of an older version holds (bytewax pickles the step's `snapshot()`).
 
-tests/data/sessions_snapshot_v2.pickle is `pickle.dumps(step.snapshot())` after `BEFORE` by the code of
-commit 96bb11a (the last with v2), written by running this file with that checkout first on the path:
+tests/data/sessions_snapshot_v<N>.pickle is `pickle.dumps(step.snapshot())` after `BEFORE` by the code
+of commit 96bb11a (the last with v2) or b8c564b (the last with v3), written by running this file with
+that checkout first on the path:
 
-    PYTHONPATH=<checkout of 96bb11a> .venv/bin/python tests/operators/test_sessions_snapshot.py
+    PYTHONPATH=<checkout of 96bb11a or b8c564b> .venv/bin/python tests/operators/test_sessions_snapshot.py
 """
 
 from __future__ import annotations
@@ -16,8 +18,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 T0 = datetime(2026, 2, 10, 9, 0, tzinfo=UTC)
-FIXTURE = Path(__file__).resolve().parents[1] / "data" / "sessions_snapshot_v2.pickle"
+DATA = Path(__file__).resolve().parents[1] / "data"
+FIXTURE = DATA / "sessions_snapshot_v2.pickle"
 CONFIG_DATA = {
     "robots": [
         {"robot_id": "wt_notify", "name": "通知助手", "role": "notify"},
@@ -103,33 +108,102 @@ def run(step: Any, items: list[Any]) -> list[str]:
     return [e.to_json() if hasattr(e, "to_json") else repr(e) for item in items for e in step.on_item(item)]
 
 
-def test_a_v2_snapshot_written_by_the_code_before_resumes_like_the_step_that_never_stopped() -> None:
+def plain(snapshot: dict[str, Any]) -> dict[str, Any]:
+    """A snapshot's content whatever its layout: sessions, timers by seq, users by key."""
+    from operators.sessions import plain_snapshot
+
+    data = plain_snapshot(snapshot)
+    return {**data, "satisfaction": {**data["satisfaction"], "users": sorted(data["satisfaction"]["users"])}}
+
+
+@pytest.mark.parametrize("version", [2, 3])
+def test_a_snapshot_written_by_the_code_before_resumes_like_the_step_that_never_stopped(version: int) -> None:
     from operators.sessions import SessionStep
 
     before, after = streams()
-    old = pickle.loads(FIXTURE.read_bytes())
-    assert old["v"] == 2 and "message_count" in old["sessions"]["group:A群"]  # the full format
+    old = pickle.loads((DATA / f"sessions_snapshot_v{version}.pickle").read_bytes())
+    assert old["v"] == version and isinstance(old["sessions"], dict)
+    if version == 2:
+        assert "message_count" in old["sessions"]["group:A群"]  # the full format
     step = SessionStep(policy())
     run(step, before)
     resumed = SessionStep.restore(policy(), old)
-    assert resumed.snapshot() == step.snapshot()  # the same state, in the new format
+    assert plain(resumed.snapshot()) == plain(step.snapshot())  # the same state, in the new format
+    assert resumed.snapshot()["v"] == 4
     original, replayed = run(step, after), run(resumed, after)
     assert original == replayed and len(original) > 20
-    assert step.snapshot() == resumed.snapshot()
+    assert plain(step.snapshot()) == plain(resumed.snapshot())
+
+
+def from_scratch(step: Any) -> dict[str, Any]:
+    """The step's content built from its live state, not through the cached buckets."""
+    clock = step.clock.snapshot()
+    clock["timers"].sort(key=lambda t: t[1])
+    return {
+        "v": 3,
+        "clock": clock,
+        "sessions": {sid: s.snapshot() for sid, s in step.sessions.items()},
+        "satisfaction": {
+            **step.satisfaction.snapshot(),
+            "users": sorted(step.satisfaction.snapshot()["users"]),
+        },
+        "swept_at": step.swept_at,
+    }
 
 
 def test_the_snapshot_equals_one_built_from_scratch_at_every_point() -> None:
-    """Only touched subjects are rebuilt: after any item, the cached snapshot is the full one."""
+    """Only buckets with a changed key are built again: after any item, the snapshot holds the full
+    state, and a step restored from it goes on exactly like the one that never stopped."""
     from operators.sessions import SessionStep
 
     before, after = streams()
+    items = before + after
     step = SessionStep(policy())
-    for item in before + after:
+    for n, item in enumerate(items):
         step.on_item(item)
         snap = step.snapshot()
-        assert snap["sessions"] == {sid: s.snapshot() for sid, s in step.sessions.items()}
+        assert snap["v"] == 4 and all(isinstance(b, bytes) for b in snap["sessions"])
+        assert plain(snap) == from_scratch(step)
         resumed = SessionStep.restore(policy(), pickle.loads(pickle.dumps(snap)))
-        assert resumed.snapshot() == snap
+        assert plain(resumed.snapshot()) == plain(snap)
+        if n % 5 == 0:  # the rest of the stream gives the same events from the restored step
+            twin = SessionStep.restore(policy(), pickle.loads(pickle.dumps(snap)))
+            probe = SessionStep.restore(policy(), pickle.loads(pickle.dumps(snap)))
+            assert run(twin, items[n + 1 :]) == run(probe, items[n + 1 :])
+
+
+def test_many_sessions_restore_and_go_on_like_the_step_that_never_stopped() -> None:
+    """Enough subjects for many buckets (and a resize on the way): a restored step equals the original,
+    also after more items, and a snapshot re-pickles only the buckets of what changed."""
+    from operators.sessions import SessionStep
+    from operators.timers import Tick
+
+    step = SessionStep(policy())
+    first = [
+        msg(f"G{i}", "佣金什么时候结算", i / 100, need_reply=i % 3 == 0, sentiment=0.5 * (i % 2))
+        for i in range(600)
+    ]
+    run(step, [Tick(at(0)), *first])
+    snap = step.snapshot()
+    assert len(snap["sessions"]) >= 16 and len(snap["clock"]["timers"]) >= 8
+    resumed = SessionStep.restore(policy(), pickle.loads(pickle.dumps(snap)))
+    first = resumed.snapshot()  # after a restart: the buckets go on as they were, none pickled again
+    assert first["sessions"] == snap["sessions"] and first["clock"] == snap["clock"]
+    assert first["satisfaction"] == snap["satisfaction"]
+    assert plain(first) == plain(snap) == from_scratch(step)
+    again = step.snapshot()
+    assert all(a is b for a, b in zip(again["sessions"], snap["sessions"], strict=True))  # nothing re-pickled
+    more = [msg("G7", "好的谢谢", 7, sentiment=0.9), msg("G300", "在吗", 9.5, need_reply=True)]
+    original, replayed = run(step, more), run(resumed, more)
+    assert original == replayed and original
+    after = step.snapshot()
+    changed = sum(a is not b for a, b in zip(after["sessions"], snap["sessions"], strict=True))
+    assert 1 <= changed <= 2  # the buckets of G7 and G300
+    assert plain(after) == plain(resumed.snapshot()) == from_scratch(step)
+    ticks = [Tick(at(9)), Tick(at(30)), Tick(at(2000))]  # every wait, window and alert fires
+    original, replayed = run(step, ticks), run(resumed, ticks)
+    assert original == replayed and len(original) > 100
+    assert plain(step.snapshot()) == plain(resumed.snapshot()) == from_scratch(step)
 
 
 def test_a_snapshot_already_taken_does_not_change_as_the_state_goes_on() -> None:
@@ -140,9 +214,11 @@ def test_a_snapshot_already_taken_does_not_change_as_the_state_goes_on() -> None
     run(step, before)
     snap = step.snapshot()
     frozen = pickle.dumps(snap)
+    content = plain(snap)
     run(step, after)
-    step.snapshot()
-    assert pickle.dumps(snap) == frozen
+    later = step.snapshot()
+    assert pickle.dumps(snap) == frozen and plain(snap) == content
+    assert plain(later) != content
 
 
 def test_an_idle_session_is_sparse_in_the_snapshot() -> None:
@@ -150,9 +226,16 @@ def test_an_idle_session_is_sparse_in_the_snapshot() -> None:
 
     step = SessionStep(policy())
     step.on_item(msg("E群", "好的收到", 0))
-    assert step.snapshot()["sessions"]["group:E群"] == {
+    assert plain(step.snapshot())["sessions"]["group:E群"] == {
         "last_at": at(0), "message_count": 1, "robots": ["wt_day"], "last_sender_type": "user",
     }  # fmt: skip
+
+
+def test_an_unknown_version_is_refused() -> None:
+    from operators.sessions import SessionStep
+
+    with pytest.raises(ValueError, match="version"):
+        SessionStep.restore(policy(), {"v": 99})
 
 
 if __name__ == "__main__":  # writes the v2 fixture: see the module doc
@@ -162,6 +245,7 @@ if __name__ == "__main__":  # writes the v2 fixture: see the module doc
     step = SessionStep(policy())
     run(step, streams()[0])
     snapshot = step.snapshot()
-    assert snapshot["v"] == 2, "run this with the code of 96bb11a first on the path"
-    FIXTURE.write_bytes(pickle.dumps(snapshot, protocol=pickle.HIGHEST_PROTOCOL))
-    print(f"wrote {FIXTURE} ({len(snapshot['sessions'])} subjects)")
+    assert snapshot["v"] in (2, 3), "run this with the code of 96bb11a or b8c564b first on the path"
+    fixture = DATA / f"sessions_snapshot_v{snapshot['v']}.pickle"
+    fixture.write_bytes(pickle.dumps(snapshot, protocol=pickle.HIGHEST_PROTOCOL))
+    print(f"wrote {fixture} ({len(snapshot['sessions'])} subjects)")
