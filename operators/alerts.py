@@ -351,7 +351,7 @@ class AlertRules:
     ) -> list[Out]:
         command_id = "cmd_" + _digest(alert.alert_id, purpose, str(alert.level), channel, target, iso(at))
         robot = self.notify_robot if channel == "wecom" else None
-        cause = construct(CommandCause, event=f"alert_{purpose}", alert_id=alert.alert_id)  # trusted strings
+        cause = CommandCause(event=f"alert_{purpose}", alert_id=alert.alert_id)
         command = construct(CommandRecord,
             command_id=command_id, channel=channel, robot_id=robot, target=target, content=content,
             at_list=[], due_time=at, cause=cause,

@@ -585,7 +585,7 @@ class SessionStep:
                 return [skip.at(timer.due, timer.key)]
             if robot != plan.robot_id:
                 plan = replace(plan, robot_id=robot)
-        cause = construct(CommandCause, event=plan.cause, message_id=plan.message_id)  # trusted strings
+        cause = CommandCause(event=plan.cause, message_id=plan.message_id)
         command = construct(CommandRecord,
             command_id=plan.command_id, channel="wecom", robot_id=plan.robot_id, target=plan.target,
             content=plan.content, at_list=list(plan.at_list), due_time=plan.due, cause=cause,
