@@ -46,11 +46,20 @@ class TemplateReplies:
 
     def __init__(self, templates: dict[str, str]) -> None:
         self.templates = templates
+        self._parts: dict[str, list[str]] = {}  # template -> its split: text, variable, text, ...
 
     def write(self, kind: str, *, user: str, group: str, text: str, robot: str) -> str:
         template = self.templates.get(kind) or self.templates["chat_daily"]
+        parts = self._parts.get(template)
+        if parts is None:
+            parts = self._parts[template] = _VARIABLE.split(template)
+        if len(parts) == 1:
+            return template
         values = {"user": user, "group": group, "text": text[:200], "robot": robot}
-        return _VARIABLE.sub(lambda m: values[m.group(1)], template)
+        out = parts[:]
+        for i in range(1, len(parts), 2):  # the odd places are variable names (an unknown one: KeyError)
+            out[i] = values[parts[i]]
+        return "".join(out)
 
 
 @dataclass(frozen=True, slots=True)

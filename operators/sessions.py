@@ -26,7 +26,7 @@ What a message does, by sender (after the robots/count/satisfaction bookkeeping)
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -62,6 +62,7 @@ from worktool.events import (
     TaskStatus,
     UserResponse,
     construct,
+    construct_from,
 )
 from worktool.models import (
     AcceptedBody,
@@ -101,6 +102,18 @@ _TASK_TYPES = (
     ("bind_phone", ("绑定", "换绑", "手机号", "验证码"), "normal"),
     ("appeal_video", ("申诉", "自拍", "封号", "被封", "解封"), "normal"),
 )
+
+
+# The alert a user's message raises, by its type.
+_USER_ALERTS = {"chat_complaint": "user_complaint", "chat_private_operation": "private_operation"}
+
+
+def _contains_any(text: str, words: Iterable[str]) -> bool:
+    """`any(w in text for w in words)` without a generator (the per-message path)."""
+    for w in words:  # noqa: SIM110 (a loop: no generator per call)
+        if w in text:
+            return True
+    return False
 
 
 def _change_name(before: tuple[str, bool, datetime | None], after: tuple[str, bool, datetime | None]) -> str:
@@ -147,6 +160,8 @@ class SessionPolicy:
     def mentioned_robots(self, m: Message) -> list[str]:
         """Our robots @-mentioned in the message. By name from rawSpoken, because only the @-ed robot's
         own report says atMe=true and that copy may be the one de-duplicated away."""
+        if not m.mentions and not m.at_me:
+            return []
         ids = {self.robot_ids_by_name[n] for n in m.mentions if n in self.robot_ids_by_name}
         if m.at_me:
             ids.add(m.robot_id)
@@ -368,25 +383,24 @@ class SessionStep:
             self._robot_seen(s, m.session_id, m.robot_id, m.received_at, m.group_name, m.reply_target)
         )
         s.message_count += 1
-        data = MessageClassified.make(
-            **classification_fields(m.message_id, c),
-            satisfaction=after,
-            sender_name=m.sender_name,
-            text=m.text,
-            raw_text=m.raw_text,
-            text_type=m.text_type,
-            content_kind=m.content_kind,
-            room_type=m.room_type,
-            is_group=m.is_group,
-            group_name=m.group_name,
-            group_remark=m.group_remark,
-            reply_target=m.reply_target,
-            at_me=m.at_me,
-            mentions=list(m.mentions),
-            mentioned_robots=policy.mentioned_robots(m),
-            is_echo=c.sender_type == "robot",
-            session_message_count=s.message_count,
-        )
+        values = classification_fields(m.message_id, c)  # a new dict: extended and handed over
+        values["satisfaction"] = after
+        values["sender_name"] = m.sender_name
+        values["text"] = m.text
+        values["raw_text"] = m.raw_text
+        values["text_type"] = m.text_type
+        values["content_kind"] = m.content_kind
+        values["room_type"] = m.room_type
+        values["is_group"] = m.is_group
+        values["group_name"] = m.group_name
+        values["group_remark"] = m.group_remark
+        values["reply_target"] = m.reply_target
+        values["at_me"] = m.at_me
+        values["mentions"] = list(m.mentions)
+        values["mentioned_robots"] = mentioned = policy.mentioned_robots(m)
+        values["is_echo"] = c.sender_type == "robot"
+        values["session_message_count"] = s.message_count
+        data = construct_from(MessageClassified, values)
         out.append(data.at(m.received_at, m.session_id, m.robot_id))
         reply_state = s.reply_state()
         if c.sender_type in ("staff", "assistant"):
@@ -399,7 +413,7 @@ class SessionStep:
         if c.sender_type != "robot":
             s.last_sender_type = c.sender_type
         out += self._state_changed(s, m.session_id, m.received_at, reply_state, "message")
-        out += self._plan_sends(s, m, c, data.mentioned_robots)
+        out += self._plan_sends(s, m, c, mentioned)
         return out
 
     def _from_staff(self, s: Subject, m: Message, c: Classification) -> list[ItemOut]:
@@ -470,14 +484,12 @@ class SessionStep:
             timer = self.clock.schedule(at + p.waiting, m.session_id, USER_WAITING, m.message_id)
             s.waiting = (timer, m.message_id, user)
         # Cancellations first (they close what fired before this message), then new alerts.
-        if any(w in m.text for w in p.config.alerts.solved_words):
+        if _contains_any(m.text, p.config.alerts.solved_words):
             out += p.alerts.cancel_where(s.alerts, self.clock, at, "problem_solved", user_name=user)
             out += self._complete_tasks(s, m.session_id, at, user)
         elif (c.sentiment or 0) >= p.config.alerts.positive_sentiment or recovered:
             out += p.alerts.cancel_where(s.alerts, self.clock, at, "user_satisfied", user_name=user)
-        alert_type = {"chat_complaint": "user_complaint", "chat_private_operation": "private_operation"}.get(
-            c.message_type or ""
-        )
+        alert_type = _USER_ALERTS.get(c.message_type or "")
         if alert_type is not None:
             out += self._alert(s, alert_type, m, user)
         if fell_low and alert_type != "user_complaint":  # a complaint's level-4 alert already covers it
@@ -599,8 +611,9 @@ class SessionStep:
 
     def _create_task(self, s: Subject, m: Message) -> list[ItemOut]:
         task_type, priority = "other", "normal"
+        text = m.text.lower()
         for name, words, prio in _TASK_TYPES:
-            if any(w in m.text.lower() for w in words):
+            if _contains_any(text, words):
                 task_type, priority = name, prio
                 break
         task_id = (

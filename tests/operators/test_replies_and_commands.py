@@ -209,6 +209,37 @@ def test_templates_fill_their_variables() -> None:
     )
 
 
+def test_templates_fill_like_a_substitution_of_each_variable() -> None:
+    """Templates are split once and filled by position: the text is the one a substitution of every
+    {{variable}} gives, for the default and the example configuration's templates, with values that
+    look like templates or regex escapes, the text cut at 200 characters, and repeated fills."""
+    import re
+    from pathlib import Path
+
+    import yaml
+
+    example = yaml.safe_load((Path(__file__).parents[2] / "config/business.example.yaml").read_text("utf-8"))
+    templates = {
+        **BusinessConfig().replies.templates,
+        **BusinessConfig.model_validate(example).replies.templates,
+        "edges": "{{user}}{{user}}{{ robot }}，{{group}}：{{text}}",
+        "plain": "没有变量",
+    }
+    writer = TemplateReplies(templates)
+    values = {"user": r"\1 {{group}}", "group": "A群\\g<0>", "text": "字" * 300, "robot": "$小A"}
+
+    def substituted(kind: str) -> str:
+        filled = {**values, "text": values["text"][:200]}
+        return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: filled[m.group(1)], templates[kind])
+
+    assert any("{{" in t for t in templates.values())
+    for _ in range(2):  # the second fill reuses the split
+        for kind in templates:
+            assert writer.write(kind, **values) == substituted(kind), kind
+    assert writer.write("unknown_type", **values) == substituted("chat_daily")
+    assert writer.write("edges", **values).startswith(values["user"] * 2 + "$小A，")
+
+
 # -- commands and robot health -------------------------------------------------------------------------
 
 
