@@ -268,6 +268,24 @@ class PartitionMerge:
             yield tp, value
 
 
+def _ended_quietly(consumer: Any, merge: PartitionMerge) -> bool:
+    """After a quiet spell: the partitions the merge waits for that are read to their end although no
+    end-of-partition event came (librdkafka drops a queued one when the partition is paused) are ended.
+    True when the merge then waits for none."""
+    from confluent_kafka import TopicPartition
+
+    for tp in list(merge.starving):
+        try:
+            (position,) = consumer.position([TopicPartition(*tp)])
+            _, high = consumer.get_watermark_offsets(TopicPartition(*tp), timeout=2, cached=False)
+        except Exception as e:  # the warning and writing what was read remain
+            log.info("archive: end of %s-%d not checked: %s", *tp, e)
+            return False
+        if position.offset >= 0 and position.offset >= high:
+            merge.end(tp)
+    return not merge.starving
+
+
 def _stamp_text(value: bytes) -> str:
     try:
         record = orjson.loads(value)
@@ -316,7 +334,9 @@ def dump_topics(
             last_data = time.monotonic()
             while not merge.done:
                 idle = time.monotonic() - last_data >= idle_s
-                if idle:
+                if idle and _ended_quietly(consumer, merge):
+                    idle, last_data = False, time.monotonic()
+                elif idle:
                     log.warning("archive: no data for %.0f s; writing what was read", idle_s)
                 for tp, value in merge.pop(everything=idle or len(merge.at_end) == len(parts)):
                     stream.write(value + b"\n")
