@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import types
 import typing
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any, Literal, get_args, get_origin
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
 from worktool.events import (
@@ -155,3 +157,16 @@ def test_the_fast_encoder_writes_the_same_bytes_as_the_careful_one():
     assert _LONG_DIGITS.search(long_text.to_json()) and long_text.to_json() == orjson.dumps(
         long_text.model_dump(mode="json")
     )
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.datetimes(min_value=datetime(1900, 1, 2), max_value=datetime(9999, 12, 30)),
+    st.sampled_from([UTC, timezone(timedelta(hours=8)), timezone(timedelta(hours=-5, minutes=-30))]),
+)
+def test_event_times_are_written_in_utc_with_milliseconds(naive: datetime, tz: timezone) -> None:
+    """`iso` (every datetime of every event): the contract's format from any time zone."""
+    from worktool.models import iso
+
+    dt = naive.replace(tzinfo=tz)
+    assert iso(dt) == dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
