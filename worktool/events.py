@@ -31,7 +31,6 @@ shares one encoding. An event is not changed after it is emitted.
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar, Union
 
@@ -174,9 +173,15 @@ class MonitorEvent(BaseModel):
             return wire
 
 
-# A run of 19 or more digits: the only place an integer beyond 64 bits (signed or not) can hide.
-# (stdlib `re` on purpose: a bounded repeat of one class, at most 19 steps per start position.)
-_LONG_DIGITS = re.compile(rb"\d{19,}")
+# A run of 19 or more digits: the only place an integer beyond 64 bits (signed or not) can hide. Found
+# by mapping every digit to "0" and everything else to " " (two C passes, ~1.4 µs for a 900-byte event;
+# a regular expression took 18-21 µs, RE2 5 µs).
+_DIGITS_ONLY = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_LONG_RUN = b"0" * 19
+
+
+def has_long_digits(wire: bytes) -> bool:
+    return _LONG_RUN in wire.translate(_DIGITS_ONLY)
 
 
 def _to_json(event: MonitorEvent) -> bytes:
@@ -185,7 +190,7 @@ def _to_json(event: MonitorEvent) -> bytes:
     # not every consumer of the topic can hold (such an event is dead-lettered by the sink,
     # tests/sinks/test_sink_poison.py); benchmarks/README.md, "Event encoding"
     wire = event.__pydantic_serializer__.to_json(event)
-    if _LONG_DIGITS.search(wire) is None:
+    if not has_long_digits(wire):
         return wire
     return orjson.dumps(event.model_dump(mode="json"))
 

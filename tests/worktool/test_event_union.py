@@ -140,7 +140,7 @@ def test_the_fast_encoder_writes_the_same_bytes_as_the_careful_one():
 
     from dataflows.replay import replay_archive
     from tests.support import REPO
-    from worktool.events import _LONG_DIGITS, MessageClassified
+    from worktool.events import MessageClassified, has_long_digits
     from worktool.settings import Settings
 
     out = io.BytesIO()
@@ -154,7 +154,7 @@ def test_the_fast_encoder_writes_the_same_bytes_as_the_careful_one():
         assert event.to_json() == careful
     data = _data(MessageClassified).model_copy(update={"message_id": "订单号 12345678901234567890123"})
     long_text = data.at(AT, session_id="s")
-    assert _LONG_DIGITS.search(long_text.to_json()) and long_text.to_json() == orjson.dumps(
+    assert has_long_digits(long_text.to_json()) and long_text.to_json() == orjson.dumps(
         long_text.model_dump(mode="json")
     )
 
@@ -170,3 +170,15 @@ def test_event_times_are_written_in_utc_with_milliseconds(naive: datetime, tz: t
 
     dt = naive.replace(tzinfo=tz)
     assert iso(dt) == dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+
+
+@pytest.mark.parametrize(
+    ("wire", "long"),
+    [(b'{"n":1234567890123456789}', True), (b'{"n":-9223372036854775809}', True),
+     (b'{"n":123456789012345678}', False), (b'"2026-12-03T04:05:06.789Z" 12345678 90123456789', False),
+     ("订单号12345678901234567890".encode(), True), (b"", False)],
+)  # fmt: skip
+def test_a_long_run_of_digits_is_found(wire: bytes, long: bool) -> None:
+    from worktool.events import has_long_digits
+
+    assert has_long_digits(wire) is long
