@@ -16,9 +16,9 @@ from __future__ import annotations
 import gzip
 import io
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Literal
+from typing import IO, Any, Literal
 
 import zstandard
 
@@ -70,54 +70,38 @@ def open_writer(path: Path) -> IO[bytes]:
     return path.open("wb")
 
 
-def _zstd_chunks(f: IO[bytes], path: Path) -> Iterator[bytes]:
-    dobj = zstandard.ZstdDecompressor().decompressobj()
+def _frames(
+    f: IO[bytes], path: Path, new: Callable[[], Any], error: type[Exception], name: str, part: str
+) -> Iterator[bytes]:
+    """The decompressed bytes of a stream of concatenated frames (zstd frames, gzip members): `new()` makes
+    a decompressor for the next one. A frame that never ends is a truncated archive."""
+    dobj = new()
     pending = False  # a frame has started and not ended
-    while True:
-        data = f.read(CHUNK)
-        if not data:
-            break
+    while data := f.read(CHUNK):
         while data:
             try:
                 out = dobj.decompress(data)
-            except zstandard.ZstdError as e:
-                raise ArchiveError(f"{path}: corrupt zstd data ({e})") from e
+            except error as e:
+                raise ArchiveError(f"{path}: corrupt {name} data ({e})") from e
             pending = True
             if out:
                 yield out
             if dobj.eof:  # a frame ended: the rest of the input is the next frame
-                data = dobj.unused_data
-                dobj = zstandard.ZstdDecompressor().decompressobj()
-                pending = False
+                data, dobj, pending = dobj.unused_data, new(), False
             else:
                 data = b""
     if pending:
-        raise ArchiveError(f"{path}: truncated zstd archive (the last frame is incomplete)")
+        raise ArchiveError(f"{path}: truncated {name} archive (the last {part} is incomplete)")
+
+
+def _zstd_chunks(f: IO[bytes], path: Path) -> Iterator[bytes]:
+    new = lambda: zstandard.ZstdDecompressor().decompressobj()  # noqa: E731
+    return _frames(f, path, new, zstandard.ZstdError, "zstd", "frame")
 
 
 def _gzip_chunks(f: IO[bytes], path: Path) -> Iterator[bytes]:
-    dobj = zlib.decompressobj(wbits=31)
-    pending = False
-    while True:
-        data = f.read(CHUNK)
-        if not data:
-            break
-        while data:
-            try:
-                out = dobj.decompress(data)
-            except zlib.error as e:
-                raise ArchiveError(f"{path}: corrupt gzip data ({e})") from e
-            pending = True
-            if out:
-                yield out
-            if dobj.eof:  # a member ended: gzip files may hold several
-                data = dobj.unused_data
-                dobj = zlib.decompressobj(wbits=31)
-                pending = False
-            else:
-                data = b""
-    if pending:
-        raise ArchiveError(f"{path}: truncated gzip archive (the last member is incomplete)")
+    # gzip files may hold several members
+    return _frames(f, path, lambda: zlib.decompressobj(wbits=31), zlib.error, "gzip", "member")
 
 
 def _plain_chunks(f: IO[bytes], path: Path) -> Iterator[bytes]:

@@ -19,14 +19,20 @@ from worktool.settings import Settings
 pytestmark = pytest.mark.integration
 
 
-def test_archive_then_replay_matches_the_original(settings_factory, unique_topics, tmp_path):
-    settings = settings_factory(**unique_topics())
+def produce_sample_day(settings) -> list[bytes]:
+    """The sample day's records on the raw topic, keyed as the gateway keys them; returns its lines."""
     lines = [line for line in SAMPLE_DAY.read_bytes().splitlines() if line.strip()]
     records = []
     for line in lines:
         rec = orjson.loads(line)
         records.append((raw_record_key(rec["kind"], rec["robot_id"], rec["body"]), line))
     produce(settings.kafka_bootstrap_servers, settings.topic_raw, records)
+    return lines
+
+
+def test_archive_then_replay_matches_the_original(settings_factory, unique_topics, tmp_path):
+    settings = settings_factory(**unique_topics())
+    lines = produce_sample_day(settings)
 
     dump = tmp_path / "dump.jsonl.zst"
     env = env_for(settings)
@@ -67,12 +73,7 @@ def test_archive_merges_partitions_holding_only_a_few_records_of_each(
     """The k-way merge with a partition that runs ahead paused (at 3 records here): still every record,
     in event time, to a gzip file."""
     settings = settings_factory(**unique_topics())
-    lines = [line for line in SAMPLE_DAY.read_bytes().splitlines() if line.strip()]
-    records = []
-    for line in lines:
-        rec = orjson.loads(line)
-        records.append((raw_record_key(rec["kind"], rec["robot_id"], rec["body"]), line))
-    produce(settings.kafka_bootstrap_servers, settings.topic_raw, records)
+    lines = produce_sample_day(settings)
     monkeypatch.setattr(replay_module, "PAUSE_AT", 3)
     dump = tmp_path / "dump.jsonl.gz"
     n = replay_module.dump_topics(
