@@ -157,7 +157,8 @@ def run_shape(
                 )
         timings = [orjson.loads(f.read_bytes()) for f in Path(out).glob("timing-*.json")]
     firsts = [t["first"] for t in timings if t["first"]]
-    elapsed = max(t["last"] for t in timings) - min(firsts)
+    # A tiny run (--smoke) can write every event in one batch: first == last. Not a rate, but not a crash.
+    elapsed = max(max(t["last"] for t in timings) - min(firsts), 1e-3)
     with psycopg.connect(database_url) as conn:
         rows = conn.execute("select count(*) from session_messages").fetchone()[0]
     return {

@@ -9,9 +9,11 @@ classified with less than it was told to would say nothing about it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from operators.classify import Classifier, RuleClassifier
+from operators.type_model import ModelFileError, TypeModel
 from worktool.config import BusinessConfig
 from worktool.events import AiCall, MonitorEvent
 from worktool.settings import Settings
@@ -21,9 +23,33 @@ class ClassifierUnavailable(RuntimeError):
     """The configured classifier cannot run (missing module, bad provider settings)."""
 
 
+BUILTIN_MODEL = Path(__file__).resolve().parent / "data" / "message_type_model.npz"
+_loaded: dict[tuple[Path, float], TypeModel] = {}
+
+
+def load_type_model(setting: str) -> TypeModel | None:
+    """The message-type model of WORKTOOL_CLASSIFIER_MODEL ("builtin", "off" or a path), loaded once per
+    file (and again when the file changes)."""
+    if setting.strip().lower() == "off":
+        return None
+    path = BUILTIN_MODEL if setting.strip().lower() == "builtin" else Path(setting).expanduser()
+    try:
+        key = (path.resolve(), path.stat().st_mtime)
+        if key not in _loaded:
+            _loaded.clear()
+            _loaded[key] = TypeModel.load(path)
+        return _loaded[key]
+    except (OSError, ModelFileError) as e:
+        raise ClassifierUnavailable(
+            f"WORKTOOL_CLASSIFIER_MODEL={setting}: cannot load the message-type model ({e}); "
+            "`worktool train` rebuilds it, WORKTOOL_CLASSIFIER_MODEL=off runs the rules alone"
+        ) from e
+
+
 def build_classifier(settings: Settings, config: BusinessConfig) -> Classifier:
-    """RuleClassifier, wrapped by classifiers.llm.LLMClassifier when an LLM provider is configured."""
-    rules = RuleClassifier(config)
+    """RuleClassifier (with the trained message-type model unless WORKTOOL_CLASSIFIER_MODEL=off), wrapped
+    by classifiers.llm.LLMClassifier when an LLM provider is configured."""
+    rules = RuleClassifier(config, model=load_type_model(settings.classifier_model))
     if not settings.llm_provider:
         return rules
     try:
@@ -64,7 +90,9 @@ def ai_call_event(call: dict[str, Any]) -> MonitorEvent:
 
 
 __all__ = [
+    "BUILTIN_MODEL",
     "ClassifierUnavailable",
+    "load_type_model",
     "ai_call_event",
     "build_classifier",
     "call_log_events",

@@ -227,6 +227,9 @@ class TypeDecision:
     # readers of the same scan (the sentiment lexicon) need not scan again.
     text: str = ""
     hits: list[Hit] | None = None
+    # What the rules read of an owner's message (question, peer, to_us, refused, ...): need_reply uses
+    # them, and the trained model takes them as features.
+    flags: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -403,11 +406,7 @@ class MessageTypeRules:
         if text is None:
             text = self.text_of(m)
         if m.text_type not in TEXT_KINDS or not text.strip():
-            if (
-                sender_type in ("staff", "assistant")
-                and m.text_type in TEXT_KINDS
-                and self._owner_mentions(m)
-            ):
+            if sender_type in ("staff", "assistant") and m.text_type in TEXT_KINDS and self.owner_mentions(m):
                 return TypeDecision(
                     "staff_at_user", 0.7, "bare @ of an owner: a reminder", text=text, hits=[]
                 )
@@ -451,7 +450,7 @@ class MessageTypeRules:
             text = text.replace(k, " ")
         return command, text
 
-    def _owner_mentions(self, m: Message) -> list[str]:
+    def owner_mentions(self, m: Message) -> list[str]:
         return [
             n
             for n in m.mentions
@@ -476,7 +475,9 @@ class MessageTypeRules:
         code, conf, reason = self._rank_user(text, r.votes, r.flags, question)
         if context:
             reason += " | " + ", ".join(context)
-        return TypeDecision(code, conf, reason, self._need_reply(code, r.flags, m), text=text, hits=hits)
+        flags = frozenset(r.flags)
+        need_reply = self.need_reply(code, flags, m)
+        return TypeDecision(code, conf, reason, need_reply, text=text, hits=hits, flags=flags)
 
     def _read_user_hits(self, text: str, hits: list[Hit]) -> _UserReading:
         """One pass over the hits, in order: type keywords vote (unless negated), acknowledgements are
@@ -633,7 +634,7 @@ class MessageTypeRules:
             # a refusal in anger ("不弄了，烦死了") is a complaint, not an answer to the request
             votes.move("chat_cooperation", "chat_complaint", "angry refusal")
 
-    def _need_reply(self, code: str, flags: set[str], m: Message) -> bool:
+    def need_reply(self, code: str, flags: frozenset[str] | set[str], m: Message) -> bool:
         """docs/rules.md §5: a question or request addressed to us, of a type that gets replies."""
         if code not in self._reply_types:
             return False
@@ -665,7 +666,7 @@ class MessageTypeRules:
         def why(label: str) -> str:
             return ", ".join(terms[label])
 
-        owners = self._owner_mentions(m)
+        owners = self.owner_mentions(m)
         question = self.is_question(text)
         if owners:
             # the speech act decides: an answer -> reply, a question -> ask, else a task or reminder;
@@ -733,7 +734,7 @@ class MessageTypeRules:
             return TypeDecision(
                 "operator_tone_hard", confidence(hard - polite, 0.0), reason, text=text, hits=hits
             )
-        owners = self._owner_mentions(m)
+        owners = self.owner_mentions(m)
         if owners and assign > 0:  # an @ makes a task of task words; alone it assigns nothing
             assign += o.mention_weight
             assign_terms.append(f"@{owners[0]}")

@@ -220,7 +220,7 @@ class MessageClassified(EventData):
     message_type: str | None = Field(description="one of the 14 message types; null for our robots' echoes")
     confidence: float = Field(ge=0, le=1)
     reason: str
-    decided_by: Literal["rules", "llm"]
+    decided_by: Literal["rules", "model", "llm"]
     staff_command: str | None = None
     sentiment: float | None = Field(default=None, ge=-1, le=1)
     need_reply: bool | None = None

@@ -513,7 +513,7 @@ class Classification(BaseModel):
     message_type: str | None  # None for robot messages
     confidence: float = Field(ge=0.0, le=1.0)
     reason: str
-    decided_by: Literal["rules", "llm"] = "rules"
+    decided_by: Literal["rules", "model", "llm"] = "rules"
     sentiment: float | None = None  # -1 (negative) .. 1 (positive)
     need_reply: bool | None = None
     staff_command: str | None = None

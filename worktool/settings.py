@@ -229,6 +229,10 @@ class Settings(BaseSettings):
     # cluster (processes x workers) meant to run on it; an existing directory keeps its count.
     recovery_partitions: int = Field(default=16, ge=1, alias="WORKTOOL_RECOVERY_PARTITIONS")
 
+    # The trained message-type model on top of the rules (docs/rules.md §2): "builtin" (shipped with the
+    # package), "off" (rules only), or the path of a model file written by `worktool train --out`.
+    classifier_model: str = Field(default="builtin", alias="WORKTOOL_CLASSIFIER_MODEL")
+
     # LLM (classification issue); secrets are never logged.
     llm_provider: str | None = Field(default=None, alias="WORKTOOL_LLM_PROVIDER")  # openai | dashscope
     llm_base_url: str | None = Field(default=None, alias="WORKTOOL_LLM_BASE_URL")

@@ -195,31 +195,3 @@ def test_missing_or_misconfigured_llm_is_an_error_at_start_up(monkeypatch):
     monkeypatch.setitem(sys.modules, "classifiers.llm", types.SimpleNamespace(LLMClassifier=broken))
     with pytest.raises(ClassifierUnavailable, match="WORKTOOL_LLM_MODEL"):
         build_classifier(settings, BusinessConfig())
-
-
-# --- worktool accuracy ---------------------------------------------------------------------------------
-
-
-def test_accuracy_on_the_labelled_set_meets_the_targets(capsys):
-    assert classify_cli.cli_accuracy() == 0
-    out = capsys.readouterr().out
-    assert "heldout" in out and "Confusion matrix" in out and "meets the targets" in out
-
-
-def test_accuracy_below_target_exits_1(tmp_path, capsys):
-    data = tmp_path / "set.jsonl"
-    rows = [
-        {
-            "text": "好的",
-            "sender_name": "张姐",
-            "expected_sender_type": "user",
-            "expected_message_type": "chat_complaint",
-        }
-    ]
-    data.write_bytes(jsonl(rows))
-    assert classify_cli.cli_accuracy(data, ROSTER) == 1
-    assert "is below the targets" in capsys.readouterr().out
-
-
-def test_accuracy_without_a_dataset_exits_2(tmp_path):
-    assert classify_cli.cli_accuracy(tmp_path / "missing.jsonl") == 2

@@ -59,7 +59,10 @@ def test_a_question_is_answered_once_through_the_right_robot_after_its_delay(
                 r = httpx.post(f"{base}/worktool/callback/message", params={"robotId": robot}, json=question)
                 assert r.status_code == 200
 
-            [send] = worktool.wait_for_requests(1, timeout=60)
+            try:
+                [send] = worktool.wait_for_requests(1, timeout=120)
+            except AssertionError as e:
+                raise AssertionError(f"{e}\n{_diagnosis(settings, tmp_path)}") from None
             assert send.is_send and send.robot_id == "wt_day"
             assert send.body["socketType"] == 2
             [item] = send.items
@@ -87,3 +90,11 @@ def test_a_question_is_answered_once_through_the_right_robot_after_its_delay(
         finally:
             for proc in procs:
                 stop(proc)
+
+
+def _diagnosis(settings, tmp_path: Path) -> str:
+    """What the flow did with the question (its events) and the processes' last words."""
+    events = consume_all(settings.kafka_bootstrap_servers, settings.topic_monitor)
+    names = [(e["value"]["event"], e["value"].get("data", {}).get("message_type")) for e in events]
+    tails = {log.name: log.read_text(errors="replace")[-3000:] for log in sorted(tmp_path.glob("*.log"))}
+    return f"monitor events: {names}\n" + "\n".join(f"--- {k}\n{v}" for k, v in tails.items())

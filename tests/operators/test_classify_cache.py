@@ -7,13 +7,16 @@ from dataclasses import replace
 
 import pytest
 
-from commands.classify import labelled_message, load_labelled, roster_for
+from classifiers import BUILTIN_MODEL
+from classifiers.labelled import labelled_message, load_labelled, roster_for
 from operators.classify import RuleClassifier
+from operators.type_model import TypeModel
 from tests.support import DATA
 from worktool.config import load_config
 from worktool.models import Message
 
-SETS = ["labelled_messages.jsonl", "blind_messages.jsonl", "blind2_messages.jsonl"]
+SETS = ["labelled_messages.jsonl", "blind_messages.jsonl", "blind2_messages.jsonl", "blind_a_messages.jsonl"]
+MODEL = TypeModel.load(BUILTIN_MODEL)
 OWNER, STAFF, ROBOT = "张姐-美食号", "售后小王", "运营助理小A"
 
 
@@ -34,20 +37,24 @@ def _variants(m: Message) -> list[Message]:
     ]
 
 
+@pytest.mark.parametrize("model", [None, MODEL], ids=["rules", "rules+model"])
 @pytest.mark.parametrize("name", SETS)
-def test_cached_classifications_equal_fresh_ones_on_every_labelled_set(name):
+def test_cached_classifications_equal_fresh_ones_on_every_labelled_set(name, model):
+    """Also: one message at a time gives what a whole batch gives (the model types a batch at once), so
+    live and replay, which cut batches differently, classify alike."""
     dataset = DATA / name
     config = load_config(roster_for(dataset))
     messages = [
         v for i, row in enumerate(load_labelled(dataset)) for v in _variants(labelled_message(row, i))
     ]
-    fresh = RuleClassifier(config, cache_size=0)
-    cached = RuleClassifier(config)
+    fresh = RuleClassifier(config, cache_size=0, model=model)
+    cached = RuleClassifier(config, model=model)
     expected = [fresh.classify(m) for m in messages]
+    assert RuleClassifier(config, cache_size=0, model=model).classify_batch(messages) == expected
     assert cached.classify_batch(messages) == expected  # cold: every text once per variant
     assert cached.classify_batch(messages) == expected  # warm: from the cache
     assert 0 < len(cached._cache) <= cached.cache_size
-    small = RuleClassifier(config, cache_size=16)  # evicting all the time
+    small = RuleClassifier(config, cache_size=16, model=model)  # evicting all the time
     assert small.classify_batch(messages[::-1]) == expected[::-1]
     assert len(small._cache) <= 16
 

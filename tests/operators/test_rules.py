@@ -3,7 +3,7 @@ context, staff commands, non-text messages, need_reply, and the labelled-set acc
 
 import pytest
 
-from commands.classify import evaluate, labelled_message, load_labelled
+from classifiers.labelled import evaluate, labelled_message, load_labelled
 from operators.classify import RuleClassifier
 from operators.rules import ResponseDetector, TermMatcher
 from tests.support import DATA
@@ -503,7 +503,7 @@ def test_labelled_set_meets_the_targets():
     ],
 )
 def test_independent_sets_stay_above_their_floors(name, type_floor):
-    from commands.classify import roster_for
+    from classifiers.labelled import roster_for
     from worktool.config import load_config
 
     dataset = DATA / f"{name}_messages.jsonl"

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from commands.classify import labelled_message
+from classifiers.labelled import labelled_message
 from operators.classify import RuleClassifier
 from tests.support import chaos_scale
 from worktool.config import BusinessConfig, ConfigError, load_config

@@ -44,7 +44,7 @@ def test_negation_flips_and_intensifiers_strengthen():
 
 
 def test_classifier_scan_gives_the_same_sentiment():
-    from commands.classify import labelled_message
+    from classifiers.labelled import labelled_message
     from operators.classify import RuleClassifier
     from worktool.config import BusinessConfig
 
