@@ -7,6 +7,8 @@ DLQ_RECORDS = Counter("worktool_dataflow_dlq_records_total", "Raw records reject
 MESSAGES_CLASSIFIED = Counter(
     "worktool_dataflow_messages_classified_total", "Messages classified, by deciding path", ["decided_by"]
 )
+for _path in ("rules", "model", "llm"):  # every path exported from the start, at 0 until it decides one
+    MESSAGES_CLASSIFIED.labels(_path)
 DUPLICATE_REPORTS = Counter(
     "worktool_dataflow_duplicate_reports_total", "Reports of a message another robot had already reported"
 )

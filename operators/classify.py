@@ -30,9 +30,9 @@ class RuleClassifier:
     (§5) and staff commands: by the rules, and with a trained model (`model`, operators/type_model.py) on
     top of them for the texts of people. Pure; everything is compiled once here.
 
-    An owner's text message is classified from its text, its @-mentions (who they are), `at_me`, the
+    A person's text message is classified from its text, its @-mentions (who they are), `at_me`, the
     room and the sender's resolution only, so its (frozen) classification is kept in a bounded LRU
-    keyed by exactly those: group chats repeat "好的", "收到", "在的" all day. Only texts up to
+    keyed by exactly those: group chats repeat "好的", "收到", "在的" all day, staff their set phrases. Only texts up to
     CACHE_MAX_CHARS characters are kept (memory stays bounded whatever the texts). `cache_size=0` turns it
     off; tests/operators/test_classify_cache.py shows both give identical results on the labelled sets.
     """
@@ -79,15 +79,15 @@ class RuleClassifier:
     def _cache_key(self, m: Message, sender_type: SenderType, sender_reason: str) -> tuple | None:
         text = m.text or m.raw_text
         if (
-            sender_type != "user"
+            sender_type == "robot"
             or m.text_type not in TEXT_KINDS
             or not self.cache_size
             or len(text) > CACHE_MAX_CHARS
         ):
             return None
-        # Everything MessageTypeRules._user_type, the model and the sentiment read of the message
-        # (text_of: the text and the mentions; addressees: the mentions and whether the room is internal).
-        return (text, m.mentions, m.room_type in INTERNAL_ROOM_TYPES, m.at_me, sender_reason, m.room_type)
+        # Everything the rules, the model and the sentiment lexicon read of a message besides its sender's
+        # name: the text, the mentions (who they are), at_me, the room, and who the sender is.
+        return (text, m.mentions, m.at_me, sender_type, sender_reason, m.room_type)
 
     def _cached(self, key: tuple) -> Classification | None:
         c = self._cache.pop(key, None)  # popped and put back: the most recently used are last

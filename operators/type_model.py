@@ -48,6 +48,9 @@ LABELS: tuple[str, ...] = tuple(t for types in FAMILY_TYPES.values() for t in ty
 _DIGITS = re.compile(r"\d+")
 _SPACES = re.compile(r"[\s\x00-\x1f\x7f]+")  # the start and end marks \x02 \x03 never in a text
 _LENGTH_BUCKETS = (1, 3, 6, 12, 25, 50, 100)
+# The model reads a message's beginning only: its cost stays bounded whatever the text (the corpus's
+# longest message has 121 characters; what a 2 MB body is about shows in its first thousand).
+MAX_CHARS = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +74,9 @@ def _length_bucket(n: int) -> int:
 
 
 def clean_text(text: str) -> str:
-    """Digit runs folded to "0", control characters and runs of spaces to one space."""
-    return _SPACES.sub(" ", _DIGITS.sub("0", text)).strip()
+    """The first MAX_CHARS characters, digit runs folded to "0", control characters and runs of spaces
+    to one space."""
+    return _SPACES.sub(" ", _DIGITS.sub("0", text[:MAX_CHARS])).strip()
 
 
 def structure_features(x: ModelInput, text: str) -> list[str]:
@@ -102,23 +106,42 @@ def features(x: ModelInput, segment: Callable[[str], Iterable[str]]) -> list[str
     padded = f"\x02{text}\x03"
     for n in (1, 2, 3):
         out += ["c:" + padded[i : i + n] for i in range(len(padded) - n + 1)]
-    out += ["w:" + w for w in segment(text) if w.strip()]
+    out += ["w:" + w for w in words_of(segment, text) if w.strip()]
     return list(dict.fromkeys(out))
 
 
 def ngram_code(gram: str) -> int:
-    """A character 1-, 2- or 3-gram as one integer: code points + 1 (never 0), 21 bits each, so the three
-    lengths fall in disjoint ranges and no two n-grams share a code."""
+    """A character 1-, 2- or 3-gram as one integer, its code points 21 bits each. No code point is 0
+    (clean_text turns control characters into spaces), so the three lengths fall in disjoint ranges and
+    no two n-grams share a code."""
     code = 0
     for ch in gram:
-        code = (code << 21) | (ord(ch) + 1)
+        code = (code << 21) | ord(ch)
     return code
 
 
 def ngram_codes(padded: str) -> np.ndarray:
     """`ngram_code` of every 1-, 2- and 3-gram of the text, vectorised."""
-    cp = np.frombuffer(padded.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.uint64) + 1
+    cp = np.frombuffer(padded.encode("utf-32-le", "surrogatepass"), dtype=np.uint32).astype(np.uint64)
     return np.concatenate((cp, (cp[:-1] << 21) | cp[1:], (cp[:-2] << 42) | (cp[1:-1] << 21) | cp[2:]))
+
+
+def _sorted_unique(a: np.ndarray) -> np.ndarray:
+    """np.unique for a few hundred integers, at half its cost (no inverse, no counts)."""
+    a.sort()
+    keep = np.empty(len(a), dtype=bool)
+    keep[:1] = True
+    np.not_equal(a[1:], a[:-1], out=keep[1:])
+    return a[keep]
+
+
+def words_of(segment: Callable[[str], Iterable[str]], text: str) -> Iterable[str]:
+    """The segmenter's words; a lone surrogate (which orjson refuses, but a Python caller can pass) is
+    read as "?" instead of failing the message."""
+    try:
+        return segment(text)
+    except UnicodeEncodeError:
+        return segment(text.encode("utf-8", "replace").decode("utf-8"))
 
 
 def default_segmenter() -> Callable[[str], list[str]]:
@@ -180,7 +203,7 @@ class TypeModel:
         named: list[int] = []
         for k, (x, text) in enumerate(zip(xs, texts, strict=True)):
             named += [k * self._span + i for f in structure_features(x, text) if (i := other(f)) is not None]
-            named += [k * self._span + i for w in self.segment(text) if (i := words(w)) is not None]
+            named += [k * self._span + i for w in words_of(self.segment, text) if (i := words(w)) is not None]
         # One string for the batch: an n-gram across two messages holds "\x03\x02", which clean_text
         # keeps out of every text, so none is in the vocabulary.
         codes = ngram_codes("".join(f"\x02{t}\x03" for t in texts))
@@ -190,24 +213,38 @@ class TypeModel:
         pos = np.searchsorted(table, codes)
         hit = table[pos] == codes
         keys = np.concatenate((owner[hit] * self._span + self._char_rows[pos[hit]], named))
-        keys.sort()
-        keep = np.empty(len(keys), dtype=bool)  # unique, cheaper than np.unique on a few hundred ints
-        keep[:1] = True
-        np.not_equal(keys[1:], keys[:-1], out=keep[1:])
-        keys = keys[keep]
+        keys = _sorted_unique(keys)
         owners = keys // self._span
         return owners, keys - owners * self._span
 
     def indices(self, x: ModelInput) -> np.ndarray:
-        """The vocabulary indices of one message's features, sorted."""
-        return self.found([x])[1]
+        """The vocabulary indices of one message's features, sorted and unique: `found` for a batch of
+        one, without the bookkeeping of which message a feature belongs to (the dataflow classifies one
+        message at a time when a step budget guards each record)."""
+        text = clean_text(x.text)
+        other, words = self._other.get, self._words.get
+        named = [i for f in structure_features(x, text) if (i := other(f)) is not None]
+        named += [i for w in words_of(self.segment, text) if (i := words(w)) is not None]
+        codes = ngram_codes(f"\x02{text}\x03")
+        table = self._char_codes
+        pos = np.searchsorted(table, codes)
+        rows = np.concatenate((self._char_rows[pos[table[pos] == codes]], np.array(named, dtype=np.int64)))
+        return _sorted_unique(rows)
 
     def _scores(self, xs: Sequence[ModelInput]) -> list[list[float]]:
-        """Each message's scores over its family's types."""
-        owners, rows = self.found(xs)
+        """Each message's scores over its family's types: bias + (sum of its features' weights, in index
+        order) / sqrt(their number), the same arithmetic for a batch of one and a batch of many."""
+        if len(xs) == 1:
+            rows = self.indices(xs[0])
+            present, starts, counts = np.zeros(1, np.int64), np.zeros(1, np.int64), np.array([len(rows)])
+        else:
+            owners, rows = self.found(xs)
+            starts = (
+                np.flatnonzero(np.concatenate(([True], owners[1:] != owners[:-1]))) if len(owners) else owners
+            )
+            present, counts = owners[starts], np.diff(np.append(starts, len(owners)))
         scores = np.tile(self.bias, (len(xs), 1))
         if len(rows):
-            present, starts, counts = np.unique(owners, return_index=True, return_counts=True)
             sums = np.add.reduceat(self.weights.take(rows, axis=0), starts, axis=0)
             scores[present] += sums * (1.0 / np.sqrt(counts))[:, None]
         out = scores.tolist()

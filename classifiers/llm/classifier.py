@@ -1,11 +1,12 @@
-"""LLMClassifier: the rules first, then an LLM on top, never worse than the rules.
+"""LLMClassifier: the local classifier first (the rules and the trained model), then an LLM on top, never
+worse than the local result.
 
 bytewax calls `classify_batch` synchronously per batch. The LLM calls of a batch run concurrently on one
 asyncio loop living in a background thread (started on first use, shared by every caller), bounded by
 `llm_max_in_flight` requests in flight. The caller waits at most the batch deadline (about
 `llm_timeout_s` plus a little); whatever is not back by then keeps its rule result.
 
-Failure policy (every failure leaves the rule result, decided_by="rules"; nothing is raised):
+Failure policy (every failure leaves the local result, decided_by "rules" or "model"; nothing is raised):
 - timeouts, connection errors, HTTP 429 and 5xx: retried with exponential back-off (Retry-After honoured,
   capped), up to `max_attempts` requests per message, within the batch deadline;
 - other 4xx: not retried (a bad key or model name will not fix itself);

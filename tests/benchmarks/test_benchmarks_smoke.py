@@ -25,7 +25,7 @@ BENCHMARKS = REPO / "benchmarks"
 
 # name -> (the figure line a smoke run prints, a regular expression; needs the embedded servers)
 SMOKE: dict[str, tuple[str, bool]] = {
-    "bench_rules.py": (r"\d+ messages .* messages/s", False),
+    "bench_rules.py": (r"rules \+ model +best of \d+: [\d,]+ messages/s", False),
     "bench_llm.py": (r"\d+ messages in [\d.]+ s \(\d+/s\)", False),
     "bench_broker_fetch.py": (r"\d+ records, produce -> consume: p50 [\d.]+ ms", True),
     "bench_dispatcher.py": (r"^\s+2\s+[\d,]+\s+\d+", True),

@@ -73,7 +73,7 @@ def test_classify_writes_one_line_per_record(roster_env):
     assert code == 0 and len(rows) == len(LINES)
     first, command, image, robot, result = rows
     assert first["sender_type"] == "user" and first["message_type"] == "chat_after_sales"
-    assert first["need_reply"] is True and first["decided_by"] == "rules"
+    assert first["need_reply"] is True and first["decided_by"] == "model"  # the rules read it, the model typed it
     assert set(first) >= {
         "message_id",
         "sender_type",
@@ -86,6 +86,7 @@ def test_classify_writes_one_line_per_record(roster_env):
     }
     assert command["sender_type"] == "staff" and command["staff_command"] == "pause_replies"
     assert image["message_type"] == "chat_other" and "image" in image["reason"]
+    assert image["decided_by"] == "rules"  # structure: the model is not asked
     assert robot["sender_type"] == "robot" and robot["message_type"] is None
     assert result == {"line": 5, "error": "not a message record (kind=result)"}
 

@@ -262,7 +262,7 @@ def test_every_dashboard_metric_is_exported(stack: Stack) -> None:
     for series in (
         'worktool_dataflow_alerts_total{alert_type="user_complaint"',
         'worktool_dataflow_commands_total{status="pending"}',
-        'worktool_dataflow_messages_classified_total{decided_by="rules"}',
+        'worktool_dataflow_messages_classified_total{decided_by="model"}',
         'worktool_dataflow_robot_online{robot_id="wt_day_01"} 1.0',
     ):
         assert series in dataflow, f"{series} not in the dataflow's metrics:\n{dataflow[:3000]}"

@@ -11,6 +11,7 @@ import orjson
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from classifiers import load_type_model
 from dataflows.flow import FlowOptions, FlowSinks, build_flow
 from dataflows.sources import ArchiveSource
 from operators.classify import RuleClassifier
@@ -47,7 +48,9 @@ def day_flow(sinks: FlowSinks, archive: Path = SAMPLE, batch_size: int = 1000) -
     source = ArchiveSource(
         archive, timedelta(seconds=60), batch_size=batch_size, lateness=timedelta(seconds=1), until=UNTIL
     )
-    return build_flow(source, sinks, RuleClassifier(config), FlowOptions(config=config))
+    return build_flow(
+        source, sinks, RuleClassifier(config, model=load_type_model("builtin")), FlowOptions(config=config)
+    )
 
 
 def stamped_day(path: Path, missing: int) -> Path:

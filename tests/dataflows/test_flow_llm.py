@@ -22,7 +22,8 @@ pytestmark = pytest.mark.integration
 
 def test_llm_verdicts_and_call_logs_flow_to_events_and_postgres(settings_factory, entry_point):
     with FakeOpenAIServer() as server:
-        # the first message's call fails for good (500 on every retry): its rule result must stand
+        # the first message's call fails for good (500 on every retry): its local result (the rules read
+        # it, the trained model typed it) must stand
         server.script(http_error(500), http_error(500), http_error(500), http_error(500))
         server.default = ok()
         settings = settings_factory(
@@ -55,7 +56,7 @@ def test_llm_verdicts_and_call_logs_flow_to_events_and_postgres(settings_factory
             classifier.close()
 
     classified = sorted((e for e in events if e.event == "message_classified"), key=lambda e: e.event_time)
-    assert [e.data.decided_by for e in classified] == ["rules", "llm", "llm", "llm"]
+    assert [e.data.decided_by for e in classified] == ["model", "llm", "llm", "llm"]
     assert all(e.data.message_type == "chat_complaint" for e in classified[1:])  # the fake LLM's answer
     calls = [e for e in events if e.event == "ai_call"]
     assert sorted(c.data.status for c in calls) == ["error", "ok", "ok", "ok"]
@@ -69,4 +70,4 @@ def test_llm_verdicts_and_call_logs_flow_to_events_and_postgres(settings_factory
         ).fetchall()
     assert [r[0] for r in logged] == ["error", "ok", "ok", "ok"] and logged[1][1] == "fake-model"
     assert logged[1][2] and logged[1][2] > 0
-    assert decided == [("llm", 3), ("rules", 1)]
+    assert decided == [("llm", 3), ("model", 1)]

@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from bytewax.testing import TestingSink, cluster_main, run_main
 
+from classifiers import load_type_model
 from dataflows.flow import FlowOptions, FlowSinks, build_flow
 from dataflows.replay import replay_archive
 from dataflows.sources import ArchiveSource
@@ -35,7 +36,10 @@ def run_day(batch_size: int, workers: int, until: datetime | None = UNTIL) -> li
         SAMPLE, timedelta(seconds=60), batch_size=batch_size, lateness=timedelta(seconds=1), until=until
     )
     flow = build_flow(
-        source, FlowSinks(events=[TestingSink(out)]), RuleClassifier(config), FlowOptions(config=config)
+        source,
+        FlowSinks(events=[TestingSink(out)]),
+        RuleClassifier(config, model=load_type_model("builtin")),
+        FlowOptions(config=config),
     )
     if workers == 1:
         run_main(flow)

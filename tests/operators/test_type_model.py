@@ -12,6 +12,7 @@ from classifiers import BUILTIN_MODEL, ClassifierUnavailable, load_type_model
 from operators.type_model import (
     FAMILY_TYPES,
     LABELS,
+    MAX_CHARS,
     ModelFileError,
     ModelInput,
     TypeModel,
@@ -119,3 +120,20 @@ def test_the_setting_chooses_builtin_off_or_a_file_and_a_missing_file_is_an_erro
     assert load_type_model(str(path)).meta == model.meta
     with pytest.raises(ClassifierUnavailable, match="worktool train"):
         load_type_model(str(tmp_path / "missing.npz"))
+
+
+def test_the_model_reads_a_long_text_s_beginning_only_so_its_cost_is_bounded(model: TypeModel):
+    head = "扫码了吗 橱窗的商品我删了 " * 100
+    long = ModelInput(head + "投诉" * 1_000_000, "user")
+    assert len(head) >= MAX_CHARS
+    assert features(long, SEGMENT) == features(ModelInput(head, "user"), SEGMENT)
+    assert model.predict(long) == model.predict(ModelInput(head, "user"))
+
+
+@settings(max_examples=100, deadline=None)
+@given(batch=st.lists(st.tuples(TEXTS, st.sampled_from(sorted(FAMILY_TYPES))), max_size=12))
+def test_a_message_gets_the_same_answer_alone_and_in_any_batch(model: TypeModel, batch):
+    xs = [ModelInput(text, family) for text, family in batch]
+    alone = [model.predict(x) for x in xs]
+    assert model.predict_batch(xs) == alone  # exactly: live and replay cut batches differently
+    assert model.predict_batch(xs[::-1]) == alone[::-1]
