@@ -73,7 +73,9 @@ def test_classify_writes_one_line_per_record(roster_env):
     assert code == 0 and len(rows) == len(LINES)
     first, command, image, robot, result = rows
     assert first["sender_type"] == "user" and first["message_type"] == "chat_after_sales"
-    assert first["need_reply"] is True and first["decided_by"] == "model"  # the rules read it, the model typed it
+    assert (
+        first["need_reply"] is True and first["decided_by"] == "model"
+    )  # the rules read it, the model typed it
     assert set(first) >= {
         "message_id",
         "sender_type",

@@ -174,10 +174,21 @@ LAUNCHER = (
 def launched() -> tuple[subprocess.Popen[bytes], list[psutil.Process]]:
     launcher = subprocess.Popen([sys.executable, "-c", LAUNCHER], cwd=REPO, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 30
-    while len(members := psutil.Process(launcher.pid).children()) < 2:
+    # Both children started and exec'd: between fork and exec a child still shows the launcher's own
+    # command line and environment (seen under load as a flaky read of the process id).
+    while not (
+        len(members := psutil.Process(launcher.pid).children()) >= 2 and all(_execd(m) for m in members)
+    ):
         assert time.monotonic() < deadline and launcher.poll() is None
         time.sleep(0.05)
     return launcher, members
+
+
+def _execd(member: psutil.Process) -> bool:
+    try:
+        return "time.sleep(120)" in " ".join(member.cmdline())
+    except psutil.Error:
+        return False
 
 
 def test_the_launcher_stops_every_process_when_one_dies() -> None:
