@@ -400,6 +400,7 @@ function renderAi(now) {
   const recent = [...store.classified.values()].filter((m) => now - m.at <= WINDOW_MS);
   $("ai-classified").textContent = recent.length;
   $("ai-rules").textContent = recent.filter((m) => m.decided_by === "rules").length;
+  $("ai-model").textContent = recent.filter((m) => m.decided_by === "model").length;
   $("ai-llm").textContent = recent.filter((m) => m.decided_by === "llm").length;
   const mix = {};
   for (const m of recent) {

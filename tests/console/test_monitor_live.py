@@ -146,7 +146,7 @@ def test_the_page_follows_the_stream_and_cancels_an_alert(stack: Stack, browser_
     assert number(page, "#count-active-sessions") == 2  # the A and B groups
     assert number(page, "#count-interventions") >= 1
     assert number(page, "#commands-pending") >= 1  # the alerts' notifications
-    assert number(page, "#ai-rules") >= 4
+    assert number(page, "#ai-model") >= 4  # typed by the trained model (the rules decide media and robots)
     page.wait_for_selector("#robot-list tr[data-robot-id=wt_day_01] >> text=在线")
     level4 = page.locator("#alert-list tr.level-4")
     for i in range(level4.count()):  # a level-4 alert stands out
