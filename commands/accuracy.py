@@ -98,7 +98,7 @@ def cli_accuracy(
     try:
         model = None if rules_only else load_type_model(get_settings().classifier_model)
     except ClassifierUnavailable as e:
-        console.print(f"[red]{e}[/red]")
+        console.print(str(e), style="red", markup=False)
         return 2
     if dataset is not None:
         return _one_set(console, dataset, roster, model, show_errors)
@@ -110,7 +110,7 @@ def _config(console: Console, dataset: Path, roster: Path | None) -> BusinessCon
     try:
         return load_config(roster if roster.is_file() else get_settings().config_path)
     except ConfigError as e:
-        console.print(f"[red]{e}[/red]")
+        console.print(str(e), style="red", markup=False)
         return None
 
 
@@ -118,7 +118,7 @@ def _one_set(
     console: Console, dataset: Path, roster: Path | None, model: TypeModel | None, show_errors: bool
 ) -> int:
     if not dataset.is_file():
-        console.print(f"[red]labelled set not found: {dataset}[/red]")
+        console.print(f"labelled set not found: {dataset}", style="red", markup=False)
         return 2
     config = _config(console, dataset, roster)
     if config is None:
@@ -218,7 +218,7 @@ def cli_train(corpus: Path | None = None, out: Path | None = None) -> int:
         try:
             result = train(corpus or CORPUS_DIR, progress=report)
         except TrainingError as e:
-            console.print(f"[red]{e}[/red]")
+            console.print(str(e), style="red", markup=False)
             return 2
     meta = result.model.meta
     table = Table(title=f"{meta['cv_scheme']} cross-validation on {meta['examples']} messages")

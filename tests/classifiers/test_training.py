@@ -90,3 +90,12 @@ def test_the_blind_sets_are_not_in_the_training_corpus():
     for name in ("blind_a", "blind_b"):
         blind = {r["text"] for r in load_labelled(DATA / f"{name}_messages.jsonl") if len(r["text"]) > 6}
         assert len(blind & corpus_texts) <= 2, blind & corpus_texts  # chance repeats of common phrases only
+
+
+def test_without_scikit_learn_train_says_how_to_install_it(tmp_path, monkeypatch, capsys):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # as after `pip install -e .` (no train extra)
+    assert cli_train(_small_corpus(tmp_path), tmp_path / "m.npz") == 2
+    assert "pip install -e '.[train]'" in capsys.readouterr().out
+    assert not (tmp_path / "m.npz").exists()
