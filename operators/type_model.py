@@ -193,27 +193,35 @@ class TypeModel:
     def features(self, x: ModelInput) -> list[str]:
         return features(x, self.segment)
 
+    def _named(self, x: ModelInput, text: str) -> list[int]:
+        """The vocabulary indices of the message's structure features and words."""
+        other, words = self._other.get, self._words.get
+        named = [i for f in structure_features(x, text) if (i := other(f)) is not None]
+        return named + [i for w in words_of(self.segment, text) if (i := words(w)) is not None]
+
+    def _char_hits(self, padded: str) -> tuple[np.ndarray, np.ndarray]:
+        """(which n-grams of the text are in the vocabulary, their vocabulary indices)."""
+        codes = ngram_codes(padded)
+        table = self._char_codes
+        pos = np.searchsorted(table, codes)
+        hit = table[pos] == codes
+        return hit, self._char_rows[pos[hit]]
+
     def found(self, xs: Sequence[ModelInput]) -> tuple[np.ndarray, np.ndarray]:
         """(message number, vocabulary index) of every feature of each message, sorted and unique: the
         features of `features(x)` found without building their strings (tests/operators/
         test_type_model.py checks that both agree), for a whole batch at once, so numpy's per-call cost
         is paid once a batch instead of once a message."""
         texts = [clean_text(x.text) for x in xs]
-        other, words = self._other.get, self._words.get
         named: list[int] = []
         for k, (x, text) in enumerate(zip(xs, texts, strict=True)):
-            named += [k * self._span + i for f in structure_features(x, text) if (i := other(f)) is not None]
-            named += [k * self._span + i for w in words_of(self.segment, text) if (i := words(w)) is not None]
+            named += [k * self._span + i for i in self._named(x, text)]
         # One string for the batch: an n-gram across two messages holds "\x03\x02", which clean_text
         # keeps out of every text, so none is in the vocabulary.
-        codes = ngram_codes("".join(f"\x02{t}\x03" for t in texts))
+        hit, rows = self._char_hits("".join(f"\x02{t}\x03" for t in texts))
         at = np.repeat(np.arange(len(xs), dtype=np.int64), [len(t) + 2 for t in texts])
         owner = np.concatenate((at, at[:-1], at[:-2]))  # the message of each n-gram, by its first char
-        table = self._char_codes
-        pos = np.searchsorted(table, codes)
-        hit = table[pos] == codes
-        keys = np.concatenate((owner[hit] * self._span + self._char_rows[pos[hit]], named))
-        keys = _sorted_unique(keys)
+        keys = _sorted_unique(np.concatenate((owner[hit] * self._span + rows, named)))
         owners = keys // self._span
         return owners, keys - owners * self._span
 
@@ -222,14 +230,8 @@ class TypeModel:
         one, without the bookkeeping of which message a feature belongs to (the dataflow classifies one
         message at a time when a step budget guards each record)."""
         text = clean_text(x.text)
-        other, words = self._other.get, self._words.get
-        named = [i for f in structure_features(x, text) if (i := other(f)) is not None]
-        named += [i for w in words_of(self.segment, text) if (i := words(w)) is not None]
-        codes = ngram_codes(f"\x02{text}\x03")
-        table = self._char_codes
-        pos = np.searchsorted(table, codes)
-        rows = np.concatenate((self._char_rows[pos[table[pos] == codes]], np.array(named, dtype=np.int64)))
-        return _sorted_unique(rows)
+        _, rows = self._char_hits(f"\x02{text}\x03")
+        return _sorted_unique(np.concatenate((rows, np.array(self._named(x, text), dtype=np.int64))))
 
     def _scores(self, xs: Sequence[ModelInput]) -> list[list[float]]:
         """Each message's scores over its family's types: bias + (sum of its features' weights, in index
