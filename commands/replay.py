@@ -24,6 +24,7 @@ from rich.progress import (
 from rich.text import Text
 
 from classifiers import ClassifierUnavailable
+from dataflows.collector import tune_collector
 from dataflows.replay import ReplayError, dump_topics, replay_archive
 from infra.archive_io import ArchiveError, compression_for
 from worktool.config import ConfigError
@@ -72,6 +73,7 @@ def cli_replay(
     file: Path, out: Path | None, progress: bool | None, until: datetime | None = None, workers: int = 1
 ) -> int:
     show = sys.stderr.isatty() if progress is None else progress
+    tune_collector(get_settings().gc_threshold)  # this process runs the replay (or waits for its workers)
     started = time.perf_counter()
     cpu: list[float] = []
     try:

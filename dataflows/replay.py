@@ -22,6 +22,7 @@ import orjson
 from bytewax.testing import TestingSink, run_main
 
 from classifiers import build_classifier, call_log_events, close_classifier
+from dataflows.collector import tune_collector
 from dataflows.flow import FlowOptions, FlowSinks, build_flow
 from dataflows.sources import ArchiveScan, ArchiveSlice, ArchiveSource, load_archive, scan_archive
 from infra.archive_io import open_writer
@@ -133,6 +134,7 @@ def _slice_main(
     def progress(n: int) -> None:
         done[part.index] += n
 
+    tune_collector(settings.gc_threshold)
     try:
         with out_path.open("wb") as out:
             rejected = _replay(path, out, settings, scan, progress, until, part)

@@ -21,6 +21,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.recovery import init_db_dir
 
 from dataflows.cluster import ClusterShape, run_local_cluster
+from dataflows.collector import tune_collector
 from worktool.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -29,6 +30,7 @@ log = logging.getLogger(__name__)
 def live_flow_with_metrics() -> Dataflow:
     """The live flow, after starting the metrics server in this (the bytewax) process."""
     settings = get_settings()
+    tune_collector(settings.gc_threshold)
     if settings.dataflow_metrics_port is not None:
         from infra.metrics_http import serve_metrics
 

@@ -205,6 +205,9 @@ class Settings(BaseSettings):
     # time) after a later one arrived raises a pipeline_gap alert; the spool may deliver late.
     gap_grace_s: float = Field(default=60.0, gt=0, alias="WORKTOOL_GAP_GRACE_S")
     snapshot_interval_s: int = Field(default=2, alias="WORKTOOL_SNAPSHOT_INTERVAL_S")
+    # The young generation's collection threshold in a dataflow process (dataflows/collector.py);
+    # 0 keeps Python's default (700).
+    gc_threshold: int = Field(default=50_000, ge=0, alias="WORKTOOL_GC_THRESHOLD")
     # No input can stall a step (dataflows/watchdog.py): a record a step has not finished within the
     # budget is interrupted and dead-lettered; one that cannot be interrupted is written to the poison
     # list and the process exits (the supervisor restarts it; the record is then skipped).

@@ -21,6 +21,10 @@ BODIES = [
     msg("带NUL\x00的文字", "用户己"),
     msg("名字带NUL", "用户\x00庚"),
     msg("loose", "用户辛", atMe="false", roomType="1", textType="1"),
+    msg("worktool's spellings", "用户辛", atMe="true", roomType="1"),
+    msg("worktool's spellings, private", "用户辛", atMe="false", roomType="2", groupName=""),
+    msg("near spellings", "用户辛", atMe="True", roomType=" 3"),
+    msg("room as text out of range", "用户辛", roomType="5"),
     msg("loose numbers", "用户壬", groupName=12345, groupRemark=1.5),
     msg("nulls", "用户癸", spoken=None, groupRemark=None, atMe=None),
     msg("bool as int", "用户子", atMe=1),
@@ -62,6 +66,19 @@ def test_the_fast_path_parses_like_the_careful_one(record):
 def test_the_fast_path_takes_the_ordinary_records_and_leaves_the_loose_ones():
     ordinary = raw("message", "wt_day", 1, msg("好的", "用户甲"))
     MessageRecord.model_validate_json(ordinary)  # one pass
-    for body in (msg("x", "用户", atMe="false"), msg("x\x00", "用户"), msg("x", "用户", spoken=None)):
+    # WorkTool's own example sends atMe as text: half of a real day's records, read in one pass too
+    spelled = MessageRecord.model_validate_json(
+        raw("message", "wt_day", 1, msg("x", "用户", atMe="true", roomType="3"))
+    )
+    assert spelled.body.atMe is True and spelled.body.roomType == 3
+    loose = (
+        msg("x", "用户", atMe="yes"),
+        msg("x", "用户", atMe=" false"),
+        msg("x", "用户", roomType="01"),
+        msg("x", "用户", textType="1"),
+        msg("x\x00", "用户"),
+        msg("x", "用户", spoken=None),
+    )
+    for body in loose:
         with pytest.raises(ValueError):  # refused here, read by the careful path
             MessageRecord.model_validate_json(raw("message", "wt_day", 1, body))

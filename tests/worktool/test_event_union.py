@@ -169,7 +169,11 @@ def test_event_times_are_written_in_utc_with_milliseconds(naive: datetime, tz: t
     from worktool.models import iso
 
     dt = naive.replace(tzinfo=tz)
-    assert iso(dt) == dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    expected = dt.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    assert iso(dt) == expected
+    # again (the kept text), and the same instant seen from another zone first
+    other = dt.astimezone(timezone(timedelta(hours=3)))
+    assert iso(dt) == iso(other) == iso(dt.astimezone(UTC)) == expected
 
 
 @pytest.mark.parametrize(
