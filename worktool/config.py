@@ -209,6 +209,7 @@ AlertType = Literal[
     "private_operation",
     "robot_fault",
     "pipeline_gap",
+    "no_staff_available",
 ]
 ALERT_TYPES: tuple[str, ...] = AlertType.__args__  # type: ignore[attr-defined]
 Minutes = Annotated[float, Field(gt=0)]
@@ -272,6 +273,7 @@ class AlertConfig(_Strict):
             "private_operation": 2,
             "robot_fault": 3,
             "pipeline_gap": 2,
+            "no_staff_available": 2,
         }
     )
     # A repeat of an open alert's key within escalation_minutes[level - 1] of its previous trigger raises
@@ -405,6 +407,100 @@ class HealthConfig(_Strict):
     warning_from: float = 50  # below: critical, raises robot_fault
 
 
+# ---------------------------------------------------------------------------------------------
+# After-sales tasks and the desk that assigns them (docs/rules.md §7)
+
+TaskPriority = Literal["low", "normal", "high", "urgent"]
+PRIORITY_RANK: dict[str, int] = {"urgent": 0, "high": 1, "normal": 2, "low": 3}
+PRIVATE_OPERATION_TASK = "private_operation"  # opened by a chat_private_operation message, not by keywords
+OTHER_TASK = "other"  # an after-sales need no keyword names
+
+
+class TaskTypeConfig(_Strict):
+    code: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")]
+    label: Annotated[str, Field(min_length=1, max_length=32)]  # shown to staff and owners (Chinese)
+    priority: TaskPriority = "normal"
+    keywords: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list
+    )  # first type matching wins
+    skill: str | None = None  # desk members with this skill are preferred (after load)
+    target_minutes: Minutes = 240  # SLA: completed within this long of opening
+
+
+def _default_task_types() -> list[TaskTypeConfig]:
+    return [
+        TaskTypeConfig(code="scan_qr", label="扫码认证", priority="high", skill="verification",
+                       keywords=["扫码", "二维码", "二唯码", "qr"], target_minutes=60),
+        TaskTypeConfig(code="real_name", label="实名认证重做", priority="high", skill="verification",
+                       keywords=["实名", "认证", "人脸", "刷脸", "身份", "出镜人", "出境人"], target_minutes=120),
+        TaskTypeConfig(code="bind_phone", label="绑定手机号", priority="normal", skill="account",
+                       keywords=["绑定", "换绑", "手机号", "验证码"], target_minutes=240),
+        TaskTypeConfig(code="appeal_video", label="申诉自拍视频", priority="normal", skill="appeal",
+                       keywords=["申诉", "自拍", "封号", "被封", "解封"], target_minutes=480),
+        TaskTypeConfig(code=PRIVATE_OPERATION_TASK, label="私自操作处理", priority="urgent", skill="account",
+                       target_minutes=30),
+        TaskTypeConfig(code=OTHER_TASK, label="其他售后", priority="normal", target_minutes=240),
+    ]  # fmt: skip
+
+
+_HHMM = r"(?:[01]\d|2[0-3]):[0-5]\d"
+
+
+class DeskMember(_Strict):
+    """A staff member who takes after-sales tasks. `on_duty`: local time ranges ("09:00-18:00"; one
+    ending before it starts runs past midnight, "22:00-06:00"); empty: always on duty."""
+
+    name: Annotated[str, Field(min_length=1, max_length=128)]
+    skills: list[str] = Field(default_factory=list)
+    max_open_tasks: int = Field(default=10, ge=1, le=1000)
+    on_duty: list[Annotated[str, Field(pattern=rf"^{_HHMM}-{_HHMM}$")]] = Field(
+        default_factory=lambda: ["09:00-21:00"]
+    )
+
+    @cached_property
+    def duty_ranges(self) -> tuple[tuple[time, time], ...]:
+        return tuple(
+            (time.fromisoformat(a), time.fromisoformat(b)) for a, b in (r.split("-") for r in self.on_duty)
+        )
+
+
+class AfterSalesConfig(_Strict):
+    task_types: list[TaskTypeConfig] = Field(default_factory=_default_task_types)
+    # Who takes tasks (also staff by name: every member must be in `staff` or match `staff_patterns`).
+    desk: list[DeskMember] = Field(default_factory=list)
+    # An owner silent this long after a staff @ about their task: the assignee is reminded.
+    reminder_minutes: Minutes = 30
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AfterSalesConfig:
+        codes = [t.code for t in self.task_types]
+        twice = sorted({c for c in codes if codes.count(c) > 1})
+        if twice:
+            raise ValueError(f"task type(s) listed twice: {', '.join(twice)}")
+        defaults = {t.code: t for t in _default_task_types()}
+        for needed in (PRIVATE_OPERATION_TASK, OTHER_TASK):
+            if needed not in codes:  # the stream opens these two whatever the list says
+                self.task_types.append(defaults[needed])
+        names = [m.name for m in self.desk]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"desk member(s) listed twice: {', '.join(twice)}")
+        return self
+
+    @cached_property
+    def task_type_by_code(self) -> dict[str, TaskTypeConfig]:
+        return {t.code: t for t in self.task_types}
+
+    def task_type_for(self, text: str) -> TaskTypeConfig:
+        """The first configured type one of whose keywords is in `text` (lower-cased), else "other"."""
+        lowered = text.lower()
+        for t in self.task_types:
+            for word in t.keywords:
+                if word in lowered:
+                    return t
+        return self.task_type_by_code[OTHER_TASK]
+
+
 class CommandConfig(_Strict):
     result_timeout_s: Annotated[float, Field(gt=0)] = 60  # accepted, no result callback -> timeout
     lookups: int = Field(default=3, ge=0)  # then looked up again this many times ...
@@ -427,6 +523,23 @@ class BusinessConfig(_Strict):
     replies: ReplyConfig = Field(default_factory=ReplyConfig)
     commands: CommandConfig = Field(default_factory=CommandConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
+    after_sales: AfterSalesConfig = Field(default_factory=AfterSalesConfig)
+
+    @model_validator(mode="after")
+    def _desk_are_staff(self) -> BusinessConfig:
+        roster = set(self.staff)
+        patterns = [LinearRegex(p) for p in self.staff_patterns]
+        strangers = [
+            m.name
+            for m in self.after_sales.desk
+            if m.name not in roster and not any(p.matches(m.name) for p in patterns)
+        ]
+        if strangers:
+            raise ValueError(
+                f"after_sales.desk: {', '.join(strangers)} not staff (add to `staff` or match `staff_patterns`): "
+                "their messages would not count as staff answers"
+            )
+        return self
 
     def robots_with_role(self, role: RobotRole) -> list[RobotConfig]:
         return [r for r in self.robots if r.role == role]

@@ -548,6 +548,43 @@ class TaskStatus(EventData):
     EVENT: ClassVar[str] = "task_status"
     task_id: str
     status: Literal["pending", "assigned", "waiting_user", "in_progress", "completed", "cancelled"]
+    reason: str | None = None  # why (a completion's or cancellation's reason, what moved it)
+    by: str | None = None  # who: a staff member's name, "desk", "system", a console user
+
+
+@_register
+class TaskAssigned(EventData):
+    """The desk gave a task to a staff member (operators/desk.py): automatically, or by hand."""
+
+    EVENT: ClassVar[str] = "task_assigned"
+    task_id: str
+    assignee: str
+    auto: bool  # chosen by the desk's rule (False: assigned through the console)
+    previous: str | None = None  # the assignee before (a re-assignment)
+    open_tasks: int  # the assignee's open tasks, this one included
+    waited_minutes: float = 0  # how long the task waited for someone available
+    by: str | None = None  # the console user of a manual assignment
+
+
+@_register
+class TaskReminder(EventData):
+    """An owner has not answered a staff @ about their open task for `after_sales.reminder_minutes`: the
+    assignee (or, unassigned, the staff group) is reminded."""
+
+    EVENT: ClassVar[str] = "task_reminder"
+    task_id: str
+    user_name: str | None = None
+    minutes: float
+
+
+@_register
+class StaffStatus(EventData):
+    """A desk member's availability changed (`PUT /api/staff/{name}/status`)."""
+
+    EVENT: ClassVar[str] = "staff_status"
+    name: str
+    status: Literal["online", "busy", "offline"]
+    by: str | None = None
 
 
 @_register

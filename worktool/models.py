@@ -424,7 +424,23 @@ class MessageRecord(RawRecord):
     body: StrictMessageBody  # type: ignore[assignment]
 
 
-ControlAction = Literal["cancel_alert", "escalate_alert"]
+ControlAction = Literal[
+    "cancel_alert", "escalate_alert",  # an alert (its session's or robot's shard)
+    "create_task", "update_task",  # an after-sales task (its session's shard): POST / PATCH /api/tasks
+    "assign_task", "staff_status",  # the desk (operators/desk.py): PATCH .../assign, PUT /api/staff/{name}/status
+]  # fmt: skip
+StaffAvailability = Literal["online", "busy", "offline"]
+TaskOutcome = Literal["completed", "cancelled"]
+_Name = Annotated[str, Field(min_length=1, max_length=128)]
+# What each action needs besides the common fields.
+_CONTROL_NEEDS: dict[str, tuple[str, ...]] = {
+    "cancel_alert": ("alert_id",),
+    "escalate_alert": ("alert_id",),
+    "create_task": ("session_id", "user_name", "task_type"),
+    "update_task": ("session_id", "task_id", "task_outcome"),
+    "assign_task": ("task_id", "staff_name"),
+    "staff_status": ("staff_name", "staff_status"),
+}
 
 
 class ControlRecord(JsonRecord):
@@ -441,6 +457,21 @@ class ControlRecord(JsonRecord):
     alert_id: str | None = None
     session_id: str | None = None
     robot_id: str | None = None
+    # after-sales tasks and the desk
+    task_id: Annotated[str, Field(max_length=64)] | None = None
+    task_type: Annotated[str, Field(max_length=32)] | None = None
+    user_name: _Name | None = None  # the owner a task is for
+    description: Annotated[str, Field(max_length=2000)] | None = None
+    task_outcome: TaskOutcome | None = None
+    staff_name: _Name | None = None
+    staff_status: StaffAvailability | None = None
+
+    @model_validator(mode="after")
+    def _has_what_its_action_needs(self) -> ControlRecord:
+        missing = [f for f in _CONTROL_NEEDS.get(self.action, ()) if getattr(self, f) in (None, "")]
+        if missing:
+            raise ValueError(f"{self.action} needs {', '.join(missing)}")
+        return self
 
 
 CommandChannel = Literal["wecom", "phone", "sms"]

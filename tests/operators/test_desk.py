@@ -1,0 +1,280 @@
+"""The after-sales desk (operators/desk.py): auto-assignment in event time, waiting tasks and the
+supervisor's alert, duty hours, manual assignment, reminders, and the same decisions whatever order the
+shards' outputs arrive in."""
+
+from __future__ import annotations
+
+import pickle
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from operators.alerts import AlertRules
+from operators.desk import DeskPolicy, DeskStep
+from operators.timers import Tick
+from worktool.config import BusinessConfig
+from worktool.events import MonitorEvent, TaskCreated, TaskReminder, TaskStatus
+from worktool.models import CommandRecord, ControlRecord
+
+SHARDS = ("0", "1")
+T0 = datetime(2026, 12, 3, 2, 0, tzinfo=UTC)  # 10:00 in Asia/Shanghai
+
+
+def config(**after_sales) -> BusinessConfig:
+    desk = after_sales.pop(
+        "desk",
+        [
+            {"name": "售后小王", "skills": ["verification"], "max_open_tasks": 2},
+            {"name": "售后小李", "skills": ["account"], "max_open_tasks": 2},
+        ],
+    )
+    return BusinessConfig.model_validate(
+        {
+            "staff": [m["name"] for m in desk],
+            "robots": [{"robot_id": "wt_notify", "name": "通知助手", "role": "notify"}],
+            "after_sales": {"desk": desk, **after_sales},
+        }
+    )
+
+
+def desk(cfg: BusinessConfig | None = None) -> DeskStep:
+    cfg = cfg or config()
+    return DeskStep(DeskPolicy(cfg, AlertRules(cfg.alerts, "wt_notify"), shards=len(SHARDS)))
+
+
+def at(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+def created(task: str, minute: float, task_type: str = "other", priority: str = "normal", shard: str = "0"):
+    data = TaskCreated.make(task_id=task, task_type=task_type, priority=priority, user_name=f"用户{task}",
+                            group_name="视频号运营A群", message_id=None, description="帮我看看")  # fmt: skip
+    return shard, data.at(at(minute), f"group:{task}", "wt_day")
+
+
+def status(task: str, minute: float, value: str = "completed", shard: str = "0"):
+    return shard, TaskStatus.make(task_id=task, status=value).at(at(minute), f"group:{task}")
+
+
+def control(minute: float, action: str, request: str, shard: str = "0", **fields):
+    return shard, ControlRecord(action=action, at=at(minute), actor="主管", request_id=request, **fields)
+
+
+def ticks(minute: float) -> list[tuple[str, Tick]]:
+    return [(s, Tick(at(minute))) for s in SHARDS]
+
+
+def run(step: DeskStep, items) -> list:
+    out = []
+    for item in items:
+        out += step.on_item(item)
+    return out
+
+
+def events(out, name: str) -> list:
+    return [o for o in out if isinstance(o, MonitorEvent) and o.event == name]
+
+
+def assigned(out) -> list[tuple[str, str]]:
+    return [(e.data.task_id, e.data.assignee) for e in events(out, "task_assigned")]
+
+
+def test_nothing_is_decided_before_every_shard_has_passed_the_task():
+    step = desk()
+    out = run(step, [created("t1", 1), ("0", Tick(at(5)))])
+    assert out == []  # shard 1 has not ticked: it could still send something earlier
+    out = run(step, [("1", Tick(at(2)))])
+    assert assigned(out) == [("t1", "售后小王")]
+    assert [e.data.status for e in events(out, "task_status")] == ["assigned"]
+
+
+def test_online_first_then_fewest_open_then_skill_then_round_robin():
+    step = desk(config(desk=[
+        {"name": "甲", "skills": [], "max_open_tasks": 5},
+        {"name": "乙", "skills": ["verification"], "max_open_tasks": 5},
+        {"name": "丙", "skills": [], "max_open_tasks": 5},
+    ]))  # fmt: skip
+    out = run(step, [
+        control(0, "staff_status", "r1", staff_name="甲", staff_status="busy"),
+        created("t1", 1), created("t2", 2), created("t3", 3, "scan_qr"), created("t4", 4), created("t5", 5),
+        *ticks(10),
+    ])  # fmt: skip
+    # t1: 乙 and 丙 online with 0 open, no skill wanted: config order -> 乙; t2: 丙 (fewest open);
+    # t3 (verification): 乙 and 丙 at 1, 乙 has the skill; t4: 丙 (fewer open);
+    # t5: 乙 and 丙 at 2, neither skilled for "other": round-robin -> 乙 (assigned least recently)
+    assert assigned(out) == [("t1", "乙"), ("t2", "丙"), ("t3", "乙"), ("t4", "丙"), ("t5", "乙")]
+    notices = [o for o in out if isinstance(o, CommandRecord)]
+    assert len(notices) == 5 and notices[0].at_list == ["乙"] and notices[0].robot_id == "wt_notify"
+    assert notices[0].content.startswith("@乙 新售后任务「其他售后」")
+    assert [e.data.status for e in events(out, "staff_status")] == ["busy"]
+
+
+def test_a_busy_member_takes_tasks_only_when_nobody_online_can():
+    step = desk()
+    out = run(step, [
+        control(0, "staff_status", "r1", staff_name="售后小王", staff_status="busy"),
+        created("t1", 1), created("t2", 2), created("t3", 3), *ticks(5),
+    ])  # fmt: skip
+    # 小李 (online) takes two, then is full (max 2): the busy 小王 gets the third
+    assert assigned(out) == [("t1", "售后小李"), ("t2", "售后小李"), ("t3", "售后小王")]
+
+
+def test_nobody_available_the_task_waits_and_the_supervisor_is_alerted_until_someone_comes_online():
+    step = desk()
+    out = run(step, [
+        control(0, "staff_status", "r1", staff_name="售后小王", staff_status="offline"),
+        control(0, "staff_status", "r2", staff_name="售后小李", staff_status="offline"),
+        created("t1", 1, "private_operation", "urgent"), created("t2", 2), *ticks(3),
+    ])  # fmt: skip
+    assert assigned(out) == []
+    raised = events(out, "alert_raised") + events(out, "alert_escalated") + events(out, "alert_retriggered")
+    assert raised and raised[0].data.alert_type == "no_staff_available"
+    assert raised[0].data.level == 2  # start level of no_staff_available
+    out = run(
+        step, [control(20, "staff_status", "r3", staff_name="售后小李", staff_status="online"), *ticks(21)]
+    )
+    # urgent first, then the older task; both to the one online member (max 2)
+    assert assigned(out) == [("t1", "售后小李"), ("t2", "售后小李")]
+    assert [e.data.waited_minutes for e in events(out, "task_assigned")] == [19, 18]
+    cancelled = events(out, "alert_cancelled")
+    assert len(cancelled) == 1 and cancelled[0].data.reason == "problem_solved"
+
+
+def test_a_full_desk_serves_the_waiting_task_when_a_task_closes():
+    step = desk(config(desk=[{"name": "甲", "max_open_tasks": 1}]))
+    out = run(step, [created("t1", 1), created("t2", 2), *ticks(3)])
+    assert assigned(out) == [("t1", "甲")]
+    out = run(step, [status("t1", 30), *ticks(31)])
+    assert assigned(out) == [("t2", "甲")]
+    assert events(out, "alert_cancelled")[0].data.reason == "problem_solved"
+
+
+def test_a_task_opened_off_duty_waits_for_the_first_member_on_duty():
+    step = desk(
+        config(desk=[{"name": "甲", "on_duty": ["09:00-18:00"]}, {"name": "乙", "on_duty": ["10:00-22:00"]}])
+    )
+    night = 14 * 60 + 30  # 00:30 local the next day
+    out = run(step, [*ticks(0), created("t1", night), *ticks(night + 1)])
+    assert assigned(out) == [] and events(out, "alert_raised")
+    morning = night + 8.5 * 60  # 09:00 local
+    out = run(step, [*ticks(morning + 5)])
+    assert assigned(out) == [("t1", "甲")]
+    assert events(out, "task_assigned")[0].event_time == at(morning)  # at the start of 甲's duty
+
+
+def test_a_duty_range_may_run_past_midnight():
+    cfg = config(desk=[{"name": "夜班", "on_duty": ["22:00-06:00"]}])
+    policy = DeskPolicy(cfg, AlertRules(cfg.alerts, None), shards=1)
+    member = cfg.after_sales.desk[0]
+    assert policy.on_duty(member, datetime(2026, 12, 3, 15, 0, tzinfo=UTC))  # 23:00 local
+    assert policy.on_duty(member, datetime(2026, 12, 3, 21, 59, tzinfo=UTC))  # 05:59 local
+    assert not policy.on_duty(member, datetime(2026, 12, 3, 22, 0, tzinfo=UTC))  # 06:00 local
+
+
+def test_manual_assignment_moves_the_task_once():
+    step = desk()
+    run(step, [created("t1", 1), *ticks(2)])
+    move = control(3, "assign_task", "r9", task_id="t1", staff_name="售后小李")
+    out = run(step, [move, move, *ticks(4)])  # the same request twice (a producer's retry)
+    got = events(out, "task_assigned")
+    assert [(e.data.assignee, e.data.previous, e.data.auto, e.data.by) for e in got] == [
+        ("售后小李", "售后小王", False, "主管")
+    ]
+    assert step.members["售后小王"].open_tasks == [] and step.members["售后小李"].open_tasks == ["t1"]
+    assert events(out, "task_status") == []  # already assigned: the status does not move back
+
+
+def test_a_reminder_reaches_the_assignee():
+    step = desk()
+    reminder = TaskReminder.make(task_id="t1", user_name="用户t1", minutes=30).at(at(40), "group:t1")
+    out = run(step, [created("t1", 1), *ticks(2), ("0", reminder), *ticks(41)])
+    commands = [o for o in out if isinstance(o, CommandRecord) and o.cause.event == "task_reminder"]
+    assert len(commands) == 1
+    assert commands[0].content.startswith(
+        "@售后小王 【跟进提醒】视频号运营A群 用户t1的「其他售后」任务：用户已 30 分钟"
+    )
+
+
+def _story() -> list:
+    return [
+        control(0, "staff_status", "r1", staff_name="售后小李", staff_status="offline"),
+        created("t1", 1, "scan_qr", "high", shard="0"),
+        created("t2", 1, shard="1"),
+        created("t3", 2, "bind_phone", shard="1"),
+        created("t4", 3, shard="0"),
+        status("t1", 5, shard="0"),
+        control(6, "staff_status", "r2", staff_name="售后小李", staff_status="online", shard="1"),
+        created("t5", 7, "private_operation", "urgent", shard="0"),
+        status("t2", 9, "cancelled", shard="1"),
+        control(10, "assign_task", "r3", task_id="t4", staff_name="售后小王", shard="1"),
+    ]
+
+
+def _arrivals(order: random.Random) -> list:
+    """The story as two shards might deliver it: each shard's items in order, a tick after some of them
+    (never earlier than what the shard sent), the two shards interleaved at random."""
+    streams: dict[str, list] = {s: [] for s in SHARDS}
+    for shard, value in _story():
+        streams[shard].append((shard, value))
+        if order.random() < 0.5:
+            when = value.event_time if isinstance(value, MonitorEvent) else value.at
+            streams[shard].append((shard, Tick(when)))
+    for shard in SHARDS:
+        streams[shard].append((shard, Tick(at(60))))
+    merged = []
+    while any(streams.values()):
+        shard = order.choice([s for s in SHARDS if streams[s]])
+        merged.append(streams[shard].pop(0))
+    return merged
+
+
+def _decisions(out) -> list[bytes]:
+    return [o.to_json() for o in out]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(min_value=0, max_value=2**32))
+def test_the_same_decisions_whatever_order_the_shards_deliver_in(seed: int):
+    reference = _decisions(run(desk(), _arrivals(random.Random(0))))
+    assert _decisions(run(desk(), _arrivals(random.Random(seed)))) == reference
+
+
+def test_the_story_reference():
+    out = run(desk(), _arrivals(random.Random(0)))
+    # 小李 offline: 小王 (max 2) takes t1 and t2; t3 waits; t1 done at 5 -> t3 to 小王; 小李 online at 6
+    # takes t4 (waiting since 3); t5 urgent -> 小李 (fewer open); t4 moved to 小王 by hand at 10
+    assert assigned(out) == [
+        ("t1", "售后小王"), ("t2", "售后小王"), ("t3", "售后小王"), ("t4", "售后小李"), ("t5", "售后小李"),
+        ("t4", "售后小王"),
+    ]  # fmt: skip
+
+
+def test_a_restored_desk_decides_as_the_one_that_kept_running():
+    items = _arrivals(random.Random(7))
+    whole = _decisions(run(desk(), items))
+    for cut in range(0, len(items), 3):
+        first = desk()
+        head = run(first, items[:cut])
+        snapshot = pickle.loads(pickle.dumps(first.snapshot()))
+        cfg = config()
+        second = DeskStep.restore(DeskPolicy(cfg, AlertRules(cfg.alerts, "wt_notify"), shards=2), snapshot)
+        assert _decisions(head) + _decisions(run(second, items[cut:])) == whole
+
+
+def test_controls_need_what_their_action_needs():
+    with pytest.raises(ValueError, match="staff_status needs staff_status"):
+        ControlRecord(action="staff_status", at=T0, actor="主管", request_id="x", staff_name="甲")
+    with pytest.raises(ValueError, match="assign_task needs task_id"):
+        ControlRecord(action="assign_task", at=T0, actor="主管", request_id="x", staff_name="甲")
+
+
+def test_desk_members_must_be_staff():
+    with pytest.raises(ValueError, match="not staff"):
+        BusinessConfig.model_validate({"after_sales": {"desk": [{"name": "陌生人"}]}})
+    ok = BusinessConfig.model_validate(
+        {"staff_patterns": ["^售后"], "after_sales": {"desk": [{"name": "售后某人"}]}}
+    )
+    assert ok.after_sales.desk[0].max_open_tasks == 10
