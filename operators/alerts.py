@@ -54,6 +54,7 @@ TYPE_NAMES = {
     "private_operation": "用户私自操作",
     "robot_fault": "机器人故障",
     "pipeline_gap": "数据链路缺失",
+    "no_staff_available": "售后任务无人可接",
 }
 CANCEL_NAMES = {
     "staff_intervened": "售后已介入",
