@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Literal
 
 import bytewax.operators as op
 import orjson
@@ -38,6 +38,7 @@ from dataflows.stateful import builder
 from dataflows.watchdog import StepBudget
 from operators.classify import Classifier
 from operators.dedup import DedupStep
+from operators.desk import DESK_EVENTS, DESK_KEY, DeskPolicy, DeskStep
 from operators.gaps import GAP_KEY, GapStep, SeqMark
 from operators.parse import parse_message
 from operators.sessions import SessionPolicy, SessionStep, subject_of
@@ -72,6 +73,7 @@ class FlowSinks:
     dlq: list[Sink] = field(default_factory=list)  # DlqRecord
     heartbeat: list[Sink] = field(default_factory=list)  # Tick
     commands: list[Sink] = field(default_factory=list)  # CommandRecord (never in a replay: it sends nothing)
+    desk_inputs: list[Sink] = field(default_factory=list)  # (shard, item) with FlowOptions.desk == "collect"
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,9 @@ class FlowOptions:
     # False: this flow's gaps step sees nothing (one of the slices of `worktool replay --workers`, whose
     # gateway stamps the slice with the gaps step gets from its source as SeqMark items).
     gaps: bool = True
+    # "step": the desk runs here; "collect": its inputs go to `FlowSinks.desk_inputs` (a slice of
+    # `worktool replay --workers`: the parent runs one desk over every slice's, dataflows/replay.py).
+    desk: Literal["step", "collect"] = "step"
 
     @classmethod
     def from_settings(cls, settings: Settings, config: BusinessConfig) -> FlowOptions:
@@ -259,6 +264,21 @@ def _route_output(
     return route
 
 
+def _to_desk(batch: list[tuple[str, Any]]) -> list[tuple[str, tuple[str, Any]]]:
+    """The sessions step's outputs the desk takes, keyed to it: each shard's ticks (its watermark), task
+    events and the control records of the session "desk" (the desk's actions and its alert's) that the
+    sessions step forwarded."""
+    out: list[tuple[str, tuple[str, Any]]] = []
+    for shard, v in batch:
+        if (
+            isinstance(v, Tick)
+            or (isinstance(v, MonitorEvent) and v.event in DESK_EVENTS)
+            or (isinstance(v, ControlRecord) and v.session_id == DESK_KEY)
+        ):
+            out.append((DESK_KEY, (shard, v)))
+    return out
+
+
 def _tagged(flow_step: str, up: Stream[tuple[str, list[Any]]], tag: str) -> tuple[Stream[Any], Stream[Any]]:
     """(the items of the lists tagged `tag`, the other lists)."""
     split = op.branch(f"{flow_step}_{tag}", up, lambda t: t[0] == tag)
@@ -342,7 +362,21 @@ def build_flow(
         "sessions", classified,
         builder("sessions", lambda: SessionStep(policy), lambda snap: SessionStep.restore(policy, snap), budget),
     )  # fmt: skip
-    values = op.merge("with_gaps", outputs, gaps)
+
+    # The after-sales desk (operators/desk.py): one key, fed by every shard's task events, forwarded
+    # desk controls and ticks; a slice of `worktool replay --workers` collects them for its parent.
+    desk_in = op.flat_map_batch("desk_key", outputs, _to_desk)
+    if opts.desk == "step":
+        desk_policy = DeskPolicy(opts.config, policy.alerts, opts.shards)
+        desk = op.stateful(
+            "desk", desk_in,
+            builder("desk", lambda: DeskStep(desk_policy), lambda snap: DeskStep.restore(desk_policy, snap)),
+        )  # fmt: skip
+        values = op.merge("with_gaps", outputs, gaps, desk)
+    else:
+        for i, sink in enumerate(sinks.desk_inputs):
+            op.output(f"desk_inputs_out_{i}", desk_in, sink)
+        values = op.merge("with_gaps", outputs, gaps)
     routed_out = op.flat_map_batch("route", values, _route_output(extra_events))
     events, rest = _tagged("route", routed_out, _EVENTS)
     for i, sink in enumerate(sinks.events):

@@ -26,9 +26,13 @@ from dataflows.collector import tune_collector
 from dataflows.flow import FlowOptions, FlowSinks, build_flow
 from dataflows.sources import ArchiveScan, ArchiveSlice, ArchiveSource, load_archive, scan_archive
 from infra.archive_io import open_writer
-from sinks.jsonl import JsonlSink
+from operators.desk import DeskPolicy, DeskStep
+from operators.sessions import SessionPolicy
+from operators.timers import Tick
+from sinks.jsonl import JsonlSink, LineSink
 from worktool.config import load_config
-from worktool.models import DlqRecord
+from worktool.events import MonitorEvent, parse_event
+from worktool.models import ControlRecord, DlqRecord, iso, to_utc
 from worktool.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -80,7 +84,10 @@ def replay_archive(
         rejected, cpu = _run_slices(source, outs, settings, scan, on_progress, until)
         if worker_cpu is not None:
             worker_cpu.extend(cpu)
-        merge_events(outs, out)
+        desk_events = Path(tmp) / "events-desk.jsonl"
+        with desk_events.open("wb") as f:
+            run_desk(outs, f, settings)
+        merge_events([*outs, desk_events], out)
     out.flush()
     return scan.records, rejected
 
@@ -109,13 +116,59 @@ def _replay(
         )
         sinks = FlowSinks(events=[JsonlSink(out)], dlq=[TestingSink(rejected)])
         options = FlowOptions.from_settings(settings, config)
-        if part is not None and not part.marks:
-            options = replace(options, gaps=False)
-        flow = build_flow(source, sinks, classifier, options, extra_events=call_log_events(classifier))
-        run_main(flow)
+        with ExitStack() as stack:
+            if part is not None:
+                # The desk needs every slice's tasks: each slice writes what it would have fed it.
+                desk_out = stack.enter_context(desk_inputs_path(Path(out.name)).open("wb"))
+                sinks.desk_inputs.append(LineSink(desk_out, desk_line))
+                options = replace(options, desk="collect", gaps=part.marks)
+            flow = build_flow(source, sinks, classifier, options, extra_events=call_log_events(classifier))
+            run_main(flow)
     finally:
         close_classifier(classifier)
     return rejected
+
+
+# -- the desk of a sliced replay ----------------------------------------------------------------------
+
+
+def desk_inputs_path(events: Path) -> Path:
+    return events.with_suffix(".desk")
+
+
+def desk_line(item: tuple[str, tuple[str, Any]]) -> bytes:
+    """One desk input as a line: shard, kind and the item's JSON, tab-separated."""
+    _, (shard, value) = item
+    if isinstance(value, Tick):
+        return b"%s\ttick\t%s" % (shard.encode(), iso(value.at).encode())
+    kind = b"control" if isinstance(value, ControlRecord) else b"event"
+    return b"%s\t%s\t%s" % (shard.encode(), kind, value.to_json())
+
+
+def run_desk(slices: list[Path], out: IO[bytes], settings: Settings) -> None:
+    """The desk over every slice's inputs, with the last watermark each shard reached: the same
+    decisions as the desk of a one-worker replay (operators/desk.py acts in event time only)."""
+    config = load_config(settings.config_path)
+    policy = DeskPolicy(config, SessionPolicy(config).alerts, settings.shards)
+    desk = DeskStep(policy)
+    marks: dict[str, datetime] = {}
+    written: list[bytes] = []
+    for path in slices:
+        with desk_inputs_path(path).open("rb") as f:
+            for line in f:
+                shard, kind, payload = line.rstrip(b"\n").split(b"\t", 2)
+                key = shard.decode()
+                if kind == b"tick":
+                    at = to_utc(payload.decode())
+                    marks[key] = max(marks.get(key, at), at)
+                    continue
+                value = (
+                    ControlRecord.model_validate_json(payload) if kind == b"control" else parse_event(payload)
+                )
+                written += [o.to_json() for o in desk.on_item((key, value)) if isinstance(o, MonitorEvent)]
+    for key, at in sorted(marks.items()):
+        written += [o.to_json() for o in desk.on_item((key, Tick(at))) if isinstance(o, MonitorEvent)]
+    out.writelines(line + b"\n" for line in written)
 
 
 def _slice_main(

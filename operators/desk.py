@@ -13,12 +13,20 @@ alert's reminders and expiry) and the moments a member comes on duty. So what it
 inputs and their times, never on how the shards' outputs interleave on the way (a replay, a cluster or a
 live run give the same assignments).
 
+Without desk members in the configuration (`after_sales.desk`), nothing is assigned automatically and no
+task waits: manual assignment through the console still works.
+
 Auto-assignment of a task (docs/rules.md §7): among the desk members on duty, not offline and below their
 maximum of open tasks: online before busy, then the fewest open tasks, then the task type's skill, then
 round-robin (the one assigned least recently, then the configuration's order). Nobody available: the task
 waits (urgent first, then oldest) and the supervisor's `no_staff_available` alert is triggered (each
 waiting task is a repeat: §4 escalation); it is cancelled (`problem_solved`) when no task waits any more.
 The assignee is told through the notify robot (an @ in the staff group), as is a reminder.
+
+The desk's events carry the session id "desk": they belong to the desk and are ordered by its watermark,
+not with the conversation's own events (the task's row in after_sales_tasks says whose it is). Its alert
+lives here too, so a manual cancel or escalation of it (a control record of session "desk") is applied
+here.
 """
 
 from __future__ import annotations
@@ -43,10 +51,10 @@ from worktool.events import (
     construct,
     parse_event,
 )
-from worktool.models import CommandCause, CommandRecord, ControlRecord, iso
+from worktool.models import DESK_ACTIONS, DESK_SESSION, CommandCause, CommandRecord, ControlRecord, iso
 
-DESK_KEY = "desk"
-DESK_ACTIONS = frozenset({"assign_task", "staff_status"})
+DESK_KEY = DESK_SESSION
+DESK_EVENTS = frozenset({"task_created", "task_status", "task_reminder"})
 SNAPSHOT_VERSION = 1
 CLOSED = ("completed", "cancelled")
 PRIORITY_NAMES = {"urgent": "紧急", "high": "高", "normal": "普通", "low": "低"}
@@ -175,10 +183,11 @@ class DeskStep:
             return []
         ready = [d for d in self.pending if d.at <= watermark]
         self.pending = [d for d in self.pending if d.at > watermark]
-        if self.done_until is not None:
-            ready += [
-                _Due(at, "duty", "", None) for at in self.policy.duty_starts(self.done_until, watermark)
-            ]
+        # Duty starts matter only once a task may wait: from the first input on (so one watermark far
+        # ahead, as in the parent of a sliced replay, finds the same moments as many small steps).
+        since = self.done_until if self.done_until is not None else min((d.at for d in ready), default=None)
+        if since is not None:
+            ready += [_Due(at, "duty", "", None) for at in self.policy.duty_starts(since, watermark)]
         self.done_until = watermark
         return self._take(ready, watermark)
 
@@ -259,6 +268,8 @@ class DeskStep:
         return self._command(task, event.event_time, "task_reminder", text)
 
     def _assign_or_wait(self, task: DeskTask, at: datetime) -> list[Out]:
+        if not self.policy.members:
+            return []  # no desk configured: tasks are taken by hand (no queue, no supervisor alert)
         name = self._choose(task, at)
         if name is not None:
             return self._assign(task, name, at, auto=True)
@@ -267,7 +278,9 @@ class DeskStep:
         content = (
             f"{self._label(task)}任务无人可接（{self._where(task)}），等待中的任务 {len(self.waiting)} 个"
         )
-        trigger = Trigger(alert_type="no_staff_available", subject=DESK_KEY, at=at, content=content)
+        trigger = Trigger(
+            alert_type="no_staff_available", subject=DESK_KEY, at=at, session_id=DESK_KEY, content=content
+        )
         return list(self.policy.alerts.trigger(self.alerts, self.clock, trigger))
 
     @staticmethod
@@ -315,13 +328,13 @@ class DeskStep:
             TaskAssigned.make(
                 task_id=task.task_id, assignee=name, auto=auto, previous=previous,
                 open_tasks=len(member.open_tasks), waited_minutes=round(waited, 3), by=by,
-            ).at(at, task.session_id, task.robot_id)
+            ).at(at, DESK_KEY)
         ]  # fmt: skip
         if task.status == "pending":
             task.status = "assigned"
             status = TaskStatus.make(task_id=task.task_id, status="assigned", reason="auto" if auto else "manual",
                                      by=by or DESK_KEY)  # fmt: skip
-            out.append(status.at(at, task.session_id, task.robot_id))
+            out.append(status.at(at, DESK_KEY))
         said = f"：{task.description[:80]}" if task.description else ""
         text = (
             f"@{name} 新售后任务「{self._label(task)}」（{PRIORITY_NAMES.get(task.priority, task.priority)}）"
@@ -363,11 +376,23 @@ class DeskStep:
                 return []
             member.status = rec.staff_status
             out: list[Out] = [
-                StaffStatus.make(name=rec.staff_name, status=rec.staff_status, by=rec.actor).at(rec.at)
+                StaffStatus.make(name=rec.staff_name, status=rec.staff_status, by=rec.actor).at(
+                    rec.at, DESK_KEY
+                )
             ]
             if rec.staff_status == "online":
                 out += self._serve_waiting(rec.at)
             return out
+        if rec.action in ("cancel_alert", "escalate_alert"):
+            alerts = self.policy.alerts
+            alert = alerts.find(self.alerts, rec.alert_id or "")
+            if alert is None:
+                return []
+            if rec.action == "cancel_alert":
+                return list(alerts.cancel(alert, self.clock, rec.at, "manual", by=rec.actor))
+            return list(
+                alerts.escalate(self.alerts, self.clock, alert.alert_id, rec.at, f"manual:{rec.actor}")
+            )
         if rec.action == "assign_task" and rec.task_id and rec.staff_name:
             task = self.tasks.get(rec.task_id)
             if task is None or task.assignee == rec.staff_name:
@@ -405,7 +430,7 @@ class DeskStep:
             command_id=command_id, channel="wecom", robot_id=robot, target=target, content=content,
             at_list=list(at_list or []), due_time=at, cause_event=purpose, cause_id=task.task_id,
         )  # fmt: skip
-        return [command, created.at(at, task.session_id, task.robot_id)]
+        return [command, created.at(at, DESK_KEY)]
 
     # -- snapshot ------------------------------------------------------------------------------
 
@@ -457,4 +482,4 @@ def _task_plain(task: DeskTask) -> dict[str, Any]:
     return {f: getattr(task, f) for f in DeskTask.__slots__}  # type: ignore[attr-defined]
 
 
-__all__ = ["DESK_ACTIONS", "DESK_KEY", "DeskPolicy", "DeskStep", "DeskTask", "Member"]
+__all__ = ["DESK_ACTIONS", "DESK_EVENTS", "DESK_KEY", "DeskPolicy", "DeskStep", "DeskTask", "Member"]

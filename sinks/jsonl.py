@@ -1,18 +1,25 @@
-"""JSONL file sink: one model per line (replay output, test capture)."""
+"""JSONL file sinks: one model per line (replay output, test capture), or one line per item by a given
+encoder."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import IO, Any
 
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 
 class _JsonlPartition(StatelessSinkPartition[Any]):
-    def __init__(self, stream: IO[bytes]) -> None:
+    def __init__(self, stream: IO[bytes], encode: Callable[[Any], bytes] | None = None) -> None:
         self._stream = stream
+        self._encode = encode
 
     def write_batch(self, items: list[Any]) -> None:
-        self._stream.write(b"".join(item.to_json() + b"\n" for item in items))
+        encode = self._encode
+        if encode is None:  # the replay's output: one call per event
+            self._stream.write(b"".join(item.to_json() + b"\n" for item in items))
+        else:
+            self._stream.write(b"".join(encode(item) + b"\n" for item in items))
 
     def close(self) -> None:
         self._stream.flush()
@@ -26,3 +33,14 @@ class JsonlSink(DynamicSink[Any]):
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _JsonlPartition:
         return _JsonlPartition(self.stream)
+
+
+class LineSink(DynamicSink[Any]):
+    """Writes `encode(item)` lines (no newline inside) to a binary stream. Single worker only."""
+
+    def __init__(self, stream: IO[bytes], encode: Callable[[Any], bytes]) -> None:
+        self.stream = stream
+        self.encode = encode
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _JsonlPartition:
+        return _JsonlPartition(self.stream, self.encode)

@@ -75,6 +75,8 @@ from worktool.events import (
     RobotJoinedSession,
     RobotStatus,
     SessionState,
+    StaffStatus,
+    TaskAssigned,
     TaskCreated,
     TaskStatus,
 )
@@ -404,7 +406,38 @@ TASK_STATUS = Upsert(
     "task_status",
     "after_sales_tasks",
     key=("task_id",),
-    merge={"task_type": KEEP, "status": SET, "status_at": SET, "completed_at": SET},
+    merge={
+        "task_type": KEEP,
+        "status": SET,
+        "status_at": SET,
+        "completed_at": SET,
+        "closed_reason": SET,
+        "closed_by": SET,
+    },
+    newest_by="status_at",
+    only_if_newer=True,
+)
+# Who has the task (the desk, operators/desk.py): the latest assignment wins.
+TASK_ASSIGNED = Upsert(
+    "task_assigned",
+    "after_sales_tasks",
+    key=("task_id",),
+    merge={
+        "task_type": KEEP,
+        "assigned_staff_name": SET,
+        "assigned_at": SET,
+        "auto_assigned_at": SET,
+        "assigned_by": SET,
+        "waited_minutes": SET,
+    },
+    newest_by="assigned_at",
+    only_if_newer=True,
+)
+DESK_STAFF = Upsert(
+    "desk_staff",
+    "desk_staff",
+    key=("name",),
+    merge={"status": SET, "status_at": SET, "changed_by": SET},
     newest_by="status_at",
     only_if_newer=True,
 )
@@ -425,6 +458,8 @@ STATEMENTS: tuple[Upsert, ...] = (
     ROBOT_HEALTH,
     TASKS,
     TASK_STATUS,
+    TASK_ASSIGNED,
+    DESK_STAFF,
 )
 
 
@@ -691,8 +726,31 @@ def _task_status(ev: MonitorEvent) -> list[tuple[Upsert, dict[str, Any]]]:
         "status": d.status,
         "status_at": ev.event_time,
         "completed_at": ev.event_time if d.status == "completed" else None,
+        "closed_reason": d.reason if d.status in ("completed", "cancelled") else None,
+        "closed_by": d.by if d.status in ("completed", "cancelled") else None,
     }
     return [(TASK_STATUS, row)]
+
+
+def _task_assigned(ev: MonitorEvent) -> list[tuple[Upsert, dict[str, Any]]]:
+    d: TaskAssigned = ev.data  # type: ignore[assignment]
+    row = {
+        "task_id": d.task_id,
+        "task_type": "other",  # only if the task row is not there yet; its own insert keeps the real one
+        "assigned_staff_name": d.assignee,
+        "assigned_at": ev.event_time,
+        "auto_assigned_at": ev.event_time if d.auto else None,
+        "assigned_by": d.by,
+        "waited_minutes": d.waited_minutes,
+    }
+    return [(TASK_ASSIGNED, row)]
+
+
+def _staff_status(ev: MonitorEvent) -> list[tuple[Upsert, dict[str, Any]]]:
+    d: StaffStatus = ev.data  # type: ignore[assignment]
+    return [
+        (DESK_STAFF, {"name": d.name, "status": d.status, "status_at": ev.event_time, "changed_by": d.by})
+    ]
 
 
 def project(ev: Any) -> list[tuple[Upsert, dict[str, Any]]] | None:  # noqa: C901 (a flat dispatch)
@@ -724,6 +782,10 @@ def project(ev: Any) -> list[tuple[Upsert, dict[str, Any]]] | None:  # noqa: C90
             return _task_created(ev)
         case TaskStatus():
             return _task_status(ev)
+        case TaskAssigned():
+            return _task_assigned(ev)
+        case StaffStatus():
+            return _staff_status(ev)
         case _:
             return None
 

@@ -429,6 +429,9 @@ ControlAction = Literal[
     "create_task", "update_task",  # an after-sales task (its session's shard): POST / PATCH /api/tasks
     "assign_task", "staff_status",  # the desk (operators/desk.py): PATCH .../assign, PUT /api/staff/{name}/status
 ]  # fmt: skip
+# The after-sales desk's state key (operators/desk.py): a control record of this session is the desk's.
+DESK_SESSION = "desk"
+DESK_ACTIONS = frozenset({"assign_task", "staff_status"})
 StaffAvailability = Literal["online", "busy", "offline"]
 TaskOutcome = Literal["completed", "cancelled"]
 _Name = Annotated[str, Field(min_length=1, max_length=128)]
@@ -436,7 +439,7 @@ _Name = Annotated[str, Field(min_length=1, max_length=128)]
 _CONTROL_NEEDS: dict[str, tuple[str, ...]] = {
     "cancel_alert": ("alert_id",),
     "escalate_alert": ("alert_id",),
-    "create_task": ("session_id", "user_name", "task_type"),
+    "create_task": ("session_id", "task_id", "user_name", "task_type"),
     "update_task": ("session_id", "task_id", "task_outcome"),
     "assign_task": ("task_id", "staff_name"),
     "staff_status": ("staff_name", "staff_status"),
@@ -471,6 +474,10 @@ class ControlRecord(JsonRecord):
         missing = [f for f in _CONTROL_NEEDS.get(self.action, ()) if getattr(self, f) in (None, "")]
         if missing:
             raise ValueError(f"{self.action} needs {', '.join(missing)}")
+        if self.action in DESK_ACTIONS:
+            if self.session_id not in (None, DESK_SESSION):
+                raise ValueError(f"{self.action} belongs to the desk (session_id {DESK_SESSION!r})")
+            self.session_id = DESK_SESSION  # routed to the shard that forwards the desk's records
         return self
 
 

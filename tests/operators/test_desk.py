@@ -278,3 +278,32 @@ def test_desk_members_must_be_staff():
         {"staff_patterns": ["^售后"], "after_sales": {"desk": [{"name": "售后某人"}]}}
     )
     assert ok.after_sales.desk[0].max_open_tasks == 10
+
+
+def test_one_far_watermark_decides_as_many_small_ones():
+    """The parent of a sliced replay runs the desk over everything at once, with the last watermark."""
+    cfg = config(
+        desk=[
+            {"name": "甲", "on_duty": ["09:00-18:00"], "max_open_tasks": 1},
+            {"name": "乙", "on_duty": ["10:00-22:00"]},
+        ]
+    )
+    night = 14 * 60 + 30
+    story = [created("t1", 1), created("t2", night), created("t3", night + 60), status("t1", night + 600)]
+    small = desk(cfg)
+    stepwise = []
+    for item in story:
+        stepwise += run(small, [item, *ticks(item[1].event_time.timestamp() / 60 - T0.timestamp() / 60)])
+    stepwise += run(small, ticks(3000))
+    big = desk(cfg)
+    at_once = run(big, [*story, *ticks(3000)])
+    assert _decisions(at_once) == _decisions(stepwise)
+    assert ("t2", "甲") in assigned(at_once) or ("t2", "乙") in assigned(at_once)
+
+
+def test_without_a_desk_nothing_is_assigned_and_nobody_is_alerted():
+    step = desk(config(desk=[]))
+    out = run(step, [created("t1", 1), *ticks(5)])
+    assert out == []
+    out = run(step, [control(6, "assign_task", "r1", task_id="t1", staff_name="售后老张"), *ticks(7)])
+    assert assigned(out) == [("t1", "售后老张")]
