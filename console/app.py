@@ -7,6 +7,8 @@ and for scripts, as its own small ASGI app (the webhook gateway stays minimal).
   202 once the control record is acknowledged by the broker; 404 unknown alert; 409 closed alert or
   escalation past level 4; 503 database or broker not answering. Audited.
 - `GET /api/alerts/{alert_id}`: the alert_history row, with its escalation history.
+- After-sales tasks and the desk (console/tasks.py): `POST /api/tasks`, `PATCH /api/tasks/{task_id}`,
+  `GET /api/tasks[/{task_id}]`, `PUT /api/staff/{name}/status`, `GET /api/staff`.
 - Lists (console/reads.py): `/api/sessions[/{id}]`, `/api/alerts`, `/api/commands`, `/api/robots`,
   `/api/ai-logs`, `/api/audit`; LLM provider keys (console/llm_keys.py).
 - `GET /healthz`; OpenAPI at /docs.
@@ -57,6 +59,8 @@ from console.llm_keys import llm_router
 from console.monitor import monitor_router
 from console.permissions import Permission
 from console.reads import READ_ROUTERS
+from console.tasks import TASK_ROUTERS
+from worktool.config import load_config
 from worktool.models import ControlAction
 from worktool.settings import Settings
 
@@ -276,10 +280,11 @@ def create_app(
     app.state.login_throttle = LoginThrottle()
     app.state.pool = pool
     app.state.producer = producer
+    app.state.business = load_config(settings.config_path)  # task types and the desk (console/tasks.py)
     app.add_exception_handler(ActionError, _action_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["health"])
-    for router in (auth_router, users_router, alerts, *READ_ROUTERS, llm_router):
+    for router in (auth_router, users_router, alerts, *READ_ROUTERS, *TASK_ROUTERS, llm_router):
         app.include_router(router)
     app.include_router(monitor_router(permission_check(Permission.READ)))
     return app

@@ -16,8 +16,11 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from worktool.models import UtcDatetime
 
-AuditAction = Literal["alert.cancel", "alert.escalate", "user.create", "user.update", "llm_key.set"]
-AuditTarget = Literal["alert", "user", "llm_key"]
+AuditAction = Literal[
+    "alert.cancel", "alert.escalate", "user.create", "user.update", "llm_key.set",
+    "task.create", "task.assign", "task.complete", "task.cancel", "staff.status",
+]  # fmt: skip
+AuditTarget = Literal["alert", "user", "llm_key", "task", "staff"]
 
 
 class AuditEntry(BaseModel):

@@ -21,6 +21,9 @@ class Permission(StrEnum):
     ESCALATE_ALERTS = "alerts.escalate"
     CANCEL_ALERTS = "alerts.cancel"
     CREATE_TASKS = "tasks.create"
+    MANAGE_TASKS = "tasks.manage"  # complete or cancel a task
+    ASSIGN_TASKS = "tasks.assign"  # give a task to someone (the desk does it by itself otherwise)
+    STAFF_STATUS = "staff.status"  # a desk member's availability
     READ_AI_LOGS = "ai_logs.read"
     MANAGE_USERS = "users.manage"
     READ_AUDIT = "audit.read"
@@ -33,10 +36,20 @@ ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     "admin": frozenset(Permission),
     # Runs the shift: acts on alerts and tasks, reviews the AI.
     "supervisor": frozenset(
-        {_P.READ, _P.ESCALATE_ALERTS, _P.CANCEL_ALERTS, _P.CREATE_TASKS, _P.READ_AI_LOGS}
-    ),
-    # Front line: may ask for help (escalate) and open tasks; silencing an alert is a supervisor's call.
-    "staff": frozenset({_P.READ, _P.ESCALATE_ALERTS, _P.CREATE_TASKS}),
+        {
+            _P.READ,
+            _P.ESCALATE_ALERTS,
+            _P.CANCEL_ALERTS,
+            _P.CREATE_TASKS,
+            _P.MANAGE_TASKS,
+            _P.ASSIGN_TASKS,
+            _P.STAFF_STATUS,
+            _P.READ_AI_LOGS,
+        }
+    ),  # fmt: skip
+    # Front line: may ask for help (escalate), open, complete and cancel tasks, and say whether they are
+    # available; silencing an alert and handing tasks out are a supervisor's call.
+    "staff": frozenset({_P.READ, _P.ESCALATE_ALERTS, _P.CREATE_TASKS, _P.MANAGE_TASKS, _P.STAFF_STATUS}),
     # Quality review: reads everything the operation produced, AI calls included; changes nothing.
     "inspector": frozenset({_P.READ, _P.READ_AI_LOGS}),
 }
