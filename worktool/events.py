@@ -577,6 +577,51 @@ class TaskReminder(EventData):
     minutes: float
 
 
+class StaffDay(BaseModel):
+    """One desk member's day in the daily report."""
+
+    name: str
+    assigned: int = 0  # tasks given to them that day
+    completed: int = 0  # tasks they held that were completed that day
+    open_at_end: int = 0  # tasks they held at 24:00
+    reminders: int = 0  # owners silent after their @ (task_reminder)
+    not_followed_up: int = 0  # task_not_followed_up alerts on their tasks
+    unfinished: int = 0  # task_unfinished alerts on their tasks
+
+
+class AlertCount(BaseModel):
+    alert_type: str
+    level: int  # the level it was raised at
+    raised: int
+    escalated: int = 0  # of those, escalated later that day
+
+
+@_register
+class DailyReport(EventData):
+    """The after-sales day (docs/rules.md §7), at 24:00 in the configured time zone, in event time: made
+    by the desk (operators/desk.py) over every shard's tasks and alerts; also a row of
+    after_sales_daily_reports and a WeCom summary through the notify robot (and Feishu, if configured)."""
+
+    EVENT: ClassVar[str] = "daily_report"
+    report_date: str  # YYYY-MM-DD, local
+    timezone: str
+    tasks_opened: int
+    tasks_completed: int  # completed that day, whenever opened
+    tasks_cancelled: int
+    opened_and_completed: int  # of the tasks opened that day, completed by 24:00
+    completion_rate: float | None  # opened_and_completed / tasks_opened (None: no task opened)
+    avg_handling_minutes: float | None  # of the tasks completed that day, opening to completion
+    p90_handling_minutes: float | None
+    sla_attained: float | None  # of the tasks completed that day, the share done within their type's target
+    open_at_end: int
+    overdue_at_end: int  # open at 24:00 past their type's target
+    cooperation: dict[str, int]  # owners' answers to staff @s: responded, refused, timeout (reminded)
+    staff: list[StaffDay]
+    alerts: list[AlertCount]
+    funnel: dict[str, int]  # needs (requests, repeats included) -> opened -> assigned -> completed
+    summary: str  # the text sent to WeCom
+
+
 @_register
 class StaffStatus(EventData):
     """A desk member's availability changed (`PUT /api/staff/{name}/status`)."""

@@ -34,7 +34,7 @@ UNTIL = datetime(2025, 3, 20, tzinfo=UTC)  # after the sample day: every timer f
 READ, WRITE = {"SELECT"}, {"SELECT", "INSERT", "UPDATE"}
 PROJECTION = {
     "robots", "sessions", "session_robots", "message_types", "session_messages", "alert_history",
-    "robot_commands", "after_sales_tasks", "ai_io_logs", "desk_staff",
+    "robot_commands", "after_sales_tasks", "ai_io_logs", "desk_staff", "after_sales_daily_reports",
 }  # fmt: skip
 EXPECTED: dict[str, dict[str, set[str]]] = {
     "gateway": {},

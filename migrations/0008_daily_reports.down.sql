@@ -1,0 +1,1 @@
+DROP TABLE IF EXISTS after_sales_daily_reports;
