@@ -33,11 +33,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from operators.alerts import Alert, AlertRules, Out, Trigger
+from operators.reports import DayLedger, build_report
 from operators.timers import ShardClock, Tick
 from worktool.config import PRIORITY_RANK, BusinessConfig, DeskMember
 from worktool.events import (
@@ -54,12 +55,28 @@ from worktool.events import (
 from worktool.models import DESK_ACTIONS, DESK_SESSION, CommandCause, CommandRecord, ControlRecord, iso
 
 DESK_KEY = DESK_SESSION
-DESK_EVENTS = frozenset({"task_created", "task_status", "task_reminder"})
+# What the desk takes from the shards: the tasks, and what the daily report counts.
+DESK_EVENTS = frozenset(
+    {
+        "task_created",
+        "task_updated",
+        "task_status",
+        "task_reminder",
+        "user_response",
+        "alert_raised",
+        "alert_escalated",
+    }
+)
 SNAPSHOT_VERSION = 1
 CLOSED = ("completed", "cancelled")
 PRIORITY_NAMES = {"urgent": "紧急", "high": "高", "normal": "普通", "low": "低"}
 _TICK = timedelta(microseconds=1)
-_KIND_ORDER = {"control": 0, "task_status": 1, "task_created": 2, "task_reminder": 3, "duty": 4}
+# Order of inputs at the same instant: a day ends before anything of the next one; a closing frees room
+# before an opening asks for it.
+_KIND_ORDER = {
+    "midnight": -1, "control": 0, "task_status": 1, "task_created": 2, "task_updated": 3, "task_reminder": 4,
+    "user_response": 5, "alert_raised": 6, "alert_escalated": 7, "duty": 8,
+}  # fmt: skip
 
 
 @dataclass(slots=True)
@@ -101,7 +118,7 @@ def _digest(*parts: str) -> str:
 class DeskPolicy:
     """The configuration the desk applies (not part of its snapshot: a changed roster applies at once)."""
 
-    def __init__(self, config: BusinessConfig, alerts: AlertRules, shards: int) -> None:
+    def __init__(self, config: BusinessConfig, alerts: AlertRules, shards: int, feishu: bool = False) -> None:
         self.config = config
         self.after_sales = config.after_sales
         self.members: dict[str, DeskMember] = {m.name: m for m in config.after_sales.desk}
@@ -109,6 +126,17 @@ class DeskPolicy:
         self.alerts = alerts
         self.shards = shards
         self.zone = ZoneInfo(config.timezone)
+        self.feishu = feishu  # the daily report goes to Feishu too (WORKTOOL_FEISHU_WEBHOOK_URL is set)
+
+    def midnights(self, after: datetime, until: datetime) -> list[datetime]:
+        """Every local midnight in (after, until]."""
+        out: list[datetime] = []
+        day = after.astimezone(self.zone).date() + timedelta(days=1)
+        while (moment := datetime.combine(day, time(0), self.zone)) <= until:
+            if moment > after:
+                out.append(moment)
+            day += timedelta(days=1)
+        return out
 
     def on_duty(self, member: DeskMember, at: datetime) -> bool:
         if not member.on_duty:
@@ -149,6 +177,7 @@ class DeskStep:
         self.assignments = 0
         self.alerts: dict[str, Alert] = {}  # the supervisor's no_staff_available alert
         self.applied: list[str] = []  # control request ids already applied (the newest 64)
+        self.day = DayLedger()  # the local day so far (operators/reports.py)
 
     # -- input -------------------------------------------------------------------------------
 
@@ -171,8 +200,10 @@ class DeskStep:
     def _due(value: Any) -> _Due | None:
         if isinstance(value, ControlRecord):
             return _Due(value.at, "control", value.request_id, value)
-        if isinstance(value, MonitorEvent) and value.event in _KIND_ORDER:
-            return _Due(value.event_time, value.event, value.data.task_id, value)  # type: ignore[attr-defined]
+        if isinstance(value, MonitorEvent) and value.event in DESK_EVENTS:
+            data = value.data
+            ident = getattr(data, "task_id", None) or getattr(data, "alert_id", "")
+            return _Due(value.event_time, value.event, ident, value)
         return None
 
     def _advance(self) -> list[Out]:
@@ -188,6 +219,7 @@ class DeskStep:
         since = self.done_until if self.done_until is not None else min((d.at for d in ready), default=None)
         if since is not None:
             ready += [_Due(at, "duty", "", None) for at in self.policy.duty_starts(since, watermark)]
+            ready += [_Due(at, "midnight", "", None) for at in self.policy.midnights(since, watermark)]
         self.done_until = watermark
         return self._take(ready, watermark)
 
@@ -211,16 +243,71 @@ class DeskStep:
         return out
 
     def _apply(self, due: _Due) -> list[Out]:
-        if due.kind == "duty":
-            return self._serve_waiting(due.at)
-        if due.kind == "control":
-            return self._control(due.item)
-        event: MonitorEvent = due.item
-        if due.kind == "task_created":
-            return self._opened(event)
-        if due.kind == "task_status":
-            return self._status(event)
-        return self._remind(event)
+        kind = due.kind
+        if kind == "duty":
+            out = self._serve_waiting(due.at)
+        elif kind == "midnight":
+            return self._day_ends(due.at)
+        elif kind == "control":
+            out = self._control(due.item)
+        elif kind == "task_created":
+            out = self._opened(due.item)
+        elif kind == "task_status":
+            out = self._status(due.item)
+        elif kind == "task_reminder":
+            out = self._remind(due.item)
+        else:
+            self._count(due.item)
+            return []
+        for o in out:  # the desk's own alert counts in the report too
+            if isinstance(o, MonitorEvent) and o.event in ("alert_raised", "alert_escalated"):
+                self._count(o)
+        return out
+
+    # -- the daily report ------------------------------------------------------------------------
+
+    def _count(self, event: MonitorEvent) -> None:
+        day, data = self.day, event.data
+        if event.event == "task_updated":
+            day.needs += 1
+        elif event.event == "user_response":
+            status = data.status  # type: ignore[attr-defined]
+            day.cooperation[status] = day.cooperation.get(status, 0) + 1
+        elif event.event == "alert_raised":
+            alert_type = data.alert_type  # type: ignore[attr-defined]
+            day.alerts[data.alert_id] = (alert_type, data.level, False)  # type: ignore[attr-defined]
+            column = {"task_not_followed_up": "not_followed_up", "task_unfinished": "unfinished"}.get(
+                alert_type
+            )
+            if column is not None:
+                owner = self._assignee_of(event.session_id, data.alert.user_name)  # type: ignore[attr-defined]
+                if owner is not None:
+                    day.person(owner)[column] += 1
+        elif event.event == "alert_escalated":
+            seen = day.alerts.get(data.alert_id)  # type: ignore[attr-defined]
+            if seen is not None:
+                day.alerts[data.alert_id] = (seen[0], seen[1], True)  # type: ignore[attr-defined]
+
+    def _assignee_of(self, session_id: str | None, user: str | None) -> str | None:
+        for task in self.tasks.values():
+            if task.session_id == session_id and task.user_name == user and task.assignee:
+                return task.assignee
+        return None
+
+    def _day_ends(self, midnight: datetime) -> list[Out]:
+        policy = self.policy
+        day = (midnight - _TICK).astimezone(policy.zone).date().isoformat()
+        still_open = [(t.task_type, t.opened_at, t.assignee) for t in self.tasks.values()]
+        report = build_report(self.day, day, policy.config, still_open, midnight)
+        self.day = DayLedger()
+        out: list[Out] = [report.at(midnight, DESK_KEY)]
+        target = policy.config.alerts.notifications.staff_target
+        out += self._notice(f"daily_report:{day}", midnight, "daily_report", "wecom", target, report.summary)
+        if policy.feishu:
+            out += self._notice(
+                f"daily_report:{day}", midnight, "daily_report", "feishu", "feishu", report.summary
+            )
+        return out
 
     # -- tasks ---------------------------------------------------------------------------------
 
@@ -234,6 +321,8 @@ class DeskStep:
             group_name=data.group_name, description=data.description,
         )  # fmt: skip
         self.tasks[task.task_id] = task
+        self.day.needs += 1
+        self.day.opened.append(task.task_id)
         return self._assign_or_wait(task, event.event_time)
 
     def _status(self, event: MonitorEvent) -> list[Out]:
@@ -245,6 +334,16 @@ class DeskStep:
         if data.status not in CLOSED:
             return []
         del self.tasks[task.task_id]
+        if data.status == "completed":
+            minutes = (event.event_time - task.opened_at).total_seconds() / 60
+            self.day.completed[task.task_id] = minutes
+            kind = self.policy.after_sales.task_type_by_code.get(task.task_type)
+            if kind is None or minutes <= kind.target_minutes:
+                self.day.within_target += 1
+            if task.assignee:
+                self.day.person(task.assignee)["completed"] += 1
+        else:
+            self.day.cancelled += 1
         if task.task_id in self.waiting:
             self.waiting.remove(task.task_id)
             return self._waiting_changed(event.event_time)
@@ -260,6 +359,9 @@ class DeskStep:
         task = self.tasks.get(data.task_id)
         if task is None:
             return []
+        self.day.cooperation["timeout"] = self.day.cooperation.get("timeout", 0) + 1
+        if task.assignee:
+            self.day.person(task.assignee)["reminders"] += 1
         who = f"@{task.assignee} " if task.assignee else ""
         text = (
             f"{who}【跟进提醒】{self._where(task)}的「{self._label(task)}」任务：用户已 {data.minutes:g} 分钟"
@@ -322,6 +424,8 @@ class DeskStep:
         member.open_tasks.append(task.task_id)
         self.assignments += 1
         member.last_assigned = self.assignments
+        self.day.assigned.add(task.task_id)
+        self.day.person(name)["assigned"] += 1
         task.assignee = name
         waited = max(0.0, (at - task.opened_at).total_seconds() / 60)
         out: list[Out] = [
@@ -419,16 +523,22 @@ class DeskStep:
         self, task: DeskTask, at: datetime, purpose: str, content: str, at_list: list[str] | None = None
     ) -> list[Out]:
         target = self.policy.config.alerts.notifications.staff_target
-        robot = self.policy.alerts.notify_robot
-        command_id = "cmd_" + _digest(task.task_id, purpose, task.assignee or "", iso(at))
-        cause = CommandCause(event=purpose, message_id=None, alert_id=None)
+        cause_id = f"{task.task_id}:{task.assignee or ''}"
+        return self._notice(cause_id, at, purpose, "wecom", target, content, at_list, cause=task.task_id)
+
+    def _notice(
+        self, ident: str, at: datetime, purpose: str, channel: str, target: str, content: str,
+        at_list: list[str] | None = None, cause: str | None = None,
+    ) -> list[Out]:  # fmt: skip
+        robot = self.policy.alerts.notify_robot if channel == "wecom" else None
+        command_id = "cmd_" + _digest(ident, purpose, channel, iso(at))
         command = construct(CommandRecord,
-            command_id=command_id, channel="wecom", robot_id=robot, target=target, content=content,
-            at_list=list(at_list or []), due_time=at, cause=cause,
+            command_id=command_id, channel=channel, robot_id=robot, target=target, content=content,
+            at_list=list(at_list or []), due_time=at, cause=CommandCause(event=purpose),
         )  # fmt: skip
         created = CommandCreated.make(
-            command_id=command_id, channel="wecom", robot_id=robot, target=target, content=content,
-            at_list=list(at_list or []), due_time=at, cause_event=purpose, cause_id=task.task_id,
+            command_id=command_id, channel=channel, robot_id=robot, target=target, content=content,
+            at_list=list(at_list or []), due_time=at, cause_event=purpose, cause_id=cause or ident,
         )  # fmt: skip
         return [command, created.at(at, DESK_KEY)]
 
@@ -448,6 +558,7 @@ class DeskStep:
             "assignments": self.assignments,
             "alerts": {k: a.snapshot() for k, a in self.alerts.items()},
             "applied": list(self.applied),
+            "day": self.day.plain(),
         }
 
     @classmethod
@@ -467,6 +578,7 @@ class DeskStep:
         step.assignments = data["assignments"]
         step.alerts = {k: Alert.restore(a) for k, a in data["alerts"].items()}
         step.applied = list(data["applied"])
+        step.day = DayLedger(**data["day"])
         return step
 
 

@@ -553,6 +553,17 @@ class TaskStatus(EventData):
 
 
 @_register
+class TaskUpdated(EventData):
+    """An owner asked again for what their open task is about (one open task per session, owner and type):
+    the task is updated, not doubled. Counted as a need in the daily report's funnel."""
+
+    EVENT: ClassVar[str] = "task_updated"
+    task_id: str
+    message_id: str | None = None
+    description: str | None = None
+
+
+@_register
 class TaskAssigned(EventData):
     """The desk gave a task to a staff member (operators/desk.py): automatically, or by hand."""
 

@@ -16,7 +16,16 @@ from operators.alerts import AlertRules
 from operators.desk import DeskPolicy, DeskStep
 from operators.timers import Tick
 from worktool.config import BusinessConfig
-from worktool.events import MonitorEvent, TaskCreated, TaskReminder, TaskStatus
+from worktool.events import (
+    AlertEscalated,
+    AlertRaised,
+    MonitorEvent,
+    TaskCreated,
+    TaskReminder,
+    TaskStatus,
+    TaskUpdated,
+    UserResponse,
+)
 from worktool.models import CommandRecord, ControlRecord
 
 SHARDS = ("0", "1")
@@ -307,3 +316,89 @@ def test_without_a_desk_nothing_is_assigned_and_nobody_is_alerted():
     assert out == []
     out = run(step, [control(6, "assign_task", "r1", task_id="t1", staff_name="售后老张"), *ticks(7)])
     assert assigned(out) == [("t1", "售后老张")]
+
+
+def _alert(name: str, minute: float, alert_id: str, alert_type: str, level: int, session: str, user: str):
+    from operators.alerts import Alert
+
+    alert = Alert(alert_id=alert_id, alert_type=alert_type, alert_key=f"{alert_type}|{session}|{user}",
+                  subject=session, level=level, raised_at=at(minute), last_triggered_at=at(minute),
+                  session_id=session, user_name=user)  # fmt: skip
+    if name == "alert_raised":
+        data = AlertRaised.make(alert_id=alert_id, alert_type=alert_type, level=level, alert=alert.model())
+    else:
+        data = AlertEscalated.make(
+            alert_id=alert_id, from_level=level, to_level=level + 1, alert=alert.model()
+        )
+    return "1", data.at(at(minute), session)
+
+
+def test_the_day_ends_with_its_report():
+    """T0 is 10:00 local; the day ends at 24:00 local, 14 hours later."""
+    step = desk()
+    response = UserResponse.make(task_id="t2", status="refused").at(at(50), "group:t2")
+    again = TaskUpdated.make(task_id="t1", message_id="m9", description="还是不行").at(at(20), "group:t1")
+    out = run(step, [
+        created("t1", 0, "scan_qr", "high"),  # -> 小王 (skill), done after 90 min: beyond scan_qr's 60
+        created("t2", 10),  # -> 小李
+        ("0", again),
+        created("t3", 30, "bind_phone"),  # -> 小李? both have 1 open: skill account -> 小李
+        ("1", response),
+        status("t1", 90),
+        status("t2", 40),  # done in 30 min, within other's 240
+        status("t3", 100, "cancelled"),
+        created("t4", 600),  # still open at midnight, not overdue (opened 20:00, target 240 min -> 00:00)
+        _alert("alert_raised", 60, "a1", "task_not_followed_up", 2, "group:t3", "用户t3"),
+        _alert("alert_escalated", 70, "a1", "task_not_followed_up", 2, "group:t3", "用户t3"),
+        _alert("alert_raised", 65, "a2", "user_complaint", 4, "group:x", "某人"),
+        *ticks(14 * 60 + 1),
+    ])  # fmt: skip
+    [report] = events(out, "daily_report")
+    r = report.data
+    assert report.event_time == at(14 * 60) and report.session_id == "desk"
+    assert (r.report_date, r.timezone) == ("2026-12-03", "Asia/Shanghai")
+    assert (r.tasks_opened, r.tasks_completed, r.tasks_cancelled, r.opened_and_completed) == (4, 2, 1, 2)
+    assert r.completion_rate == 0.5
+    assert (r.avg_handling_minutes, r.p90_handling_minutes, r.sla_attained) == (60.0, 90.0, 0.5)
+    assert (r.open_at_end, r.overdue_at_end) == (1, 0)
+    assert r.cooperation == {"responded": 0, "refused": 1, "timeout": 0}
+    assert r.funnel == {"needs": 5, "opened": 4, "assigned": 4, "completed": 2}
+    staff = {s.name: s for s in r.staff}
+    assert (staff["售后小王"].assigned, staff["售后小王"].completed) == (2, 1)
+    assert (staff["售后小李"].assigned, staff["售后小李"].completed, staff["售后小李"].not_followed_up) == (
+        2,
+        1,
+        1,
+    )
+    assert sum(s.open_at_end for s in r.staff) == 1
+    assert [(a.alert_type, a.level, a.raised, a.escalated) for a in r.alerts] == [
+        ("task_not_followed_up", 2, 1, 1), ("user_complaint", 4, 1, 0),
+    ]  # fmt: skip
+    assert r.summary.startswith("【售后日报】2026-12-03\n任务：新建 4，完成 2，取消 1；当日完成率 50%")
+    assert "用户投诉·紧急 1" in r.summary and "任务未跟进·警告 1（升级 1）" in r.summary
+    [notice] = [o for o in out if isinstance(o, CommandRecord) and o.cause.event == "daily_report"]
+    assert (notice.channel, notice.target, notice.content) == ("wecom", "售后工作群", r.summary)
+    # the next day starts from zero, and its report comes at the next midnight
+    out = run(step, [*ticks(38 * 60 + 1)])
+    [second] = events(out, "daily_report")
+    assert second.data.report_date == "2026-12-04" and second.data.tasks_opened == 0
+    assert second.data.open_at_end == 1 and second.data.overdue_at_end == 1
+
+
+def test_the_report_goes_to_feishu_when_it_is_configured():
+    cfg = config()
+    step = DeskStep(DeskPolicy(cfg, AlertRules(cfg.alerts, "wt_notify"), shards=2, feishu=True))
+    out = run(step, [created("t1", 0), *ticks(14 * 60)])
+    channels = sorted(
+        o.channel for o in out if isinstance(o, CommandRecord) and o.cause.event == "daily_report"
+    )
+    assert channels == ["feishu", "wecom"]
+
+
+def test_percentile_by_nearest_rank():
+    from operators.reports import percentile
+
+    assert percentile([], 0.9) is None
+    assert percentile([5.0], 0.9) == 5.0
+    assert percentile([float(x) for x in range(1, 11)], 0.9) == 9.0
+    assert percentile([3.0, 1.0, 2.0], 0.5) == 2.0
