@@ -298,8 +298,10 @@ class DeskStep:
         policy = self.policy
         day = (midnight - _TICK).astimezone(policy.zone).date().isoformat()
         still_open = [(t.task_type, t.opened_at, t.assignee) for t in self.tasks.values()]
-        report = build_report(self.day, day, policy.config, still_open, midnight)
-        self.day = DayLedger()
+        ledger, self.day = self.day, DayLedger()
+        if ledger.is_empty() and not still_open:
+            return []  # nothing happened and nothing is open: no report (a replay far past its day)
+        report = build_report(ledger, day, policy.config, still_open, midnight)
         out: list[Out] = [report.at(midnight, DESK_KEY)]
         target = policy.config.alerts.notifications.staff_target
         out += self._notice(f"daily_report:{day}", midnight, "daily_report", "wecom", target, report.summary)

@@ -44,6 +44,9 @@ class DayLedger:
             )
         return row
 
+    def is_empty(self) -> bool:
+        return self == DayLedger()
+
     def plain(self) -> dict[str, Any]:
         return {f: getattr(self, f) for f in DayLedger.__slots__}  # type: ignore[attr-defined]
 

@@ -402,3 +402,10 @@ def test_percentile_by_nearest_rank():
     assert percentile([5.0], 0.9) == 5.0
     assert percentile([float(x) for x in range(1, 11)], 0.9) == 9.0
     assert percentile([3.0, 1.0, 2.0], 0.5) == 2.0
+
+
+def test_a_day_without_anything_has_no_report():
+    step = desk()
+    out = run(step, [created("t1", 0), status("t1", 5), *ticks(14 * 60 + 1)])
+    assert [e.data.report_date for e in events(out, "daily_report")] == ["2026-12-03"]
+    assert events(run(step, ticks(3 * 24 * 60)), "daily_report") == []  # three quiet days, nothing open
