@@ -12,7 +12,7 @@ checks again when it applies it. Audited like every write; 202 once the broker a
 - `PATCH /api/tasks/{task_id}` {action: assign | complete | cancel, assignee?, reason}: assign needs
   tasks.assign (supervisors), complete and cancel tasks.manage.
 - `GET /api/tasks` (filters: status, assignee, type, priority, session_id, user_name, open, overdue),
-  `GET /api/tasks/{task_id}`.
+  `GET /api/tasks/{task_id}`, `GET /api/tasks/types` (code -> label, for the monitor page's board).
 - `PUT /api/staff/{name}/status` {status: online | busy | offline} (staff.status); `GET /api/staff`: the
   desk's members with their availability, open tasks and skills.
 """
@@ -383,6 +383,12 @@ async def list_tasks(
     return Page[TaskRow](
         items=[with_due(r, config, now) for r in rows], total=total, limit=limit, offset=offset
     )
+
+
+@tasks_router.get("/types")
+async def task_types(_: Annotated[Principal, require(Permission.READ)], request: Request) -> dict[str, str]:
+    """The configured task types, code -> label (Chinese, what staff see), in configuration order."""
+    return {t.code: t.label for t in business(request).after_sales.task_types}
 
 
 @tasks_router.get("/{task_id}", responses=_ERRORS)

@@ -65,6 +65,7 @@ from worktool.events import (
     construct_from,
 )
 from worktool.models import (
+    DESK_SESSION,
     AcceptedBody,
     Classification,
     CommandCause,
@@ -251,7 +252,7 @@ _MAPPINGS = ("awaiting", "follow_up", "tasks", "replies")
 
 
 ItemIn = ClassifiedMessage | RobotSighting | RobotRecord | ControlRecord | Tick
-ItemOut = MonitorEvent | Tick | Out
+ItemOut = MonitorEvent | Tick | Out | ControlRecord  # a desk control record: forwarded
 TimerHandler = Callable[[Timer], list[Any]]
 
 
@@ -323,6 +324,8 @@ class SessionStep:
             events.extend(self._robot_seen(subject, item.session_id, item.robot_id, at, None, None))
         elif isinstance(item, ControlRecord):
             events.extend(self._on_control(subject, item))
+            if item.session_id == DESK_SESSION:  # the desk's (assign_task, staff_status, its alert):
+                events.append(item)  # forwarded to it after this shard's earlier outputs (flow._to_desk)
         else:
             events.extend(self._on_robot_record(subject, key, item))
         return events

@@ -2,6 +2,8 @@
 // /api/monitor/stream (read with fetch so the bearer token goes in a header, not the URL).
 // Every store is keyed (alert_id with its version, command_id with its status order, message_id, ...),
 // so an event seen twice (the topic is at-least-once, the state and the stream overlap) counts once.
+// The after-sales task board reads /api/tasks and /api/staff instead (the rows the dataflow projects):
+// again on any task_* or staff_status event (at most once a second) and every 30 s.
 "use strict";
 
 const TOKEN_KEY = "worktool.console.token";
@@ -107,6 +109,7 @@ function logout() {
   sessionStorage.removeItem(TOKEN_KEY);
   me = null;
   $("who").textContent = "";
+  clearBoard();
   showLogin();
 }
 
@@ -163,9 +166,11 @@ async function onReady() {
   pending = [];
   setConn("live", "实时");
   render();
+  loadBoard();
 }
 
 function onEvent(ev) {
+  if (isBoardEvent(ev)) scheduleBoard();
   if (!stateLoaded) { pending.push(ev); return; }
   apply(ev);
   scheduleRender();
@@ -483,7 +488,187 @@ async function act(action) {
   const body = await r.json().catch(() => ({}));
   $("alert-result").textContent = r.status === 202
     ? `已提交（${body.request_id}），等待数据流处理`
-    : `失败（HTTP ${r.status}）：${typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail || "")}`;
+    : `失败（HTTP ${r.status}）：${problemText(body)}`;
+}
+
+function problemText(body) {
+  return typeof body.detail === "string" ? body.detail : JSON.stringify(body.detail || "");
+}
+
+// -- the after-sales task board ----------------------------------------------------------------
+
+const TASK_COLUMNS = ["pending", "assigned", "waiting_user", "in_progress"];
+const PRIORITY_NAMES = { urgent: "紧急", high: "高", normal: "普通", low: "低" };
+const AVAILABILITY_NAMES = { online: "在线", busy: "忙碌", offline: "离线" };
+const TASK_ACTIONS = { complete: "完成", cancel: "取消", assign: "转派" };
+const BOARD_REFRESH_MS = 30 * 1000; // the ages and the overdue flags move on
+const BOARD_MIN_GAP_MS = 1000; // a burst of task events is one reload
+const BOARD_SETTLE_MS = 700;
+
+const board = { tasks: [], total: 0, staff: [], types: {}, fetchedAt: 0, submitted: new Map() };
+let boardTimer = null;
+let boardLoading = false;
+let boardAgain = false;
+let boardLastAt = 0;
+let openTask = null; // {task, action} of the task dialog
+
+function can(permission) {
+  // /api/auth/me lists the role's permissions; without an account service the page acts as admin.
+  if (!me) return false;
+  return Array.isArray(me.permissions) ? me.permissions.includes(permission) : me.role === "admin";
+}
+
+function isBoardEvent(ev) {
+  return typeof ev.event === "string" && (ev.event.startsWith("task_") || ev.event === "staff_status");
+}
+
+function scheduleBoard() {
+  if (boardTimer != null) return;
+  // The dataflow writes the monitor topic and the PostgreSQL rows at the same time: the event may come
+  // before its row, so the reload waits a moment (and at most one reload a second).
+  const wait = Math.max(BOARD_SETTLE_MS, boardLastAt + BOARD_MIN_GAP_MS - Date.now());
+  boardTimer = setTimeout(() => { boardTimer = null; loadBoard(); }, wait);
+}
+
+async function loadBoard() {
+  if (boardLoading) { boardAgain = true; return; }
+  boardLoading = true;
+  boardAgain = false;
+  boardLastAt = Date.now();
+  try {
+    const needTypes = Object.keys(board.types).length === 0;
+    const [tasks, staff, types] = await Promise.all([
+      api("/api/tasks?open=true&limit=200"), api("/api/staff"), needTypes ? api("/api/tasks/types") : null,
+    ]);
+    for (const r of [tasks, staff]) if (!r.ok) throw new Error(`HTTP ${r.status}`);
+    const page = await tasks.json();
+    board.tasks = page.items;
+    board.total = page.total;
+    board.staff = await staff.json();
+    if (types && types.ok) board.types = await types.json();
+    board.fetchedAt = Date.now();
+    $("tasks-error").textContent = "";
+    renderBoard();
+  } catch (e) {
+    $("tasks-error").textContent = `任务看板加载失败：${e.message}`;
+  } finally {
+    boardLoading = false;
+    if (boardAgain) scheduleBoard();
+  }
+}
+
+function clearBoard() {
+  Object.assign(board, { tasks: [], total: 0, staff: [], fetchedAt: 0 });
+  board.submitted.clear();
+  renderBoard();
+}
+
+function fmtMinutes(minutes) {
+  const m = Math.max(0, Math.floor(minutes));
+  if (m < 60) return `${m} 分钟`;
+  if (m < 1440) return `${Math.floor(m / 60)} 小时`;
+  return `${Math.floor(m / 1440)} 天`;
+}
+
+function typeLabel(t) { return board.types[t.task_type] || t.task_type; }
+
+function renderBoard() {
+  const now = Date.now();
+  const open = board.tasks.filter((t) => TASK_COLUMNS.includes(t.status));
+  for (const [id, sent] of board.submitted) { // forget a request once the task moved (or left the board)
+    const t = open.find((x) => x.task_id === id);
+    if (!t || t.status !== sent.status || t.assigned_staff_name !== sent.assignee) board.submitted.delete(id);
+  }
+  for (const status of TASK_COLUMNS) { // in the API's order: urgent first, then oldest
+    const cards = open.filter((t) => t.status === status).map((t) => taskCard(t, now));
+    $(`tasks-count-${status}`).textContent = String(cards.length);
+    $(`tasks-${status}`).replaceChildren(...(cards.length ? cards : [el("p", { class: "empty muted" }, "暂无")]));
+  }
+  const overdue = open.filter((t) => t.overdue).length;
+  $("tasks-summary").textContent = board.fetchedAt ? `（未完成 ${board.total}，已超时 ${overdue}）` : "";
+  $("desk-strip").replaceChildren(...(board.staff.length ? board.staff.map((m) => el("span", {
+    class: `member st-${m.status}${m.open_tasks >= m.max_open_tasks ? " full" : ""}`, "data-staff": m.name,
+  }, el("b", { class: "member-name" }, m.name),
+  el("span", { class: "member-status" }, AVAILABILITY_NAMES[m.status] || m.status),
+  el("span", { class: "member-load", title: "未完成任务 / 上限" }, `${m.open_tasks} / ${m.max_open_tasks}`)))
+    : [el("span", { class: "empty muted" }, "未配置售后值班人员")]));
+}
+
+function taskCard(t, now) {
+  const prio = t.priority || "normal";
+  const age = t.age_minutes == null ? null : t.age_minutes + (now - board.fetchedAt) / 60000;
+  const card = el("article", {
+    class: `task prio-${prio}${t.overdue ? " overdue" : ""}`, title: t.issue_description || "",
+    "data-task-id": t.task_id, "data-status": t.status, "data-priority": prio,
+  },
+  el("div", { class: "task-head" },
+    el("span", { class: "task-type" }, typeLabel(t)),
+    el("span", { class: `badge prio prio-${prio}` }, PRIORITY_NAMES[prio] || prio)),
+  el("div", { class: "task-owner" }, [t.user_name, t.group_name].filter(Boolean).join(" · ") || "–"),
+  el("div", { class: "task-meta" },
+    el("span", { class: t.assigned_staff_name ? "task-assignee" : "task-assignee none" }, t.assigned_staff_name || "未分配"),
+    el("span", { class: "task-age" }, age == null ? "–" : fmtMinutes(age)),
+    ...(t.overdue ? [el("span", { class: "overdue-tag" }, "已超时")] : [])));
+  const sent = board.submitted.get(t.task_id);
+  if (sent) card.append(el("div", { class: "task-note muted" }, `已提交${TASK_ACTIONS[sent.action]}，等待处理`));
+  const actions = [];
+  if (can("tasks.manage")) actions.push("complete", "cancel");
+  if (can("tasks.assign") && board.staff.length) actions.push("assign");
+  if (actions.length) {
+    card.append(el("div", { class: "task-actions" }, ...actions.map((a) => {
+      const b = el("button", { type: "button", class: `task-${a}`, "data-action": a }, TASK_ACTIONS[a]);
+      b.addEventListener("click", () => showTaskDialog(t, a));
+      return b;
+    })));
+  }
+  return card;
+}
+
+function showTaskDialog(t, action) {
+  openTask = { task: t, action };
+  $("task-title").textContent = `${TASK_ACTIONS[action]}任务 · ${typeLabel(t)}`;
+  $("task-subject").textContent = [t.user_name, t.group_name, t.assigned_staff_name || "未分配"].filter(Boolean).join(" · ");
+  $("task-assignee-row").hidden = action !== "assign";
+  if (action === "assign") {
+    const others = board.staff.filter((m) => m.name !== t.assigned_staff_name);
+    $("task-assignee").replaceChildren(...others.map((m) => el("option", { value: m.name },
+      `${m.name}（${AVAILABILITY_NAMES[m.status] || m.status} ${m.open_tasks}/${m.max_open_tasks}）`)));
+  }
+  $("task-reason").value = "";
+  $("task-reason").placeholder = action === "cancel" ? "请填写原因" : "原因（可选）";
+  $("task-result").textContent = "";
+  $("task-submit").disabled = false;
+  $("task-submit").textContent = `确认${TASK_ACTIONS[action]}`;
+  const dialog = $("task-dialog");
+  if (!dialog.open) dialog.showModal();
+}
+
+async function submitTask() {
+  if (!openTask) return;
+  const { task, action } = openTask;
+  const reason = $("task-reason").value.trim();
+  if (action === "cancel" && !reason) { $("task-result").textContent = "请填写原因"; return; }
+  const body = { action, reason, actor: (me && me.username) || "console" };
+  if (action === "assign") {
+    body.assignee = $("task-assignee").value;
+    if (!body.assignee) { $("task-result").textContent = "请选择转派给谁"; return; }
+  }
+  $("task-submit").disabled = true;
+  const r = await api(`/api/tasks/${encodeURIComponent(task.task_id)}`, {
+    method: "PATCH", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+  }).catch(() => null);
+  if (openTask === null || openTask.task !== task) return; // the dialog was closed meanwhile
+  if (!r) { $("task-result").textContent = "失败：网络错误"; $("task-submit").disabled = false; return; }
+  const answer = await r.json().catch(() => ({}));
+  if (r.status === 202) {
+    $("task-result").textContent = `已提交（${answer.request_id}），等待数据流处理`;
+    board.submitted.set(task.task_id, { action, status: task.status, assignee: task.assigned_staff_name });
+    renderBoard();
+    scheduleBoard();
+  } else {
+    $("task-result").textContent = `失败（HTTP ${r.status}）：${problemText(answer)}`;
+    $("task-submit").disabled = false;
+  }
 }
 
 // -- wiring ------------------------------------------------------------------------------------
@@ -494,5 +679,8 @@ $("logout").addEventListener("click", logout);
 $("alert-cancel").addEventListener("click", () => act("cancel"));
 $("alert-escalate").addEventListener("click", () => act("escalate"));
 $("alert-dialog").addEventListener("close", () => { openAlertId = null; });
+$("task-submit").addEventListener("click", submitTask);
+$("task-dialog").addEventListener("close", () => { openTask = null; });
 setInterval(() => { if (stateLoaded) render(); }, 1000); // ages and the last-hour windows move on
+setInterval(() => { if (stateLoaded) loadBoard(); }, BOARD_REFRESH_MS);
 start();

@@ -1,6 +1,8 @@
 """The live stack for the monitor-page and dashboard tests: the embedded broker and PostgreSQL (session
 fixtures), the dataflow process, a gateway and the console app, each a real process on 127.0.0.1, and
-the short recorded stream they are shown (records of commands/data/sample_day.jsonl)."""
+the short recorded stream they are shown (records of commands/data/sample_day.jsonl). The business
+configuration is config/business.example.yaml with an after-sales desk (two of its staff, always on
+duty) so that the stream's after-sales request gets an assignee."""
 
 from __future__ import annotations
 
@@ -12,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
 from commands.demo import SAMPLE_DAY, load_archive, post_record
 from infra.embedded import free_port
@@ -21,17 +24,38 @@ from worktool.settings import Settings
 
 TOKEN = "monitor-page-token-3c91e7"
 
-# A morning in the B and A groups, from the sample day: the day robot comes online, a user complains
+# A morning in the B and A groups, from the sample day: the day robot comes online, an owner asks for
+# help with the scan verification (chat_after_sales: a task, which the desk assigns), a user complains
 # twice (an alert, an intervention), a staff member answers, a user deletes products and an operator
 # answers him harshly (another alert). Picked by robot and text, so edits elsewhere in the day are fine.
 STREAM = (
     ("online", "wt_day_01", None),
+    ("message", "wt_monitor_01", "我的视频号发不了作品，需要扫码认证吗"),
     ("message", "wt_monitor_01", "我要投诉你们，说好的一天300到500呢"),
     ("message", "wt_monitor_01", "再这样我就去平台举报了！"),
     ("message", "wt_monitor_01", "收益是按实际销售算的"),
     ("message", "wt_monitor_01", "我把橱窗里的商品删了"),
     ("message", "wt_monitor_01", "谁让你删的？马上给我配合扫码"),
 )
+
+
+# The desk: both members of the example's `staff`, on duty whatever the hour the test runs at; the scan
+# verification needs the `verification` skill, so the request goes to 售后-小李.
+DESK = [
+    {"name": "售后-小李", "skills": ["verification"], "max_open_tasks": 3, "on_duty": []},
+    {"name": "售后-小张", "skills": ["account"], "max_open_tasks": 5, "on_duty": []},
+]
+ASKING_OWNER = "用户甲-138****0000"
+ASSIGNEE = "售后-小李"
+
+
+def business_config(path: Path) -> Path:
+    """config/business.example.yaml with the desk (`after_sales.desk`), written to `path`."""
+    config = yaml.safe_load((REPO / "config" / "business.example.yaml").read_text(encoding="utf-8"))
+    assert {m["name"] for m in DESK} <= set(config["staff"])  # desk members must be staff
+    config.setdefault("after_sales", {})["desk"] = DESK
+    path.write_text(yaml.safe_dump(config, allow_unicode=True, sort_keys=False), encoding="utf-8")
+    return path
 
 
 def short_stream() -> list[dict[str, Any]]:
@@ -90,7 +114,7 @@ def start_stack(kafka_bootstrap: str, redis_url: str, database_url: str, logs: P
         database_url=database_url,
         redis_url=redis_url,
         data_dir=logs / "data",
-        config_path=REPO / "config" / "business.example.yaml",
+        config_path=business_config(logs / "business.yaml"),
         http_port=free_port(),
         api_port=free_port(),
         api_token=TOKEN,

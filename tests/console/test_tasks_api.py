@@ -205,3 +205,15 @@ def test_the_service_token_must_name_its_actor(desk_settings: Settings, users: d
         )
     assert (r.status_code, ok.status_code) == (422, 202)
     assert [x.actor for x in records(settings)] == ["脚本-排班"]
+
+
+def test_the_task_types_for_the_board(desk_settings: Settings, users: dict[str, str]) -> None:
+    with console(desk_settings) as client:
+        types = client.get("/api/tasks/types", headers=login(client, users["inspector"]))
+        anonymous = client.get("/api/tasks/types")
+    assert types.status_code == 200 and anonymous.status_code == 401
+    # configuration order; the defaults here (the config names no task_types)
+    assert types.json() == {
+        "scan_qr": "扫码认证", "real_name": "实名认证重做", "bind_phone": "绑定手机号",
+        "appeal_video": "申诉自拍视频", "private_operation": "私自操作处理", "other": "其他售后",
+    }  # fmt: skip
