@@ -11,9 +11,10 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+from infra.migrate import apply_down, apply_up
 from sinks.postgres import plan, write_events
 from tests.report_rows import end_of_day, report_data, report_event
-from worktool.events import DailyReport
+from worktool.events import CommandCreated, DailyReport
 
 pytestmark = pytest.mark.integration
 
@@ -102,3 +103,28 @@ def test_a_malformed_report_date_is_set_aside_not_the_batch(conn: psycopg.Connec
     write_events(conn, [bad, report_event("2026-03-01")], rejected)
     assert [r.item for r in rejected] == [bad] and "2026-02-30" in rejected[0].reason
     assert [r["report_date"] for r in reports(conn)] == [date(2026, 3, 1)]
+
+
+def test_the_reports_feishu_command_is_a_robot_commands_row(new_database: Callable[..., str]) -> None:
+    """Migration 0009 lets robot_commands hold channel `feishu`; rolling it back removes such rows."""
+    url = new_database(migrated=True)
+    at = end_of_day("2026-03-01")
+    created = CommandCreated.model_validate({
+        "command_id": "cmd_feishu_report", "channel": "feishu", "robot_id": None, "target": "feishu",
+        "content": report_data()["summary"], "at_list": [], "due_time": at, "cause_event": "daily_report",
+        "cause_id": "2026-03-01",
+    }).at(at, "desk")  # fmt: skip
+    with psycopg.connect(url, autocommit=True, row_factory=dict_row) as c:
+        write_events(c, [created])
+        [row] = c.execute("SELECT channel, robot_id, target, cause_event FROM robot_commands").fetchall()
+    assert row == {"channel": "feishu", "robot_id": None, "target": "feishu", "cause_event": "daily_report"}
+
+    apply_down(url, 1)
+    with psycopg.connect(url, autocommit=True) as c:
+        assert c.execute("SELECT count(*) FROM robot_commands").fetchone() == (0,)
+        with pytest.raises(psycopg.errors.CheckViolation):
+            write_events(c, [created], copy=False)
+    apply_up(url)
+    with psycopg.connect(url, autocommit=True) as c:
+        write_events(c, [created])
+        assert c.execute("SELECT channel FROM robot_commands").fetchone() == ("feishu",)
