@@ -3,6 +3,7 @@ imports are lazy so `worktool --help` stays fast."""
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -311,6 +312,46 @@ def archive(
     from commands.replay import cli_archive
 
     raise typer.Exit(cli_archive(out))
+
+
+class ReportFormat(StrEnum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+
+
+ReportFormatOption = Annotated[
+    ReportFormat,
+    typer.Option(
+        "--format",
+        "-f",
+        case_sensitive=False,
+        help="table: headline figures, desk members, alerts by type and level, the funnel. json: the row "
+        "with the daily_report event's field names (plus generated_at). csv: one line per desk member "
+        "(columns name, assigned, completed, open_at_end, reminders, not_followed_up, unfinished), after "
+        "one header line with those names and nothing before it.",
+    ),
+]
+
+
+@app.command()
+def report(
+    date: Annotated[
+        str | None,
+        typer.Option(
+            "--date",
+            "-d",
+            help="The local day, YYYY-MM-DD (default: yesterday in the business configuration's time zone).",
+        ),
+    ] = None,
+    fmt: ReportFormatOption = ReportFormat.table,
+) -> None:
+    """Print the after-sales daily report of one day (docs/rules.md §7), as the dataflow wrote it at 24:00
+    event time (uses DATABASE_URL, WORKTOOL_CONFIG). Exit 1 when the day has no report yet, 2 for a bad
+    date or no database."""
+    from commands.report import cli_report
+
+    raise typer.Exit(cli_report(date, fmt.value))
 
 
 @app.command()

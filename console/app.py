@@ -9,6 +9,8 @@ and for scripts, as its own small ASGI app (the webhook gateway stays minimal).
 - `GET /api/alerts/{alert_id}`: the alert_history row, with its escalation history.
 - After-sales tasks and the desk (console/tasks.py): `POST /api/tasks`, `PATCH /api/tasks/{task_id}`,
   `GET /api/tasks[/{task_id}]`, `PUT /api/staff/{name}/status`, `GET /api/staff`.
+- The after-sales daily report (console/reports.py): `GET /api/reports/daily?date=YYYY-MM-DD` (default:
+  the latest).
 - Lists (console/reads.py): `/api/sessions[/{id}]`, `/api/alerts`, `/api/commands`, `/api/robots`,
   `/api/ai-logs`, `/api/audit`; LLM provider keys (console/llm_keys.py).
 - `GET /healthz`; OpenAPI at /docs.
@@ -59,6 +61,7 @@ from console.llm_keys import llm_router
 from console.monitor import monitor_router
 from console.permissions import Permission
 from console.reads import READ_ROUTERS
+from console.reports import REPORT_ROUTERS
 from console.tasks import TASK_ROUTERS
 from worktool.config import load_config
 from worktool.models import ControlAction
@@ -284,7 +287,15 @@ def create_app(
     app.add_exception_handler(ActionError, _action_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_api_route("/healthz", healthz, methods=["GET"], tags=["health"])
-    for router in (auth_router, users_router, alerts, *READ_ROUTERS, *TASK_ROUTERS, llm_router):
+    for router in (
+        auth_router,
+        users_router,
+        alerts,
+        *READ_ROUTERS,
+        *REPORT_ROUTERS,
+        *TASK_ROUTERS,
+        llm_router,
+    ):
         app.include_router(router)
     app.include_router(monitor_router(permission_check(Permission.READ)))
     return app

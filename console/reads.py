@@ -28,7 +28,7 @@ from console.common import (
     pool_of,
 )
 from console.permissions import Permission
-from worktool.models import UtcDatetime
+from worktool.models import CommandChannel, UtcDatetime
 
 M = TypeVar("M", bound=BaseModel)
 Reader = Annotated[Principal, require(Permission.READ)]
@@ -295,7 +295,7 @@ async def list_commands(
     request: Request,
     command_status: Annotated[list[CommandStatus], Query(alias="status")] = [],  # noqa: B006
     robot_id: FilterText | None = None,
-    channel: Literal["wecom", "phone", "sms"] | None = None,
+    channel: CommandChannel | None = None,
     cause_id: FilterText | None = None,
     limit: Limit = DEFAULT_LIMIT,
     offset: Offset = 0,

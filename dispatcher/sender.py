@@ -1,4 +1,4 @@
-"""HTTP to WorkTool's sendRawMessage and to the phone/SMS webhooks, with retries.
+"""HTTP to WorkTool's sendRawMessage, to the phone/SMS webhooks and to Feishu's custom bot, with retries.
 
 Retried (up to `max_tries` in all, exponential backoff or Retry-After): HTTP 429 and errors that prove
 nothing reached the other side (connection refused or timed out, the request not fully written). Not
@@ -23,7 +23,9 @@ from dispatcher.wire import (
     ERROR_OUTCOME_UNKNOWN,
     SEND_PATH,
     Answer,
+    feishu_body,
     parse_retry_after,
+    read_feishu_answer,
     read_webhook_answer,
     read_worktool_answer,
     send_raw_message_body,
@@ -117,6 +119,19 @@ class Sender:
             return read_webhook_answer(status_code, content, command.command_id)
 
         return self._with_retries(channel, lambda: self._http.post(url, json=body), read, lambda _n: None)
+
+    def send_feishu(self, url: str, secret: str | None, command: CommandRecord) -> Outcome:
+        """One text to a Feishu custom bot (signed when it has a secret; each try signs anew, so a retry
+        never carries a stale timestamp). Neither the URL (its path is the bot's token) nor the secret
+        appears in any log line or error reason."""
+
+        def post() -> httpx.Response:
+            return self._http.post(url, json=feishu_body(command, secret, time.time()))
+
+        def read(status_code: int, content: bytes) -> Answer:
+            return read_feishu_answer(status_code, content, command.command_id)
+
+        return self._with_retries("feishu", post, read, lambda _n: None)
 
     def _with_retries(
         self,

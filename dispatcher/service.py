@@ -55,7 +55,13 @@ def route_of(command: CommandRecord, settings: Settings) -> Route:
 
 
 def webhook_url(channel: CommandChannel, settings: Settings) -> str | None:
-    return {"phone": settings.phone_webhook_url, "sms": settings.sms_webhook_url}.get(channel)
+    """Where a robot-less channel posts: the phone and SMS webhooks, Feishu's custom bot; None when unset."""
+    urls = {
+        "phone": settings.phone_webhook_url,
+        "sms": settings.sms_webhook_url,
+        "feishu": settings.feishu_webhook_url if settings.feishu_configured else None,
+    }
+    return urls.get(channel)
 
 
 def consumer_config(settings: Settings) -> dict[str, object]:
@@ -240,6 +246,8 @@ class Dispatcher:
             return self._sender.send_texts(route.robot_id, [h.command for h in fresh], token_held)
         url = webhook_url(route.channel, self._settings)
         assert url is not None  # routed as a webhook only when set
+        if route.channel == "feishu":
+            return self._sender.send_feishu(url, self._settings.feishu_secret, fresh[0].command)
         return self._sender.send_webhook(route.channel, url, fresh[0].command)
 
     def _settle_earlier_claims(self, route: Route, batch: list[Held], claims: dict[str, Claim]) -> None:

@@ -1,8 +1,11 @@
-"""What goes over the wire to WorkTool and the webhooks, and how their answers are read (docs/platform.md
-§2). Pure functions: no I/O, so every answer shape is tested directly."""
+"""What goes over the wire to WorkTool, the phone/SMS webhooks and Feishu's custom bot, and how their answers
+are read (docs/platform.md §2). Pure functions: no I/O, so every answer shape is tested directly."""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -57,6 +60,24 @@ def send_raw_message_body(commands: Sequence[CommandRecord]) -> dict[str, Any]:
 
 def webhook_body(command: CommandRecord) -> dict[str, Any]:
     return {"command_id": command.command_id, "target": command.target, "content": command.content}
+
+
+def feishu_sign(timestamp: str, secret: str) -> str:
+    """Feishu's signature of a custom bot's request: base64 of HMAC-SHA256 keyed with
+    "<timestamp>\n<secret>" over an empty message (Feishu accepts a timestamp within an hour of its clock)."""
+    key = f"{timestamp}\n{secret}".encode()
+    return base64.b64encode(hmac.new(key, b"", hashlib.sha256).digest()).decode()
+
+
+def feishu_body(command: CommandRecord, secret: str | None, now_s: float) -> dict[str, Any]:
+    """A Feishu custom bot's text message; signed (`timestamp` in seconds, `sign`) when the bot has a
+    signing secret. Built per try: a retry signs again."""
+    body: dict[str, Any] = {"msg_type": "text", "content": {"text": command.content}}
+    if secret:
+        timestamp = str(int(now_s))
+        body["timestamp"] = timestamp
+        body["sign"] = feishu_sign(timestamp, secret)
+    return body
 
 
 def snippet(body: bytes, limit: int = 200) -> str:
@@ -122,6 +143,36 @@ def read_webhook_answer(status_code: int, body: bytes, command_id: str) -> Answe
     if isinstance(parsed, dict):
         returned = _message_id(parsed.get("messageId") or parsed.get("id") or parsed.get("data"))
     return Answer("accepted", message_id=returned or command_id)
+
+
+# Feishu answers HTTP 200 with a JSON `code` (the older `StatusCode`): 0 success; e.g. 19021 signature
+# mismatch (or a timestamp off by more than an hour), 19024 IP not allowed, 9499 bad request, 11232
+# frequency limited. It returns no message id: the accepted record carries our command id.
+FEISHU_SUCCESS = 0
+
+
+def read_feishu_answer(status_code: int, body: bytes, command_id: str) -> Answer:
+    """A Feishu custom bot's answer: accepted on `code` 0; rejected with Feishu's code and msg, or with the
+    HTTP status when there is no code; unknown for an HTTP 200 we cannot read (it may have been posted)."""
+    try:
+        parsed = orjson.loads(body) if body else None
+    except orjson.JSONDecodeError:
+        parsed = None
+    if isinstance(parsed, dict):
+        raw = parsed.get("code", parsed.get("StatusCode"))
+        code = _as_int(raw)
+        message = str(parsed.get("msg") or parsed.get("StatusMessage") or "")
+        if code == FEISHU_SUCCESS and status_code == 200:
+            return Answer("accepted", message_id=command_id)
+        if code is not None and code != FEISHU_SUCCESS:
+            return Answer("rejected", error_code=code, error_reason=message or f"Feishu answered code {code}")
+    if status_code != 200:
+        return Answer("rejected", error_code=status_code, error_reason=f"HTTP {status_code}: {snippet(body)}")
+    return Answer(
+        "unknown",
+        error_code=ERROR_OUTCOME_UNKNOWN,
+        error_reason=f"HTTP 200 without a code Feishu documents: {snippet(body)}",
+    )
 
 
 def parse_retry_after(value: str | None) -> float | None:

@@ -102,7 +102,7 @@ class CommandTracker:
             if body.channel == "wecom" and body.messageId:
                 timer = clock.schedule(at + self._timeout, key, RESULT_DUE, (command_id, 0))
                 ledger.waiting[command_id] = (body.messageId, timer)
-            else:  # phone and SMS webhooks call nothing back: accepted is their end
+            else:  # phone and SMS webhooks and Feishu call nothing back: accepted is their end
                 out.append(self._result(command_id, "completed", 0, "", at, robot_id))
                 self._end(ledger, [command_id])
         if body.channel == "wecom" and body.messageId and fresh:

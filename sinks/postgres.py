@@ -8,6 +8,8 @@ and in whatever grouping, an event is written:
     robot_joined_session -> session_robots, robots.last_seen_at
     robot_status         -> robots.status / last_status_at, only if not older than the stored one
     ai_call              -> ai_io_logs, first write wins (call_id)
+    daily_report         -> after_sales_daily_reports, one row per local day (report_date); a replay of
+                            the day writes the same row again
 
 Other events (command_callback, alerts, ...) are ignored here until their tables get a writer.
 
@@ -46,6 +48,7 @@ import operator
 import weakref
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import date
 from functools import cached_property
 from typing import Any
 
@@ -54,6 +57,7 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from prometheus_client import Counter
 from psycopg.rows import tuple_row
 from psycopg.types.json import Jsonb
+from pydantic import BaseModel
 
 from sinks.kafka import DeadLetters, DeadLetterWriter, Poisoned, report_lost
 from sinks.retry import Backoff, Waiter, describe_error
@@ -68,6 +72,7 @@ from worktool.events import (
     CommandResult,
     CommandSent,
     CommandTimeout,
+    DailyReport,
     InterventionNeeded,
     MessageClassified,
     MonitorEvent,
@@ -442,6 +447,23 @@ DESK_STAFF = Upsert(
     only_if_newer=True,
 )
 
+# The after-sales day (docs/rules.md §7): the desk emits it once, at 24:00 local time in event time; a
+# replay (or a re-emitted batch) carries the same figures and the same event time, so every column is
+# the new value and an identical row is left untouched.
+DAILY_REPORTS = Upsert(
+    "daily_reports",
+    "after_sales_daily_reports",
+    key=("report_date",),
+    merge=dict.fromkeys(
+        _columns(
+            "timezone tasks_opened tasks_completed tasks_cancelled opened_and_completed completion_rate "
+            "avg_handling_minutes p90_handling_minutes sla_attained open_at_end overdue_at_end "
+            "cooperation staff alerts funnel summary generated_at"
+        ),
+        SET,
+    ),
+)
+
 STATEMENTS: tuple[Upsert, ...] = (
     MESSAGE_TYPES,
     SESSION_MESSAGES,
@@ -460,6 +482,7 @@ STATEMENTS: tuple[Upsert, ...] = (
     TASK_STATUS,
     TASK_ASSIGNED,
     DESK_STAFF,
+    DAILY_REPORTS,
 )
 
 
@@ -753,6 +776,43 @@ def _staff_status(ev: MonitorEvent) -> list[tuple[Upsert, dict[str, Any]]]:
     ]
 
 
+def _plain(item: Any) -> dict[str, Any]:
+    """A nested model as JSON values (the hot path may build the event with plain dicts: `make`)."""
+    return item.model_dump(mode="json") if isinstance(item, BaseModel) else dict(item)
+
+
+def _local_date(value: Any) -> date:
+    try:
+        return date.fromisoformat(_required(value, "data.report_date"))
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"data.report_date {value!r} is not a YYYY-MM-DD date ({e})") from None
+
+
+def _daily_report(ev: MonitorEvent) -> list[tuple[Upsert, dict[str, Any]]]:
+    d: DailyReport = ev.data  # type: ignore[assignment]
+    row = {
+        "report_date": _local_date(d.report_date),
+        "timezone": d.timezone,
+        "tasks_opened": d.tasks_opened,
+        "tasks_completed": d.tasks_completed,
+        "tasks_cancelled": d.tasks_cancelled,
+        "opened_and_completed": d.opened_and_completed,
+        "completion_rate": d.completion_rate,
+        "avg_handling_minutes": d.avg_handling_minutes,
+        "p90_handling_minutes": d.p90_handling_minutes,
+        "sla_attained": d.sla_attained,
+        "open_at_end": d.open_at_end,
+        "overdue_at_end": d.overdue_at_end,
+        "cooperation": Jsonb(dict(d.cooperation)),
+        "staff": Jsonb([_plain(s) for s in d.staff]),
+        "alerts": Jsonb([_plain(a) for a in d.alerts]),
+        "funnel": Jsonb(dict(d.funnel)),
+        "summary": d.summary,
+        "generated_at": ev.event_time,  # 24:00 of the day, local
+    }
+    return [(DAILY_REPORTS, row)]
+
+
 def project(ev: Any) -> list[tuple[Upsert, dict[str, Any]]] | None:  # noqa: C901 (a flat dispatch)
     """The rows of one monitor event, chosen by the type of its data; None for items that are not
     monitor events and for events without a projection (command_callback: joined with robot_commands
@@ -786,6 +846,8 @@ def project(ev: Any) -> list[tuple[Upsert, dict[str, Any]]] | None:  # noqa: C90
             return _task_assigned(ev)
         case StaffStatus():
             return _staff_status(ev)
+        case DailyReport():
+            return _daily_report(ev)
         case _:
             return None
 

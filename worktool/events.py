@@ -37,7 +37,7 @@ from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar, Union
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, TypeAdapter, create_model, model_validator
 
-from worktool.models import SenderType, UtcDatetime
+from worktool.models import CommandChannel, SenderType, UtcDatetime
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -452,7 +452,7 @@ class CommandCreated(EventData):
 
     EVENT: ClassVar[str] = "command_created"
     command_id: str
-    channel: Literal["wecom", "phone", "sms"]
+    channel: CommandChannel
     robot_id: str | None
     target: str
     content: str

@@ -275,9 +275,14 @@ class ResultCallback(BaseModel):
     qrCode: LooseStr | None = None
 
 
+# How a command is sent: WeCom through a robot (WorkTool), a phone call or an SMS through their webhooks,
+# a Feishu custom bot (its webhook). robot_commands.channel lists the same values (migration 0009).
+CommandChannel = Literal["wecom", "phone", "sms", "feishu"]
+
+
 class AcceptedBody(BaseModel):
     """Body of an `accepted` raw record, written by our dispatcher: what WorkTool (or a phone/SMS
-    webhook) answered to one send request, so that a replay sees everything that came from outside."""
+    webhook, or Feishu) answered to one send request, so that a replay sees everything that came from outside."""
 
     model_config = ConfigDict(extra="allow")
 
@@ -285,7 +290,7 @@ class AcceptedBody(BaseModel):
     commandIds: list[str] = Field(min_length=1)  # our commands in the request, in list order
     errorCode: ErrorCode = 0  # 0: accepted; anything else: the submission failed after its retries
     errorReason: LooseStr = ""
-    channel: Literal["wecom", "phone", "sms"] = "wecom"
+    channel: CommandChannel = "wecom"
 
 
 # The webhooks WorkTool calls; "accepted" is written by our own dispatcher (WorkTool's answer to a send).
@@ -481,9 +486,6 @@ class ControlRecord(JsonRecord):
         return self
 
 
-CommandChannel = Literal["wecom", "phone", "sms"]
-
-
 class CommandCause(BaseModel):
     event: str  # what decided it: reply_scheduled, alert_raised, alert_escalated, alert_reminder, ...
     message_id: str | None = None
@@ -496,8 +498,8 @@ class CommandRecord(JsonRecord):
 
     command_id: str
     channel: CommandChannel
-    robot_id: str | None  # the robot that sends a WeCom text; None for phone and SMS
-    target: str  # group remark/name or person (WeCom), a phone number or contact (phone, SMS)
+    robot_id: str | None  # the robot that sends a WeCom text; None for phone, SMS and Feishu
+    target: str  # group remark/name or person (WeCom), a phone number or contact (phone, SMS), "feishu"
     content: str
     at_list: list[str] = Field(default_factory=list)
     due_time: UtcDatetime  # not before this (reply delays)

@@ -249,6 +249,11 @@ class Settings(BaseSettings):
     dispatcher_group: str = Field(default="worktool-dispatcher", alias="WORKTOOL_DISPATCHER_GROUP")
     phone_webhook_url: str | None = Field(default=None, alias="WORKTOOL_PHONE_WEBHOOK_URL", repr=False)
     sms_webhook_url: str | None = Field(default=None, alias="WORKTOOL_SMS_WEBHOOK_URL", repr=False)
+    # A Feishu custom bot (飞书自定义机器人): its webhook URL (the token is in the path) and, when the bot has
+    # signature verification on, its signing secret. Both secrets: never logged. The desk sends the daily
+    # report there too when the URL is set (`feishu_configured`).
+    feishu_webhook_url: str | None = Field(default=None, alias="WORKTOOL_FEISHU_WEBHOOK_URL", repr=False)
+    feishu_secret: str | None = Field(default=None, alias="WORKTOOL_FEISHU_SECRET", repr=False)
     # WorkTool allows 60 requests per minute per source IP: every dispatcher process shares one Redis
     # limiter (the key), and each request (retries included) spends one of the requests per window.
     # The margin widens the window so that network jitter cannot squeeze N+1 requests into one window
@@ -309,6 +314,7 @@ class Settings(BaseSettings):
         check("WORKTOOL_JWT_SECRET", self.jwt_secret, min_chars=32)
         check("WORKTOOL_SECRETS_KEY", self.secrets_key, min_chars=32)
         check("WORKTOOL_LLM_API_KEY", self.llm_api_key, min_chars=1)
+        check("WORKTOOL_FEISHU_SECRET", self.feishu_secret, min_chars=1)
         if self.webhook_tokens:
             try:
                 tokens = json.loads(self.webhook_tokens)
@@ -336,6 +342,12 @@ class Settings(BaseSettings):
             for name, field in type(self).model_fields.items()
             if (value := getattr(self, name)) is not None
         }
+
+    @property
+    def feishu_configured(self) -> bool:
+        """Whether commands of channel `feishu` can be sent (WORKTOOL_FEISHU_WEBHOOK_URL is set): the
+        dataflow emits them only then (the desk's daily report)."""
+        return bool((self.feishu_webhook_url or "").strip())
 
     @property
     def recovery_dir(self) -> Path:

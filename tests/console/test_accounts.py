@@ -19,6 +19,7 @@ from console.app import create_app
 from tests.console.alert_rows import insert_alert
 from tests.console.console_client import JWT_SECRET, ROLES, TOKEN, bearer, console, craft, login
 from tests.console.console_rows import PASSWORD, insert_session, insert_user
+from tests.report_rows import insert_report, report_event
 from tests.support import consume_all
 from worktool.settings import Settings
 
@@ -51,7 +52,7 @@ def test_login_gives_a_short_lived_bearer_token_with_the_role(
         "username": "staff",
         "role": "staff",
         "kind": "user",
-        "permissions": ["alerts.escalate", "read", "tasks.create"],
+        "permissions": ["alerts.escalate", "read", "staff.status", "tasks.create", "tasks.manage"],
     }
 
 
@@ -141,6 +142,7 @@ def test_accounts_from_the_users_file_log_in_and_cannot_be_shadowed(
 # 401 / 403 for every endpoint
 
 SESSION = "group:矩阵群"
+TASK = "task_matrix"
 
 # name -> (method, path, body); writes send a body the endpoint rejects (422), so an allowed call
 # proves the authorization passed without changing anything.
@@ -161,13 +163,22 @@ ENDPOINTS: dict[str, tuple[str, str, dict[str, Any] | None]] = {
     "user_change": ("PATCH", "/api/users/staff", {"role": "root"}),
     "llm_keys": ("GET", "/api/llm/keys", None),
     "llm_key_set": ("PUT", "/api/llm/keys/openai", {"api_key": "short"}),
+    "tasks": ("GET", "/api/tasks", None),
+    "task": ("GET", f"/api/tasks/{TASK}", None),
+    "task_create": ("POST", "/api/tasks", {"session_id": ""}),
+    "task_change": ("PATCH", f"/api/tasks/{TASK}", {"action": "teleport"}),
+    "staff": ("GET", "/api/staff", None),
+    "staff_status": ("PUT", "/api/staff/售后-小李/status", {"status": "asleep"}),
+    "daily_report": ("GET", "/api/reports/daily", None),
 }
-READ = {"me", "sessions", "session", "alerts", "alert", "commands", "robots"}
+READ = {"me", "sessions", "session", "alerts", "alert", "commands", "robots", "tasks", "task", "staff",
+        "daily_report"}  # fmt: skip
+DESK = {"task_create", "task_change", "staff_status"}
 # The policy, stated here on its own rather than read from console/permissions.py.
 ALLOWED: dict[str, set[str]] = {
     "admin": set(ENDPOINTS),
-    "supervisor": READ | {"cancel", "escalate", "ai_logs"},
-    "staff": READ | {"escalate"},
+    "supervisor": READ | DESK | {"cancel", "escalate", "ai_logs"},
+    "staff": READ | DESK | {"escalate"},
     "inspector": READ | {"ai_logs"},
 }
 
@@ -202,6 +213,8 @@ def test_the_matrix_names_every_endpoint(settings: Settings) -> None:
         SESSION: "{session_id}",
         "/users/staff": "/users/{username}",
         "/keys/openai": "/keys/{provider}",
+        f"/tasks/{TASK}": "/tasks/{task_id}",
+        "/staff/售后-小李/status": "/staff/{name}/status",
     }
     named = set()
     for method, path, _ in ENDPOINTS.values():
@@ -217,6 +230,13 @@ def test_each_role_gets_exactly_its_endpoints(
 ) -> None:
     alert_id = insert_alert(fresh_database_url)
     insert_session(fresh_database_url, SESSION, messages=1)
+    insert_report(fresh_database_url, report_event("2026-03-01"))
+    with psycopg.connect(fresh_database_url) as conn:
+        conn.execute(
+            "INSERT INTO after_sales_tasks (task_id, session_id, task_type, priority, status, opened_at) "
+            "VALUES (%s, %s, 'other', 'normal', 'pending', now())",
+            (TASK, SESSION),
+        )
     role = caller.removeprefix("service:")
     with console(settings.model_copy(update={"api_token_role": role})) as client:
         headers = bearer(TOKEN) if caller.startswith("service:") else login(client, caller)

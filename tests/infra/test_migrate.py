@@ -32,6 +32,9 @@ ALL = [
     (4, "command_status"),
     (5, "console_accounts"),
     (6, "database_roles"),
+    (7, "after_sales_desk"),
+    (8, "daily_reports"),
+    (9, "feishu_channel"),
 ]
 NEXT = f"{len(ALL) + 1:04d}"  # the version of a migration a test adds
 
@@ -51,6 +54,8 @@ TABLES = {
     "console_users",
     "audit_log",
     "llm_provider_keys",
+    "desk_staff",
+    "after_sales_daily_reports",
 }
 
 # docs/rules.md §2: code -> (sender category, priority)
@@ -183,7 +188,14 @@ def test_down_to_0001_rolls_back_the_later_tables_columns_and_the_seed(db: str) 
     later = [v for v, _ in ALL[1:]]
     assert [m.version for m in apply_down(db, steps=len(later))] == later[::-1]
     assert query(db, "SELECT count(*) FROM message_types") == [(0,)]
-    assert tables(db) == TABLES - {"console_users", "audit_log", "llm_provider_keys"} | {"migration_history"}
+    later_tables = {
+        "console_users",
+        "audit_log",
+        "llm_provider_keys",
+        "desk_staff",
+        "after_sales_daily_reports",
+    }
+    assert tables(db) == TABLES - later_tables | {"migration_history"}
     assert [s.state for s in status(db)] == ["applied"] + ["pending"] * len(later)
 
     assert [m.version for m in apply_up(db)] == later
@@ -195,8 +207,8 @@ def test_up_to_a_target_version(db: str) -> None:
     assert "message_types" in tables(db)
     assert query(db, "SELECT count(*) FROM message_types") == [(0,)]
     assert apply_up(db, target=1) == []
-    with pytest.raises(MigrationError, match="no migration with version 7"):
-        apply_up(db, target=7)
+    with pytest.raises(MigrationError, match=f"no migration with version {len(ALL) + 1}"):
+        apply_up(db, target=len(ALL) + 1)
 
 
 def test_status_reports_pending_then_applied(db: str) -> None:

@@ -40,6 +40,9 @@ def _value(tp: Any) -> Any:
         return _value(next(a for a in get_args(tp) if a is not type(None)))
     if origin is list:
         return [_value(get_args(tp)[0])]
+    if origin is dict:
+        key, value = get_args(tp)
+        return {_value(key): _value(value)}
     if isinstance(tp, type) and issubclass(tp, BaseModel):
         return {name: _value(f.annotation) for name, f in tp.model_fields.items()}
     return {str: "x", int: 1, float: 1.0, bool: True, datetime: AT}[tp]
