@@ -90,6 +90,7 @@ class FlowOptions:
     # "step": the desk runs here; "collect": its inputs go to `FlowSinks.desk_inputs` (a slice of
     # `worktool replay --workers`: the parent runs one desk over every slice's, dataflows/replay.py).
     desk: Literal["step", "collect"] = "step"
+    feishu: bool = False  # the daily report goes to Feishu too (WORKTOOL_FEISHU_WEBHOOK_URL is set)
 
     @classmethod
     def from_settings(cls, settings: Settings, config: BusinessConfig) -> FlowOptions:
@@ -98,6 +99,7 @@ class FlowOptions:
             dedup_window=timedelta(seconds=settings.dedup_window_s),
             config=config,
             gap_grace=timedelta(seconds=settings.gap_grace_s),
+            feishu=settings.feishu_configured,
         )
 
     def session_policy(self) -> SessionPolicy:
@@ -367,7 +369,7 @@ def build_flow(
     # desk controls and ticks; a slice of `worktool replay --workers` collects them for its parent.
     desk_in = op.flat_map_batch("desk_key", outputs, _to_desk)
     if opts.desk == "step":
-        desk_policy = DeskPolicy(opts.config, policy.alerts, opts.shards)
+        desk_policy = DeskPolicy(opts.config, policy.alerts, opts.shards, feishu=opts.feishu)
         desk = op.stateful(
             "desk", desk_in,
             builder("desk", lambda: DeskStep(desk_policy), lambda snap: DeskStep.restore(desk_policy, snap)),

@@ -149,7 +149,9 @@ def run_desk(slices: list[Path], out: IO[bytes], settings: Settings) -> None:
     """The desk over every slice's inputs, with the last watermark each shard reached: the same
     decisions as the desk of a one-worker replay (operators/desk.py acts in event time only)."""
     config = load_config(settings.config_path)
-    policy = DeskPolicy(config, SessionPolicy(config).alerts, settings.shards)
+    policy = DeskPolicy(
+        config, SessionPolicy(config).alerts, settings.shards, feishu=settings.feishu_configured
+    )
     desk = DeskStep(policy)
     marks: dict[str, datetime] = {}
     written: list[bytes] = []
