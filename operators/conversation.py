@@ -1,0 +1,319 @@
+"""The conversation part of the sessions step (docs/rules.md §3, §5): who is handling a session (the
+staff-active window, handover, paused replies), the user's wait for staff, the replies and notices
+planned and withdrawn, and the messages that need intervention. Pure; the clock is the step's.
+
+    staff or assistant message -> pending replies withdrawn; inline command applied; the window opens
+                                  or moves on (`window` after the last staff message); the wait ends
+    user message, staff handling -> the oldest unanswered one starts the wait (`waiting` minutes:
+                                  user_waiting_too_long and the staff_no_reply alert)
+    any message                 -> a session_state event if status, pause or window changed; a reply
+                                  planned (ReplyScheduled, a SEND_DUE timer) or skipped
+    SEND_DUE                    -> the reply's robot chosen again, the command written
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from typing import Any, NamedTuple
+
+from operators.alerts import Alert, AlertRules, Out, Trigger
+from operators.replies import PlannedSend, ReplyPlanner, Skip
+from operators.staff import ReplyQuality
+from operators.timers import ShardClock, Timer
+from worktool.config import BusinessConfig
+from worktool.events import (
+    CommandCreated,
+    InterventionNeeded,
+    ReplyScheduled,
+    ReplySkipped,
+    ReplyWithdrawn,
+    SessionState,
+    StaffWindowClosed,
+    StaffWindowOpened,
+    construct,
+)
+from worktool.models import Classification, CommandCause, CommandRecord, Message
+
+WINDOW_END = "staff_window_end"
+USER_WAITING = "user_waiting"
+SEND_DUE = "send_due"  # a reply or a notice whose delay has passed
+
+# When one message needs intervention for several reasons, the message row keeps the most urgent.
+INTERVENTION_ORDER = (
+    "complaint",
+    "user_low_satisfaction",
+    "user_negative_after_staff",
+    "staff_low_reply_quality",
+)
+
+
+class Wait(NamedTuple):
+    """The user's oldest message unanswered by staff in a staff-handled session."""
+
+    timer: int
+    message_id: str
+    user: str
+
+
+class ReplyState(NamedTuple):
+    """What decides whether the robots may answer: a change is a session_state event."""
+
+    status: str  # auto | staff | handover
+    ai_paused: bool
+    staff_until: datetime | None
+
+
+@dataclass(slots=True)
+class Conversation:
+    status: str = "auto"
+    ai_paused: bool = False
+    staff_until: datetime | None = None  # the end of the staff-active window, while it is open
+    staff_since: datetime | None = None
+    window_timer: int | None = None
+    last_sender_type: str | None = None  # of the latest message not sent by one of our robots
+    waiting: Wait | None = None
+    replies: dict[str, int] = field(default_factory=dict)  # message -> timer of its reply not sent yet
+
+    def reply_state(self) -> ReplyState:
+        return ReplyState(self.status, self.ai_paused, self.staff_until)
+
+    def snapshot_into(self, data: dict[str, Any]) -> None:
+        """Sparse plain data (a field at its default is left out), in the sessions step's v4 layout."""
+        if self.status != "auto":
+            data["status"] = self.status
+        if self.ai_paused:
+            data["ai_paused"] = True
+        if self.staff_until is not None:
+            data["staff_until"] = self.staff_until
+        if self.staff_since is not None:
+            data["staff_since"] = self.staff_since
+        if self.window_timer is not None:
+            data["window_timer"] = self.window_timer
+        if self.last_sender_type is not None:
+            data["last_sender_type"] = self.last_sender_type
+        if self.waiting is not None:
+            data["waiting"] = tuple(self.waiting)
+        if self.replies:
+            data["replies"] = dict(self.replies)
+
+    @classmethod
+    def restore(cls, data: dict[str, Any]) -> Conversation:
+        waiting = data.get("waiting")
+        return cls(
+            status=data.get("status", "auto"),
+            ai_paused=data.get("ai_paused", False),
+            staff_until=data.get("staff_until"),
+            staff_since=data.get("staff_since"),
+            window_timer=data.get("window_timer"),
+            last_sender_type=data.get("last_sender_type"),
+            waiting=Wait(*waiting) if waiting else None,
+            replies=dict(data.get("replies", ())),
+        )
+
+
+def _change_name(before: ReplyState, after: ReplyState) -> str:
+    if before.ai_paused != after.ai_paused:
+        return "replies_paused" if after.ai_paused else "replies_resumed"
+    if before.status != after.status and "handover" in (before.status, after.status):
+        return "handover" if after.status == "handover" else "handover_ended"
+    if before.staff_until is None:
+        return "staff_window_opened"
+    return "staff_window_extended"
+
+
+class ConversationRules:
+    """The conversation's rules over its `Conversation`; the step's clock is passed in."""
+
+    def __init__(
+        self,
+        config: BusinessConfig,
+        alerts: AlertRules,
+        replies: ReplyPlanner,
+        owners_mentioned: Callable[[Message], list[str]],
+    ) -> None:
+        self.alerts = alerts
+        self.planner = replies
+        self.owners_mentioned = owners_mentioned
+        self.quality = ReplyQuality(config.intervention)
+        self.window = timedelta(minutes=config.staff_window.minutes)
+        self.waiting = timedelta(minutes=config.intervention.user_waiting_minutes)
+        self.negative = config.intervention.negative_sentiment
+
+    # -- staff ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def staff_command(c: Conversation, command: str | None) -> None:
+        """[暂停回复] / [恢复回复] / [转人工] / [已解决], as far as the conversation goes."""
+        if command == "pause_replies":
+            c.ai_paused = True  # (pending replies were withdrawn by the staff message itself)
+        elif command == "handover":
+            c.status = "handover"
+        elif command in ("resume_replies", "solved"):
+            if command == "resume_replies":
+                c.ai_paused = False
+            if c.status == "handover":
+                c.status = "staff"
+
+    def staff_window(self, c: Conversation, clock: ShardClock, m: Message) -> list[Out]:
+        """The staff-active window opens, or moves on."""
+        at, sid = m.received_at, m.session_id
+        opened = c.staff_until is None
+        if c.window_timer is not None:
+            clock.cancel(c.window_timer)
+        c.staff_until = at + self.window
+        c.window_timer = clock.schedule(c.staff_until, sid, WINDOW_END)
+        if not opened:
+            return []
+        c.staff_since = at
+        if c.status == "auto":
+            c.status = "staff"
+        data = StaffWindowOpened.make(until=c.staff_until, staff_name=m.sender_name, message_id=m.message_id)
+        return [data.at(at, sid, m.robot_id)]
+
+    @staticmethod
+    def staff_answered(c: Conversation, clock: ShardClock) -> None:
+        """Staff spoke: nobody is waiting any more."""
+        if c.waiting is not None:
+            clock.cancel(c.waiting.timer)
+            c.waiting = None
+
+    def reply_quality(self, m: Message, c: Classification) -> list[Out]:
+        if c.message_type == "staff_reply_user" and self.quality.is_low(self.quality.score(m.text)):
+            return self.intervention(m, "staff_low_reply_quality", m.sender_name)
+        return []
+
+    # -- users ---------------------------------------------------------------------------------
+
+    def user_waits(self, c: Conversation, clock: ShardClock, m: Message) -> None:
+        """Staff are handling the session: the oldest unanswered user message starts the wait."""
+        if c.status != "auto" and c.waiting is None:
+            timer = clock.schedule(m.received_at + self.waiting, m.session_id, USER_WAITING, m.message_id)
+            c.waiting = Wait(timer, m.message_id, m.sender_name)
+
+    def user_interventions(
+        self, c: Conversation, m: Message, cls: Classification, fell_low: bool
+    ) -> list[Out]:
+        """Three of the four situations (the fourth, waiting too long, is a timer); a message needing
+        intervention for several reasons keeps the most urgent."""
+        reasons = []
+        if cls.message_type == "chat_complaint":
+            reasons.append("complaint")
+        if fell_low:
+            reasons.append("user_low_satisfaction")
+        if (cls.sentiment or 0) <= self.negative and c.last_sender_type in ("staff", "assistant"):
+            reasons.append("user_negative_after_staff")
+        if not reasons:
+            return []
+        return self.intervention(m, min(reasons, key=INTERVENTION_ORDER.index), m.sender_name)
+
+    @staticmethod
+    def intervention(m: Message, reason: str, user: str | None) -> list[Out]:
+        data = InterventionNeeded.make(message_id=m.message_id, reason=reason, user_name=user)
+        return [data.at(m.received_at, m.session_id, m.robot_id)]
+
+    # -- session state -------------------------------------------------------------------------
+
+    @staticmethod
+    def state_changed(c: Conversation, sid: str, at: datetime, before: ReplyState, change: str) -> list[Out]:
+        after = c.reply_state()
+        if after == before:
+            return []
+        if change == "message":
+            change = _change_name(before, after)
+        data = SessionState.make(
+            status=c.status, ai_paused=c.ai_paused, staff_active_until=c.staff_until, change=change
+        )
+        return [data.at(at, sid)]
+
+    # -- replies and notices (docs/rules.md §5) ------------------------------------------------
+
+    def plan_sends(
+        self, c: Conversation, clock: ShardClock, robots: set[str], m: Message, cls: Classification,
+        mentioned: list[str],
+    ) -> list[Out]:  # fmt: skip
+        planner = self.planner
+        if cls.sender_type == "user" and cls.message_type == "chat_after_sales":
+            notice = planner.plan_notice(m)  # to staff, through the notify robot; never withdrawn
+            clock.schedule(notice.due, m.session_id, SEND_DUE, notice.payload())
+        if not planner.wants_reply(m, cls, mentioned):
+            return []
+        owners = self.owners_mentioned(m)
+        plan = planner.plan_reply(m, cls, robots, owners, c.ai_paused, c.status != "auto")
+        if isinstance(plan, Skip):
+            return [
+                ReplySkipped.make(message_id=m.message_id, reason=plan.reason).at(m.received_at, m.session_id)
+            ]
+        c.replies[m.message_id] = clock.schedule(plan.due, m.session_id, SEND_DUE, plan.payload())
+        data = ReplyScheduled.make(
+            message_id=m.message_id,
+            robot_id=plan.robot_id,
+            target=plan.target,
+            delay_s=plan.delay_s,
+            due_time=plan.due,
+        )
+        return [data.at(m.received_at, m.session_id, plan.robot_id)]
+
+    @staticmethod
+    def withdraw_replies(c: Conversation, clock: ShardClock, m: Message, reason: str) -> list[Out]:
+        out: list[Out] = []
+        for message_id, timer in c.replies.items():
+            if clock.cancel(timer):
+                data = ReplyWithdrawn.make(message_id=message_id, reason=reason)
+                out.append(data.at(m.received_at, m.session_id))
+        c.replies.clear()
+        return out
+
+    # -- timers --------------------------------------------------------------------------------
+
+    def window_end(self, c: Conversation, timer: Timer) -> list[Out]:
+        """The window closes `window` after the last staff message (an older timer was cancelled)."""
+        if c.staff_until != timer.due:
+            return []
+        before = c.reply_state()
+        opened = c.staff_since
+        c.staff_until = c.staff_since = None
+        c.window_timer = None
+        if c.status == "staff":
+            c.status = "auto"
+        out: list[Out] = [StaffWindowClosed.make(opened_at=opened).at(timer.due, timer.key)]
+        return out + self.state_changed(c, timer.key, timer.due, before, "staff_window_closed")
+
+    def user_waited(
+        self, c: Conversation, alerts: dict[str, Alert], clock: ShardClock, timer: Timer
+    ) -> list[Out]:
+        """No staff message for `waiting` after the user's: intervention, and the staff_no_reply alert."""
+        if c.waiting is None or c.waiting.timer != timer.seq:
+            return []
+        wait, c.waiting = c.waiting, None
+        event = InterventionNeeded.make(
+            message_id=wait.message_id, reason="user_waiting_too_long", user_name=wait.user
+        )
+        trigger = Trigger(alert_type="staff_no_reply", subject=timer.key, at=timer.due, user_name=wait.user,
+                          session_id=timer.key, message_id=wait.message_id)  # fmt: skip
+        return [event.at(timer.due, timer.key), *self.alerts.trigger(alerts, clock, trigger)]
+
+    def send_due(self, c: Conversation | None, robots: set[str], timer: Timer) -> list[Out]:
+        plan = PlannedSend.from_payload(timer.payload)
+        if plan.cause == "reply_scheduled":
+            if c is None or c.replies.pop(plan.message_id, None) != timer.seq:
+                return []
+            # Chosen again now that every robot's report of the message has arrived (docs/rules.md §5).
+            robot = self.planner.robot_for(robots, plan.reporting, plan.asked_at or timer.due)
+            if robot is None:
+                skip = ReplySkipped.make(message_id=plan.message_id, reason="no_reply_robot_in_group")
+                return [skip.at(timer.due, timer.key)]
+            if robot != plan.robot_id:
+                plan = replace(plan, robot_id=robot)
+        cause = CommandCause(event=plan.cause, message_id=plan.message_id)
+        command = construct(CommandRecord,
+            command_id=plan.command_id, channel="wecom", robot_id=plan.robot_id, target=plan.target,
+            content=plan.content, at_list=list(plan.at_list), due_time=plan.due, cause=cause,
+        )  # fmt: skip
+        created = CommandCreated.make(
+            command_id=plan.command_id, channel="wecom", robot_id=plan.robot_id, target=plan.target,
+            content=plan.content, at_list=list(plan.at_list), due_time=plan.due, cause_event=plan.cause,
+            cause_id=plan.message_id,
+        )  # fmt: skip
+        return [command, created.at(timer.due, timer.key, plan.robot_id)]
