@@ -144,40 +144,42 @@ class ConversationRules:
     # -- staff ---------------------------------------------------------------------------------
 
     @staticmethod
-    def staff_command(c: Conversation, command: str | None) -> None:
+    def staff_command(talk: Conversation, command: str | None) -> None:
         """[暂停回复] / [恢复回复] / [转人工] / [已解决], as far as the conversation goes."""
         if command == "pause_replies":
-            c.ai_paused = True  # (pending replies were withdrawn by the staff message itself)
+            talk.ai_paused = True  # (pending replies were withdrawn by the staff message itself)
         elif command == "handover":
-            c.status = "handover"
+            talk.status = "handover"
         elif command in ("resume_replies", "solved"):
             if command == "resume_replies":
-                c.ai_paused = False
-            if c.status == "handover":
-                c.status = "staff"
+                talk.ai_paused = False
+            if talk.status == "handover":
+                talk.status = "staff"
 
-    def staff_window(self, c: Conversation, clock: ShardClock, m: Message) -> list[Out]:
+    def staff_window(self, talk: Conversation, clock: ShardClock, m: Message) -> list[Out]:
         """The staff-active window opens, or moves on."""
         at, sid = m.received_at, m.session_id
-        opened = c.staff_until is None
-        if c.window_timer is not None:
-            clock.cancel(c.window_timer)
-        c.staff_until = at + self.window
-        c.window_timer = clock.schedule(c.staff_until, sid, WINDOW_END)
+        opened = talk.staff_until is None
+        if talk.window_timer is not None:
+            clock.cancel(talk.window_timer)
+        talk.staff_until = at + self.window
+        talk.window_timer = clock.schedule(talk.staff_until, sid, WINDOW_END)
         if not opened:
             return []
-        c.staff_since = at
-        if c.status == "auto":
-            c.status = "staff"
-        data = StaffWindowOpened.make(until=c.staff_until, staff_name=m.sender_name, message_id=m.message_id)
+        talk.staff_since = at
+        if talk.status == "auto":
+            talk.status = "staff"
+        data = StaffWindowOpened.make(
+            until=talk.staff_until, staff_name=m.sender_name, message_id=m.message_id
+        )
         return [data.at(at, sid, m.robot_id)]
 
     @staticmethod
-    def staff_answered(c: Conversation, clock: ShardClock) -> None:
+    def staff_answered(talk: Conversation, clock: ShardClock) -> None:
         """Staff spoke: nobody is waiting any more."""
-        if c.waiting is not None:
-            clock.cancel(c.waiting.timer)
-            c.waiting = None
+        if talk.waiting is not None:
+            clock.cancel(talk.waiting.timer)
+            talk.waiting = None
 
     def reply_quality(self, m: Message, c: Classification) -> list[Out]:
         if c.message_type == "staff_reply_user" and self.quality.is_low(self.quality.score(m.text)):
@@ -186,23 +188,23 @@ class ConversationRules:
 
     # -- users ---------------------------------------------------------------------------------
 
-    def user_waits(self, c: Conversation, clock: ShardClock, m: Message) -> None:
+    def user_waits(self, talk: Conversation, clock: ShardClock, m: Message) -> None:
         """Staff are handling the session: the oldest unanswered user message starts the wait."""
-        if c.status != "auto" and c.waiting is None:
+        if talk.status != "auto" and talk.waiting is None:
             timer = clock.schedule(m.received_at + self.waiting, m.session_id, USER_WAITING, m.message_id)
-            c.waiting = Wait(timer, m.message_id, m.sender_name)
+            talk.waiting = Wait(timer, m.message_id, m.sender_name)
 
     def user_interventions(
-        self, c: Conversation, m: Message, cls: Classification, fell_low: bool
+        self, talk: Conversation, m: Message, c: Classification, fell_low: bool
     ) -> list[Out]:
         """Three of the four situations (the fourth, waiting too long, is a timer); a message needing
         intervention for several reasons keeps the most urgent."""
         reasons = []
-        if cls.message_type == "chat_complaint":
+        if c.message_type == "chat_complaint":
             reasons.append("complaint")
         if fell_low:
             reasons.append("user_low_satisfaction")
-        if (cls.sentiment or 0) <= self.negative and c.last_sender_type in ("staff", "assistant"):
+        if (c.sentiment or 0) <= self.negative and talk.last_sender_type in ("staff", "assistant"):
             reasons.append("user_negative_after_staff")
         if not reasons:
             return []
@@ -216,36 +218,38 @@ class ConversationRules:
     # -- session state -------------------------------------------------------------------------
 
     @staticmethod
-    def state_changed(c: Conversation, sid: str, at: datetime, before: ReplyState, change: str) -> list[Out]:
-        after = c.reply_state()
+    def state_changed(
+        talk: Conversation, sid: str, at: datetime, before: ReplyState, change: str
+    ) -> list[Out]:
+        after = talk.reply_state()
         if after == before:
             return []
         if change == "message":
             change = _change_name(before, after)
         data = SessionState.make(
-            status=c.status, ai_paused=c.ai_paused, staff_active_until=c.staff_until, change=change
+            status=talk.status, ai_paused=talk.ai_paused, staff_active_until=talk.staff_until, change=change
         )
         return [data.at(at, sid)]
 
     # -- replies and notices (docs/rules.md §5) ------------------------------------------------
 
     def plan_sends(
-        self, c: Conversation, clock: ShardClock, robots: set[str], m: Message, cls: Classification,
+        self, talk: Conversation, clock: ShardClock, robots: set[str], m: Message, c: Classification,
         mentioned: list[str],
     ) -> list[Out]:  # fmt: skip
         planner = self.planner
-        if cls.sender_type == "user" and cls.message_type == "chat_after_sales":
+        if c.sender_type == "user" and c.message_type == "chat_after_sales":
             notice = planner.plan_notice(m)  # to staff, through the notify robot; never withdrawn
             clock.schedule(notice.due, m.session_id, SEND_DUE, notice.payload())
-        if not planner.wants_reply(m, cls, mentioned):
+        if not planner.wants_reply(m, c, mentioned):
             return []
         owners = self.owners_mentioned(m)
-        plan = planner.plan_reply(m, cls, robots, owners, c.ai_paused, c.status != "auto")
+        plan = planner.plan_reply(m, c, robots, owners, talk.ai_paused, talk.status != "auto")
         if isinstance(plan, Skip):
             return [
                 ReplySkipped.make(message_id=m.message_id, reason=plan.reason).at(m.received_at, m.session_id)
             ]
-        c.replies[m.message_id] = clock.schedule(plan.due, m.session_id, SEND_DUE, plan.payload())
+        talk.replies[m.message_id] = clock.schedule(plan.due, m.session_id, SEND_DUE, plan.payload())
         data = ReplyScheduled.make(
             message_id=m.message_id,
             robot_id=plan.robot_id,
@@ -256,37 +260,37 @@ class ConversationRules:
         return [data.at(m.received_at, m.session_id, plan.robot_id)]
 
     @staticmethod
-    def withdraw_replies(c: Conversation, clock: ShardClock, m: Message, reason: str) -> list[Out]:
+    def withdraw_replies(talk: Conversation, clock: ShardClock, m: Message, reason: str) -> list[Out]:
         out: list[Out] = []
-        for message_id, timer in c.replies.items():
+        for message_id, timer in talk.replies.items():
             if clock.cancel(timer):
                 data = ReplyWithdrawn.make(message_id=message_id, reason=reason)
                 out.append(data.at(m.received_at, m.session_id))
-        c.replies.clear()
+        talk.replies.clear()
         return out
 
     # -- timers --------------------------------------------------------------------------------
 
-    def window_end(self, c: Conversation, timer: Timer) -> list[Out]:
+    def window_end(self, talk: Conversation, timer: Timer) -> list[Out]:
         """The window closes `window` after the last staff message (an older timer was cancelled)."""
-        if c.staff_until != timer.due:
+        if talk.staff_until != timer.due:
             return []
-        before = c.reply_state()
-        opened = c.staff_since
-        c.staff_until = c.staff_since = None
-        c.window_timer = None
-        if c.status == "staff":
-            c.status = "auto"
+        before = talk.reply_state()
+        opened = talk.staff_since
+        talk.staff_until = talk.staff_since = None
+        talk.window_timer = None
+        if talk.status == "staff":
+            talk.status = "auto"
         out: list[Out] = [StaffWindowClosed.make(opened_at=opened).at(timer.due, timer.key)]
-        return out + self.state_changed(c, timer.key, timer.due, before, "staff_window_closed")
+        return out + self.state_changed(talk, timer.key, timer.due, before, "staff_window_closed")
 
     def user_waited(
-        self, c: Conversation, alerts: dict[str, Alert], clock: ShardClock, timer: Timer
+        self, talk: Conversation, alerts: dict[str, Alert], clock: ShardClock, timer: Timer
     ) -> list[Out]:
         """No staff message for `waiting` after the user's: intervention, and the staff_no_reply alert."""
-        if c.waiting is None or c.waiting.timer != timer.seq:
+        if talk.waiting is None or talk.waiting.timer != timer.seq:
             return []
-        wait, c.waiting = c.waiting, None
+        wait, talk.waiting = talk.waiting, None
         event = InterventionNeeded.make(
             message_id=wait.message_id, reason="user_waiting_too_long", user_name=wait.user
         )
@@ -294,10 +298,10 @@ class ConversationRules:
                           session_id=timer.key, message_id=wait.message_id)  # fmt: skip
         return [event.at(timer.due, timer.key), *self.alerts.trigger(alerts, clock, trigger)]
 
-    def send_due(self, c: Conversation | None, robots: set[str], timer: Timer) -> list[Out]:
+    def send_due(self, talk: Conversation | None, robots: set[str], timer: Timer) -> list[Out]:
         plan = PlannedSend.from_payload(timer.payload)
         if plan.cause == "reply_scheduled":
-            if c is None or c.replies.pop(plan.message_id, None) != timer.seq:
+            if talk is None or talk.replies.pop(plan.message_id, None) != timer.seq:
                 return []
             # Chosen again now that every robot's report of the message has arrived (docs/rules.md §5).
             robot = self.planner.robot_for(robots, plan.reporting, plan.asked_at or timer.due)
