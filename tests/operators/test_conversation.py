@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from operators.conversation import Conversation, ReplyState, Wait
+from operators.conversation import Conversation, Wait
 from operators.sessions import SessionPolicy
 from operators.timers import ShardClock
 from tests.operators.test_session_rules import CONFIG, SID, at, events, message, staff
@@ -33,7 +33,7 @@ def test_the_window_opens_moves_on_and_closes_after_the_last_staff_message(parts
     [opened] = rules.staff_window(talk, clock, staff("您好", 0).message)
     assert opened.data.until == at(10) and talk.status == "staff" and talk.staff_since == at(0)
     assert rules.staff_window(talk, clock, staff("稍等", 5).message) == []
-    assert talk.reply_state() == ReplyState("staff", False, at(15))
+    assert talk.reply_state() == ("staff", False, at(15))
     assert fire(rules, clock, talk, at(10)) == []  # the first window's timer was cancelled
     closed, state = fire(rules, clock, talk, at(15))
     assert closed.event == "staff_window_closed" and state.data.change == "staff_window_closed"
