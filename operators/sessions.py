@@ -126,6 +126,7 @@ class Subject:
 
     @property
     def status(self) -> str:
+        """The conversation's status (auto | staff | handover), the subject's most read fact."""
         return self.conversation.status
 
     def snapshot(self) -> dict[str, Any]:
