@@ -12,11 +12,18 @@ conversation, "robot:<id>" for robot_fault, "gateway:<boot id>" for pipeline_gap
     trigger(key), no open alert -> a new alert at the type's start level (linked to the previous alert
         of the key, if any, by parent_alert_id: cancelled alerts stay in the history)
     an open alert not triggered again for `expiry_minutes` (24 h) -> cancelled "expired"
-    cancel(reason): staff_intervened, user_satisfied, problem_solved, manual (and expired above)
+    cancel(reason): staff_intervened, user_satisfied, problem_solved, manual (and expired above); which
+        condition closes which alerts is the table CANCELLATIONS
 
-Notifications by level: 1 a WeCom text through the notify robot to the staff target; 2 adds a reminder
-`reminder_minutes` later if the alert is still open; 3 adds phone calls; 4 adds SMS. Each is a
-CommandRecord (written to worktool.commands for the dispatcher) plus a `command_created` event.
+Three parts, in the spirit of Alertmanager's dispatch / inhibition / silences:
+
+- lifecycle (`AlertRules.trigger`, escalation, expiry): what an alert is and how it moves;
+- cancellation (`CANCELLATIONS`): which event or condition closes which open alerts, with which reason,
+  as one table; the steps name the condition met (`cancel_on`), the table says what it closes;
+- routing (`ROUTES`): who hears of an alert at each level. 1 a WeCom text through the notify robot to
+  the staff target; 2 adds a reminder `reminder_minutes` later if the alert is still open; 3 adds phone
+  calls; 4 adds SMS; the targets come from `alerts.notifications`. Each is a CommandRecord (written to
+  worktool.commands for the dispatcher) plus a `command_created` event.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 from operators.timers import ShardClock, Timer
 from worktool.config import AlertConfig
@@ -39,7 +46,7 @@ from worktool.events import (
     MonitorEvent,
     construct,
 )
-from worktool.models import CommandCause, CommandRecord, iso
+from worktool.models import CommandCause, CommandRecord, Message, iso
 
 OPEN = ("open", "escalated")
 LEVEL_NAMES = {1: "信息", 2: "警告", 3: "严重", 4: "紧急"}
@@ -65,6 +72,50 @@ CANCEL_NAMES = {
 }
 EXPIRY, REMINDER = "alert_expiry", "alert_reminder"
 Out = MonitorEvent | CommandRecord
+
+
+@dataclass(frozen=True, slots=True)
+class Cancellation:
+    """What one condition closes: the open alerts of the whole subject, of the user who spoke, or the one
+    alert it names; of the listed types only (None: every type); always with the same reason."""
+
+    reason: str
+    scope: Literal["subject", "user", "alert"]
+    types: frozenset[str] | None = None
+    earlier_only: bool = True  # only alerts raised before the event (a message never closes its own)
+
+
+# docs/rules.md §4, the five cancellation reasons, by the conditions that meet them. The steps say which
+# condition an item met (`AlertRules.cancel_on`, `cancel_one`); this table alone says what that closes.
+CANCELLATIONS: dict[str, Cancellation] = {
+    # 1. a staff or assistant message in the session
+    "staff_message": Cancellation("staff_intervened", "subject"),
+    # 2. the user's message is positive, or their satisfaction recovered above the high mark
+    "user_satisfied": Cancellation("user_satisfied", "user"),
+    # 3. the user says it is solved; a [已解决] command; the robot back online; a pipeline gap filled
+    "user_says_solved": Cancellation("problem_solved", "user"),
+    "solved_command": Cancellation("problem_solved", "subject"),
+    "robot_online": Cancellation("problem_solved", "subject", frozenset({"robot_fault"})),
+    "gap_filled": Cancellation("problem_solved", "subject", frozenset({"pipeline_gap"}), earlier_only=False),
+    # 4. the key did not trigger again for `expiry_minutes`
+    "expiry": Cancellation("expired", "alert"),
+    # 5. an operator's cancel_alert control record (a silence, applied once per request id)
+    "operator": Cancellation("manual", "alert"),
+}
+
+
+class Reminder(NamedTuple):
+    """The payload of a REMINDER timer (plain data: a tuple in the snapshot)."""
+
+    alert_id: str
+    level: int
+    notified_at: datetime
+
+
+# Who hears of an alert at each level (docs/rules.md §4): (channel, from level). The targets come from
+# alerts.notifications (`AlertRules._targets`); from REMINDER_FROM_LEVEL on, a reminder while still open.
+ROUTES = (("wecom", 1), ("phone", 3), ("sms", 4))
+REMINDER_FROM_LEVEL = 2
 
 
 def _digest(*parts: str, size: int = 10) -> str:
@@ -158,6 +209,15 @@ class Trigger:
     @property
     def alert_key(self) -> str:
         return f"{self.alert_type}|{self.subject}|{self.user_name or ''}"
+
+    @classmethod
+    def of_message(cls, alert_type: str, m: Message, user: str | None) -> Trigger:
+        """A conversation's alert raised by one of its messages."""
+        return cls(
+            alert_type=alert_type, subject=m.session_id, at=m.received_at, user_name=user,
+            session_id=m.session_id, group_name=m.group_name or None, robot_id=m.robot_id,
+            message_id=m.message_id, content=m.text,
+        )  # fmt: skip
 
 
 class AlertRules:
@@ -274,33 +334,56 @@ class AlertRules:
             )
         ]
 
-    def cancel_where(
+    def cancel_on(
         self,
+        condition: str,
         alerts: dict[str, Alert],
         clock: ShardClock,
         at: datetime,
-        reason: str,
         user_name: str | None = None,
         by: str | None = None,
     ) -> list[Out]:
-        """Cancel the open alerts (of one user, when given) that fired before `at`."""
+        """`condition` (a key of CANCELLATIONS) was met at `at`: close the open alerts of the subject it
+        closes (those of `user_name` for a condition scoped to the user)."""
+        rule = CANCELLATIONS[condition]
+        if rule.scope == "alert":
+            raise ValueError(f"{condition} names one alert: cancel_one")
         out: list[Out] = []
+        if not alerts:
+            return out
+        of_user, types = rule.scope == "user", rule.types
         for alert in list(alerts.values()):
-            if alert.is_open and alert.raised_at < at and (user_name is None or alert.user_name == user_name):
-                out += self.cancel(alert, clock, at, reason, by)
+            if (
+                alert.is_open
+                and (not rule.earlier_only or alert.raised_at < at)
+                and (not of_user or alert.user_name == user_name)
+                and (types is None or alert.alert_type in types)
+            ):
+                out += self.cancel(alert, clock, at, rule.reason, by)
         return out
+
+    def cancel_one(
+        self, condition: str, alert: Alert, clock: ShardClock, at: datetime, by: str | None = None
+    ) -> list[Out]:
+        """A condition naming one alert (its expiry, an operator) was met."""
+        return self.cancel(alert, clock, at, CANCELLATIONS[condition].reason, by)
 
     # -- timers --------------------------------------------------------------------------------
 
     def on_timer(self, alerts: dict[str, Alert], clock: ShardClock, timer: Timer) -> list[Out]:
-        alert = alerts.get(timer.payload[0]) if timer.kind == EXPIRY else self.find(alerts, timer.payload[0])
+        if timer.kind == EXPIRY:
+            (alert_key,) = timer.payload
+            alert = alerts.get(alert_key)
+            if alert is None or not alert.is_open:
+                return []
+            alert.expiry_timer = None
+            return self.cancel_one("expiry", alert, clock, timer.due)
+        reminder = Reminder(*timer.payload)
+        alert = self.find(alerts, reminder.alert_id)
         if alert is None or not alert.is_open:
             return []
-        if timer.kind == EXPIRY:
-            alert.expiry_timer = None
-            return self.cancel(alert, clock, timer.due, "expired")
-        # A reminder of the notification at `level`, if nothing newer went out since.
-        if alert.notified_at is not None and alert.notified_at > timer.payload[2]:
+        # A reminder of the notification at its level, if nothing newer went out since.
+        if alert.notified_at is not None and alert.notified_at > reminder.notified_at:
             return []
         content = f"【提醒】{TYPE_NAMES.get(alert.alert_type, alert.alert_type)}告警仍未处理：{self._where(alert)}（{alert.alert_id}）"
         return self._command(alert, timer.due, "reminder", "wecom", self._staff_target(), content)
@@ -335,17 +418,21 @@ class AlertRules:
             f"【{LEVEL_NAMES[level]}·{level}级】{TYPE_NAMES.get(alert.alert_type, alert.alert_type)}"
             f"：{self._where(alert)}{said}（告警 {alert.alert_id}）"
         )
-        n = self.c.notifications
-        out = self._command(alert, at, purpose, "wecom", self._staff_target(), text)
-        if level >= 2:
-            clock.schedule(at + self._reminder, alert.subject, REMINDER, (alert.alert_id, level, at))
-        if level >= 3:
-            for target in n.phone_targets:
-                out += self._command(alert, at, purpose, "phone", target, text)
-        if level >= 4:
-            for target in n.sms_targets:
-                out += self._command(alert, at, purpose, "sms", target, text)
+        if level >= REMINDER_FROM_LEVEL:
+            reminder = (alert.alert_id, level, at)  # a Reminder, kept a plain tuple for the snapshot
+            clock.schedule(at + self._reminder, alert.subject, REMINDER, reminder)
+        out: list[Out] = []
+        for channel, from_level in ROUTES:
+            if level >= from_level:
+                for target in self._targets(channel):
+                    out += self._command(alert, at, purpose, channel, target, text)
         return out
+
+    def _targets(self, channel: str) -> list[str]:
+        n = self.c.notifications
+        if channel == "wecom":
+            return [n.staff_target]
+        return n.phone_targets if channel == "phone" else n.sms_targets
 
     def _command(
         self, alert: Alert, at: datetime, purpose: str, channel: str, target: str, content: str

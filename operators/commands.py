@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from operators.timers import ShardClock, Timer
 from worktool.config import CommandConfig, HealthConfig
@@ -42,6 +42,13 @@ def robot_fault(code: int) -> bool:
     return code >= 1000
 
 
+class AwaitedResult(NamedTuple):
+    """A command sent and waiting for its result callback."""
+
+    message_id: str  # WorkTool's messageId of the request
+    timer: int  # its result clock
+
+
 @dataclass(slots=True)
 class RobotLedger:
     online: bool = True
@@ -50,21 +57,21 @@ class RobotLedger:
     last_failure_at: datetime | None = None
     score: float = 100.0
     band: str = "healthy"
-    waiting: dict[str, tuple[str, int]] = field(default_factory=dict)  # command -> (messageId, timer)
+    waiting: dict[str, AwaitedResult] = field(default_factory=dict)  # by command id
     batches: dict[str, list[str]] = field(default_factory=dict)  # messageId -> commands still unresolved
     ended: list[str] = field(default_factory=list)  # the latest commands that reached their end
 
     def snapshot(self) -> dict[str, Any]:
         data = {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
         # Copies: the ledger goes on changing after the snapshot was taken.
-        data["waiting"] = dict(self.waiting)
+        data["waiting"] = {k: tuple(v) for k, v in self.waiting.items()}  # plain tuples
         data["batches"] = {k: list(v) for k, v in self.batches.items()}
         data["ended"] = list(self.ended)
         return data
 
     @classmethod
     def restore(cls, data: dict[str, Any]) -> RobotLedger:
-        return cls(**{**data, "waiting": {k: tuple(v) for k, v in data["waiting"].items()}})
+        return cls(**{**data, "waiting": {k: AwaitedResult(*v) for k, v in data["waiting"].items()}})
 
 
 class CommandTracker:
@@ -101,7 +108,7 @@ class CommandTracker:
             out.append(data.at(at, robot_id=robot_id))
             if body.channel == "wecom" and body.messageId:
                 timer = clock.schedule(at + self._timeout, key, RESULT_DUE, (command_id, 0))
-                ledger.waiting[command_id] = (body.messageId, timer)
+                ledger.waiting[command_id] = AwaitedResult(body.messageId, timer)
             else:  # phone and SMS webhooks and Feishu call nothing back: accepted is their end
                 out.append(self._result(command_id, "completed", 0, "", at, robot_id))
                 self._end(ledger, [command_id])
@@ -123,9 +130,9 @@ class CommandTracker:
         if not pending:
             del ledger.batches[body.messageId]
         self._end(ledger, [command_id])
-        _, timer = ledger.waiting.pop(command_id, ("", None))
-        if timer is not None:
-            clock.cancel(timer)
+        awaited = ledger.waiting.pop(command_id, None)
+        if awaited is not None:
+            clock.cancel(awaited.timer)
         ok = body.errorCode == 0
         out = [
             self._result(
@@ -138,23 +145,23 @@ class CommandTracker:
         self, ledger: RobotLedger, clock: ShardClock, timer: Timer, robot_id: str
     ) -> list[MonitorEvent]:
         command_id, lookups = timer.payload
-        entry = ledger.waiting.get(command_id)
-        if entry is None or entry[1] != timer.seq:
+        awaited = ledger.waiting.get(command_id)
+        if awaited is None or awaited.timer != timer.seq:
             return []
         if lookups < self.c.lookups:
             data = CommandTimeout.make(command_id=command_id, lookups=lookups)
             next_timer = clock.schedule(
                 timer.due + self._lookup, timer.key, RESULT_DUE, (command_id, lookups + 1)
             )
-            ledger.waiting[command_id] = (entry[0], next_timer)
+            ledger.waiting[command_id] = AwaitedResult(awaited.message_id, next_timer)
             return [data.at(timer.due, robot_id=robot_id)]
         del ledger.waiting[command_id]
         self._end(ledger, [command_id])
-        batch = ledger.batches.get(entry[0])
+        batch = ledger.batches.get(awaited.message_id)
         if batch is not None and command_id in batch:
             batch.remove(command_id)
             if not batch:
-                del ledger.batches[entry[0]]
+                del ledger.batches[awaited.message_id]
         reason = f"no result {self.c.result_timeout_s:g} s after acceptance nor after {lookups} look-ups"
         out = [self._result(command_id, "unknown", None, reason, timer.due, robot_id)]
         return out + self._outcome(ledger, False, timer.due, robot_id)

@@ -200,10 +200,9 @@ class GapStep:
         return out
 
     def _close(self, gw: str, at: datetime) -> list[Out]:
-        out: list[Out] = []
-        for alert in self.alerts.get(f"gateway:{gw}", {}).values():
-            out += self.rules.cancel(alert, self.clock, at, "problem_solved", "pipeline")
-        return out
+        return self.rules.cancel_on(
+            "gap_filled", self.alerts.get(f"gateway:{gw}", {}), self.clock, at, by="pipeline"
+        )
 
     @staticmethod
     def _event(hole: Hole, status: str, at: datetime) -> Out:
