@@ -126,7 +126,7 @@ def _without_added(line: Any) -> Any:
     if not isinstance(line, bytes):
         return line
     event = orjson.loads(line)
-    for name in _ADDED.get(event["event"], ()):
+    for name in _ADDED.get(event.get("event"), ()):
         if event["data"].get(name) is None:
             event["data"].pop(name, None)
     return event
