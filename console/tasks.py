@@ -248,6 +248,15 @@ async def create_task(
             await cur.execute("SELECT 1 FROM sessions WHERE session_id = %s", [body.session_id])
             if await cur.fetchone() is None:
                 raise SessionNotFound(f"session {body.session_id} does not exist")
+            # one open task per session, owner and type (the dataflow would update that one instead)
+            await cur.execute(
+                "SELECT task_id FROM after_sales_tasks WHERE session_id = %s AND user_name = %s "
+                "AND task_type = %s AND status = ANY(%s) LIMIT 1",
+                [body.session_id, body.user_name, kind.code, list(OPEN_STATUSES)],
+            )
+            existing = await cur.fetchone()
+            if existing is not None:
+                raise TaskConflict(f"{body.user_name} already has an open {kind.code} task: {existing[0]}")
         entry = {
             "action": "task.create", "target_type": "task", "target_id": task_id, "before": None,
             "after": {"session_id": body.session_id, "user_name": body.user_name, "task_type": kind.code,

@@ -95,6 +95,7 @@ CANCELLATIONS: dict[str, Cancellation] = {
     # 3. the user says it is solved; a [已解决] command; the robot back online; a pipeline gap filled
     "user_says_solved": Cancellation("problem_solved", "user"),
     "solved_command": Cancellation("problem_solved", "subject"),
+    "task_completed": Cancellation("problem_solved", "user"),  # a task of theirs completed (console, staff)
     "robot_online": Cancellation("problem_solved", "subject", frozenset({"robot_fault"})),
     "gap_filled": Cancellation("problem_solved", "subject", frozenset({"pipeline_gap"}), earlier_only=False),
     # 4. the key did not trigger again for `expiry_minutes`

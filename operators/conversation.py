@@ -38,6 +38,7 @@ from worktool.models import Classification, CommandCause, CommandRecord, Message
 
 WINDOW_END = "staff_window_end"
 USER_WAITING = "user_waiting"
+MAX_LATER_WAITS = 16  # later unanswered messages with a wait of their own, per session
 SEND_DUE = "send_due"  # a reply or a notice whose delay has passed
 
 # When one message needs intervention for several reasons, the message row keeps the most urgent.
@@ -72,6 +73,9 @@ class Conversation:
     window_timer: int | None = None
     last_sender_type: str | None = None  # of the latest message not sent by one of our robots
     waiting: Wait | None = None
+    # Later unanswered user messages of a staff-handled session, each with its own wait: when one runs
+    # out it repeats staff_no_reply (§4: a repeat within 30 min of the previous trigger escalates).
+    later_waits: list[Wait] = field(default_factory=list)
     replies: dict[str, int] = field(default_factory=dict)  # message -> timer of its reply not sent yet
 
     def reply_state(self) -> ReplyState:
@@ -93,6 +97,8 @@ class Conversation:
             data["last_sender_type"] = self.last_sender_type
         if self.waiting is not None:
             data["waiting"] = tuple(self.waiting)
+        if self.later_waits:
+            data["later_waits"] = [tuple(w) for w in self.later_waits]
         if self.replies:
             data["replies"] = dict(self.replies)
 
@@ -107,6 +113,7 @@ class Conversation:
             window_timer=data.get("window_timer"),
             last_sender_type=data.get("last_sender_type"),
             waiting=Wait(*waiting) if waiting else None,
+            later_waits=[Wait(*w) for w in data.get("later_waits", ())],
             replies=dict(data.get("replies", ())),
         )
 
@@ -180,6 +187,9 @@ class ConversationRules:
         if talk.waiting is not None:
             clock.cancel(talk.waiting.timer)
             talk.waiting = None
+        for wait in talk.later_waits:
+            clock.cancel(wait.timer)
+        talk.later_waits.clear()
 
     def reply_quality(self, m: Message, c: Classification) -> list[Out]:
         if c.message_type == "staff_reply_user" and self.quality.is_low(self.quality.score(m.text)):
@@ -189,10 +199,16 @@ class ConversationRules:
     # -- users ---------------------------------------------------------------------------------
 
     def user_waits(self, talk: Conversation, clock: ShardClock, m: Message) -> None:
-        """Staff are handling the session: the oldest unanswered user message starts the wait."""
-        if talk.status != "auto" and talk.waiting is None:
+        """Staff are handling the session: the oldest unanswered user message starts the wait; a later
+        one, while it runs, a wait of its own (at most MAX_LATER_WAITS)."""
+        if talk.status == "auto":
+            return
+        if talk.waiting is None:
             timer = clock.schedule(m.received_at + self.waiting, m.session_id, USER_WAITING, m.message_id)
             talk.waiting = Wait(timer, m.message_id, m.sender_name)
+        elif len(talk.later_waits) < MAX_LATER_WAITS:
+            timer = clock.schedule(m.received_at + self.waiting, m.session_id, USER_WAITING, m.message_id)
+            talk.later_waits.append(Wait(timer, m.message_id, m.sender_name))
 
     def user_interventions(
         self, talk: Conversation, m: Message, c: Classification, fell_low: bool
@@ -287,10 +303,16 @@ class ConversationRules:
     def user_waited(
         self, talk: Conversation, alerts: dict[str, Alert], clock: ShardClock, timer: Timer
     ) -> list[Out]:
-        """No staff message for `waiting` after the user's: intervention, and the staff_no_reply alert."""
-        if talk.waiting is None or talk.waiting.timer != timer.seq:
-            return []
-        wait, talk.waiting = talk.waiting, None
+        """No staff message for `waiting` after the user's: intervention, and the staff_no_reply alert
+        (a repeat of it for a later message's wait)."""
+        if talk.waiting is not None and talk.waiting.timer == timer.seq:
+            wait, talk.waiting = talk.waiting, None
+        else:
+            later = next((w for w in talk.later_waits if w.timer == timer.seq), None)
+            if later is None:
+                return []
+            wait = later
+            talk.later_waits.remove(later)
         event = InterventionNeeded.make(
             message_id=wait.message_id, reason="user_waiting_too_long", user_name=wait.user
         )

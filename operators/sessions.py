@@ -53,7 +53,7 @@ from operators.sender import SenderResolver
 from operators.sentiment import SatisfactionState, SatisfactionTracker
 from operators.shard import ClassifiedMessage, RobotRecord, RobotSighting, robot_key
 from operators.snapshots import Buckets
-from operators.tasks import TIMER_ALERTS, TaskBook, TaskRules, contains_any
+from operators.tasks import OPENS_TASK, TIMER_KINDS, TaskBook, TaskRules, contains_any
 from operators.timers import SNAPSHOT_VERSION as TIMERS_SNAPSHOT_VERSION
 from operators.timers import ShardClock, Tick, Timer
 from worktool.config import BusinessConfig
@@ -62,7 +62,10 @@ from worktool.models import DESK_SESSION, Classification, ControlRecord, Message
 
 # 4: pickled buckets; 3 (sparse subjects) and 2 (full subjects) still restore. The split into parts kept
 # each subject's plain data as it was (Subject.snapshot), so v4 snapshots of the code before it restore.
-SNAPSHOT_VERSION = 4
+# 5: task rows may carry their status (and a None timer), "reminders" per owner (issue 15); a v4 bucket
+# reads the same (4-column rows are pending tasks), older code refuses a v5 snapshot by its number.
+SNAPSHOT_VERSION = 5
+_BUCKET_VERSIONS = (4, 5)
 
 _APPLIED_KEPT = 32  # control request ids remembered per subject
 
@@ -94,7 +97,7 @@ class SessionPolicy:
         self.replies = ReplyPlanner(config)
         self.commands = CommandTracker(config.commands, config.health)
         self.conversation = ConversationRules(config, self.alerts, self.replies, self.owners_mentioned)
-        self.tasks = TaskRules(config.alerts, ResponseDetector(config.classifier), self.alerts)
+        self.tasks = TaskRules(config, ResponseDetector(config.classifier), self.alerts)
         self.robots = RobotRules(self.commands, self.alerts)
 
     def mentioned_robots(self, m: Message) -> list[str]:
@@ -212,7 +215,7 @@ class SessionStep:
             REMINDER: self._alert_timer,
             RESULT_DUE: self._result_due,
         }
-        for kind in TIMER_ALERTS:
+        for kind in TIMER_KINDS:
             self.timer_handlers[kind] = self._task_timer
 
     # -- the one entry point -------------------------------------------------------------------
@@ -329,14 +332,14 @@ class SessionStep:
         p.conversation.staff_command(talk, c.staff_command)
         if c.staff_command == "solved":
             out += p.alerts.cancel_on("solved_command", s.alerts, clock, at, by=m.sender_name)
-            out += p.tasks.complete(s.tasks, clock, m.session_id, at, None)
+            out += p.tasks.complete(s.tasks, s.alerts, clock, m.session_id, at, None, "solved", m.sender_name)
         out += p.conversation.staff_window(talk, clock, m)
         # Staff acted: nobody is waiting any more, follow-ups are done, open alerts are handled.
         p.conversation.staff_answered(talk, clock)
         p.tasks.staff_spoke(s.tasks, clock)
         out += p.alerts.cancel_on("staff_message", s.alerts, clock, at, by=m.sender_name)
         if c.message_type == "staff_at_user":
-            p.tasks.staff_at(s.tasks, clock, m, p.owners_mentioned(m))
+            out += p.tasks.staff_at(s.tasks, clock, m, p.owners_mentioned(m))
         out += p.conversation.reply_quality(m, c)
         return out
 
@@ -352,7 +355,7 @@ class SessionStep:
         # Cancellations first (they close what fired before this message), then new alerts.
         if contains_any(m.text, p.config.alerts.solved_words):
             out += p.alerts.cancel_on("user_says_solved", s.alerts, clock, at, user_name=user)
-            out += p.tasks.complete(s.tasks, clock, m.session_id, at, user)
+            out += p.tasks.complete(s.tasks, s.alerts, clock, m.session_id, at, user, "solved", user)
         elif (c.sentiment or 0) >= p.config.alerts.positive_sentiment or recovered:
             out += p.alerts.cancel_on("user_satisfied", s.alerts, clock, at, user_name=user)
         alert_type = _USER_ALERTS.get(c.message_type or "")
@@ -360,8 +363,8 @@ class SessionStep:
             out += self._alert(s, alert_type, m, user)
         if fell_low and alert_type != "user_complaint":  # a complaint's level-4 alert already covers it
             out += self._alert(s, "low_satisfaction", m, user)
-        if c.message_type == "chat_after_sales":
-            out += p.tasks.open(s.tasks, clock, m)
+        if c.message_type in OPENS_TASK:
+            out += p.tasks.open(s.tasks, clock, m, c.message_type)
         return out
 
     def _alert(self, s: Subject, alert_type: str, m: Message, user: str | None) -> list[Out]:
@@ -378,6 +381,8 @@ class SessionStep:
         if rec.request_id in s.applied:
             return []
         s.applied = [*s.applied[-(_APPLIED_KEPT - 1) :], rec.request_id]
+        if rec.action in ("create_task", "update_task"):
+            return list(self.policy.tasks.on_control(s.tasks, s.alerts, self.clock, rec))
         alerts = self.policy.alerts
         alert = alerts.find(s.alerts, rec.alert_id or "")
         if alert is None:
@@ -426,7 +431,7 @@ class SessionStep:
         cutoff = watermark - self.policy.idle
         idle = [
             sid for sid, s in self.sessions.items()
-            if s.last_at is not None and s.last_at < cutoff and not self.clock.pending(sid)
+            if s.last_at is not None and s.last_at < cutoff and not self.clock.pending(sid) and not s.tasks.open
         ]  # fmt: skip
         for sid in idle:
             del self.sessions[sid]
@@ -470,7 +475,7 @@ class SessionStep:
     @classmethod
     def restore(cls, policy: SessionPolicy, data: dict[str, Any]) -> SessionStep:
         if (
-            data.get("v") != SNAPSHOT_VERSION
+            data.get("v") not in _BUCKET_VERSIONS
         ):  # v2, v3: one plain dict; rebuilt as buckets at the first snapshot
             data = plain_snapshot(data)
             return cls(
@@ -480,7 +485,7 @@ class SessionStep:
                 SatisfactionState.restore(data["satisfaction"]),
                 data["swept_at"],
             )
-        # v4: the buckets go on as they were, so the first snapshot re-pickles only what changed
+        # v4, v5: the buckets go on as they were, so the first snapshot re-pickles only what changed
         clock, satisfaction = data["clock"], data["satisfaction"]
         snap_sessions, sessions = Buckets.resume(data["sessions"])
         snap_timers, timers = Buckets.resume(clock["timers"])
@@ -499,12 +504,12 @@ class SessionStep:
 
 
 def plain_snapshot(data: dict[str, Any]) -> dict[str, Any]:
-    """A snapshot of any version (2, 3, 4) as the plain v3 layout: sessions {sid: dict}, the clock's own
+    """A snapshot of any version (2, 3, 4, 5) as the plain v3 layout: sessions {sid: dict}, the clock's own
     format (timers in seq order) and satisfaction users as (user, score, last_at, messages) rows."""
     version = data.get("v")
     if version in (2, 3):
         return data
-    if version != SNAPSHOT_VERSION:
+    if version not in _BUCKET_VERSIONS:
         raise ValueError(f"unknown sessions snapshot version {version!r}")
     clock, satisfaction = data["clock"], data["satisfaction"]
     return {

@@ -79,7 +79,12 @@ def test_staff_open_a_task_for_an_owner(desk_settings: Settings, users: dict[str
             client.post("/api/tasks", json={**body, "user_name": ""}, headers=headers),
             client.post("/api/tasks", json=body, headers=login(client, users["inspector"])),
         ]
+        insert_task(
+            desk_settings, "task_open", user_name="用户甲", task_type="scan_qr", status="waiting_user"
+        )
+        twice = client.post("/api/tasks", json=body, headers=headers)
     assert [x.status_code for x in refused] == [422, 404, 422, 403]
+    assert twice.status_code == 409 and "task_open" in twice.json()["detail"]
     assert "configured: scan_qr, real_name" in refused[0].json()["detail"]
     [record] = records(desk_settings)  # the refusals wrote nothing
     assert (record.action, record.session_id, record.task_id, record.task_type, record.user_name) == (

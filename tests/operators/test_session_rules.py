@@ -186,6 +186,32 @@ def test_a_user_waiting_thirty_minutes_while_staff_handle_the_session(step) -> N
     assert (raised.data.alert_type, raised.data.level) == ("staff_no_reply", 1)
 
 
+def test_a_second_unanswered_message_repeats_staff_no_reply_and_escalates_it(step) -> None:
+    """§4: the second message's wait runs out within 30 min of the first trigger: level 2."""
+    step.on_item(staff("您好", 0))
+    step.on_item(message("好的，我等一下", 1))
+    step.on_item(message("还要多久", 5))
+    out = step.on_item(Tick(at(31)))
+    assert [e.data.level for e in events(out, "alert_raised")] == [1]
+    out = step.on_item(Tick(at(35)))
+    [need] = events(out, "intervention_needed")
+    assert need.data.message_id.startswith("m_还要多久")
+    [escalated] = events(out, "alert_escalated")
+    assert (escalated.data.alert.alert_type, escalated.data.from_level, escalated.data.to_level) == (
+        "staff_no_reply",
+        1,
+        2,
+    )
+
+
+def test_a_staff_answer_ends_every_wait(step) -> None:
+    step.on_item(staff("您好", 0))
+    step.on_item(message("在吗", 1))
+    step.on_item(message("人呢", 2))
+    step.on_item(staff("在的，马上处理", 20))
+    assert events(step.on_item(Tick(at(60))), "intervention_needed") == []
+
+
 def test_a_staff_answer_before_thirty_minutes_ends_the_wait(step) -> None:
     step.on_item(staff("您好", 0))
     step.on_item(message("在吗", 1))
@@ -344,7 +370,13 @@ def test_command_ids_are_deterministic(step) -> None:
 # -- staff @ an owner: response and follow-up ----------------------------------------------------------
 
 
+def _asks(step, minute: float = -1) -> None:
+    """用户甲 has an open task (the waits after a staff @ belong to a task)."""
+    step.on_item(message("需要扫码认证吗", minute, message_type="chat_after_sales"))
+
+
 def test_an_owner_not_answering_a_staff_at_for_60_minutes(step) -> None:
+    _asks(step)
     step.on_item(staff("@用户甲 请扫一下码", 0, message_type="staff_at_user", mentions=("用户甲",)))
     out = step.on_item(Tick(at(60)))
     [raised] = events(out, "alert_raised")
@@ -355,7 +387,15 @@ def test_an_owner_not_answering_a_staff_at_for_60_minutes(step) -> None:
     )
 
 
+def test_an_at_of_an_owner_without_a_task_starts_no_wait(step) -> None:
+    step.on_item(staff("@用户甲 早上好，有问题随时说", 0, message_type="staff_at_user", mentions=("用户甲",)))
+    step.on_item(message("好的", 20))  # an answer, but to no task: no follow-up is owed
+    out = step.on_item(Tick(at(120)))
+    assert events(out, "alert_raised") == [] and events(out, "user_response") == []
+
+
 def test_an_owner_answering_then_staff_idle_three_minutes(step) -> None:
+    _asks(step)
     step.on_item(staff("@用户甲 请扫一下码", 0, message_type="staff_at_user", mentions=("用户甲",)))
     step.on_item(message("好的", 20))
     out = step.on_item(Tick(at(23)))
@@ -364,6 +404,7 @@ def test_an_owner_answering_then_staff_idle_three_minutes(step) -> None:
 
 
 def test_staff_following_up_in_time_raises_nothing(step) -> None:
+    _asks(step)
     step.on_item(staff("@用户甲 请扫一下码", 0, message_type="staff_at_user", mentions=("用户甲",)))
     step.on_item(message("在的", 20))
     step.on_item(staff("好的我发您二维码", 22))
@@ -391,6 +432,7 @@ def test_an_after_sales_request_opens_a_task_that_alerts_after_1440_minutes(step
 
 
 def test_a_late_record_is_counted_and_its_due_timers_fire_at_the_next_tick(step) -> None:
+    _asks(step, 9)
     step.on_item(Tick(at(100)))
     step.on_item(
         staff("@用户甲 请扫码", 10, message_type="staff_at_user", mentions=("用户甲",))
@@ -399,6 +441,8 @@ def test_a_late_record_is_counted_and_its_due_timers_fire_at_the_next_tick(step)
     out = step.on_item(Tick(at(100) + MS))
     [raised] = events(out, "alert_raised")
     assert raised.event_time == at(70)  # its due time, not the tick's
+    [reminder] = events(out, "task_reminder")
+    assert reminder.event_time == at(40)
 
 
 def test_a_snapshot_in_the_middle_of_everything_resumes_identically(step) -> None:

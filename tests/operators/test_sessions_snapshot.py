@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from operators.sessions import SNAPSHOT_VERSION
+
 T0 = datetime(2026, 2, 10, 9, 0, tzinfo=UTC)
 DATA = Path(__file__).resolve().parents[1] / "data"
 FIXTURE = DATA / "sessions_snapshot_v2.pickle"
@@ -128,11 +130,29 @@ def test_a_snapshot_written_by_the_code_before_resumes_like_the_step_that_never_
     step = SessionStep(policy())
     run(step, before)
     resumed = SessionStep.restore(policy(), old)
-    assert plain(resumed.snapshot()) == plain(step.snapshot())  # the same state, in the new format
-    assert resumed.snapshot()["v"] == 4
+    assert resumed.snapshot()["v"] == SNAPSHOT_VERSION
+    # The rules changed since these were written (an @ waits only for an owner with a task, private
+    # operations open tasks, tasks move to waiting_user / in_progress, each unanswered message waits), so
+    # the step that never stopped differs there; the rest of each conversation goes on the same.
     original, replayed = run(step, after), run(resumed, after)
-    assert original == replayed and len(original) > 20
-    assert plain(step.snapshot()) == plain(resumed.snapshot())
+    assert untouched_by_task_rules(original) == untouched_by_task_rules(replayed)
+    assert len(untouched_by_task_rules(original)) > 10
+    # and the restored step resumes deterministically from its own snapshot
+    again = SessionStep.restore(policy(), SessionStep.restore(policy(), old).snapshot())
+    assert run(again, after) == replayed
+
+
+# Events the rule changes of issue 15 can add or remove around an old snapshot: tasks (operators/tasks.py)
+# and the alerts around them, and a wait per unanswered message (intervention_needed, staff_no_reply).
+TASK_RULE_EVENTS = ("task_", "user_response", "alert_", "command_created", "intervention_needed")
+
+
+def untouched_by_task_rules(lines: list[Any]) -> list[Any]:
+    return [
+        line for line in lines
+        if not (isinstance(line, bytes) and any(f'"event":"{p}'.encode() in line for p in TASK_RULE_EVENTS))
+        and not (isinstance(line, bytes) and b'"command_id"' in line and b'"event":' not in line)
+    ]  # fmt: skip
 
 
 def from_scratch(step: Any) -> dict[str, Any]:
@@ -162,7 +182,7 @@ def test_the_snapshot_equals_one_built_from_scratch_at_every_point() -> None:
     for n, item in enumerate(items):
         step.on_item(item)
         snap = step.snapshot()
-        assert snap["v"] == 4 and all(isinstance(b, bytes) for b in snap["sessions"])
+        assert snap["v"] == SNAPSHOT_VERSION and all(isinstance(b, bytes) for b in snap["sessions"])
         assert plain(snap) == from_scratch(step)
         resumed = SessionStep.restore(policy(), pickle.loads(pickle.dumps(snap)))
         assert plain(resumed.snapshot()) == plain(snap)

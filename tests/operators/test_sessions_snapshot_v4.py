@@ -101,6 +101,7 @@ def run(step: Any, items: list[Any]) -> list[str]:
 @pytest.mark.parametrize("name", sorted(FIXTURES))
 def test_a_v4_snapshot_of_the_code_before_the_split_resumes_with_the_same_events(name: str) -> None:
     from operators.sessions import SessionStep, plain_snapshot
+    from tests.operators.test_sessions_snapshot import untouched_by_task_rules
 
     fixture = pickle.loads(FIXTURES[name].read_bytes())
     old = fixture["snapshot"]
@@ -114,8 +115,11 @@ def test_a_v4_snapshot_of_the_code_before_the_split_resumes_with_the_same_events
     rebuilt = {sid: s.snapshot() for sid, s in resumed.sessions.items()}
     assert rebuilt == plain_snapshot(old)["sessions"]
     events = run(resumed, fixture["items"])
-    assert [_without_added(e) for e in events] == [_without_added(e) for e in fixture["events"]]
-    assert len(events) > 20
+    # The task rules changed after the split (issue 15: an @ waits only for an owner with a task, private
+    # operations open tasks, tasks move through their states), so the events around tasks differ; the
+    # rest of each conversation goes on exactly as the code before gave it.
+    kept = untouched_by_task_rules([_without_added(e) for e in events])
+    assert kept == untouched_by_task_rules([_without_added(e) for e in fixture["events"]]) and len(kept) > 20
 
 
 # Optional event fields added since the fixtures were written (null when unused): task_status's reason/by.
@@ -126,10 +130,12 @@ def _without_added(line: Any) -> Any:
     if not isinstance(line, bytes):
         return line
     event = orjson.loads(line)
+    if "event" not in event:
+        return line  # a command record
     for name in _ADDED.get(event.get("event"), ()):
         if event["data"].get(name) is None:
             event["data"].pop(name, None)
-    return event
+    return orjson.dumps(event)
 
 
 if __name__ == "__main__":  # writes the fixtures: see the module doc
