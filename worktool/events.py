@@ -688,6 +688,11 @@ EVENT_TYPES: dict[str, type[MonitorEvent]] = {
     for name, model in CATALOGUE.items()
 }
 """Event name -> its typed envelope (a `MonitorEvent` with `data` of the event's model)."""
+# Module attributes under their own names, so that pickle finds them: an event crosses processes in a
+# cluster (the desk step's inputs come from every worker's shards) and sits in the desk's snapshot.
+for _envelope in EVENT_TYPES.values():
+    _envelope.__module__ = __name__
+    globals()[_envelope.__name__] = _envelope
 
 AnyMonitorEvent = Annotated[Union[tuple(EVENT_TYPES.values())], Field(discriminator="event")]  # type: ignore[valid-type]  # noqa: UP007
 """Every monitor event, discriminated by its `event` name."""

@@ -189,3 +189,14 @@ def test_a_long_run_of_digits_is_found(wire: bytes, long: bool) -> None:
     from worktool.events import has_long_digits
 
     assert has_long_digits(wire) is long
+
+
+def test_every_typed_envelope_pickles() -> None:
+    """Events cross processes in a cluster (the desk's inputs) and sit in snapshots: pickle must find
+    each typed envelope by its name."""
+    import pickle
+
+    from worktool.events import EVENT_TYPES
+
+    for cls in EVENT_TYPES.values():
+        assert pickle.loads(pickle.dumps(cls)) is cls
