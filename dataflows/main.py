@@ -15,6 +15,7 @@ from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink
 
 from classifiers import build_classifier, call_log_events
+from dataflows.cluster import resolve_shape
 from dataflows.flow import FlowOptions, FlowSinks, build_flow
 from dataflows.metrics import OFFSET_RESETS
 from dataflows.sources import GuardedKafkaSource, TickSource, WithTicks
@@ -103,14 +104,20 @@ def live_flow() -> Dataflow:
     config = load_config(settings.config_path)
     classifier = build_classifier(settings, config)
     bootstrap = settings.kafka_bootstrap_servers
+    # Ticks every tick interval while records arrive, every idle tick interval once none has for a second
+    # (sources.TickPace); a one-worker flow then waits in its consumer until the next idle tick.
+    ticks = TickSource(
+        timedelta(seconds=settings.tick_interval_s),
+        timedelta(seconds=settings.allowed_lateness_s),
+        timedelta(seconds=settings.idle_tick_interval_s),
+    )
     kafka = GuardedKafkaSource(
         # Operators' control records are applied in order with everything else.
         kafka_source(bootstrap, [settings.topic_raw, settings.topic_control], tail=True),
         bootstrap,
         offsets_reset(settings.redis_url),
-    )
-    ticks = TickSource(
-        timedelta(seconds=settings.tick_interval_s), timedelta(seconds=settings.allowed_lateness_s)
+        pace=ticks.pace,
+        wait_for_ticks=resolve_shape(settings).total_workers == 1,
     )
     sinks = dataclasses.replace(
         live_sinks(settings),

@@ -38,43 +38,102 @@ log = logging.getLogger(__name__)
 # ------------------------------------------------------------------------------------ live ticks
 
 
+TICK_QUIET_S = 1.0  # live ticks slow down once no record was delivered for this long
+
+
+class TickPace:
+    """When the live ticks come: every `busy` interval while records arrive (one was delivered within
+    the last `quiet_s`), every `idle` interval once none has been. A tick carries the watermark (wall
+    time - allowed lateness), so a slower idle tick only delays a due timer by the extra interval: a
+    timer fires within lateness + `idle` of its due time while nothing arrives (lateness + `busy` while
+    records do). A delivery makes the next tick due `busy` after the last one, at once if that has
+    passed. Shared by the tick partition and the process's Kafka consumers, which report deliveries
+    (`delivered`) and, in a one-worker flow, wait for records until the next idle tick is due
+    (`idle_wait`). `clock` is monotonic seconds (injected by tests)."""
+
+    def __init__(
+        self,
+        busy: timedelta,
+        idle: timedelta | None = None,
+        quiet_s: float = TICK_QUIET_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.busy = busy.total_seconds()
+        self.idle = max(self.busy, idle.total_seconds() if idle is not None else self.busy)
+        self.quiet_s = quiet_s
+        self.clock = clock
+        self._delivered = float("-inf")
+        self._last: float | None = None  # when the last tick was emitted
+
+    def delivered(self) -> None:
+        self._delivered = self.clock()
+
+    def interval(self, now: float) -> float:
+        return self.busy if now - self._delivered < self.quiet_s else self.idle
+
+    def take_tick(self) -> bool:
+        """True (and the tick counted) if a tick is due now."""
+        now = self.clock()
+        if self._last is not None and now < self._last + self.interval(now):
+            return False
+        self._last = now
+        return True
+
+    def until_busy_tick(self) -> float:
+        """Seconds until a tick would be due if records arrived (0: now)."""
+        return 0.0 if self._last is None else max(0.0, self._last + self.busy - self.clock())
+
+    def idle_wait(self) -> float | None:
+        """While ticks are idle: seconds until the next one is due (a consumer may wait that long for a
+        record, the poll returns as soon as one arrives); None while they are busy."""
+        now = self.clock()
+        if self._last is None or self.interval(now) == self.busy:
+            return None
+        return min(self.idle, max(0.0, self._last + self.idle - now))
+
+
 class _TickPartition(StatelessSourcePartition[Tick]):
-    def __init__(self, interval: timedelta, lag: timedelta, active: bool) -> None:
-        self._interval = interval
+    def __init__(
+        self, interval: timedelta, lag: timedelta, active: bool, pace: TickPace | None = None
+    ) -> None:
+        self._pace = pace or TickPace(interval)
         self._lag = lag
         self._active = active
-        self._next = datetime.now(UTC)
 
     def next_batch(self) -> list[Tick]:
-        if not self._active:
+        if not self._active or not self._pace.take_tick():
             return []
-        now = datetime.now(UTC)
-        if now < self._next:
-            return []
-        self._next = now + self._interval
-        return [Tick(now - self._lag)]
+        return [Tick(datetime.now(UTC) - self._lag)]
 
     def next_awake(self) -> datetime | None:
-        # Idle workers sleep for long stretches instead of polling.
-        return self._next if self._active else datetime.now(UTC) + timedelta(hours=1)
+        # Idle workers sleep for long stretches instead of polling. Called again once the busy interval
+        # has passed: a record arriving while ticks are idle brings the next tick forward (while nothing
+        # arrives, the poller's wait in consume() paces a one-worker flow to the idle ticks).
+        now = datetime.now(UTC)
+        if not self._active:
+            return now + timedelta(hours=1)
+        return now + timedelta(seconds=self._pace.until_busy_tick())
 
 
 class TickSource(DynamicSource[Tick]):
-    """Wall-clock ticks, emitted by worker 0 only (the flow broadcasts each tick to every shard)."""
+    """Wall-clock ticks, emitted by worker 0 only (the flow broadcasts each tick to every shard), every
+    `interval` while records arrive and every `idle_interval` (default: the same) once none has for a
+    second (`TickPace`)."""
 
-    def __init__(self, interval: timedelta, lag: timedelta) -> None:
+    def __init__(self, interval: timedelta, lag: timedelta, idle_interval: timedelta | None = None) -> None:
         self.interval = interval
         self.lag = lag
+        self.pace = TickPace(interval, idle_interval)
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _TickPartition:
-        return _TickPartition(self.interval, self.lag, active=worker_index == 0)
+        return _TickPartition(self.interval, self.lag, active=worker_index == 0, pace=self.pace)
 
 
 class _TickPart(StatefulSourcePartition[Tick, None]):
     """The tick partition of a `WithTicks` source (ticks carry no resume state)."""
 
-    def __init__(self, interval: timedelta, lag: timedelta) -> None:
-        self._ticks = _TickPartition(interval, lag, active=True)
+    def __init__(self, interval: timedelta, lag: timedelta, pace: TickPace | None = None) -> None:
+        self._ticks = _TickPartition(interval, lag, active=True, pace=pace)
 
     def next_batch(self) -> list[Tick]:
         return self._ticks.next_batch()
@@ -108,7 +167,7 @@ class WithTicks(FixedPartitionedSource[Any, Any]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: Any) -> StatefulSourcePartition[Any, Any]:
         if for_part == TICK_PART:
-            return _TickPart(self.ticks.interval, self.ticks.lag)
+            return _TickPart(self.ticks.interval, self.ticks.lag, self.ticks.pace)
         return self.inner.build_part(step_id, for_part, resume_state)
 
 
@@ -417,7 +476,14 @@ class _SharedConsumer:
     """One consumer for every Kafka partition of one worker, its records sorted into per-partition
     buffers. Only the poller partition polls; the others take what was buffered for them."""
 
-    def __init__(self, config: dict[str, Any], batch_size: int, on_empty: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        config: dict[str, Any],
+        batch_size: int,
+        on_empty: Callable[[], None],
+        pace: TickPace | None = None,
+        wait_for_ticks: bool = False,
+    ) -> None:
         self._consumer = kafka_clients.consumer("dataflow", "", config={**config, "stats_cb": self._stats})
         self._batch_size = batch_size
         self._buffers: dict[PartKey, list[Any]] = {}
@@ -425,6 +491,8 @@ class _SharedConsumer:
         self._lock = threading.Lock()
         self._on_empty = on_empty
         self._delivered_at = 0.0  # when a partition last took records (monotonic)
+        self._pace = pace  # told of deliveries (the live ticks are faster while records arrive)
+        self._wait_for_ticks = wait_for_ticks and pace is not None
         self.poller: _KafkaPart | None = None
 
     def assign(self, part: _KafkaPart, offset: int) -> None:
@@ -469,7 +537,15 @@ class _SharedConsumer:
         # the downstream steps (several activations of the worker), and a wait in the input step holds
         # them up (measured: +35 ms of median latency when it waited right after a delivery).
         quiet = time.monotonic() - self._delivered_at > QUIET_S
-        messages = self._consumer.consume(self._batch_size, 0 if buffered or not quiet else IDLE_BLOCK_S)
+        wait = 0.0 if buffered or not quiet else IDLE_BLOCK_S
+        if wait and self._wait_for_ticks:
+            # A one-worker flow whose ticks are idle waits until the next tick is due: nothing else can
+            # need the worker before then (a record ends the wait; with more workers, a worker waiting
+            # here would hold up what the others route to it, so they keep IDLE_BLOCK_S).
+            idle = self._pace.idle_wait()  # type: ignore[union-attr]
+            if idle is not None:
+                wait = max(wait, idle)
+        messages = self._consumer.consume(self._batch_size, wait)
         with self._lock:
             for msg in messages:
                 buffer = self._buffers.get((msg.topic(), msg.partition()))
@@ -485,6 +561,8 @@ class _SharedConsumer:
             if out:
                 self._buffers[key] = []
                 self._delivered_at = time.monotonic()
+                if self._pace is not None:
+                    self._pace.delivered()
             return out
 
     def _stats(self, json_stats: str) -> None:
@@ -645,8 +723,12 @@ class GuardedKafkaSource(FixedPartitionedSource[Any, tuple[str | None, int | Non
         bootstrap: str,
         on_reset: OffsetReset,
         check_interval_s: float = CHECK_INTERVAL_S,
+        pace: TickPace | None = None,
+        wait_for_ticks: bool = False,
     ) -> None:
         self.inner = inner
+        self.pace = pace  # the live ticks', told of deliveries
+        self.wait_for_ticks = wait_for_ticks  # a one-worker flow: wait in consume() until the idle tick
         self.bootstrap = bootstrap
         self.on_reset = on_reset
         self.check_interval_s = check_interval_s
@@ -711,6 +793,8 @@ class GuardedKafkaSource(FixedPartitionedSource[Any, tuple[str | None, int | Non
                     config,
                     inner._batch_size,
                     lambda: self._consumers.pop(key, None),  # noqa: SLF001
+                    self.pace,
+                    self.wait_for_ticks,
                 )
                 self._consumers[key] = shared
             return shared

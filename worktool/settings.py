@@ -197,6 +197,9 @@ class Settings(BaseSettings):
     # A record later than the allowed lateness is still processed, but is counted as late and may see a
     # timer fire before it that a replay would fire after it.
     tick_interval_s: float = Field(default=0.25, gt=0, alias="WORKTOOL_TICK_INTERVAL_S")
+    # ...while records arrive; once none was delivered for a second, every idle tick interval (the idle
+    # flow's CPU; a due timer then fires within lateness + this interval). Never below tick_interval_s.
+    idle_tick_interval_s: float = Field(default=1.0, gt=0, alias="WORKTOOL_IDLE_TICK_INTERVAL_S")
     allowed_lateness_s: float = Field(default=1.0, ge=0, alias="WORKTOOL_ALLOWED_LATENESS_S")
     # Replay: the watermark is the latest record time read minus the same lateness, sent at most once
     # per interval; decisions do not depend on the spacing (docs/architecture.md), so it can be sparse.
