@@ -101,8 +101,9 @@ class FakeConsumer:
         self.messages: list[Any] = []
 
     def consume(self, n: int, timeout: float) -> list[Any]:
-        self.waits.append(timeout)
-        out, self.messages = self.messages, []
+        # consume() waits for n records or the timeout: the long wait asks for one
+        self.waits.append((n, timeout) if n == 1 else timeout)
+        out, self.messages = self.messages[:n], self.messages[n:]
         return out
 
     def incremental_assign(self, parts: Any) -> None:
@@ -137,7 +138,7 @@ def test_a_one_worker_consumer_waits_for_the_idle_tick(monkeypatch, wait_for_tic
     assert pace.take_tick()
     clock.now += 0.5
     shared.poll(part)  # type: ignore[arg-type]
-    assert fake.waits[-1] == (pytest.approx(1.5) if wait_for_ticks else sources.IDLE_BLOCK_S)
+    assert fake.waits[-1] == ((1, pytest.approx(1.5)) if wait_for_ticks else sources.IDLE_BLOCK_S)
     fake.messages = [FakeMessage()]
     shared.poll(part)  # type: ignore[arg-type]
     assert len(shared.take(part.key)) == 1  # a delivery: the ticks are busy again
