@@ -270,14 +270,19 @@ def _to_desk(batch: list[tuple[str, Any]]) -> list[tuple[str, tuple[str, Any]]]:
     """The sessions step's outputs the desk takes, keyed to it: each shard's ticks (its watermark), task
     events and the control records of the session "desk" (the desk's actions and its alert's) that the
     sessions step forwarded."""
-    out: list[tuple[str, tuple[str, Any]]] = []
+    out: list[tuple[str, tuple[Any, Any]]] = []
+    ticked: dict[Tick, list[str]] = {}  # one item for the shards that passed the same tick (idle: all)
     for shard, v in batch:
-        if (
-            isinstance(v, Tick)
-            or (isinstance(v, MonitorEvent) and v.event in DESK_EVENTS)
-            or (isinstance(v, ControlRecord) and v.session_id == DESK_KEY)
+        if isinstance(v, Tick):
+            ticked.setdefault(v, []).append(shard)
+        elif (isinstance(v, MonitorEvent) and v.event in DESK_EVENTS) or (
+            isinstance(v, ControlRecord) and v.session_id == DESK_KEY
         ):
+            if ticked:  # a shard's tick before this item stays before it
+                out.extend((DESK_KEY, (tuple(shards), tick)) for tick, shards in ticked.items())
+                ticked = {}
             out.append((DESK_KEY, (shard, v)))
+    out.extend((DESK_KEY, (tuple(shards), tick)) for tick, shards in ticked.items())
     return out
 
 

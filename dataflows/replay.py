@@ -139,8 +139,9 @@ def desk_inputs_path(events: Path) -> Path:
 def desk_line(item: tuple[str, tuple[str, Any]]) -> bytes:
     """One desk input as a line: shard, kind and the item's JSON, tab-separated."""
     _, (shard, value) = item
-    if isinstance(value, Tick):
-        return b"%s\ttick\t%s" % (shard.encode(), iso(value.at).encode())
+    if isinstance(value, Tick):  # shards that passed the same tick: comma-separated
+        shards = ",".join(shard) if isinstance(shard, tuple) else shard
+        return b"%s\ttick\t%s" % (shards.encode(), iso(value.at).encode())
     kind = b"control" if isinstance(value, ControlRecord) else b"event"
     return b"%s\t%s\t%s" % (shard.encode(), kind, value.to_json())
 
@@ -162,7 +163,8 @@ def run_desk(slices: list[Path], out: IO[bytes], settings: Settings) -> None:
                 key = shard.decode()
                 if kind == b"tick":
                     at = to_utc(payload.decode())
-                    marks[key] = max(marks.get(key, at), at)
+                    for one in key.split(","):
+                        marks[one] = max(marks.get(one, at), at)
                     continue
                 value = (
                     ControlRecord.model_validate_json(payload) if kind == b"control" else parse_event(payload)

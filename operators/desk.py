@@ -182,12 +182,14 @@ class DeskStep:
     # -- input -------------------------------------------------------------------------------
 
     def on_item(self, item: tuple[str, Any] | Any) -> list[Out]:
-        """`(shard, value)`: a shard's Tick, task event or forwarded desk control."""
+        """`(shard, value)`: a shard's Tick (or `(shards, Tick)`: several shards' same tick), task event
+        or forwarded desk control."""
         shard, value = item
         if isinstance(value, Tick):
-            previous = self.marks.get(shard)
-            if previous is None or value.at > previous:
-                self.marks[shard] = value.at
+            for one in shard if isinstance(shard, tuple) else (shard,):
+                previous = self.marks.get(one)
+                if previous is None or value.at > previous:
+                    self.marks[one] = value.at
             return self._advance()
         due = self._due(value)
         if due is not None:

@@ -409,3 +409,16 @@ def test_a_day_without_anything_has_no_report():
     out = run(step, [created("t1", 0), status("t1", 5), *ticks(14 * 60 + 1)])
     assert [e.data.report_date for e in events(out, "daily_report")] == ["2026-12-03"]
     assert events(run(step, ticks(3 * 24 * 60)), "daily_report") == []  # three quiet days, nothing open
+
+
+def test_the_flow_hands_the_desk_one_item_per_tick_and_keeps_each_shards_order():
+    from dataflows.flow import _to_desk
+
+    tick, later = Tick(at(1)), Tick(at(2))
+    event = created("t1", 1)[1]
+    batch = [("0", tick), ("1", tick), ("1", event), ("0", later), ("1", later), ("2", "not the desk's")]
+    out = [v for _, v in _to_desk(batch)]
+    assert out == [(("0", "1"), tick), ("1", event), (("0", "1"), later)]
+    step = desk()
+    decided = run(step, [v for _, v in _to_desk([("0", event), ("0", Tick(at(5))), ("1", Tick(at(5)))])])
+    assert assigned(decided) == [("t1", "售后小王")]
