@@ -1,8 +1,9 @@
 """The dataflow, built by a factory that takes its sources and sinks, so the same flow runs on Kafka
 (dataflows/main.py), on a JSONL archive (dataflows/replay.py) and in tests.
 
-    sources ─▶ parse + shard (one batch step) ─┬─▶ gaps ─────────────────────────┐
-                                               └─▶ dedup ─▶ classify ─▶ sessions ─┴─▶ route (one batch step)
+    sources ─▶ parse + shard (one batch step) ─┬─▶ gaps ──────────────────────────────────┐
+                                               └─▶ dedup ─▶ classify ─▶ sessions ─┬─────────┼─▶ route (one batch step)
+                                                                                  └─▶ desk ─┘
     route ─┬─▶ monitor events ─▶ Kafka / JSONL / Postgres (typed values, encoded once)
            ├─▶ commands ─▶ worktool.commands (live only)
            ├─▶ DLQ (a bad record; an item a step failed on or ran over its time budget on: it passes
