@@ -164,6 +164,7 @@ ENDPOINTS: dict[str, tuple[str, str, dict[str, Any] | None]] = {
     "llm_keys": ("GET", "/api/llm/keys", None),
     "llm_key_set": ("PUT", "/api/llm/keys/openai", {"api_key": "short"}),
     "tasks": ("GET", "/api/tasks", None),
+    "task_types": ("GET", "/api/tasks/types", None),
     "task": ("GET", f"/api/tasks/{TASK}", None),
     "task_create": ("POST", "/api/tasks", {"session_id": ""}),
     "task_change": ("PATCH", f"/api/tasks/{TASK}", {"action": "teleport"}),
@@ -171,8 +172,8 @@ ENDPOINTS: dict[str, tuple[str, str, dict[str, Any] | None]] = {
     "staff_status": ("PUT", "/api/staff/售后-小李/status", {"status": "asleep"}),
     "daily_report": ("GET", "/api/reports/daily", None),
 }
-READ = {"me", "sessions", "session", "alerts", "alert", "commands", "robots", "tasks", "task", "staff",
-        "daily_report"}  # fmt: skip
+READ = {"me", "sessions", "session", "alerts", "alert", "commands", "robots", "tasks", "task_types", "task",
+        "staff", "daily_report"}  # fmt: skip
 DESK = {"task_create", "task_change", "staff_status"}
 # The policy, stated here on its own rather than read from console/permissions.py.
 ALLOWED: dict[str, set[str]] = {
