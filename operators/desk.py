@@ -31,6 +31,7 @@ here.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
@@ -174,6 +175,7 @@ class DeskStep:
         self.tasks: dict[str, DeskTask] = {}  # open tasks
         self.members: dict[str, Member] = {}
         self.waiting: list[str] = []  # unassigned task ids, in the order they are served
+        self._owned: dict[tuple[str | None, str | None], list[str]] = {}  # (session, owner) -> open task ids
         self.assignments = 0
         self.alerts: dict[str, Alert] = {}  # the supervisor's no_staff_available alert
         self.applied: list[str] = []  # control request ids already applied (the newest 64)
@@ -291,10 +293,22 @@ class DeskStep:
                 day.alerts[data.alert_id] = (seen[0], seen[1], True)  # type: ignore[attr-defined]
 
     def _assignee_of(self, session_id: str | None, user: str | None) -> str | None:
-        for task in self.tasks.values():
-            if task.session_id == session_id and task.user_name == user and task.assignee:
-                return task.assignee
+        for task_id in self._owned.get((session_id, user), ()):
+            assignee = self.tasks[task_id].assignee
+            if assignee:
+                return assignee
         return None
+
+    def _own(self, task: DeskTask) -> None:
+        self._owned.setdefault((task.session_id, task.user_name), []).append(task.task_id)
+
+    def _disown(self, task: DeskTask) -> None:
+        key = (task.session_id, task.user_name)
+        owned = self._owned.get(key)
+        if owned is not None and task.task_id in owned:
+            owned.remove(task.task_id)
+            if not owned:
+                del self._owned[key]
 
     def _day_ends(self, midnight: datetime) -> list[Out]:
         policy = self.policy
@@ -325,6 +339,7 @@ class DeskStep:
             group_name=data.group_name, description=data.description,
         )  # fmt: skip
         self.tasks[task.task_id] = task
+        self._own(task)
         self.day.needs += 1
         self.day.opened.append(task.task_id)
         return self._assign_or_wait(task, event.event_time)
@@ -338,6 +353,7 @@ class DeskStep:
         if data.status not in CLOSED:
             return []
         del self.tasks[task.task_id]
+        self._disown(task)
         if data.status == "completed":
             minutes = (event.event_time - task.opened_at).total_seconds() / 60
             self.day.completed[task.task_id] = minutes
@@ -379,8 +395,7 @@ class DeskStep:
         name = self._choose(task, at)
         if name is not None:
             return self._assign(task, name, at, auto=True)
-        self.waiting.append(task.task_id)
-        self.waiting.sort(key=lambda tid: self._queue_key(self.tasks[tid]))
+        bisect.insort(self.waiting, task.task_id, key=lambda tid: self._queue_key(self.tasks[tid]))
         content = (
             f"{self._label(task)}任务无人可接（{self._where(task)}），等待中的任务 {len(self.waiting)} 个"
         )
@@ -577,6 +592,8 @@ class DeskStep:
             _Due(a, kind, ident, _item_of(kind, item)) for a, kind, ident, item in data["pending"]
         ]
         step.tasks = {tid: DeskTask(**t) for tid, t in data["tasks"].items()}
+        for task in step.tasks.values():
+            step._own(task)
         step.members = {n: Member(s, list(o), last) for n, (s, o, last) in data["members"].items()}
         step.waiting = list(data["waiting"])
         step.assignments = data["assignments"]
