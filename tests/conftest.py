@@ -152,8 +152,15 @@ def settings_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Callable
     Unless overridden: kafka_bootstrap_servers and redis_url point at the test servers (started on first
     use); database_url is a fresh migrated database of this test (shared by every call in the test, so
     a gateway's and a dataflow's Settings agree); data_dir is a fresh directory of this test; http_port
-    is free. Pass `services=False` for Settings without any server."""
-    per_test: dict[str, Any] = {"data_dir": tmp_path / "worktool-data", "http_port": free_port()}
+    is free; the dispatcher's consumer group is the test's own. Pass `services=False` for Settings without
+    any server."""
+    # A dispatcher consumer group of its own: a group shared with an earlier test's dispatcher (killed
+    # without leaving it) can keep the new one waiting for its partitions past a test's deadline.
+    per_test: dict[str, Any] = {
+        "data_dir": tmp_path / "worktool-data",
+        "http_port": free_port(),
+        "dispatcher_group": f"worktool-dispatcher-{uuid.uuid4().hex[:10]}",
+    }
 
     def service(field: str) -> str:
         if field not in per_test:
@@ -168,7 +175,11 @@ def settings_factory(request: pytest.FixtureRequest, tmp_path: Path) -> Callable
         unknown = set(overrides) - set(Settings.model_fields)
         if unknown:
             raise TypeError(f"unknown Settings fields: {sorted(unknown)}")
-        values: dict[str, Any] = {"data_dir": per_test["data_dir"], "http_port": per_test["http_port"]}
+        values: dict[str, Any] = {
+            "data_dir": per_test["data_dir"],
+            "http_port": per_test["http_port"],
+            "dispatcher_group": per_test["dispatcher_group"],
+        }
         if services:
             for field in ("kafka_bootstrap_servers", "database_url", "redis_url"):
                 if field not in overrides:
