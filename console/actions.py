@@ -15,6 +15,7 @@ answer.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
@@ -29,6 +30,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from pydantic import BaseModel, ConfigDict
 
+from console import audit
 from infra import kafka_clients
 from worktool.logs import quiet_kafka_log
 from worktool.models import ControlAction, ControlRecord, UtcDatetime, utc_now
@@ -283,3 +285,20 @@ async def read_alert_async(pool: AsyncConnectionPool, alert_id: str) -> AlertRow
             return await fetch_alert_async(conn, alert_id)
     except (PoolTimeout, psycopg.OperationalError) as e:
         raise ServiceUnavailable(f"cannot read alert_history: {e}") from e
+
+
+async def send_audited(
+    producer: ControlProducer,
+    conn: Any,
+    record: ControlRecord,
+    key: str,
+    entry: audit.AuditEntry,
+) -> Accepted:
+    """The audit row and the control record in one transaction,
+    committed once the broker acknowledged the record: a refused or unacknowledged action leaves no audit
+    row. The one implementation behind the alert actions and the task endpoints."""
+    async with conn.transaction():
+        await audit.record(conn, entry)
+        accepted = await asyncio.to_thread(producer.send, record, key)
+    log_accepted(accepted)
+    return accepted

@@ -21,7 +21,6 @@ console/permissions.py).
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -44,8 +43,8 @@ from console.actions import (
     check_action,
     control_key,
     fetch_alert_async,
-    log_accepted,
     read_alert_async,
+    send_audited,
 )
 from console.auth import (
     AUTH_ERRORS,
@@ -202,27 +201,21 @@ async def _act(
     if principal.kind == "service" and body.actor is None:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, "actor is required with the service token")
     actor = body.actor if principal.kind == "service" and body.actor else principal.name
-    producer: ControlProducer = request.app.state.producer
     async with connection(request.app.state.pool, "cannot read alert_history") as conn:
         alert = check_action(await fetch_alert_async(conn, alert_id), alert_id, action)
         record = build_control_record(alert, action, actor=actor, reason=body.reason)
-        async with conn.transaction():
-            await audit.record(
-                conn,
-                audit.AuditEntry(
-                    actor=principal.name,
-                    actor_role=principal.role,
-                    action="alert.cancel" if action == "cancel_alert" else "alert.escalate",
-                    target_type="alert",
-                    target_id=alert_id,
-                    client_addr=client_addr(request),
-                    request_id=record.request_id,
-                    before={"status": alert.status, "alert_level": alert.alert_level},
-                    after={**_requested_state(alert, action, body.reason), "actor": actor},
-                ),
-            )
-            accepted = await asyncio.to_thread(producer.send, record, control_key(alert))
-    log_accepted(accepted)
+        entry = audit.AuditEntry(
+            actor=principal.name,
+            actor_role=principal.role,
+            action="alert.cancel" if action == "cancel_alert" else "alert.escalate",
+            target_type="alert",
+            target_id=alert_id,
+            client_addr=client_addr(request),
+            request_id=record.request_id,
+            before={"status": alert.status, "alert_level": alert.alert_level},
+            after={**_requested_state(alert, action, body.reason), "actor": actor},
+        )
+        accepted = await send_audited(request.app.state.producer, conn, record, control_key(alert), entry)
     return ActionAccepted(request_id=accepted.record.request_id, alert_id=alert_id)
 
 

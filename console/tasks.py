@@ -19,7 +19,6 @@ checks again when it applies it. Audited like every write; 202 once the broker a
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import uuid
 from datetime import datetime, timedelta
@@ -31,7 +30,7 @@ from psycopg.rows import dict_row
 from pydantic import BaseModel, ConfigDict, Field
 
 from console import audit
-from console.actions import ActionError, ControlProducer, log_accepted
+from console.actions import ActionError, send_audited
 from console.auth import AUTH_ERRORS, Principal, require
 from console.common import (
     DEFAULT_LIMIT,
@@ -206,21 +205,14 @@ async def _send(
     key: str,
     entry: dict[str, Any],
 ) -> None:
-    """The audit row and the control record in one transaction, committed once the broker acknowledged."""
-    producer: ControlProducer = request.app.state.producer
-    async with conn.transaction():
-        await audit.record(
-            conn,
-            audit.AuditEntry(
-                actor=principal.name,
-                actor_role=principal.role,
-                client_addr=client_addr(request),
-                request_id=record.request_id,
-                **entry,
-            ),
-        )
-        accepted = await asyncio.to_thread(producer.send, record, key)
-    log_accepted(accepted)
+    audited = audit.AuditEntry(
+        actor=principal.name,
+        actor_role=principal.role,
+        client_addr=client_addr(request),
+        request_id=record.request_id,
+        **entry,
+    )
+    await send_audited(request.app.state.producer, conn, record, key, audited)
 
 
 # -- tasks --------------------------------------------------------------------------------------

@@ -228,6 +228,10 @@ class SessionStep:
                 self._sweep(item.at)
             out.append(item)  # forwarded: the runner publishes a liveness heartbeat from it
             return out
+        if isinstance(item, ControlRecord) and item.session_id == DESK_SESSION:
+            # The desk's (assign_task, staff_status, its alert's): no state here, forwarded to the desk
+            # step after this shard's earlier outputs (flow._to_desk)
+            return [item]
         key, at = subject_of(item)
         if self.clock.is_late(at):
             self.late_records += 1
@@ -242,8 +246,6 @@ class SessionStep:
             )
         elif isinstance(item, ControlRecord):
             events.extend(self._on_control(subject, item))
-            if item.session_id == DESK_SESSION:  # the desk's (assign_task, staff_status, its alert):
-                events.append(item)  # forwarded to it after this shard's earlier outputs (flow._to_desk)
         else:
             events.extend(self._on_robot_record(subject, key, item))
         return events
