@@ -4,13 +4,14 @@ connections that answer 503 when the database does not, pages of results, the er
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Annotated, Any, Generic, TypeVar
 
 import psycopg
 from fastapi import Query, Request
+from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from pydantic import BaseModel, GetCoreSchemaHandler, GetJsonSchemaHandler, StringConstraints
 from pydantic_core import CoreSchema, core_schema
@@ -133,3 +134,48 @@ def pool_of(request: Request) -> AsyncConnectionPool:
 
 def client_addr(request: Request) -> str | None:
     return request.client.host if request.client else None
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def where_of(filters: dict[str, Any]) -> tuple[str, list[Any]]:
+    """SQL conditions for the given filters (column -> value or list of values); None and [] are no
+    filter. Column names come from this module, never from the request."""
+    conditions, params = [], []
+    for column, value in filters.items():
+        if value is None or value == []:
+            continue
+        if isinstance(value, list):
+            conditions.append(f"{column} = ANY(%s)")
+        else:
+            conditions.append(f"{column} = %s")
+        params.append(value)
+    return " AND ".join(conditions) or "true", params
+
+
+async def read_page(
+    conn: psycopg.AsyncConnection[Any],
+    model: type[M],
+    *,
+    select: str,
+    source: str,
+    filters: dict[str, Any],
+    order_by: str,
+    limit: int,
+    offset: int,
+    extra_where: Sequence[tuple[str, Any]] = (),
+) -> Page[M]:
+    where, params = where_of(filters)
+    for condition, value in extra_where:
+        where += f" AND {condition}"
+        params.append(value)
+    async with conn.cursor(row_factory=dict_row) as cur:
+        await cur.execute(f"SELECT count(*) AS n FROM {source} WHERE {where}", params)
+        total = (await cur.fetchone() or {"n": 0})["n"]
+        await cur.execute(
+            f"SELECT {select} FROM {source} WHERE {where} ORDER BY {order_by} LIMIT %s OFFSET %s",
+            [*params, limit, offset],
+        )
+        items = [model.model_validate(row) for row in await cur.fetchall()]
+    return Page[model](items=items, total=total, limit=limit, offset=offset)  # type: ignore[valid-type]

@@ -63,6 +63,7 @@ STREAM_RESETS = Counter(
 
 STATIC_FILES = {
     "monitor.js": "text/javascript; charset=utf-8",
+    "customers.js": "text/javascript; charset=utf-8",
     "monitor.css": "text/css; charset=utf-8",
 }
 STATE_WINDOW = timedelta(hours=1)  # the page's "last hour"

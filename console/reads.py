@@ -5,12 +5,9 @@ MAX_LIMIT rows) in a stable order, filtered by exact values; a repeated query pa
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Literal
 
-import psycopg
 from fastapi import APIRouter, HTTPException, Path, Query, Request, status
-from psycopg.rows import dict_row
 from pydantic import BaseModel, ConfigDict, Field
 
 from console import audit
@@ -26,55 +23,13 @@ from console.common import (
     Problem,
     connection,
     pool_of,
+    read_page,
 )
 from console.permissions import Permission
 from worktool.models import CommandChannel, UtcDatetime
 
-M = TypeVar("M", bound=BaseModel)
 Reader = Annotated[Principal, require(Permission.READ)]
 SessionId = Annotated[IdText, Path()]
-
-
-def _where(filters: dict[str, Any]) -> tuple[str, list[Any]]:
-    """SQL conditions for the given filters (column -> value or list of values); None and [] are no
-    filter. Column names come from this module, never from the request."""
-    conditions, params = [], []
-    for column, value in filters.items():
-        if value is None or value == []:
-            continue
-        if isinstance(value, list):
-            conditions.append(f"{column} = ANY(%s)")
-        else:
-            conditions.append(f"{column} = %s")
-        params.append(value)
-    return " AND ".join(conditions) or "true", params
-
-
-async def _page(
-    conn: psycopg.AsyncConnection[Any],
-    model: type[M],
-    *,
-    select: str,
-    source: str,
-    filters: dict[str, Any],
-    order_by: str,
-    limit: int,
-    offset: int,
-    extra_where: Sequence[tuple[str, Any]] = (),
-) -> Page[M]:
-    where, params = _where(filters)
-    for condition, value in extra_where:
-        where += f" AND {condition}"
-        params.append(value)
-    async with conn.cursor(row_factory=dict_row) as cur:
-        await cur.execute(f"SELECT count(*) AS n FROM {source} WHERE {where}", params)
-        total = (await cur.fetchone() or {"n": 0})["n"]
-        await cur.execute(
-            f"SELECT {select} FROM {source} WHERE {where} ORDER BY {order_by} LIMIT %s OFFSET %s",
-            [*params, limit, offset],
-        )
-        items = [model.model_validate(row) for row in await cur.fetchall()]
-    return Page[model](items=items, total=total, limit=limit, offset=offset)  # type: ignore[valid-type]
 
 
 class _Row(BaseModel):
@@ -166,7 +121,7 @@ async def list_sessions(
 ) -> Page[SessionSummary]:
     """Sessions, most recently active first, with their last message and open alerts."""
     async with connection(pool_of(request), "cannot read sessions") as conn:
-        return await _page(
+        return await read_page(
             conn,
             SessionSummary,
             select=_SESSION_SELECT,
@@ -192,7 +147,7 @@ async def get_session(
 ) -> SessionDetail:
     """One session and a page of its messages."""
     async with connection(pool_of(request), "cannot read sessions") as conn:
-        found = await _page(
+        found = await read_page(
             conn,
             SessionSummary,
             select=_SESSION_SELECT,
@@ -205,7 +160,7 @@ async def get_session(
         if not found.items:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"session {session_id} does not exist")
         direction = "ASC" if order == "asc" else "DESC"
-        messages = await _page(
+        messages = await read_page(
             conn,
             SessionMessage,
             select=", ".join(SessionMessage.model_fields),
@@ -240,7 +195,7 @@ async def list_alerts(
 ) -> Page[AlertRow]:
     """Alerts, newest first, each with its escalation history."""
     async with connection(pool_of(request), "cannot read alert_history") as conn:
-        return await _page(
+        return await read_page(
             conn,
             AlertRow,
             select=", ".join(AlertRow.model_fields),
@@ -302,7 +257,7 @@ async def list_commands(
 ) -> Page[CommandRow]:
     """Commands to WorkTool and notifications, newest first."""
     async with connection(pool_of(request), "cannot read robot_commands") as conn:
-        return await _page(
+        return await read_page(
             conn,
             CommandRow,
             select=", ".join(CommandRow.model_fields),
@@ -351,7 +306,7 @@ async def list_robots(
 ) -> Page[RobotRow]:
     """Robots with their status, health and how many sessions each is in."""
     async with connection(pool_of(request), "cannot read robots") as conn:
-        return await _page(
+        return await read_page(
             conn,
             RobotRow,
             select=_ROBOT_SELECT,
@@ -404,7 +359,7 @@ async def list_ai_logs(
 ) -> Page[AiLogRow]:
     """LLM calls (prompt, completion, latency, tokens), newest first."""
     async with connection(pool_of(request), "cannot read ai_io_logs") as conn:
-        return await _page(
+        return await read_page(
             conn,
             AiLogRow,
             select=", ".join(AiLogRow.model_fields),

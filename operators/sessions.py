@@ -10,7 +10,9 @@ each item to the parts that hold the rules (docs/rules.md §3-§8):
   of notifications by level;
 - robots (operators/robots.py with operators/commands.py, `RobotLedger`): sightings, online/offline,
   command status and health, robot_fault;
-- satisfaction (operators/sentiment.py, `SatisfactionState`, per user across the shard).
+- satisfaction (operators/sentiment.py, `SatisfactionState`, per user across the shard);
+- profiles (operators/profiles.py, `ProfileBook`): each owner's profile, folded from the events the
+  other parts produced for the conversation, and its throttled customer_updated.
 
 Plain Python; the dataflow's adapter (dataflows/stateful.py) feeds it items and snapshots it. Time comes
 only from the items: record stamps and the watermark of ticks (operators/timers.py explains the clock).
@@ -46,6 +48,7 @@ from operators.alerts import EXPIRY, REMINDER, Alert, AlertRules, Out, Trigger
 from operators.classify import classification_fields
 from operators.commands import RESULT_DUE, CommandTracker, RobotLedger
 from operators.conversation import SEND_DUE, USER_WAITING, WINDOW_END, Conversation, ConversationRules
+from operators.profiles import PROFILE_DUE, ProfileBook, ProfileRules
 from operators.replies import ReplyPlanner
 from operators.robots import RobotRules
 from operators.rules import ResponseDetector
@@ -64,8 +67,9 @@ from worktool.models import DESK_SESSION, Classification, ControlRecord, Message
 # each subject's plain data as it was (Subject.snapshot), so v4 snapshots of the code before it restore.
 # 5: task rows may carry their status (and a None timer), "reminders" per owner (issue 15); a v4 bucket
 # reads the same (4-column rows are pending tasks), older code refuses a v5 snapshot by its number.
-SNAPSHOT_VERSION = 5
-_BUCKET_VERSIONS = (4, 5)
+# 6: subjects may carry "profiles" (customer profiles); a v4/v5 subject has none yet.
+SNAPSHOT_VERSION = 6
+_BUCKET_VERSIONS = (4, 5, 6)
 
 _APPLIED_KEPT = 32  # control request ids remembered per subject
 
@@ -99,6 +103,7 @@ class SessionPolicy:
         self.conversation = ConversationRules(config, self.alerts, self.replies, self.owners_mentioned)
         self.tasks = TaskRules(config, ResponseDetector(config.classifier), self.alerts)
         self.robots = RobotRules(self.commands, self.alerts)
+        self.profiles = ProfileRules(config, self.satisfaction.c.initial)
 
     def mentioned_robots(self, m: Message) -> list[str]:
         """Our robots @-mentioned in the message. By name from rawSpoken, because only the @-ed robot's
@@ -123,6 +128,7 @@ class Subject:
     last_at: datetime | None = None  # event time of the latest record
     conversation: Conversation = field(default_factory=Conversation)
     tasks: TaskBook = field(default_factory=TaskBook)
+    profiles: ProfileBook = field(default_factory=ProfileBook)
     alerts: dict[str, Alert] = field(default_factory=dict)  # by alert key, the latest of each
     applied: list[str] = field(default_factory=list)  # request ids of the latest control records
     ledger: RobotLedger | None = None  # a robot subject's commands and health
@@ -143,6 +149,7 @@ class Subject:
             data["robots"] = sorted(self.robots)
         self.conversation.snapshot_into(data)
         self.tasks.snapshot_into(data)
+        self.profiles.snapshot_into(data)
         if self.alerts:
             data["alerts"] = {k: a.snapshot() for k, a in self.alerts.items()}
         if self.applied:
@@ -161,6 +168,7 @@ class Subject:
             last_at=data.get("last_at"),
             conversation=Conversation.restore(data),
             tasks=TaskBook.restore(data),
+            profiles=ProfileBook.restore(data),
             alerts={k: Alert.restore(a) for k, a in data.get("alerts", {}).items()},
             applied=list(data.get("applied", ())),
             ledger=RobotLedger.restore(ledger) if ledger is not None else None,
@@ -217,6 +225,7 @@ class SessionStep:
         }
         for kind in TIMER_KINDS:
             self.timer_handlers[kind] = self._task_timer
+        self.timer_handlers[PROFILE_DUE] = self._profile_due
 
     # -- the one entry point -------------------------------------------------------------------
 
@@ -248,6 +257,9 @@ class SessionStep:
             events.extend(self._on_control(subject, item))
         else:
             events.extend(self._on_robot_record(subject, key, item))
+            return events
+        if subject.profiles.owners or isinstance(item, ClassifiedMessage):
+            events.extend(self._profiles(subject, key, at, events))
         return events
 
     def _fire(self, key: str | None, until: datetime) -> list[ItemOut]:
@@ -260,7 +272,12 @@ class SessionStep:
             if timer is None:
                 return out
             touched.add(timer.key)  # a handler changes only its timer's subject
-            out.extend(handlers[timer.kind](timer))
+            fired = handlers[timer.kind](timer)
+            out.extend(fired)
+            if fired and timer.kind != PROFILE_DUE:
+                subject = self.sessions.get(timer.key)
+                if subject is not None and subject.profiles.owners:
+                    out.extend(self._profiles(subject, timer.key, timer.due, fired))
 
     def _subject(self, key: str, at: datetime) -> Subject:
         subject = self.sessions.get(key)
@@ -414,6 +431,13 @@ class SessionStep:
         s = self.sessions.get(timer.key)
         return [] if s is None else list(self.policy.tasks.on_timer(s.tasks, s.alerts, self.clock, timer))
 
+    def _profile_due(self, timer: Timer) -> list[ItemOut]:
+        s = self.sessions.get(timer.key)
+        return [] if s is None else list(self.policy.profiles.on_timer(s.profiles, self.clock, timer))
+
+    def _profiles(self, s: Subject, key: str, at: datetime, events: list[Any]) -> list[ItemOut]:
+        return list(self.policy.profiles.observe(s.profiles, self.clock, key, at, events))
+
     def _alert_timer(self, timer: Timer) -> list[ItemOut]:
         s = self.sessions.get(timer.key)
         return [] if s is None else list(self.policy.alerts.on_timer(s.alerts, self.clock, timer))
@@ -487,7 +511,7 @@ class SessionStep:
                 SatisfactionState.restore(data["satisfaction"]),
                 data["swept_at"],
             )
-        # v4, v5: the buckets go on as they were, so the first snapshot re-pickles only what changed
+        # v4-v6: the buckets go on as they were, so the first snapshot re-pickles only what changed
         clock, satisfaction = data["clock"], data["satisfaction"]
         snap_sessions, sessions = Buckets.resume(data["sessions"])
         snap_timers, timers = Buckets.resume(clock["timers"])
@@ -506,7 +530,7 @@ class SessionStep:
 
 
 def plain_snapshot(data: dict[str, Any]) -> dict[str, Any]:
-    """A snapshot of any version (2, 3, 4, 5) as the plain v3 layout: sessions {sid: dict}, the clock's own
+    """A snapshot of any version (2-6) as the plain v3 layout: sessions {sid: dict}, the clock's own
     format (timers in seq order) and satisfaction users as (user, score, last_at, messages) rows."""
     version = data.get("v")
     if version in (2, 3):

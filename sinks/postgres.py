@@ -10,6 +10,7 @@ and in whatever grouping, an event is written:
     ai_call              -> ai_io_logs, first write wins (call_id)
     daily_report         -> after_sales_daily_reports, one row per local day (report_date); a replay of
                             the day writes the same row again
+    customer_updated     -> customer_profiles, one row per (session, owner), only if not older
 
 Other events (command_callback, alerts, ...) are ignored here until their tables get a writer.
 
@@ -72,6 +73,7 @@ from worktool.events import (
     CommandResult,
     CommandSent,
     CommandTimeout,
+    CustomerUpdated,
     DailyReport,
     InterventionNeeded,
     MessageClassified,
@@ -464,6 +466,23 @@ DAILY_REPORTS = Upsert(
     ),
 )
 
+# An owner's profile (operators/profiles.py): each event carries the whole profile as of its event time.
+CUSTOMER_PROFILES = Upsert(
+    "customer_profiles",
+    "customer_profiles",
+    key=("session_id", "user_name"),
+    merge=dict.fromkeys(
+        _columns(
+            "group_name first_seen_at last_message_at message_count messages requirements open_tasks alerts "
+            "open_alerts satisfaction satisfaction_trend cooperation cooperation_level responses "
+            "avg_response_minutes waiting_since health_score health_band updated_at"
+        ),
+        SET,
+    ),
+    newest_by="updated_at",
+    only_if_newer=True,
+)
+
 STATEMENTS: tuple[Upsert, ...] = (
     MESSAGE_TYPES,
     SESSION_MESSAGES,
@@ -483,6 +502,7 @@ STATEMENTS: tuple[Upsert, ...] = (
     TASK_ASSIGNED,
     DESK_STAFF,
     DAILY_REPORTS,
+    CUSTOMER_PROFILES,
 )
 
 
@@ -813,6 +833,34 @@ def _daily_report(ev: MonitorEvent) -> list[tuple[Upsert, dict[str, Any]]]:
     return [(DAILY_REPORTS, row)]
 
 
+def _customer_updated(ev: MonitorEvent) -> list[tuple[Upsert, dict[str, Any]]]:
+    d: CustomerUpdated = ev.data  # type: ignore[assignment]
+    row = {
+        "session_id": _required(ev.session_id, "session_id"),
+        "user_name": _required(d.user_name, "data.user_name"),
+        "group_name": d.group_name,
+        "first_seen_at": d.first_seen_at,
+        "last_message_at": d.last_message_at,
+        "message_count": d.message_count,
+        "messages": Jsonb(dict(d.messages)),
+        "requirements": Jsonb(dict(d.requirements)),
+        "open_tasks": Jsonb([_plain(t) for t in d.open_tasks]),
+        "alerts": Jsonb(dict(d.alerts)),
+        "open_alerts": d.open_alerts,
+        "satisfaction": d.satisfaction,
+        "satisfaction_trend": d.satisfaction_trend,
+        "cooperation": Jsonb(dict(d.cooperation)),
+        "cooperation_level": d.cooperation_level,
+        "responses": d.responses,
+        "avg_response_minutes": d.avg_response_minutes,
+        "waiting_since": d.waiting_since,
+        "health_score": d.health_score,
+        "health_band": d.health_band,
+        "updated_at": ev.event_time,
+    }
+    return [(CUSTOMER_PROFILES, row)]
+
+
 def project(ev: Any) -> list[tuple[Upsert, dict[str, Any]]] | None:  # noqa: C901 (a flat dispatch)
     """The rows of one monitor event, chosen by the type of its data; None for items that are not
     monitor events and for events without a projection (command_callback: joined with robot_commands
@@ -848,6 +896,8 @@ def project(ev: Any) -> list[tuple[Upsert, dict[str, Any]]] | None:  # noqa: C90
             return _staff_status(ev)
         case DailyReport():
             return _daily_report(ev)
+        case CustomerUpdated():
+            return _customer_updated(ev)
         case _:
             return None
 

@@ -464,12 +464,21 @@ class DeskMember(_Strict):
         )
 
 
+class ProfileConfig(_Strict):
+    """Customer profiles (operators/profiles.py, docs/rules.md §7.6)."""
+
+    update_minutes: Minutes = 10  # at most one customer_updated per owner this often (event time)
+    response_target_minutes: Minutes = 60  # an average wait this long scores 0 in the health score
+    trend_scores: int = Field(default=5, ge=2, le=50)  # satisfaction scores the trend looks over
+
+
 class AfterSalesConfig(_Strict):
     task_types: list[TaskTypeConfig] = Field(default_factory=_default_task_types)
     # Who takes tasks (also staff by name: every member must be in `staff` or match `staff_patterns`).
     desk: list[DeskMember] = Field(default_factory=list)
     # An owner silent this long after a staff @ about their task: the assignee is reminded.
     reminder_minutes: Minutes = 30
+    profiles: ProfileConfig = Field(default_factory=ProfileConfig)
 
     @model_validator(mode="after")
     def _consistent(self) -> AfterSalesConfig:

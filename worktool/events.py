@@ -650,6 +650,40 @@ class UserResponse(EventData):
     status: Literal["responded", "refused", "timeout"]
 
 
+class OpenTask(BaseModel):
+    task_id: str
+    task_type: str
+    opened_at: UtcDatetime
+
+
+@_register
+class CustomerUpdated(EventData):
+    """An owner's profile as it now stands (operators/profiles.py; docs/rules.md §7.6): at most one per
+    owner per `after_sales.profiles.update_minutes` of event time, the latest state when that interval
+    ends. The owner is `user_name` within the envelope's session."""
+
+    EVENT: ClassVar[str] = "customer_updated"
+    user_name: str
+    group_name: str | None = None
+    first_seen_at: UtcDatetime
+    last_message_at: UtcDatetime
+    message_count: int = Field(ge=0)
+    messages: dict[str, int]  # by message type
+    requirements: dict[str, int]  # the funnel: needs -> opened -> completed (and cancelled)
+    open_tasks: list[OpenTask]
+    alerts: dict[str, int]  # raised, by alert type
+    open_alerts: int = Field(ge=0)
+    satisfaction: float | None = Field(default=None, ge=0, le=1)
+    satisfaction_trend: Literal["up", "down", "flat"] | None = None
+    cooperation: dict[str, int]  # answers to staff @s: responded, refused, timeout
+    cooperation_level: Literal["cooperative", "partial", "uncooperative", "unknown"]
+    responses: int = Field(ge=0)  # response times measured (the latest 20 are averaged)
+    avg_response_minutes: float | None = None  # how long the owner waited for an answer
+    waiting_since: UtcDatetime | None = None  # their message no one has answered yet
+    health_score: int = Field(ge=0, le=100)
+    health_band: Literal["healthy", "watch", "at_risk"]
+
+
 # ---------------------------------------------------------------------------------------------
 # The pipeline itself
 

@@ -3,7 +3,8 @@
 // Every store is keyed (alert_id with its version, command_id with its status order, message_id, ...),
 // so an event seen twice (the topic is at-least-once, the state and the stream overlap) counts once.
 // The after-sales task board reads /api/tasks and /api/staff instead (the rows the dataflow projects):
-// again on any task_* or staff_status event (at most once a second) and every 30 s.
+// again on any task_* or staff_status event (at most once a second) and every 30 s; the customer
+// profiles (customers.js) the same way, on customer_updated events.
 "use strict";
 
 const TOKEN_KEY = "worktool.console.token";
@@ -110,6 +111,7 @@ function logout() {
   me = null;
   $("who").textContent = "";
   clearBoard();
+  clearCustomers(); // customers.js
   showLogin();
 }
 
@@ -167,10 +169,12 @@ async function onReady() {
   setConn("live", "实时");
   render();
   loadBoard();
+  customersReloader.run(); // customers.js
 }
 
 function onEvent(ev) {
   if (isBoardEvent(ev)) scheduleBoard();
+  if (ev.event === "customer_updated") customersReloader.schedule(); // customers.js
   if (!stateLoaded) { pending.push(ev); return; }
   apply(ev);
   scheduleRender();
@@ -506,11 +510,38 @@ const BOARD_MIN_GAP_MS = 1000; // a burst of task events is one reload
 const BOARD_SETTLE_MS = 700;
 
 const board = { tasks: [], total: 0, staff: [], types: {}, fetchedAt: 0, submitted: new Map() };
-let boardTimer = null;
-let boardLoading = false;
-let boardAgain = false;
-let boardLastAt = 0;
 let openTask = null; // {task, action} of the task dialog
+
+// A list the page reads from the API again when events say it changed: `schedule()` reloads after
+// the events settled (the dataflow writes the monitor topic and the PostgreSQL rows at the same time:
+// the event may come before its row), at most once a second; `run()` reloads now, or once more after
+// the reload in flight.
+function makeReloader(load) {
+  let timer = null;
+  let loading = false;
+  let again = false;
+  let lastAt = 0;
+  const reloader = {
+    schedule() {
+      if (timer != null) return;
+      const wait = Math.max(BOARD_SETTLE_MS, lastAt + BOARD_MIN_GAP_MS - Date.now());
+      timer = setTimeout(() => { timer = null; reloader.run(); }, wait);
+    },
+    async run() {
+      if (loading) { again = true; return; }
+      loading = true;
+      again = false;
+      lastAt = Date.now();
+      try {
+        await load();
+      } finally {
+        loading = false;
+        if (again) reloader.schedule();
+      }
+    },
+  };
+  return reloader;
+}
 
 function can(permission) {
   // /api/auth/me lists the role's permissions; without an account service the page acts as admin.
@@ -522,19 +553,11 @@ function isBoardEvent(ev) {
   return typeof ev.event === "string" && (ev.event.startsWith("task_") || ev.event === "staff_status");
 }
 
-function scheduleBoard() {
-  if (boardTimer != null) return;
-  // The dataflow writes the monitor topic and the PostgreSQL rows at the same time: the event may come
-  // before its row, so the reload waits a moment (and at most one reload a second).
-  const wait = Math.max(BOARD_SETTLE_MS, boardLastAt + BOARD_MIN_GAP_MS - Date.now());
-  boardTimer = setTimeout(() => { boardTimer = null; loadBoard(); }, wait);
-}
+const boardReloader = makeReloader(fetchBoard);
+function scheduleBoard() { boardReloader.schedule(); }
+function loadBoard() { return boardReloader.run(); }
 
-async function loadBoard() {
-  if (boardLoading) { boardAgain = true; return; }
-  boardLoading = true;
-  boardAgain = false;
-  boardLastAt = Date.now();
+async function fetchBoard() {
   try {
     const needTypes = Object.keys(board.types).length === 0;
     const [tasks, staff, types] = await Promise.all([
@@ -551,9 +574,6 @@ async function loadBoard() {
     renderBoard();
   } catch (e) {
     $("tasks-error").textContent = `任务看板加载失败：${e.message}`;
-  } finally {
-    boardLoading = false;
-    if (boardAgain) scheduleBoard();
   }
 }
 
@@ -604,7 +624,7 @@ function taskCard(t, now) {
   el("div", { class: "task-head" },
     el("span", { class: "task-type" }, typeLabel(t)),
     el("span", { class: `badge prio prio-${prio}` }, PRIORITY_NAMES[prio] || prio)),
-  el("div", { class: "task-owner" }, [t.user_name, t.group_name].filter(Boolean).join(" · ") || "–"),
+  taskOwner(t),
   el("div", { class: "task-meta" },
     el("span", { class: t.assigned_staff_name ? "task-assignee" : "task-assignee none" }, t.assigned_staff_name || "未分配"),
     el("span", { class: "task-age" }, age == null ? "–" : fmtMinutes(age)),
@@ -622,6 +642,14 @@ function taskCard(t, now) {
     })));
   }
   return card;
+}
+
+function taskOwner(t) {
+  const text = [t.user_name, t.group_name].filter(Boolean).join(" · ") || "–";
+  if (!t.session_id || !t.user_name) return el("div", { class: "task-owner" }, text);
+  const owner = el("div", { class: "task-owner link", title: "查看客户画像" }, text);
+  owner.addEventListener("click", () => showCustomer(t.session_id, t.user_name)); // customers.js
+  return owner;
 }
 
 function showTaskDialog(t, action) {

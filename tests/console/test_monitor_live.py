@@ -3,7 +3,9 @@ live stack: a short recorded stream played through the gateway moves the counter
 an alert's history opens and its cancellation goes through the API and back through the dataflow; a
 browser that connects late gets the same picture from Postgres. The owner's after-sales request is a
 card on the task board, assigned by the desk; reassigned from its card it moves to the other member
-(through the dataflow), and its completion is accepted and written on the control topic. Then the
+(through the dataflow), and its completion is accepted and written on the control topic. The owner's
+customer profile is listed and opens with their task and messages (from the list and from their card).
+Then the
 Grafana dashboard's metric names are checked against what the processes' /metrics export after that
 stream."""
 
@@ -212,6 +214,48 @@ def staff_desk(stack: Stack) -> list[dict[str, Any]]:
     headers = {"Authorization": f"Bearer {TOKEN}"}
     with httpx.Client(base_url=stack.console_url, timeout=10) as client:
         return client.get("/api/staff", headers=headers).json()  # type: ignore[no-any-return]
+
+
+def test_the_customer_page_shows_an_owners_profile_tasks_and_messages(
+    stack: Stack, browser_context: Any
+) -> None:
+    if not stack.played:
+        stack.play()
+    page = browser_context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    log_in_with_the_api_token(page, stack.console_url)
+    row = page.locator("#customer-list tr[data-user-name]", has_text=ASKING_OWNER)
+    row.wait_for(timeout=60_000)  # the dataflow's customer_updated rows, read by the page
+    assert row.get_attribute("data-band") in ("healthy", "watch", "at_risk")
+    assert 0 <= int(text(row, ".customer-score")) <= 100
+
+    # The search narrows the list to the owner; the band filter to those of their band.
+    page.fill("#customer-search", ASKING_OWNER[:3])
+    page.wait_for_function(
+        "[...document.querySelectorAll('#customer-list tr[data-user-name]')]"
+        f".every(r => r.dataset.userName.includes({ASKING_OWNER[:3]!r}))"
+    )
+    page.fill("#customer-search", "")
+
+    # The owner on their task card opens the same customer as their row.
+    task_card(page, "assigned").locator(".task-owner.link").click()
+    dialog = page.locator("#customer-dialog")
+    dialog.wait_for(state="visible")
+    assert text(page, "#customer-title") == f"客户 · {ASKING_OWNER}"
+    page.wait_for_selector("#customer-tasks tr[data-task-id]")
+    profile = text(page, "#customer-profile")
+    assert "健康分" in profile and "需求漏斗" in profile and "建单 1" in profile
+    assert "扫码认证" in text(page, "#customer-tasks")  # the scan_qr task type's label
+    history = page.locator("#customer-history li").all_inner_texts()
+    assert history and all("[用户]" in line for line in history)
+    page.click("#customer-close")
+    assert dialog.is_hidden()
+    row.click()
+    dialog.wait_for(state="visible")
+    assert text(page, "#customer-title") == f"客户 · {ASKING_OWNER}"
+    page.click("#customer-close")
+    assert errors == []
 
 
 def test_a_task_is_reassigned_and_completed_from_its_card(stack: Stack, browser_context: Any) -> None:

@@ -35,6 +35,7 @@ READ, WRITE = {"SELECT"}, {"SELECT", "INSERT", "UPDATE"}
 PROJECTION = {
     "robots", "sessions", "session_robots", "message_types", "session_messages", "alert_history",
     "robot_commands", "after_sales_tasks", "ai_io_logs", "desk_staff", "after_sales_daily_reports",
+    "customer_profiles",
 }  # fmt: skip
 EXPECTED: dict[str, dict[str, set[str]]] = {
     "gateway": {},

@@ -35,6 +35,7 @@ ALL = [
     (7, "after_sales_desk"),
     (8, "daily_reports"),
     (9, "feishu_channel"),
+    (10, "customer_profiles"),
 ]
 NEXT = f"{len(ALL) + 1:04d}"  # the version of a migration a test adds
 
@@ -56,6 +57,7 @@ TABLES = {
     "llm_provider_keys",
     "desk_staff",
     "after_sales_daily_reports",
+    "customer_profiles",
 }
 
 # docs/rules.md §2: code -> (sender category, priority)
@@ -194,6 +196,7 @@ def test_down_to_0001_rolls_back_the_later_tables_columns_and_the_seed(db: str) 
         "llm_provider_keys",
         "desk_staff",
         "after_sales_daily_reports",
+        "customer_profiles",
     }
     assert tables(db) == TABLES - later_tables | {"migration_history"}
     assert [s.state for s in status(db)] == ["applied"] + ["pending"] * len(later)

@@ -143,8 +143,11 @@ def test_a_snapshot_written_by_the_code_before_resumes_like_the_step_that_never_
 
 
 # Events the rule changes of issue 15 can add or remove around an old snapshot: tasks (operators/tasks.py)
-# and the alerts around them, and a wait per unanswered message (intervention_needed, staff_no_reply).
-TASK_RULE_EVENTS = ("task_", "user_response", "alert_", "command_created", "intervention_needed")
+# and the alerts around them, and a wait per unanswered message (intervention_needed, staff_no_reply);
+# customer profiles (operators/profiles.py), which an old snapshot does not hold: they start afresh.
+TASK_RULE_EVENTS = (
+    "task_", "user_response", "alert_", "command_created", "intervention_needed", "customer_updated",
+)  # fmt: skip
 
 
 def untouched_by_task_rules(lines: list[Any]) -> list[Any]:
@@ -248,6 +251,9 @@ def test_an_idle_session_is_sparse_in_the_snapshot() -> None:
     step.on_item(msg("E群", "好的收到", 0))
     assert plain(step.snapshot())["sessions"]["group:E群"] == {
         "last_at": at(0), "message_count": 1, "robots": ["wt_day"], "last_sender_type": "user",
+        # the owner's profile: first and last seen, group, messages by type, satisfaction and its scores,
+        # waiting since, customer_updated at; the rest at its defaults is left out
+        "profiles": {"用户甲": (at(0), at(0), "E群", {"chat_daily": 1}, 0.5, [0.5], at(0), at(0))},
     }  # fmt: skip
 
 

@@ -119,7 +119,8 @@ def test_the_reports_feishu_command_is_a_robot_commands_row(new_database: Callab
         [row] = c.execute("SELECT channel, robot_id, target, cause_event FROM robot_commands").fetchall()
     assert row == {"channel": "feishu", "robot_id": None, "target": "feishu", "cause_event": "daily_report"}
 
-    apply_down(url, 1)
+    rolled_back = apply_down(url, 2)  # back to before 0009 (0010 came after it)
+    assert [m.version for m in rolled_back] == [10, 9]
     with psycopg.connect(url, autocommit=True) as c:
         assert c.execute("SELECT count(*) FROM robot_commands").fetchone() == (0,)
         with pytest.raises(psycopg.errors.CheckViolation):

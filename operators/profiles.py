@@ -1,0 +1,339 @@
+"""Customer profiles (docs/rules.md §7.6): one per owner, a display name within its conversation,
+folded from the events the sessions step has just produced for that conversation. Pure; the clock is
+the sessions step's, passed in.
+
+What a profile counts, and from which event:
+
+    message_classified (the owner's)    messages by type, first/last seen, rolling satisfaction (its
+                                        trend over the last few scores), a need (chat_after_sales,
+                                        chat_private_operation); the owner now waits for an answer
+    message_classified (staff, an       the waiting owners are answered: a response time each
+    assistant or our robot)
+    task_created / task_updated         a task opened (and its type) / the same need again
+    task_status completed | cancelled   the task closed
+    user_response / task_reminder       cooperation: responded, refused / timeout (silent after a staff
+                                        @ until the assignee was reminded, as the daily report counts it)
+    alert_raised / _escalated /         alerts raised by type; the open ones with their level
+    _retriggered / _cancelled
+
+Then `customer_updated`, throttled in event time: at once if the profile's last one is at least
+`after_sales.profiles.update_minutes` old, else once when that interval is over (a timer), with what
+the profile is then. Replays give the same events: only event times and the shard's order decide.
+
+The health score (0-100) and its band are `health()`; the formula is in docs/rules.md §7.6.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from operators.timers import ShardClock, Timer
+from worktool.config import BusinessConfig
+from worktool.events import CustomerUpdated, MonitorEvent, OpenTask
+
+PROFILE_DUE = "profile_due"  # the timer of a throttled customer_updated (payload: the owner's name)
+NEEDS = frozenset(("chat_after_sales", "chat_private_operation"))  # the message types that are a need
+ANSWERING = frozenset(("staff", "assistant", "robot"))  # a message of these answers the waiting owners
+_TREND_STEP = 0.05  # a move of the satisfaction score smaller than this is "flat"
+_RESPONSES_KEPT = 20  # response times averaged (the latest)
+_ALERT_EVENTS = frozenset(("alert_raised", "alert_escalated", "alert_retriggered", "alert_cancelled"))
+_EVENTS = frozenset(
+    (
+        "message_classified",
+        "task_created",
+        "task_updated",
+        "task_status",
+        "user_response",
+        "task_reminder",
+        *_ALERT_EVENTS,
+    )
+)
+
+
+@dataclass(slots=True)
+class Profile:
+    """One owner in one conversation. Fields most often set come first: a snapshot row leaves out the
+    trailing ones still at their defaults."""
+
+    first_at: datetime
+    last_at: datetime  # their latest message
+    group_name: str | None = None
+    messages: dict[str, int] = field(default_factory=dict)  # by message type
+    satisfaction: float | None = None
+    scores: list[float] = field(default_factory=list)  # the latest scores, oldest first (the trend)
+    waiting_since: datetime | None = None  # their oldest message no one answered yet
+    emitted_at: datetime | None = None  # event time of the latest customer_updated
+    due: int | None = None  # the pending PROFILE_DUE timer (changes since the latest event)
+    responses: list[float] = field(default_factory=list)  # the latest response times, minutes
+    needs: int = 0  # after-sales or private-operation messages (repeats included)
+    opened: int = 0  # tasks opened for them
+    completed: int = 0
+    cancelled: int = 0
+    tasks: dict[str, tuple[str, datetime]] = field(default_factory=dict)  # open: id -> (type, opened_at)
+    alerts: dict[str, int] = field(default_factory=dict)  # raised, by type
+    open_alerts: dict[str, int] = field(default_factory=dict)  # alert id -> level
+    responded: int = 0
+    refused: int = 0
+    timeouts: int = 0
+
+    def row(self) -> tuple[Any, ...]:
+        row = [getattr(self, name) for name in _FIELDS]
+        while len(row) > 2 and _is_default(row[-1], _DEFAULTS[len(row) - 1]):
+            row.pop()
+        return tuple(row)
+
+    @classmethod
+    def from_row(cls, row: tuple[Any, ...] | list[Any]) -> Profile:
+        return cls(*row)
+
+
+_FIELDS = tuple(Profile.__dataclass_fields__)
+_DEFAULTS = tuple(
+    f.default_factory() if callable(f.default_factory) else f.default
+    for f in Profile.__dataclass_fields__.values()
+)
+
+
+def _is_default(value: Any, default: Any) -> bool:
+    return value is None if default is None else type(value) is type(default) and value == default
+
+
+@dataclass(slots=True)
+class ProfileBook:
+    """A conversation's owners, by display name."""
+
+    owners: dict[str, Profile] = field(default_factory=dict)
+    task_owner: dict[str, str] = field(default_factory=dict)  # open task id -> owner
+    alert_owner: dict[str, str] = field(default_factory=dict)  # open alert id -> owner
+
+    def snapshot_into(self, data: dict[str, Any]) -> None:
+        if self.owners:
+            data["profiles"] = {name: p.row() for name, p in self.owners.items()}
+
+    @classmethod
+    def restore(cls, data: dict[str, Any]) -> ProfileBook:
+        book = cls({name: Profile.from_row(row) for name, row in data.get("profiles", {}).items()})
+        for name, p in book.owners.items():
+            for task_id in p.tasks:
+                book.task_owner[task_id] = name
+            for alert_id in p.open_alerts:
+                book.alert_owner[alert_id] = name
+        return book
+
+
+def trend(scores: list[float]) -> str | None:
+    """up | down | flat over the kept scores; None before there are two."""
+    if len(scores) < 2:
+        return None
+    move = scores[-1] - scores[0]
+    return "up" if move > _TREND_STEP else "down" if move < -_TREND_STEP else "flat"
+
+
+def cooperation_level(responded: int, refused: int, timeouts: int) -> str:
+    asked = responded + refused + timeouts
+    if not asked:
+        return "unknown"
+    share = responded / asked
+    return "cooperative" if share >= 0.7 else "partial" if share >= 0.4 else "uncooperative"
+
+
+class ProfileRules:
+    def __init__(self, config: BusinessConfig, initial_satisfaction: float) -> None:
+        c = config.after_sales.profiles
+        self.every = timedelta(minutes=c.update_minutes)
+        self.response_target = c.response_target_minutes
+        self.kept_scores = c.trend_scores
+        self.targets = {t.code: t.target_minutes for t in config.after_sales.task_types}
+        self.initial = initial_satisfaction
+
+    # -- folding the events --------------------------------------------------------------------
+
+    def observe(
+        self, book: ProfileBook, clock: ShardClock, session_id: str, at: datetime, events: list[Any]
+    ) -> list[MonitorEvent]:
+        """Fold the conversation's new events into its owners' profiles; `customer_updated` for those
+        that changed and are due."""
+        changed: list[str] = []
+        for ev in events:
+            if isinstance(ev, MonitorEvent) and ev.event in _EVENTS:
+                for name in self._fold(book, ev):
+                    if name not in changed:
+                        changed.append(name)
+        out: list[MonitorEvent] = []
+        for name in changed:
+            p = book.owners.get(name)
+            if p is None:
+                continue
+            if p.emitted_at is None or at - p.emitted_at >= self.every:
+                out.append(self._emit(book, clock, session_id, name, p, at))
+            elif p.due is None:
+                p.due = clock.schedule(p.emitted_at + self.every, session_id, PROFILE_DUE, name)
+        return out
+
+    def _fold(self, book: ProfileBook, ev: MonitorEvent) -> tuple[str, ...]:
+        """The owners whose profile the event changed."""
+        name = self._fold_one(book, ev)
+        return name if isinstance(name, tuple) else () if name is None else (name,)
+
+    def _fold_one(self, book: ProfileBook, ev: MonitorEvent) -> str | tuple[str, ...] | None:  # noqa: C901
+        d: Any = ev.data
+        kind = ev.event
+        if kind == "message_classified":
+            return self._message(book, ev.event_time, d)
+        if kind == "task_created":
+            name = d.user_name
+            p = book.owners.get(name) if name else None
+            if p is None:
+                return None
+            p.opened += 1
+            p.tasks[d.task_id] = (d.task_type, ev.event_time)
+            book.task_owner[d.task_id] = name
+            return name
+        if kind == "task_status":
+            if d.status not in ("completed", "cancelled"):
+                return None
+            name = book.task_owner.pop(d.task_id, None)
+            p = book.owners.get(name) if name else None
+            if p is None or p.tasks.pop(d.task_id, None) is None:
+                return None
+            if d.status == "completed":
+                p.completed += 1
+            else:
+                p.cancelled += 1
+            return name
+        if kind == "user_response":
+            name = book.task_owner.get(d.task_id)
+            p = book.owners.get(name) if name else None
+            if p is None:
+                return None
+            if d.status == "responded":
+                p.responded += 1
+            elif d.status == "refused":
+                p.refused += 1
+            else:
+                p.timeouts += 1
+            return name
+        if kind == "task_reminder":
+            name = book.task_owner.get(d.task_id)
+            p = book.owners.get(name) if name else None
+            if p is None:
+                return None
+            p.timeouts += 1
+            return name
+        if kind == "task_updated":
+            return book.task_owner.get(d.task_id)
+        return self._alert(book, kind, d)
+
+    def _message(self, book: ProfileBook, at: datetime, d: Any) -> str | tuple[str, ...] | None:
+        sender = d.sender_type
+        if sender in ANSWERING:
+            answered = []
+            for name, p in book.owners.items():
+                if p.waiting_since is not None:
+                    minutes = (at - p.waiting_since).total_seconds() / 60
+                    p.responses = [*p.responses[-(_RESPONSES_KEPT - 1) :], round(minutes, 3)]
+                    p.waiting_since = None
+                    answered.append(name)
+            return tuple(answered)
+        if sender != "user" or not d.sender_name:
+            return None
+        name = d.sender_name
+        p = book.owners.get(name)
+        if p is None:
+            p = book.owners[name] = Profile(first_at=at, last_at=at)
+        p.last_at = max(p.last_at, at)
+        p.group_name = d.group_name or p.group_name
+        message_type = d.message_type or "unknown"
+        p.messages[message_type] = p.messages.get(message_type, 0) + 1
+        if message_type in NEEDS:
+            p.needs += 1
+        if d.satisfaction is not None:
+            p.satisfaction = d.satisfaction
+            p.scores = [*p.scores[-(self.kept_scores - 1) :], round(d.satisfaction, 4)]
+        if p.waiting_since is None:
+            p.waiting_since = at
+        return name
+
+    def _alert(self, book: ProfileBook, kind: str, d: Any) -> str | None:
+        alert = d.alert
+        name = alert.user_name if kind != "alert_cancelled" else book.alert_owner.pop(d.alert_id, None)
+        p = book.owners.get(name) if name else None
+        if p is None:
+            return None
+        if kind == "alert_cancelled":
+            p.open_alerts.pop(d.alert_id, None)
+        elif kind == "alert_raised":
+            p.alerts[d.alert_type] = p.alerts.get(d.alert_type, 0) + 1
+            p.open_alerts[d.alert_id] = d.level
+            book.alert_owner[d.alert_id] = name
+        elif d.alert_id in p.open_alerts:  # escalated or retriggered: its level now
+            p.open_alerts[d.alert_id] = alert.level
+        else:
+            return None
+        return name
+
+    # -- the throttled event -------------------------------------------------------------------
+
+    def on_timer(self, book: ProfileBook, clock: ShardClock, timer: Timer) -> list[MonitorEvent]:
+        p = book.owners.get(timer.payload)
+        if p is None or p.due != timer.seq:
+            return []
+        return [self._emit(book, clock, timer.key, timer.payload, p, timer.due)]
+
+    def _emit(
+        self, book: ProfileBook, clock: ShardClock, session_id: str, name: str, p: Profile, at: datetime
+    ) -> MonitorEvent:
+        if p.due is not None:
+            clock.cancel(p.due)
+            p.due = None
+        p.emitted_at = at
+        score, band = self.health(p, at)
+        responses = p.responses
+        data = CustomerUpdated.make(
+            user_name=name,
+            group_name=p.group_name,
+            first_seen_at=p.first_at,
+            last_message_at=p.last_at,
+            message_count=sum(p.messages.values()),
+            messages=dict(p.messages),
+            requirements={
+                "needs": p.needs,
+                "opened": p.opened,
+                "completed": p.completed,
+                "cancelled": p.cancelled,
+            },
+            open_tasks=[
+                OpenTask.model_construct(task_id=t, task_type=tt, opened_at=o)
+                for t, (tt, o) in p.tasks.items()
+            ],
+            alerts=dict(p.alerts),
+            open_alerts=len(p.open_alerts),
+            satisfaction=p.satisfaction,
+            satisfaction_trend=trend(p.scores),
+            cooperation={"responded": p.responded, "refused": p.refused, "timeout": p.timeouts},
+            cooperation_level=cooperation_level(p.responded, p.refused, p.timeouts),
+            responses=len(responses),
+            avg_response_minutes=round(sum(responses) / len(responses), 2) if responses else None,
+            waiting_since=p.waiting_since,
+            health_score=score,
+            health_band=band,
+        )
+        return data.at(at, session_id)
+
+    def health(self, p: Profile, at: datetime) -> tuple[int, str]:
+        """(score 0-100, band): docs/rules.md §7.6."""
+        s = self.initial if p.satisfaction is None else p.satisfaction
+        c = (p.responded + 1) / (p.responded + p.refused + p.timeouts + 1)
+        a = min(1.0, sum(p.open_alerts.values()) / 4)
+        overdue = sum(
+            1 for task_type, opened_at in p.tasks.values()
+            if (at - opened_at).total_seconds() / 60 > self.targets.get(task_type, 240)
+        )  # fmt: skip
+        t = (p.completed + 1) / (p.completed + p.cancelled + overdue + 1)
+        r = 1.0
+        if p.responses:
+            r = max(0.0, 1 - sum(p.responses) / len(p.responses) / self.response_target)
+        score = int(100 * (0.35 * s + 0.2 * c + 0.2 * (1 - a) + 0.15 * t + 0.1 * r) + 0.5)  # half up
+        return score, "healthy" if score >= 70 else "watch" if score >= 40 else "at_risk"
