@@ -19,6 +19,7 @@ from console.app import create_app
 from tests.console.alert_rows import insert_alert
 from tests.console.console_client import JWT_SECRET, ROLES, TOKEN, bearer, console, craft, login
 from tests.console.console_rows import PASSWORD, insert_session, insert_user
+from tests.customer_rows import customer_event, insert_customers
 from tests.report_rows import insert_report, report_event
 from tests.support import consume_all
 from worktool.settings import Settings
@@ -143,6 +144,7 @@ def test_accounts_from_the_users_file_log_in_and_cannot_be_shadowed(
 
 SESSION = "group:矩阵群"
 TASK = "task_matrix"
+CUSTOMER = "客户甲"
 
 # name -> (method, path, body); writes send a body the endpoint rejects (422), so an allowed call
 # proves the authorization passed without changing anything.
@@ -171,9 +173,11 @@ ENDPOINTS: dict[str, tuple[str, str, dict[str, Any] | None]] = {
     "staff": ("GET", "/api/staff", None),
     "staff_status": ("PUT", "/api/staff/售后-小李/status", {"status": "asleep"}),
     "daily_report": ("GET", "/api/reports/daily", None),
+    "customers": ("GET", "/api/customers", None),
+    "customer": ("GET", f"/api/customers/{SESSION}/{CUSTOMER}", None),
 }
 READ = {"me", "sessions", "session", "alerts", "alert", "commands", "robots", "tasks", "task_types", "task",
-        "staff", "daily_report"}  # fmt: skip
+        "staff", "daily_report", "customers", "customer"}  # fmt: skip
 DESK = {"task_create", "task_change", "staff_status"}
 # The policy, stated here on its own rather than read from console/permissions.py.
 ALLOWED: dict[str, set[str]] = {
@@ -216,6 +220,7 @@ def test_the_matrix_names_every_endpoint(settings: Settings) -> None:
         "/keys/openai": "/keys/{provider}",
         f"/tasks/{TASK}": "/tasks/{task_id}",
         "/staff/售后-小李/status": "/staff/{name}/status",
+        f"{{session_id}}/{CUSTOMER}": "{session_id}/{name}",
     }
     named = set()
     for method, path, _ in ENDPOINTS.values():
@@ -232,6 +237,7 @@ def test_each_role_gets_exactly_its_endpoints(
     alert_id = insert_alert(fresh_database_url)
     insert_session(fresh_database_url, SESSION, messages=1)
     insert_report(fresh_database_url, report_event("2026-03-01"))
+    insert_customers(fresh_database_url, customer_event(CUSTOMER, session_id=SESSION))
     with psycopg.connect(fresh_database_url) as conn:
         conn.execute(
             "INSERT INTO after_sales_tasks (task_id, session_id, task_type, priority, status, opened_at) "
