@@ -9,6 +9,7 @@ classified with less than it was told to would say nothing about it.
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,8 @@ def build_classifier(settings: Settings, config: BusinessConfig) -> Classifier:
             f"WORKTOOL_LLM_PROVIDER={settings.llm_provider} but the LLM classifier cannot be imported: {e}"
         ) from e
     try:
-        return LLMClassifier(rules, settings)
+        window = timedelta(minutes=config.intervention.reply_window_minutes)
+        return LLMClassifier(rules, settings, reply_window=window)
     except ValueError as e:
         raise ClassifierUnavailable(f"LLM classifier misconfigured: {e}") from e
 

@@ -165,4 +165,7 @@ def classification_fields(message_id: str, c: Classification) -> dict[str, objec
         "staff_command": c.staff_command,
         "sentiment": c.sentiment,
         "need_reply": c.need_reply,
+        "reply_quality": c.reply_quality,
+        "reply_quality_source": None if c.reply_quality is None else "llm",
+        "reply_quality_reason": None,
     }

@@ -2,10 +2,18 @@
 staff-active window, handover, paused replies), the user's wait for staff, the replies and notices
 planned and withdrawn, and the messages that need intervention. Pure; the clock is the step's.
 
+Session status: `auto` (automatic replies allowed), `staff` (a staff or assistant message less than
+`staff_window.minutes` ago: no automatic reply), `handover` ([转人工]: staff own the session until
+[恢复回复] or [已解决]). `ai_paused` ([暂停回复] / [恢复回复]) is independent of the status: paused means
+no automatic reply in any status.
+
     staff or assistant message -> pending replies withdrawn; inline command applied; the window opens
                                   or moves on (`window` after the last staff message); the wait ends
     user message, staff handling -> the oldest unanswered one starts the wait (`waiting` minutes:
                                   user_waiting_too_long and the staff_no_reply alert)
+    user question (need_reply)  -> the owner's open question (`asks`, operators/quality.py)
+    staff or assistant text     -> answering an open question within the reply window (or typed
+                                  staff_reply_user): scored, staff_low_reply_quality below the threshold
     any message                 -> a session_state event if status, pause or window changed; a reply
                                   planned (ReplyScheduled, a SEND_DUE timer) or skipped
     SEND_DUE                    -> the reply's robot chosen again, the command written
@@ -19,8 +27,9 @@ from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
 from operators.alerts import Alert, AlertRules, Out, Trigger
+from operators.quality import Ask, QualityVerdict, ReplyScorer, note_ask, take_ask
 from operators.replies import PlannedSend, ReplyPlanner, Skip
-from operators.staff import ReplyQuality
+from operators.rules import TEXT_KINDS
 from operators.timers import ShardClock, Timer
 from worktool.config import BusinessConfig
 from worktool.events import (
@@ -77,6 +86,7 @@ class Conversation:
     # out it repeats staff_no_reply (§4: a repeat within 30 min of the previous trigger escalates).
     later_waits: list[Wait] = field(default_factory=list)
     replies: dict[str, int] = field(default_factory=dict)  # message -> timer of its reply not sent yet
+    asks: dict[str, Ask] = field(default_factory=dict)  # owner -> their open question (operators/quality.py)
 
     def reply_state(self) -> ReplyState:
         return self.status, self.ai_paused, self.staff_until
@@ -101,6 +111,8 @@ class Conversation:
             data["later_waits"] = [tuple(w) for w in self.later_waits]
         if self.replies:
             data["replies"] = dict(self.replies)
+        if self.asks:
+            data["asks"] = dict(self.asks)
 
     @classmethod
     def restore(cls, data: dict[str, Any]) -> Conversation:
@@ -115,6 +127,7 @@ class Conversation:
             waiting=Wait(*waiting) if waiting else None,
             later_waits=[Wait(*w) for w in data.get("later_waits", ())],
             replies=dict(data.get("replies", ())),
+            asks=dict(data.get("asks", ())),
         )
 
 
@@ -143,7 +156,8 @@ class ConversationRules:
         self.alerts = alerts
         self.planner = replies
         self.owners_mentioned = owners_mentioned
-        self.quality = ReplyQuality(config.intervention)
+        self.quality = ReplyScorer(config.intervention)
+        self.reply_window = timedelta(minutes=config.intervention.reply_window_minutes)
         self.window = timedelta(minutes=config.staff_window.minutes)
         self.waiting = timedelta(minutes=config.intervention.user_waiting_minutes)
         self.negative = config.intervention.negative_sentiment
@@ -191,8 +205,28 @@ class ConversationRules:
             clock.cancel(wait.timer)
         talk.later_waits.clear()
 
-    def reply_quality(self, m: Message, c: Classification) -> list[Out]:
-        if c.message_type == "staff_reply_user" and self.quality.is_low(self.quality.score(m.text)):
+    def answer_quality(self, talk: Conversation, m: Message, c: Classification) -> QualityVerdict | None:
+        """An owner's question is kept open; a staff or assistant text answering one within the reply
+        window (or typed staff_reply_user) is scored: the LLM's score on the classification, else the
+        rules' (docs/rules.md §3, situation 2). None: nothing to score."""
+        text = m.text or m.raw_text
+        if c.sender_type == "user":
+            if c.need_reply and text.strip():
+                note_ask(talk.asks, m.sender_name, text, m.received_at, self.reply_window)
+            return None
+        if c.sender_type not in ("staff", "assistant"):
+            return None
+        answered = take_ask(talk.asks, m.mentions, m.received_at, self.reply_window)
+        if m.text_type not in TEXT_KINDS or not text.strip() or c.staff_command is not None:
+            return None  # a picture, a file or an inline command: not a reply to score
+        if answered is None and c.message_type != "staff_reply_user":
+            return None
+        if c.reply_quality is not None:
+            return QualityVerdict(c.reply_quality, "llm", None)
+        return self.quality.score(text, answered[1][1] if answered else "")
+
+    def reply_quality(self, m: Message, verdict: QualityVerdict | None) -> list[Out]:
+        if verdict is not None and self.quality.is_low(verdict):
             return self.intervention(m, "staff_low_reply_quality", m.sender_name)
         return []
 

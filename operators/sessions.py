@@ -312,6 +312,11 @@ class SessionStep:
         s.message_count += 1
         values = classification_fields(m.message_id, c)  # a new dict: extended and handed over
         values["satisfaction"] = after
+        # An owner's question opens, a reply to one is scored (operators/quality.py)
+        quality = policy.conversation.answer_quality(s.conversation, m, c)
+        values["reply_quality"] = None if quality is None else quality.score
+        values["reply_quality_source"] = None if quality is None else quality.source
+        values["reply_quality_reason"] = None if quality is None else quality.reason
         values["sender_name"] = m.sender_name
         values["text"] = m.text
         values["raw_text"] = m.raw_text
@@ -333,6 +338,7 @@ class SessionStep:
         reply_state = talk.reply_state()
         if c.sender_type in ("staff", "assistant"):
             out += self._from_staff(s, m, c)
+            out += policy.conversation.reply_quality(m, quality)
         elif c.sender_type == "operator":
             if c.message_type == "operator_tone_hard":
                 out += self._alert(s, "operator_harsh", m, m.sender_name)
@@ -359,7 +365,6 @@ class SessionStep:
         out += p.alerts.cancel_on("staff_message", s.alerts, clock, at, by=m.sender_name)
         if c.message_type == "staff_at_user":
             out += p.tasks.staff_at(s.tasks, clock, m, p.owners_mentioned(m))
-        out += p.conversation.reply_quality(m, c)
         return out
 
     def _from_user(

@@ -25,7 +25,7 @@ import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from worktool.linear_regex import LinearRegex, PatternError, check_linear
-from worktool.rule_defaults import DEFAULT_CLASSIFIER
+from worktool.rule_defaults import DEFAULT_CLASSIFIER, QUALITY_CUES
 
 RobotRole = Literal["monitor", "notify", "reply_day", "reply_night"]
 
@@ -223,28 +223,58 @@ class StaffWindowConfig(_Strict):
     minutes: Minutes = 10
 
 
+QualityCue = Literal[
+    "redirect",
+    "self_help",
+    "not_mine",
+    "helpless",
+    "pushback",
+    "agency",
+    "steps",
+    "action",
+    "time",
+    "explanation",
+    "courtesy",
+]
+
+
 class InterventionConfig(_Strict):
     user_waiting_minutes: Minutes = 30  # user_waiting_too_long (and the staff_no_reply alert)
     negative_sentiment: float = Field(default=-0.3, ge=-1, le=0)  # a user's reply this negative, after staff
-    staff_low_quality: Probability = 0.5  # staff_low_reply_quality below this score
-    # Rule fallback of the reply-quality score: a staff reply holding one of these is dismissive...
+    # staff_low_reply_quality (docs/rules.md §3, situation 2; operators/quality.py): a staff or assistant
+    # text answering an owner's question asked at most `reply_window_minutes` before scores below this.
+    staff_low_quality: Probability = 0.5
+    reply_window_minutes: Minutes = 30
+    # The rule fallback of the score reads the structure of the reply (`quality_cues`, by category; a
+    # category given here replaces its default list)...
+    quality_cues: dict[QualityCue, list[Regex]] = Field(default_factory=lambda: copy.deepcopy(QUALITY_CUES))
+    # ...plus these bare brush-offs (substrings), counted like one more dismissive shape...
     dismissive_words: list[str] = Field(
         default_factory=lambda: [
-            "不知道",
-            "不清楚",
-            "自己看",
-            "自己弄",
-            "没办法",
             "随便",
-            "问别人",
-            "不归我管",
             "等着吧",
+            "爱咋咋地",
+            "看着办",
+            "再说吧",
+            "没空",
+            "别问了",
+            "自己看",
+            "问别人",
         ]
     )
+    # ...a reply with a dismissive shape and nothing helpful scores at most `dismissive_score`; one with
+    # fewer than `short_reply_chars` letters or digits (without @mentions, punctuation, emoji), or only
+    # acknowledgements and fillers ("嗯", "哦", "好的", "收到"), at most `short_score`.
     dismissive_score: Probability = 0.2
-    # ...and one shorter than this many characters (after removing @mentions and punctuation) says little.
     short_reply_chars: int = Field(default=4, ge=0)
     short_score: Probability = 0.3
+
+    @model_validator(mode="after")
+    def _complete_cues(self) -> InterventionConfig:
+        missing = {k: list(v) for k, v in QUALITY_CUES.items() if k not in self.quality_cues}
+        if missing:
+            self.quality_cues = {**missing, **self.quality_cues}
+        return self
 
 
 class NotificationConfig(_Strict):

@@ -224,6 +224,11 @@ class MessageClassified(EventData):
     staff_command: str | None = None
     sentiment: float | None = Field(default=None, ge=-1, le=1)
     need_reply: bool | None = None
+    reply_quality: float | None = Field(
+        default=None, ge=0, le=1, description="score of a staff or assistant reply to an owner's question"
+    )
+    reply_quality_source: Literal["rules", "llm"] | None = None
+    reply_quality_reason: str | None = None
     satisfaction: float | None = Field(
         default=None, ge=0, le=1, description="the user's rolling satisfaction"
     )

@@ -580,6 +580,9 @@ class Classification(BaseModel):
     sentiment: float | None = None  # -1 (negative) .. 1 (positive)
     need_reply: bool | None = None
     staff_command: str | None = None
+    # The LLM's score of a staff or assistant reply to the owner's open question (docs/rules.md §3,
+    # situation 2); None when no LLM scored it (the sessions step then scores it by the rules).
+    reply_quality: float | None = Field(default=None, ge=0.0, le=1.0)
 
 
 # "gateway", "dataflow", "dataflow:<step>", "sink:<sink>" (e.g. "sink:postgres", "sink:kafka").

@@ -910,3 +910,70 @@ DEFAULT_CLASSIFIER: dict[str, Any] = {
     "sentiment": SENTIMENT,
     "satisfaction": SATISFACTION,
 }
+
+# docs/rules.md §3 situation 2: the cues the rule fallback of the staff reply-quality score reads
+# (operators/quality.py), each a list of linear-time patterns matched on the reply with its @mentions,
+# spaces and emoji removed. A category is replaced as a whole in the configuration
+# (`intervention.quality_cues.<category>`); an empty list switches it off.
+QUALITY_CUES: dict[str, list[str]] = {
+    # -- what pushes a reply down: the shapes of a brush-off, not a list of rude words --------------
+    # Sending the owner elsewhere: (you) go ask / find / contact + a third party.
+    "redirect": [
+        r"(?:问|找|联系|咨询|去问|去找)(?:一下|下|问)?(?:别人|其他人|别的人|其他同事|客服|官方|平台|运营|群主|上级|领导|他们|她们|管理员|人工|老板|负责人)",
+    ],
+    # Leaving the owner to it: 自己 + a verb of finding out or doing.
+    "self_help": [
+        r"自己(?:去|再|先|好好)?(?:查|看|搜|弄|找|想|研究|琢磨|解决|处理|搞|问|试|百度|摸索|体会|悟)",
+        r"(?:百度|搜)一?下(?:就|不就)",
+        r"(?:看|翻)(?:群公告|公告|聊天记录|上面)(?:去|吧|啊)?$",
+    ],
+    # Disowning the matter: a negation of responsibility with the speaker as its object.
+    "not_mine": [
+        r"不(?:归|关|由|在)(?:我|我们)",
+        r"(?:跟|和|与)(?:我|我们)(?:没|无|没有)(?:啥|什么)?(?:关系|关)",
+        r"(?:我|我们)(?:不|没法|管不)(?:管|负责)",
+        r"不是(?:我|我们)的(?:事|问题|责任)",
+        r"管不(?:了|着)",
+        r"没(?:我|我们)(?:的|什么|啥)?事",
+    ],
+    # Giving up without an alternative.
+    "helpless": [
+        r"(?:不知道|不清楚|不晓得|不了解|没办法|无能为力|帮不了|没辙|搞不定|解决不了)",
+    ],
+    # Pushing back at the owner: a rhetorical question or a reproach in the second person.
+    "pushback": [
+        r"你(?:难道|自己|就不能|不会|不能|不懂|没看|不看|看不|没听|听不)[^。！？?!，,\n]{0,10}(?:吗|么|嘛)",
+        r"(?:说了|讲了|发了)(?:多少|几|好几|N|n)(?:遍|次)",
+        r"(?:不是|早就|之前|刚才|都)(?:说|讲|发)(?:过|了)(?:了|吗|嘛)",
+        r"(?:这|这个|这种)(?:都|也|还)(?:不会|不懂|要问|用问)",
+        r"(?:烦不烦|问什么问|有什么好问|还要我教|听不懂|看不懂吗|怎么又是你|又来了)",
+    ],
+    # -- what lifts it: structure that helps ------------------------------------------------------
+    # The speaker commits to act (also softens a redirect: "不归我管，我帮您转给负责的同事").
+    "agency": [
+        r"(?:我|我们|这边)(?:来|去|帮|给|这边|马上|立刻|先|会|已经|已|正在|在|看|查|问|处理|安排|跟进|核实|确认)",
+        r"帮(?:你|您|忙)",
+        r"(?:转给|转交|反馈给|报给|提交给)",
+    ],
+    # Steps, numbers, ordered instructions.
+    "steps": [
+        r"\d",
+        r"(?:首先|然后|接着|其次|最后|再|第[一二三四五六七八九十])",
+        r"(?:步骤|流程|入口|路径|位置)",
+    ],
+    # Verbs of doing that belong to the after-sales work.
+    "action": [
+        r"(?:点击|点开|点一下|点进|打开|进入|设置|提交|上传|填写|填一下|扫码|扫一下|扫个|绑定|认证|实名|登录|登陆|重新|选择|发送|发给|发一下|拍|录|截图|截个图|修改|更新|刷新|重启|卸载|安装|下载|查看|查一下|查询|核实|确认|申请|申诉|操作|处理|安排|联系|反馈|跟进|解决|恢复|到账|结算|补发|退回|审核|授权|开通|关闭|切换)",
+    ],
+    # A time commitment or a time fact.
+    "time": [
+        r"(?:今天|明天|后天|今晚|马上|立刻|立即|稍等|稍后|一会|等下|待会|分钟|小时|天内|个工作日|工作日|周[一二三四五六日末]|星期|之前|以内|之内|尽快|下午|上午|晚上|中午|早上|已经|月底|月初|号前)",
+        r"[0-9一二三四五六七八九十两]+(?:点|天|号|日)",
+    ],
+    # An explanation: cause, condition, rule.
+    "explanation": [
+        r"(?:因为|所以|由于|原因|是因为|如果|的话|需要|要求|只要|就可以|就行|就好|导致|正常|一般|规则|系统|说明|意思是|是指)",
+    ],
+    # Courtesy toward the owner.
+    "courtesy": [r"(?:您|请|麻烦|辛苦|抱歉|不好意思|感谢|谢谢)"],
+}

@@ -19,6 +19,15 @@ Failure policy (every failure leaves the local result, decided_by "rules" or "mo
   ("breaker_open").
 
 Every non-robot message asked about yields exactly one AI I/O record (`drain_call_logs`).
+
+Staff reply quality (docs/rules.md §3, situation 2): the classifier follows the owners' open questions
+per session as the sessions step does (operators/quality.py, in message order, bounded to
+`_MAX_ASK_SESSIONS` sessions, not snapshotted: after a restart the first answers go without their
+question and are scored by the rules). An owner's question here is one the local result marks
+`need_reply` (the LLM's own answer is not back yet when the batch's staff messages are prepared); where
+the sessions step, which reads the final classification, disagrees, the rules score the reply. A staff or assistant message answering one is asked with the
+question and also scored by the model (`reply_quality` on the Classification); any failure leaves it to
+the rules.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Literal
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
@@ -42,6 +52,7 @@ from classifiers.llm.prompt import build_messages
 from classifiers.llm.providers import Completion, LLMCallError, Provider, make_provider
 from classifiers.llm.schema import InvalidAnswer, LLMVerdict, parse_verdict, types_for
 from operators.classify import Classifier
+from operators.quality import Ask, note_ask, take_ask
 from worktool.models import Classification, Message, iso
 from worktool.settings import Settings
 
@@ -55,6 +66,8 @@ OPERATION = "classify"
 _LOOP_GRACE_S = 1.0
 # Undrained records are dropped oldest-first beyond this, so a caller that never drains cannot leak.
 _MAX_PENDING_LOGS = 10_000
+# Sessions whose owners' open questions are followed (the least recently active dropped beyond).
+_MAX_ASK_SESSIONS = 4096
 
 
 class BreakerOpen(Exception):
@@ -67,6 +80,7 @@ class _Call:
 
     message: Message
     prompt: list[dict[str, str]]
+    scores_reply: bool = False  # asked for the reply_quality of an answer to an owner's question
     started: float | None = None  # perf_counter at the first request
     completion: Completion | None = None
     status: CallStatus = "error"
@@ -138,8 +152,11 @@ class LLMClassifier:
         backoff_s: float = 0.25,
         max_backoff_s: float = 2.0,
         batch_deadline_s: float | None = None,
+        reply_window: timedelta = timedelta(minutes=30),
     ) -> None:
         self._rules = rules
+        self._reply_window = reply_window
+        self._asks: dict[str, dict[str, Ask]] = {}  # session -> owner -> open question
         self._provider = provider or make_provider(settings)
         self._secret = settings.llm_api_key
         self.breaker = CircuitBreaker(failure_threshold, cooldown_s, clock)
@@ -158,10 +175,13 @@ class LLMClassifier:
 
     def classify_batch(self, messages: list[Message]) -> list[Classification]:
         results = list(self._rules.classify_batch(messages))
+        questions = self._questions(messages, results)
         todo = [i for i, (m, r) in enumerate(zip(messages, results, strict=True)) if _worth_asking(m, r)]
         if not todo or self._closed:
             return results
-        future = self._loop.submit(self._classify_all([(messages[i], results[i]) for i in todo]))
+        future = self._loop.submit(
+            self._classify_all([(messages[i], results[i], questions.get(i)) for i in todo])
+        )
         try:
             answers = future.result(timeout=self._deadline_s + _LOOP_GRACE_S)
         except Exception:
@@ -173,6 +193,26 @@ class LLMClassifier:
             if answer is not None:
                 results[i] = answer
         return results
+
+    def _questions(self, messages: list[Message], results: list[Classification]) -> dict[int, str]:
+        """The owner's question each staff or assistant message of the batch answers, by position; the
+        owners' questions of the batch noted on the way (operators/quality.py, as the sessions step)."""
+        found: dict[int, str] = {}
+        sessions, window = self._asks, self._reply_window
+        for i, (m, r) in enumerate(zip(messages, results, strict=True)):
+            if r.sender_type == "user":
+                text = m.text or m.raw_text
+                if r.need_reply and text.strip():
+                    asks = sessions.pop(m.session_id, None) or {}
+                    sessions[m.session_id] = asks  # the most recently active last
+                    note_ask(asks, m.sender_name, text, m.received_at, window)
+                    if len(sessions) > _MAX_ASK_SESSIONS:
+                        del sessions[next(iter(sessions))]
+            elif r.sender_type in ("staff", "assistant") and (asks := sessions.get(m.session_id)):
+                answered = take_ask(asks, m.mentions, m.received_at, window)
+                if answered is not None:
+                    found[i] = answered[1][1]
+        return found
 
     def drain_call_logs(self) -> list[dict[str, Any]]:
         """AI I/O records since the last drain: the data of `ai_call` monitor events (docs/events.md),
@@ -197,17 +237,19 @@ class LLMClassifier:
 
     # -- on the loop -----------------------------------------------------------------------------
 
-    async def _classify_all(self, items: list[tuple[Message, Classification]]) -> list[Classification | None]:
+    async def _classify_all(
+        self, items: list[tuple[Message, Classification, str | None]]
+    ) -> list[Classification | None]:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self._max_in_flight)
         deadline = asyncio.get_running_loop().time() + self._deadline_s
-        return await asyncio.gather(*(self._classify_one(m, r, deadline) for m, r in items))
+        return await asyncio.gather(*(self._classify_one(m, r, q, deadline) for m, r, q in items))
 
     async def _classify_one(
-        self, message: Message, rule: Classification, deadline: float
+        self, message: Message, rule: Classification, question: str | None, deadline: float
     ) -> Classification | None:
         """Never raises (except cancellation); None means "keep the rule result"."""
-        call = _Call(message, build_messages(message, rule))
+        call = _Call(message, build_messages(message, rule, question), scores_reply=question is not None)
         try:
             async with asyncio.timeout_at(deadline):
                 call.completion = await self._complete(call)
@@ -230,7 +272,7 @@ class LLMClassifier:
             call.status, call.error = "error", f"{type(e).__name__}: {e}"
         else:
             call.status = "ok"
-            return _classification(verdict, rule)
+            return _classification(verdict, rule, call.scores_reply)
         finally:
             self._record(call)
         return None
@@ -313,8 +355,9 @@ def _worth_asking(message: Message, rule: Classification) -> bool:
     return bool(types_for(rule.sender_type)) and bool(message.text.strip())
 
 
-def _classification(verdict: LLMVerdict, rule: Classification) -> Classification:
-    # Who spoke comes from the roster and inline commands from the rules; the LLM decides the rest.
+def _classification(verdict: LLMVerdict, rule: Classification, scores_reply: bool = False) -> Classification:
+    # Who spoke comes from the roster and inline commands from the rules; the LLM decides the rest (and
+    # scores a reply when it was asked to: an unasked score is not taken).
     return Classification(
         sender_type=rule.sender_type,
         message_type=verdict.message_type,
@@ -324,4 +367,5 @@ def _classification(verdict: LLMVerdict, rule: Classification) -> Classification
         sentiment=verdict.sentiment,
         need_reply=verdict.need_reply,
         staff_command=rule.staff_command,
+        reply_quality=verdict.reply_quality if scores_reply else None,
     )

@@ -58,6 +58,8 @@ class LLMVerdict(BaseModel):
     reason: str = ""
     sentiment: float = Field(ge=-1.0, le=1.0)
     need_reply: bool
+    # Asked only of a staff or assistant message answering an owner's open question (docs/rules.md §3).
+    reply_quality: float | None = Field(default=None, ge=0.0, le=1.0)
 
 
 class InvalidAnswer(ValueError):

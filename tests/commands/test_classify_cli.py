@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import types
+from datetime import timedelta
 
 import orjson
 import pytest
@@ -176,14 +177,15 @@ def test_llm_wraps_the_rules(monkeypatch):
     seen = {}
 
     class FakeLLM:
-        def __init__(self, rules, settings):
-            seen.update(rules=rules, settings=settings)
+        def __init__(self, rules, settings, **options):
+            seen.update(rules=rules, settings=settings, **options)
 
     monkeypatch.setitem(sys.modules, "classifiers.llm", types.SimpleNamespace(LLMClassifier=FakeLLM))
     settings = Settings(WORKTOOL_LLM_PROVIDER="openai")
     classifier = build_classifier(settings, BusinessConfig())
     assert isinstance(classifier, FakeLLM)
     assert isinstance(seen["rules"], RuleClassifier) and seen["settings"] is settings
+    assert seen["reply_window"] == timedelta(minutes=30)  # intervention.reply_window_minutes
 
 
 def test_missing_or_misconfigured_llm_is_an_error_at_start_up(monkeypatch):
@@ -192,7 +194,7 @@ def test_missing_or_misconfigured_llm_is_an_error_at_start_up(monkeypatch):
     with pytest.raises(ClassifierUnavailable, match="cannot be imported"):
         build_classifier(settings, BusinessConfig())
 
-    def broken(rules, settings):
+    def broken(rules, settings, **options):
         raise ValueError("WORKTOOL_LLM_MODEL is not set")
 
     monkeypatch.setitem(sys.modules, "classifiers.llm", types.SimpleNamespace(LLMClassifier=broken))
