@@ -67,7 +67,8 @@ from worktool.models import DESK_SESSION, Classification, ControlRecord, Message
 # each subject's plain data as it was (Subject.snapshot), so v4 snapshots of the code before it restore.
 # 5: task rows may carry their status (and a None timer), "reminders" per owner (issue 15); a v4 bucket
 # reads the same (4-column rows are pending tasks), older code refuses a v5 snapshot by its number.
-# 6: subjects may carry "profiles" (customer profiles); a v4/v5 subject has none yet.
+# 6: subjects may carry "profiles" (customer profiles) and "asks" (owners' open questions, the reply
+# quality window); a v4/v5 subject has neither yet.
 SNAPSHOT_VERSION = 6
 _BUCKET_VERSIONS = (4, 5, 6)
 
