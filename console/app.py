@@ -59,6 +59,7 @@ from console.common import IdText, Problem, client_addr, connection, free_text, 
 from console.llm_keys import llm_router
 from console.monitor import monitor_router
 from console.permissions import Permission
+from console.personas import PERSONA_ROUTERS
 from console.reads import READ_ROUTERS
 from console.reports import REPORT_ROUTERS
 from console.tasks import TASK_ROUTERS
@@ -288,6 +289,7 @@ def create_app(
         *REPORT_ROUTERS,
         *TASK_ROUTERS,
         llm_router,
+        *PERSONA_ROUTERS,
     ):
         app.include_router(router)
     app.include_router(monitor_router(permission_check(Permission.READ)))

@@ -35,6 +35,8 @@ ALL = [
     (7, "after_sales_desk"),
     (8, "daily_reports"),
     (9, "feishu_channel"),
+    (10, "reserved"),  # another part of issue 16 (a placeholder on this branch)
+    (11, "personas_templates"),
 ]
 NEXT = f"{len(ALL) + 1:04d}"  # the version of a migration a test adds
 
@@ -56,6 +58,9 @@ TABLES = {
     "llm_provider_keys",
     "desk_staff",
     "after_sales_daily_reports",
+    "ai_personas",
+    "ai_persona_versions",
+    "ai_message_templates",
 }
 
 # docs/rules.md §2: code -> (sender category, priority)
@@ -194,6 +199,9 @@ def test_down_to_0001_rolls_back_the_later_tables_columns_and_the_seed(db: str) 
         "llm_provider_keys",
         "desk_staff",
         "after_sales_daily_reports",
+        "ai_personas",
+        "ai_persona_versions",
+        "ai_message_templates",
     }
     assert tables(db) == TABLES - later_tables | {"migration_history"}
     assert [s.state for s in status(db)] == ["applied"] + ["pending"] * len(later)
