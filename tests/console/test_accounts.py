@@ -171,6 +171,9 @@ ENDPOINTS: dict[str, tuple[str, str, dict[str, Any] | None]] = {
     "staff": ("GET", "/api/staff", None),
     "staff_status": ("PUT", "/api/staff/售后-小李/status", {"status": "asleep"}),
     "daily_report": ("GET", "/api/reports/daily", None),
+    "personas": ("GET", "/api/personas", None),
+    "persona": ("GET", "/api/personas/service", None),
+    "persona_put": ("PUT", "/api/personas/service", {"emoji": "lots"}),
 }
 READ = {"me", "sessions", "session", "alerts", "alert", "commands", "robots", "tasks", "task_types", "task",
         "staff", "daily_report"}  # fmt: skip
@@ -216,6 +219,7 @@ def test_the_matrix_names_every_endpoint(settings: Settings) -> None:
         "/keys/openai": "/keys/{provider}",
         f"/tasks/{TASK}": "/tasks/{task_id}",
         "/staff/售后-小李/status": "/staff/{name}/status",
+        "/personas/service": "/personas/{code}",
     }
     named = set()
     for method, path, _ in ENDPOINTS.values():
