@@ -29,6 +29,11 @@ users_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(users_app, name="users")
+templates_app = typer.Typer(
+    help="The reply template catalogue (24 categories): list templates, render one with sample values.",
+    no_args_is_help=True,
+)
+app.add_typer(templates_app, name="templates")
 
 # The services (and the migrations, which hold the owner's password) refuse placeholder or too-short
 # secrets before they start (one check for all: Settings.weak_secrets).
@@ -352,6 +357,49 @@ def report(
     from commands.report import cli_report
 
     raise typer.Exit(cli_report(date, fmt.value))
+
+
+@templates_app.command("list")
+def templates_list(
+    category: Annotated[
+        str | None,
+        typer.Option(
+            "--category", "-c", help="A category's code or Chinese name (e.g. complaint, 投诉处理)."
+        ),
+    ] = None,
+    persona: Annotated[
+        str | None,
+        typer.Option("--persona", "-p", help="Templates this persona may use (those for any persona too)."),
+    ] = None,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="One JSON object per line instead of a table.")
+    ] = False,
+) -> None:
+    """List the reply templates (id, category, name, personas, what the rules use them for, variables).
+    Exit 2 for an unknown category or persona."""
+    from commands.templates import cli_list
+
+    raise typer.Exit(cli_list(category, persona, as_json))
+
+
+@templates_app.command("test")
+def templates_test(
+    template_id: Annotated[
+        str, typer.Argument(metavar="ID", help="The template's id (worktool templates list).")
+    ],
+    var: Annotated[
+        list[str] | None, typer.Option("--var", "-v", help="name=value, over the sample value (repeatable).")
+    ] = None,
+    persona: Annotated[
+        str | None,
+        typer.Option("--persona", "-p", help="Apply this persona's emoji policy and length limit."),
+    ] = None,
+) -> None:
+    """Render one template with sample values (WORKTOOL_CONFIG's replies.variables and --var over them).
+    Exit 1 for an unknown id, 2 for an undeclared variable or a malformed --var."""
+    from commands.templates import cli_test
+
+    raise typer.Exit(cli_test(template_id, var or [], persona))
 
 
 @app.command()

@@ -61,6 +61,7 @@ from console.customers import CUSTOMER_ROUTERS
 from console.llm_keys import llm_router
 from console.monitor import monitor_router
 from console.permissions import Permission
+from console.personas import PERSONA_ROUTERS
 from console.reads import READ_ROUTERS
 from console.reports import REPORT_ROUTERS
 from console.tasks import TASK_ROUTERS
@@ -291,6 +292,7 @@ def create_app(
         *TASK_ROUTERS,
         *CUSTOMER_ROUTERS,
         llm_router,
+        *PERSONA_ROUTERS,
     ):
         app.include_router(router)
     app.include_router(monitor_router(permission_check(Permission.READ)))

@@ -18,9 +18,9 @@ from worktool.models import UtcDatetime
 
 AuditAction = Literal[
     "alert.cancel", "alert.escalate", "user.create", "user.update", "llm_key.set",
-    "task.create", "task.assign", "task.complete", "task.cancel", "staff.status",
+    "task.create", "task.assign", "task.complete", "task.cancel", "staff.status", "persona.update",
 ]  # fmt: skip
-AuditTarget = Literal["alert", "user", "llm_key", "task", "staff"]
+AuditTarget = Literal["alert", "user", "llm_key", "task", "staff", "persona"]
 
 
 class AuditEntry(BaseModel):

@@ -28,6 +28,7 @@ class Permission(StrEnum):
     MANAGE_USERS = "users.manage"
     READ_AUDIT = "audit.read"
     MANAGE_LLM_KEYS = "llm_keys.manage"
+    MANAGE_PERSONAS = "personas.manage"  # read and version the reply personas
 
 
 _P = Permission

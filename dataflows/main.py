@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable
 from datetime import timedelta
 
+import psycopg
 import redis
 from bytewax.connectors.kafka import KafkaSource
 from bytewax.dataflow import Dataflow
@@ -21,10 +22,11 @@ from dataflows.metrics import OFFSET_RESETS
 from dataflows.sources import GuardedKafkaSource, TickSource, WithTicks
 from dataflows.watchdog import StepBudget, watchdog_dir
 from infra import kafka_clients
+from infra.migrate import latest_console_personas
 from sinks.concurrent import ConcurrentSinks
 from sinks.heartbeat import OFFSET_RESET_KEY, HeartbeatSink
 from sinks.kafka import DeadLetters, ModelKafkaSink
-from worktool.config import load_config
+from worktool.config import BusinessConfig, load_config
 from worktool.models import CommandRecord, utc_now
 from worktool.settings import Settings, get_settings
 
@@ -97,11 +99,25 @@ def live_sinks(settings: Settings, *, concurrent: bool = True) -> FlowSinks:
     )
 
 
+def with_console_personas(config: BusinessConfig, database_url: str) -> BusinessConfig:
+    """The configuration with each persona's latest console version (PUT /api/personas/{code}) over the
+    package and the business YAML; as it is when the database cannot be read (logged)."""
+    try:
+        versions = latest_console_personas(database_url)
+    except psycopg.Error as e:
+        log.warning("persona versions not read (%s): the business configuration's personas apply", e)
+        return config
+    if not versions:
+        return config
+    log.info("personas from the console: %s", ", ".join(sorted(versions)))
+    return config.model_copy(update={"personas": config.personas.with_versions(versions)})
+
+
 def live_flow() -> Dataflow:
     settings = get_settings()
     if not (settings.kafka_bootstrap_servers and settings.database_url and settings.redis_url):
         raise SystemExit("the live dataflow needs KAFKA_BOOTSTRAP_SERVERS, DATABASE_URL and REDIS_URL")
-    config = load_config(settings.config_path)
+    config = with_console_personas(load_config(settings.config_path), settings.database_url)
     classifier = build_classifier(settings, config)
     bootstrap = settings.kafka_bootstrap_servers
     # Ticks every tick interval while records arrive, every idle tick interval once none has for a second

@@ -5,6 +5,11 @@ in `migration_history` with the SHA-256 of the up file, so an applied file edite
 instead of silently diverging from the database. Each migration runs in its own transaction (its SQL
 and its history row commit together, or neither does), and a session-level advisory lock makes a
 second process wait instead of racing (two `worktool up` starting at once).
+
+After migrating, `apply_up` copies the package's persona presets and template catalogue
+(worktool/catalogue) into ai_personas / ai_persona_versions / ai_message_templates (migration 0011):
+`sync_catalogue`, idempotent, under the same lock. SQL files hold the schema; the catalogue stays one
+YAML file that the stream reads directly and the database mirrors, instead of 126 INSERTs kept in step.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import psycopg
+
+from worktool.catalogue import Persona, preset_personas, shipped_catalogue
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -231,7 +238,101 @@ def apply_up(
             except psycopg.Error as e:
                 raise MigrationError(f"migration {m.label} failed and was rolled back: {e}") from e
             applied.append(m)
+        sync_catalogue(conn)
     return applied
+
+
+_PERSONA_FIELDS = tuple(f for f in Persona.model_fields if f != "code")
+
+
+def sync_catalogue(conn: psycopg.Connection) -> dict[str, int]:
+    """Copy the package's personas and templates into the database (when migration 0011 is applied):
+    a preset not there gets version 1; a preset whose package text changed gets a new 'package' version
+    (current unless a console version is newer); templates are upserted by id (rewritten only when their
+    package entry changed), and those gone from the package marked inactive. Idempotent; returns counts
+    of what it wrote."""
+    if conn.execute("SELECT to_regclass('ai_message_templates')").fetchone() == (None,):
+        return {}
+    counts = {"persona_versions": 0, "templates": 0, "retired": 0}
+    catalogue = shipped_catalogue()
+    with conn.transaction():
+        for p in preset_personas().values():
+            values = p.model_dump()
+            latest = conn.execute(
+                f"SELECT version, {', '.join(_PERSONA_FIELDS)} FROM ai_persona_versions "
+                "WHERE code = %s AND source = 'package' ORDER BY version DESC LIMIT 1",
+                (p.code,),
+            ).fetchone()
+            if latest is not None and dict(zip(_PERSONA_FIELDS, latest[1:], strict=True)) == {
+                f: values[f] for f in _PERSONA_FIELDS
+            }:
+                continue
+            top = conn.execute(
+                "SELECT max(version), bool_or(source = 'console') FROM ai_persona_versions WHERE code = %s",
+                (p.code,),
+            ).fetchone()
+            version = (top[0] or 0) + 1 if top else 1
+            conn.execute(
+                """INSERT INTO ai_personas (code, name, role_type, is_preset, current_version)
+                   VALUES (%(code)s, %(name)s, %(role_type)s, true, %(version)s)
+                   ON CONFLICT (code) DO NOTHING""",
+                {**values, "version": version},
+            )
+            conn.execute(
+                f"INSERT INTO ai_persona_versions (code, version, {', '.join(_PERSONA_FIELDS)}, source, created_by) "
+                f"VALUES (%(code)s, %(version)s, {', '.join(f'%({f})s' for f in _PERSONA_FIELDS)}, 'package', "
+                "'package')",
+                {**values, "version": version},
+            )
+            if not (top and top[1]):  # no console version: the package's is current
+                conn.execute(
+                    "UPDATE ai_personas SET current_version = %s, name = %s, role_type = %s, updated_at = now() "
+                    "WHERE code = %s",
+                    (version, p.name, p.role_type, p.code),
+                )
+            counts["persona_versions"] += 1
+        for t in catalogue.templates:
+            entry = t.model_dump()
+            checksum = hashlib.sha256(repr(sorted(entry.items())).encode()).hexdigest()
+            written = conn.execute(
+                """INSERT INTO ai_message_templates (template_id, category, category_name, name, template,
+                       variables, personas, message_types, scenarios, shifts, is_active, checksum)
+                   VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, true, %s)
+                   ON CONFLICT (template_id) DO UPDATE SET category = EXCLUDED.category,
+                       category_name = EXCLUDED.category_name, name = EXCLUDED.name,
+                       template = EXCLUDED.template, variables = EXCLUDED.variables,
+                       personas = EXCLUDED.personas, message_types = EXCLUDED.message_types,
+                       scenarios = EXCLUDED.scenarios, shifts = EXCLUDED.shifts, is_active = true,
+                       checksum = EXCLUDED.checksum, updated_at = now()
+                   WHERE ai_message_templates.checksum <> EXCLUDED.checksum OR NOT ai_message_templates.is_active""",
+                (t.id, catalogue.category_code(t.category), catalogue.category_name(t.category), t.name, t.text,
+                 t.variables, t.personas, t.message_types, t.scenarios, list(t.shifts), checksum),
+            )  # fmt: skip
+            counts["templates"] += written.rowcount
+        retired = conn.execute(
+            "UPDATE ai_message_templates SET is_active = false, updated_at = now() "
+            "WHERE is_active AND NOT (template_id = ANY(%s))",
+            ([t.id for t in catalogue.templates],),
+        )
+        counts["retired"] = retired.rowcount
+    return counts
+
+
+def latest_console_personas(database_url: str) -> dict[str, Persona]:
+    """Each persona's current version when it was made through the console (what the live dataflow
+    applies over the package and the business YAML); empty before migration 0011."""
+    with _connect(database_url) as conn:
+        if conn.execute("SELECT to_regclass('ai_persona_versions')").fetchone() == (None,):
+            return {}
+        rows = conn.execute(
+            f"SELECT v.code, {', '.join('v.' + f for f in _PERSONA_FIELDS)} FROM ai_personas p "
+            "JOIN ai_persona_versions v ON v.code = p.code AND v.version = p.current_version "
+            "WHERE v.source = 'console'"
+        ).fetchall()
+    return {
+        row[0]: Persona.model_validate(dict(zip(("code", *_PERSONA_FIELDS), row, strict=True)))
+        for row in rows
+    }
 
 
 def apply_down(

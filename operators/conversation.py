@@ -306,6 +306,8 @@ class ConversationRules:
             target=plan.target,
             delay_s=plan.delay_s,
             due_time=plan.due,
+            persona=plan.persona,
+            template_id=plan.template_id,
         )
         return [data.at(m.received_at, m.session_id, plan.robot_id)]
 
@@ -374,6 +376,6 @@ class ConversationRules:
         created = CommandCreated.make(
             command_id=plan.command_id, channel="wecom", robot_id=plan.robot_id, target=plan.target,
             content=plan.content, at_list=list(plan.at_list), due_time=plan.due, cause_event=plan.cause,
-            cause_id=plan.message_id,
+            cause_id=plan.message_id, persona=plan.persona, template_id=plan.template_id,
         )  # fmt: skip
         return [command, created.at(timer.due, timer.key, plan.robot_id)]

@@ -356,7 +356,10 @@ COMMANDS = Upsert(
     key=("command_id",),
     # Written once when decided (pending); filled in if a status change of it was written first.
     merge={
-        **dict.fromkeys(_columns("robot_id command_data target content due_at cause_event cause_id"), FILL),
+        **dict.fromkeys(
+            _columns("robot_id command_data target content due_at cause_event cause_id persona template_id"),
+            FILL,
+        ),
         # NOT NULL with defaults, so not fillable; the decision owns them and they never change.
         "channel": SET,
         "at_list": SET,
@@ -701,6 +704,8 @@ def _command_created(ev: MonitorEvent) -> list[tuple[Upsert, dict[str, Any]]]:
         "due_at": d.due_time,
         "cause_event": d.cause_event,
         "cause_id": d.cause_id,
+        "persona": d.persona,
+        "template_id": d.template_id,
     }
     return [(COMMANDS, row)]
 

@@ -22,8 +22,17 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    model_validator,
+)
 
+from worktool.catalogue import Persona, PersonaChange, preset_personas, shipped_catalogue
 from worktool.linear_regex import LinearRegex, PatternError, check_linear
 from worktool.rule_defaults import DEFAULT_CLASSIFIER, QUALITY_CUES
 
@@ -70,6 +79,10 @@ class RobotConfig(_Strict):
     robot_id: str = Field(min_length=1)
     name: str = Field(min_length=1)
     role: RobotRole
+    # Its reply persona (docs/rules.md §5): this one when set, else chosen by `group` and `role`
+    # (`personas.by_group`, `personas.by_role`, `personas.default`).
+    persona: str | None = Field(default=None, min_length=1)
+    group: str | None = Field(default=None, min_length=1)  # the robot's group (分组), e.g. 社群, 售后, 营销
 
 
 class TermRules(_Strict):
@@ -384,6 +397,15 @@ class ReplyConfig(_Strict):
     # Message types whose replies count as complex questions (longer delays).
     complex_types: list[str] = Field(default_factory=lambda: ["chat_after_sales", "chat_private_operation"])
     soothe_operator_hard: bool = True  # the shift's reply robot soothes the owner an operator was harsh to
+    # The shipped template catalogue (worktool/catalogue/templates.yaml) writes the replies: several
+    # variants per message type, chosen by persona, scenario and shift. A type listed in `templates` below
+    # keeps its configured template; `catalogue: false` uses `templates` (and their defaults) only.
+    catalogue: bool = True
+    # Values of the catalogue's setting variables ({{wait_minutes}}, {{product}}, ...; see
+    # `worktool templates list`), over the catalogue's defaults.
+    variables: dict[str, Annotated[str, Field(max_length=200)]] = Field(default_factory=dict)
+    # The message types whose template the configuration names (they win over the catalogue).
+    _configured_templates: frozenset[str] = PrivateAttr(default=frozenset())
     templates: dict[str, Template] = Field(
         default_factory=lambda: {
             "chat_daily": "您好，收到您的消息，我们会尽快为您处理～",
@@ -412,13 +434,81 @@ class ReplyConfig(_Strict):
         if missing:
             defaults = ReplyConfig.model_fields["delays"].default_factory()
             self.delays = {**{s: defaults[s] for s in missing}, **self.delays}
-        # A configured template replaces the default of its type only.
+        settings = {n for n, v in shipped_catalogue().variables.items() if v.source == "setting"}
+        unknown = sorted(set(self.variables) - settings)
+        if unknown:
+            raise ValueError(f"variables: unknown {', '.join(unknown)}; known: {', '.join(sorted(settings))}")
+        # A configured template replaces the default of its type only (and the catalogue's choice).
+        self._configured_templates = frozenset(self.templates if "templates" in self.model_fields_set else ())
         self.templates = {**ReplyConfig.model_fields["templates"].default_factory(), **self.templates}
         return self
+
+    @property
+    def configured_templates(self) -> frozenset[str]:
+        """The message types whose template the configuration sets (not a default)."""
+        return self._configured_templates
 
     def clock(self, which: str) -> time:
         hours, minutes = (self.day_starts if which == "day" else self.night_starts).split(":")
         return time(int(hours), int(minutes))
+
+
+# The seeds' selectPersona table: a robot's group -> persona (a group that is a persona's code is that
+# persona too).
+DEFAULT_PERSONA_GROUPS: dict[str, str] = {
+    "营销": "conversion",
+    "社群": "community",
+    "售后": "service",
+    "技术支持": "tech_support",
+    "客服": "service",
+    "角色": "conversion",
+    "助手": "assistant",
+    "产品": "product_info",
+    "客户关系": "customer_relation",
+}
+
+
+class PersonaConfig(_Strict):
+    """Reply personas (docs/rules.md §5): the seven presets of worktool/catalogue/personas.yaml,
+    `overrides` changing their fields (or adding a persona: name, system_prompt and tone at least), and
+    how a robot without an explicit `persona` gets one: its `group` through `by_group`, else its role
+    through `by_role`, else `default`."""
+
+    default: str = "assistant"
+    by_group: dict[str, str] = Field(default_factory=dict)  # merged over DEFAULT_PERSONA_GROUPS
+    by_role: dict[RobotRole, str] = Field(default_factory=lambda: {"notify": "service"})
+    overrides: dict[Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,31}$")], PersonaChange] = Field(
+        default_factory=dict
+    )
+    _definitions: dict[str, Persona] = PrivateAttr(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _resolve(self) -> PersonaConfig:
+        self.by_group = {**DEFAULT_PERSONA_GROUPS, **self.by_group}
+        definitions = dict(preset_personas())
+        for code, change in self.overrides.items():
+            try:
+                definitions[code] = change.apply(code, definitions.get(code))
+            except ValidationError as e:
+                problems = "; ".join(f"{'.'.join(str(p) for p in x['loc'])}: {x['msg']}" for x in e.errors())
+                raise ValueError(f"overrides.{code}: {problems}") from None
+        self._definitions = definitions
+        for where, code in [("default", self.default), *((f"by_group.{g}", c) for g, c in self.by_group.items()),
+                            *((f"by_role.{r}", c) for r, c in self.by_role.items())]:  # fmt: skip
+            if code not in definitions:
+                raise ValueError(f"{where}: unknown persona {code!r}; known: {', '.join(definitions)}")
+        return self
+
+    @property
+    def definitions(self) -> dict[str, Persona]:
+        """Every persona by code: the presets with `overrides` applied, and the added ones."""
+        return self._definitions
+
+    def with_versions(self, versions: dict[str, Persona]) -> PersonaConfig:
+        """A copy whose personas are replaced by these (the console's latest versions)."""
+        copy_ = self.model_copy()
+        copy_._definitions = {**self._definitions, **versions}
+        return copy_
 
 
 class HealthConfig(_Strict):
@@ -560,9 +650,20 @@ class BusinessConfig(_Strict):
     intervention: InterventionConfig = Field(default_factory=InterventionConfig)
     alerts: AlertConfig = Field(default_factory=AlertConfig)
     replies: ReplyConfig = Field(default_factory=ReplyConfig)
+    personas: PersonaConfig = Field(default_factory=PersonaConfig)
     commands: CommandConfig = Field(default_factory=CommandConfig)
     health: HealthConfig = Field(default_factory=HealthConfig)
     after_sales: AfterSalesConfig = Field(default_factory=AfterSalesConfig)
+
+    @model_validator(mode="after")
+    def _robot_personas(self) -> BusinessConfig:
+        known = self.personas.definitions
+        for i, robot in enumerate(self.robots):
+            if robot.persona is not None and robot.persona not in known:
+                raise ValueError(
+                    f"robots.{i}.persona: unknown persona {robot.persona!r}; known: {', '.join(known)}"
+                )
+        return self
 
     @model_validator(mode="after")
     def _desk_are_staff(self) -> BusinessConfig:

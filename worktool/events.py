@@ -448,6 +448,8 @@ class ReplyScheduled(EventData):
     target: str
     delay_s: float = Field(ge=0)
     due_time: UtcDatetime
+    persona: str | None = None  # the persona the reply was written with
+    template_id: str | None = None  # its template: a catalogue id, or config:<message type>
 
 
 @_register
@@ -465,6 +467,8 @@ class CommandCreated(EventData):
     due_time: UtcDatetime
     cause_event: str
     cause_id: str | None = None
+    persona: str | None = None  # a reply's or notice's persona (null for alert notifications)
+    template_id: str | None = None  # its template: a catalogue id, or config:<kind>
 
 
 @_register

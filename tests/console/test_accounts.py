@@ -175,6 +175,9 @@ ENDPOINTS: dict[str, tuple[str, str, dict[str, Any] | None]] = {
     "daily_report": ("GET", "/api/reports/daily", None),
     "customers": ("GET", "/api/customers", None),
     "customer": ("GET", f"/api/customers/{SESSION}/{CUSTOMER}", None),
+    "personas": ("GET", "/api/personas", None),
+    "persona": ("GET", "/api/personas/service", None),
+    "persona_put": ("PUT", "/api/personas/service", {"emoji": "lots"}),
 }
 READ = {"me", "sessions", "session", "alerts", "alert", "commands", "robots", "tasks", "task_types", "task",
         "staff", "daily_report", "customers", "customer"}  # fmt: skip
@@ -221,6 +224,7 @@ def test_the_matrix_names_every_endpoint(settings: Settings) -> None:
         f"/tasks/{TASK}": "/tasks/{task_id}",
         "/staff/售后-小李/status": "/staff/{name}/status",
         f"{{session_id}}/{CUSTOMER}": "{session_id}/{name}",
+        "/personas/service": "/personas/{code}",
     }
     named = set()
     for method, path, _ in ENDPOINTS.values():

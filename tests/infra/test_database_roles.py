@@ -39,9 +39,11 @@ PROJECTION = {
 }  # fmt: skip
 EXPECTED: dict[str, dict[str, set[str]]] = {
     "gateway": {},
-    "dataflow": {table: WRITE for table in PROJECTION},
+    "dataflow": {**{table: WRITE for table in PROJECTION}, "ai_personas": READ, "ai_persona_versions": READ},
     "console": {
-        **{table: READ for table in PROJECTION | {"staff_activities"}},
+        **{table: READ for table in PROJECTION | {"staff_activities", "ai_message_templates"}},
+        "ai_personas": WRITE,
+        "ai_persona_versions": {"SELECT", "INSERT"},
         "console_users": WRITE,
         "llm_provider_keys": WRITE,
         "audit_log": {"SELECT", "INSERT"},

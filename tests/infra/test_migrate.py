@@ -36,6 +36,7 @@ ALL = [
     (8, "daily_reports"),
     (9, "feishu_channel"),
     (10, "customer_profiles"),
+    (11, "personas_templates"),
 ]
 NEXT = f"{len(ALL) + 1:04d}"  # the version of a migration a test adds
 
@@ -58,6 +59,9 @@ TABLES = {
     "desk_staff",
     "after_sales_daily_reports",
     "customer_profiles",
+    "ai_personas",
+    "ai_persona_versions",
+    "ai_message_templates",
 }
 
 # docs/rules.md §2: code -> (sender category, priority)
@@ -197,6 +201,9 @@ def test_down_to_0001_rolls_back_the_later_tables_columns_and_the_seed(db: str) 
         "desk_staff",
         "after_sales_daily_reports",
         "customer_profiles",
+        "ai_personas",
+        "ai_persona_versions",
+        "ai_message_templates",
     }
     assert tables(db) == TABLES - later_tables | {"migration_history"}
     assert [s.state for s in status(db)] == ["applied"] + ["pending"] * len(later)

@@ -33,6 +33,8 @@ CONFIG_DATA = {
     "staff": ["售后-小李"],
     "operators": ["运营-老周"],
     "alerts": {"notifications": {"phone_targets": ["13800000000"], "sms_targets": ["13900000000"]}},
+    # The fixtures were written before the template catalogue: the configured templates, as then.
+    "replies": {"catalogue": False},
 }
 
 
@@ -135,8 +137,10 @@ def test_a_snapshot_written_by_the_code_before_resumes_like_the_step_that_never_
     # operations open tasks, tasks move to waiting_user / in_progress, each unanswered message waits), so
     # the step that never stopped differs there; the rest of each conversation goes on the same.
     original, replayed = run(step, after), run(resumed, after)
-    assert untouched_by_task_rules(original) == untouched_by_task_rules(replayed)
-    assert len(untouched_by_task_rules(original)) > 10
+    # A reply planned before the snapshot was written without a persona or template id (issue 16).
+    kept = untouched_by_task_rules(without_reply_provenance(original))
+    assert kept == untouched_by_task_rules(without_reply_provenance(replayed))
+    assert len(kept) > 10
     # and the restored step resumes deterministically from its own snapshot
     again = SessionStep.restore(policy(), SessionStep.restore(policy(), old).snapshot())
     assert run(again, after) == replayed
@@ -148,6 +152,26 @@ def test_a_snapshot_written_by_the_code_before_resumes_like_the_step_that_never_
 TASK_RULE_EVENTS = (
     "task_", "user_response", "alert_", "command_created", "intervention_needed", "customer_updated",
 )  # fmt: skip
+
+
+REPLY_PROVENANCE = ("persona", "template_id")  # reply_scheduled's and command_created's, since issue 16
+
+
+def without_reply_provenance(lines: list[Any]) -> list[Any]:
+    """Event lines without the persona and template id of replies and commands (absent before issue 16)."""
+    import orjson
+
+    out = []
+    for line in lines:
+        if isinstance(line, bytes) and (
+            b'"event":"reply_scheduled"' in line or b'"event":"command_created"' in line
+        ):
+            event = orjson.loads(line)
+            for name in REPLY_PROVENANCE if "data" in event else ():  # (not a command record)
+                event["data"].pop(name, None)
+            line = orjson.dumps(event)
+        out.append(line)
+    return out
 
 
 def untouched_by_task_rules(lines: list[Any]) -> list[Any]:
