@@ -11,6 +11,7 @@ and for scripts, as its own small ASGI app (the webhook gateway stays minimal).
   `GET /api/tasks[/{task_id}]`, `PUT /api/staff/{name}/status`, `GET /api/staff`.
 - The after-sales daily report (console/reports.py): `GET /api/reports/daily?date=YYYY-MM-DD` (default:
   the latest).
+- The knowledge base (console/knowledge.py): `GET /api/kb/search?q=&limit=`.
 - Lists (console/reads.py): `/api/sessions[/{id}]`, `/api/alerts`, `/api/commands`, `/api/robots`,
   `/api/ai-logs`, `/api/audit`; LLM provider keys (console/llm_keys.py).
 - `GET /healthz`; OpenAPI at /docs.
@@ -56,6 +57,7 @@ from console.auth import (
     users_router,
 )
 from console.common import IdText, Problem, client_addr, connection, free_text, line_text
+from console.knowledge import KB_ROUTERS
 from console.llm_keys import llm_router
 from console.monitor import monitor_router
 from console.permissions import Permission
@@ -287,6 +289,7 @@ def create_app(
         *READ_ROUTERS,
         *REPORT_ROUTERS,
         *TASK_ROUTERS,
+        *KB_ROUTERS,
         llm_router,
     ):
         app.include_router(router)

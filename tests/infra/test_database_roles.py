@@ -38,9 +38,9 @@ PROJECTION = {
 }  # fmt: skip
 EXPECTED: dict[str, dict[str, set[str]]] = {
     "gateway": {},
-    "dataflow": {table: WRITE for table in PROJECTION},
+    "dataflow": {table: WRITE for table in PROJECTION} | {"kb_passages": READ},  # the reply path reads it
     "console": {
-        **{table: READ for table in PROJECTION | {"staff_activities"}},
+        **{table: READ for table in PROJECTION | {"staff_activities", "kb_passages"}},
         "console_users": WRITE,
         "llm_provider_keys": WRITE,
         "audit_log": {"SELECT", "INSERT"},

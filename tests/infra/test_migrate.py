@@ -35,6 +35,9 @@ ALL = [
     (7, "after_sales_desk"),
     (8, "daily_reports"),
     (9, "feishu_channel"),
+    (10, "reserved"),  # placeholders until issue 16's personas and templates land
+    (11, "reserved"),
+    (12, "knowledge_base"),
 ]
 NEXT = f"{len(ALL) + 1:04d}"  # the version of a migration a test adds
 
@@ -56,6 +59,7 @@ TABLES = {
     "llm_provider_keys",
     "desk_staff",
     "after_sales_daily_reports",
+    "kb_passages",
 }
 
 # docs/rules.md §2: code -> (sender category, priority)
@@ -194,6 +198,7 @@ def test_down_to_0001_rolls_back_the_later_tables_columns_and_the_seed(db: str) 
         "llm_provider_keys",
         "desk_staff",
         "after_sales_daily_reports",
+        "kb_passages",
     }
     assert tables(db) == TABLES - later_tables | {"migration_history"}
     assert [s.state for s in status(db)] == ["applied"] + ["pending"] * len(later)

@@ -1,0 +1,2 @@
+-- 0010: the placeholder has nothing to undo.
+SELECT 1;
