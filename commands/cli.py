@@ -34,6 +34,11 @@ templates_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(templates_app, name="templates")
+kb_app = typer.Typer(
+    help="The knowledge base the AI replies quote: import files into PostgreSQL, search what is configured.",
+    no_args_is_help=True,
+)
+app.add_typer(kb_app, name="kb")
 
 # The services (and the migrations, which hold the owner's password) refuse placeholder or too-short
 # secrets before they start (one check for all: Settings.weak_secrets).
@@ -224,6 +229,56 @@ def secrets_key() -> None:
     from commands.users import cli_secrets_key
 
     raise typer.Exit(cli_secrets_key())
+
+
+@kb_app.command("import")
+def kb_import(
+    file: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Markdown (.md: each heading a passage), CSV (.csv: question,answer[,tags]) or JSONL "
+            "(.jsonl: {question, answer} or {title, text}) file.",
+            dir_okay=False,
+        ),
+    ] = None,
+    builtin: Annotated[
+        bool, typer.Option("--builtin", help="Import the shipped set (WeChat Channels shop operations).")
+    ] = False,
+    source: Annotated[
+        str | None, typer.Option(help="Name the passages' source (default: the file's name).")
+    ] = None,
+    replace: Annotated[
+        bool, typer.Option("--replace", help="Also remove this source's passages the file no longer has.")
+    ] = False,
+    encoding: Annotated[
+        str, typer.Option(help="The file's encoding (e.g. gb18030 for a CSV saved by Excel).")
+    ] = "utf-8",
+    progress: Annotated[
+        bool | None, typer.Option(help="Progress bar (default: when stderr is a terminal).")
+    ] = None,
+) -> None:
+    """Import passages into the knowledge base in DATABASE_URL, segmented for Chinese full-text search;
+    importing the same file again changes nothing. Exit 2 for a file it cannot read (with the line)."""
+    from commands.kb import cli_kb_import
+
+    raise typer.Exit(
+        cli_kb_import(
+            file, builtin=builtin, source=source, replace=replace, encoding=encoding, progress=progress
+        )
+    )
+
+
+@kb_app.command("search")
+def kb_search(
+    query: Annotated[str, typer.Argument(help="A question, as an owner would ask it.")],
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=50, help="At most this many.")] = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON passage per line.")] = False,
+) -> None:
+    """Search the configured knowledge base (TaxKB if WORKTOOL_TAXKB_BASE_URL is set, else DATABASE_URL's)
+    as the reply path does. Exit 1 when nothing matches."""
+    from commands.kb import cli_kb_search
+
+    raise typer.Exit(cli_kb_search(query, limit, as_json))
 
 
 @migrate_app.command("up")

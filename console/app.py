@@ -12,6 +12,7 @@ and for scripts, as its own small ASGI app (the webhook gateway stays minimal).
 - The after-sales daily report (console/reports.py): `GET /api/reports/daily?date=YYYY-MM-DD` (default:
   the latest).
 - Customer profiles (console/customers.py): `GET /api/customers`, `GET /api/customers/{session_id}/{name}`.
+- The knowledge base (console/knowledge.py): `GET /api/kb/search?q=&limit=`.
 - Lists (console/reads.py): `/api/sessions[/{id}]`, `/api/alerts`, `/api/commands`, `/api/robots`,
   `/api/ai-logs`, `/api/audit`; LLM provider keys (console/llm_keys.py).
 - `GET /healthz`; OpenAPI at /docs.
@@ -58,6 +59,7 @@ from console.auth import (
 )
 from console.common import IdText, Problem, client_addr, connection, free_text, line_text
 from console.customers import CUSTOMER_ROUTERS
+from console.knowledge import KB_ROUTERS
 from console.llm_keys import llm_router
 from console.monitor import monitor_router
 from console.permissions import Permission
@@ -291,6 +293,7 @@ def create_app(
         *REPORT_ROUTERS,
         *TASK_ROUTERS,
         *CUSTOMER_ROUTERS,
+        *KB_ROUTERS,
         llm_router,
         *PERSONA_ROUTERS,
     ):

@@ -247,6 +247,18 @@ class Settings(BaseSettings):
     llm_timeout_s: float = Field(default=8.0, alias="WORKTOOL_LLM_TIMEOUT_S")
     llm_max_in_flight: int = Field(default=8, alias="WORKTOOL_LLM_MAX_IN_FLIGHT")
 
+    # Knowledge base (operators/knowledge.py, infra/knowledge.py): the reply path asks the remote TaxKB
+    # when its base URL is set, else the passages `worktool kb import` put into PostgreSQL; WORKTOOL_KB
+    # names one explicitly (taxkb, postgres) or switches it off. The API key is a secret: never logged.
+    kb_backend: Literal["auto", "taxkb", "postgres", "off"] = Field(default="auto", alias="WORKTOOL_KB")
+    taxkb_base_url: str | None = Field(default=None, alias="WORKTOOL_TAXKB_BASE_URL")
+    taxkb_api_key: str | None = Field(default=None, alias="WORKTOOL_TAXKB_API_KEY", repr=False)
+    taxkb_search_path: str = Field(default="/search", alias="WORKTOOL_TAXKB_SEARCH_PATH")
+    # A reply waits for the knowledge base: far below the seeds' 30 s.
+    taxkb_timeout_s: float = Field(default=5.0, gt=0, le=60, alias="WORKTOOL_TAXKB_TIMEOUT_S")
+    # Answers are cached per (query, limit) this long; 0: no cache. Failures are never cached.
+    taxkb_cache_ttl_s: float = Field(default=300.0, ge=0, alias="WORKTOOL_TAXKB_CACHE_TTL_S")
+
     # Dispatcher (dispatcher/): sends worktool.commands to WorkTool's sendRawMessage and to the phone/SMS
     # webhooks, and writes each answer to worktool.raw as an `accepted` record.
     dispatcher_group: str = Field(default="worktool-dispatcher", alias="WORKTOOL_DISPATCHER_GROUP")
@@ -318,6 +330,7 @@ class Settings(BaseSettings):
         check("WORKTOOL_SECRETS_KEY", self.secrets_key, min_chars=32)
         check("WORKTOOL_LLM_API_KEY", self.llm_api_key, min_chars=1)
         check("WORKTOOL_FEISHU_SECRET", self.feishu_secret, min_chars=1)
+        check("WORKTOOL_TAXKB_API_KEY", self.taxkb_api_key, min_chars=1)
         if self.webhook_tokens:
             try:
                 tokens = json.loads(self.webhook_tokens)

@@ -36,6 +36,7 @@ SMOKE: dict[str, tuple[str, bool]] = {
     "bench_cluster.py": (r"[\d,]+ records/s", True),
     "bench_events.py": (r"[\d.]+ µs  decode raw record", False),
     "bench_pg_projection.py": (r"first write [\d.]+ s \([\d,]+ events/s\)", True),
+    "bench_kb.py": (r"rjieba +weights .*: top-3 hit rate [\d.]+", True),
 }
 # Benchmarks whose smoke run is a test of their own area, with stronger assertions on its figures.
 SMOKE_ELSEWHERE = {
@@ -83,6 +84,7 @@ def test_a_benchmark_without_servers_runs(name: str) -> None:
         "bench_webhook.py",
         "bench_cluster.py",
         "bench_pg_projection.py",
+        "bench_kb.py",
     ],
 )
 def test_a_benchmark_with_its_own_servers_runs(name: str) -> None:

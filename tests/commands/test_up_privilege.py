@@ -82,6 +82,7 @@ def test_an_external_database_without_part_logins_falls_back_loudly(
         ("WORKTOOL_API_TOKEN", "CHANGE_ME"),
         ("WORKTOOL_JWT_SECRET", "replace-me-with-a-long-random-value-please"),
         ("WORKTOOL_WEBHOOK_TOKENS", json.dumps({"wt_day_01": "change-me"})),
+        ("WORKTOOL_TAXKB_API_KEY", "changeme"),
         ("DATABASE_URL", "postgresql://worktool:change-me@127.0.0.1:5432/worktool"),
     ],
 )

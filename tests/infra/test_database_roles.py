@@ -39,9 +39,14 @@ PROJECTION = {
 }  # fmt: skip
 EXPECTED: dict[str, dict[str, set[str]]] = {
     "gateway": {},
-    "dataflow": {**{table: WRITE for table in PROJECTION}, "ai_personas": READ, "ai_persona_versions": READ},
+    "dataflow": {
+        **{table: WRITE for table in PROJECTION},
+        "ai_personas": READ,
+        "ai_persona_versions": READ,
+        "kb_passages": READ,
+    },  # the reply path reads the knowledge base,
     "console": {
-        **{table: READ for table in PROJECTION | {"staff_activities", "ai_message_templates"}},
+        **{table: READ for table in PROJECTION | {"staff_activities", "ai_message_templates", "kb_passages"}},
         "ai_personas": WRITE,
         "ai_persona_versions": {"SELECT", "INSERT"},
         "console_users": WRITE,

@@ -37,6 +37,7 @@ ALL = [
     (9, "feishu_channel"),
     (10, "customer_profiles"),
     (11, "personas_templates"),
+    (12, "knowledge_base"),
 ]
 NEXT = f"{len(ALL) + 1:04d}"  # the version of a migration a test adds
 
@@ -62,6 +63,7 @@ TABLES = {
     "ai_personas",
     "ai_persona_versions",
     "ai_message_templates",
+    "kb_passages",
 }
 
 # docs/rules.md §2: code -> (sender category, priority)
@@ -204,6 +206,7 @@ def test_down_to_0001_rolls_back_the_later_tables_columns_and_the_seed(db: str) 
         "ai_personas",
         "ai_persona_versions",
         "ai_message_templates",
+        "kb_passages",
     }
     assert tables(db) == TABLES - later_tables | {"migration_history"}
     assert [s.state for s in status(db)] == ["applied"] + ["pending"] * len(later)
