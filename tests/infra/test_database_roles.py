@@ -43,8 +43,8 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
         **{table: WRITE for table in PROJECTION},
         "ai_personas": READ,
         "ai_persona_versions": READ,
-        "kb_passages": READ,
-    },  # the reply path reads the knowledge base,
+        "kb_passages": READ,  # the reply path reads the knowledge base
+    },
     "console": {
         **{table: READ for table in PROJECTION | {"staff_activities", "ai_message_templates", "kb_passages"}},
         "ai_personas": WRITE,
