@@ -42,6 +42,7 @@ from operators.dedup import DedupStep
 from operators.desk import DESK_EVENTS, DESK_KEY, DeskPolicy, DeskStep
 from operators.gaps import GAP_KEY, GapStep, SeqMark
 from operators.parse import parse_message
+from operators.recordings import Recordings
 from operators.sessions import SessionPolicy, SessionStep, subject_of
 from operators.shard import ClassifiedMessage, ParsedMessage, RobotRecord, RobotSighting, robot_key, shard_for
 from operators.timers import Tick
@@ -53,6 +54,7 @@ from worktool.models import (
     CommandRecord,
     ControlRecord,
     DlqRecord,
+    LlmRecord,
     Message,
     MessageRecord,
     RawRecord,
@@ -75,6 +77,7 @@ class FlowSinks:
     heartbeat: list[Sink] = field(default_factory=list)  # Tick
     commands: list[Sink] = field(default_factory=list)  # CommandRecord (never in a replay: it sends nothing)
     desk_inputs: list[Sink] = field(default_factory=list)  # (shard, item) with FlowOptions.desk == "collect"
+    llm: list[Sink] = field(default_factory=list)  # LlmRecord: the LLM decisions of a live run (worktool.llm)
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,9 @@ class FlowOptions:
     # `worktool replay --workers`: the parent runs one desk over every slice's, dataflows/replay.py).
     desk: Literal["step", "collect"] = "step"
     feishu: bool = False  # the daily report goes to Feishu too (WORKTOOL_FEISHU_WEBHOOK_URL is set)
+    # A replay's recorded LLM answers (operators/recordings.py): the classifier and the reply writer use
+    # them instead of a provider. Empty: rules and templates.
+    recordings: Recordings = field(default_factory=Recordings)
 
     @classmethod
     def from_settings(cls, settings: Settings, config: BusinessConfig) -> FlowOptions:
@@ -200,7 +206,7 @@ def _parse_checked(data: bytes) -> tuple[Parsed | None, SeqMark | None]:
 # one batch step each. A batch step sorts its items into a few tagged lists, one `branch` per list (not
 # per item) routes them, and a flat_map unpacks each list again (see benchmarks/README.md, Dataflow).
 _TO_SHARDS, _TO_GAPS = "shards", "gaps"
-_EVENTS, _COMMANDS, _TICKS, _DLQ = "events", "commands", "ticks", "dlq"
+_EVENTS, _COMMANDS, _TICKS, _LLM, _DLQ = "events", "commands", "ticks", "llm", "dlq"
 DLQ_KEY = "0"  # the shard a record parse rejected goes through (the keyed steps pass it untouched)
 
 
@@ -241,12 +247,13 @@ def _route_output(
     extra_events: Callable[[], list[MonitorEvent]] | None,
 ) -> Callable[[list[tuple[str, Any]]], list[tuple[str, list[Any]]]]:
     """The keyed outputs of the sessions and gaps steps (plus the classifier's call logs) sorted into
-    events (counted for the metrics here), commands, ticks and DLQ records."""
+    events (counted for the metrics here), commands, ticks, recorded LLM decisions and DLQ records."""
 
     def route(batch: list[tuple[str, Any]]) -> list[tuple[str, list[Any]]]:
         events: list[Any] = []
         commands: list[Any] = []
         ticks: list[Any] = []
+        llm: list[Any] = []
         dlq: list[Any] = []
         for _key, v in batch:
             if isinstance(v, MonitorEvent):
@@ -255,14 +262,16 @@ def _route_output(
                 commands.append(v)
             elif isinstance(v, Tick):
                 ticks.append(v)
+            elif isinstance(v, LlmRecord):
+                llm.append(v)
             elif isinstance(v, DlqRecord):
                 dlq.append(v)
         if extra_events is not None:
             for v in extra_events():
-                (dlq if isinstance(v, DlqRecord) else events).append(v)
+                (dlq if isinstance(v, DlqRecord) else llm if isinstance(v, LlmRecord) else events).append(v)
         if events:
             observe_events(events)
-        return [(tag, items) for tag, items in ((_EVENTS, events), (_COMMANDS, commands), (_TICKS, ticks), (_DLQ, dlq)) if items]  # fmt: skip
+        return [(tag, items) for tag, items in ((_EVENTS, events), (_COMMANDS, commands), (_TICKS, ticks), (_LLM, llm), (_DLQ, dlq)) if items]  # fmt: skip
 
     return route
 
@@ -395,6 +404,9 @@ def build_flow(
     ticks, rest = _tagged("route", rest, _TICKS)
     for i, sink in enumerate(sinks.heartbeat):
         op.output(f"heartbeat_out_{i}", ticks, sink)
+    llm, rest = _tagged("route", rest, _LLM)
+    for i, sink in enumerate(sinks.llm):
+        op.output(f"llm_out_{i}", llm, sink)
     dlq = op.flat_map("dlq", rest, lambda t: t[1])  # the last tag
     for i, sink in enumerate(sinks.dlq):
         op.output(f"dlq_out_{i}", dlq, sink)

@@ -27,7 +27,7 @@ from sinks.concurrent import ConcurrentSinks
 from sinks.heartbeat import OFFSET_RESET_KEY, HeartbeatSink
 from sinks.kafka import DeadLetters, ModelKafkaSink
 from worktool.config import BusinessConfig, load_config
-from worktool.models import CommandRecord, utc_now
+from worktool.models import CommandRecord, LlmRecord, utc_now
 from worktool.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,10 @@ def offsets_reset(redis_url: str) -> Callable[[str, str], None]:
 
 def command_key(command: CommandRecord) -> bytes:
     return (command.robot_id or command.target).encode()
+
+
+def llm_key(record: LlmRecord) -> bytes:
+    return record.key.encode()
 
 
 SOURCE_BATCH = 1000  # records per poll of one Kafka partition (bytewax KafkaSource batch_size)
@@ -95,6 +99,9 @@ def live_sinks(settings: Settings, *, concurrent: bool = True) -> FlowSinks:
             ModelKafkaSink(
                 bootstrap, settings.topic_commands, limits, key_fn=command_key, dead_letters=dead_letters
             )
+        ],
+        llm=[
+            ModelKafkaSink(bootstrap, settings.topic_llm, limits, key_fn=llm_key, dead_letters=dead_letters)
         ],
     )
 

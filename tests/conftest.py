@@ -127,14 +127,14 @@ def migrated_database_url(new_database: Callable[..., str]) -> str:
 
 @pytest.fixture
 def unique_topics(kafka_bootstrap: str) -> Callable[..., dict[str, Any]]:
-    """Factory: `unique_topics(raw_partitions=6, partitions=3)` creates a fresh copy of the five topics
+    """Factory: `unique_topics(raw_partitions=6, partitions=3)` creates a fresh copy of the six topics
     (names suffixed with a uuid, so tests never see each other's records) and returns the Settings
     field overrides: {"topic_raw": "worktool.raw.<hex>", ..., "raw_partitions": 6}."""
 
     def make(raw_partitions: int = 6, partitions: int = DEFAULT_PARTITIONS) -> dict[str, Any]:
         suffix = uuid.uuid4().hex[:10]
         defaults = Settings.model_fields
-        fields = ["topic_raw", "topic_control", "topic_commands", "topic_monitor", "topic_dlq"]
+        fields = ["topic_raw", "topic_control", "topic_commands", "topic_monitor", "topic_dlq", "topic_llm"]
         names = {f: f"{defaults[f].default}.{suffix}" for f in fields}
         ensure_topics(
             kafka_bootstrap,

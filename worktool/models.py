@@ -586,6 +586,28 @@ class Classification(BaseModel):
 
 
 # "gateway", "dataflow", "dataflow:<step>", "sink:<sink>" (e.g. "sink:postgres", "sink:kafka").
+LlmOperation = Literal["classify", "reply"]
+
+
+class LlmRecord(JsonRecord):
+    """One LLM decision the live dataflow made, recorded so that a replay makes the same one without a
+    provider (issue 16, docs/architecture.md "Recorded LLM answers"): topic worktool.llm, included in
+    `worktool archive` as a line `{"kind":"llm_answer",...}`. Keyed by what it decided about: the message
+    (classify) or the reply command (reply). A recorded fallback (`status` "fallback": no answer in time,
+    invalid, unsafe, breaker open) replays as the fallback, so a replay never asks for what live did not
+    use."""
+
+    kind: Literal["llm_answer"] = "llm_answer"
+    operation: LlmOperation
+    key: str = Field(min_length=1)  # message_id (classify) | command_id (reply)
+    at: UtcDatetime  # event time of the message (classify) or of the reply's decision (reply)
+    status: Literal["ok", "fallback"]
+    provider: str | None = None
+    model: str | None = None
+    output: str | None = None  # classify: the completion's content (the verdict JSON); reply: the text sent
+    detail: dict[str, Any] = Field(default_factory=dict)  # reply: persona, passages, template_id, reason
+
+
 DLQ_STAGE_PATTERN = r"^(gateway|dataflow|sink)(:[A-Za-z0-9_.-]+)?$"
 
 

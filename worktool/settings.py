@@ -165,6 +165,9 @@ class Settings(BaseSettings):
     topic_commands: str = Field(default="worktool.commands", alias="WORKTOOL_TOPIC_COMMANDS")
     topic_monitor: str = Field(default="worktool.monitor", alias="WORKTOOL_TOPIC_MONITOR")
     topic_dlq: str = Field(default="worktool.dlq", alias="WORKTOOL_TOPIC_DLQ")
+    # The live dataflow's LLM decisions (worktool.models.LlmRecord), archived with raw and control so a
+    # replay makes the same ones without a provider.
+    topic_llm: str = Field(default="worktool.llm", alias="WORKTOOL_TOPIC_LLM")
     # Fixed at topic creation: Tansu cannot add partitions later.
     raw_partitions: int = Field(default=6, alias="WORKTOOL_RAW_PARTITIONS")
 
@@ -375,7 +378,10 @@ class Settings(BaseSettings):
 
     @property
     def all_topics(self) -> list[str]:
-        return [self.topic_raw, self.topic_control, self.topic_commands, self.topic_monitor, self.topic_dlq]
+        return [
+            self.topic_raw, self.topic_control, self.topic_commands, self.topic_monitor, self.topic_dlq,
+            self.topic_llm,
+        ]  # fmt: skip
 
 
 @lru_cache(maxsize=1)
