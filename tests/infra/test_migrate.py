@@ -37,6 +37,8 @@ ALL = [
     (9, "feishu_channel"),
     (10, "customer_profiles"),
     (11, "personas_templates"),
+    (12, "reserved"),  # a placeholder on this branch for issue 16's 0012 (knowledge base)
+    (13, "dataflow_reads_llm_keys"),
 ]
 NEXT = f"{len(ALL) + 1:04d}"  # the version of a migration a test adds
 
