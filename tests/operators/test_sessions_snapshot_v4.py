@@ -143,6 +143,8 @@ def _current(item: Any) -> Any:
     if isinstance(item, ClassifiedMessage):
         return ClassifiedMessage(item.message, Classification(**item.classification.__dict__))
     return item
+
+
 _PROVENANCE = {"reply_scheduled": ("persona", "template_id"), "command_created": ("persona", "template_id")}
 
 
