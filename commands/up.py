@@ -102,7 +102,8 @@ SECRET_OWNERS: dict[str, frozenset[str]] = {
     "WORKTOOL_DATABASE_URL_CONSOLE": frozenset(),
     "WORKTOOL_API_TOKEN": frozenset({"console"}),
     "WORKTOOL_JWT_SECRET": frozenset({"console"}),
-    "WORKTOOL_SECRETS_KEY": frozenset({"console"}),  # the dataflow too, once it reads the stored LLM keys
+    # The console encrypts the LLM keys set through it; the dataflow decrypts them (classifiers/llm/keys.py).
+    "WORKTOOL_SECRETS_KEY": frozenset({"console", "dataflow"}),
     # Webhook URLs may carry their provider's credentials.
     "WORKTOOL_PHONE_WEBHOOK_URL": frozenset({"dispatcher"}),
     "WORKTOOL_SMS_WEBHOOK_URL": frozenset({"dispatcher"}),

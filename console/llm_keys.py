@@ -1,26 +1,23 @@
 """LLM provider keys set through the console, encrypted at rest.
 
-AES-256-GCM with the 32-byte key WORKTOOL_SECRETS_KEY (urlsafe base64) and the provider's name as
-associated data, so a row's ciphertext decrypts only as that provider's key and only with that
-secrets key. The API stores a key and lists providers with a fingerprint (a sha256 prefix of the key,
-which an operator can compare with `printf %s "$KEY" | sha256sum`); it never returns or logs a key, and
-the audit log records the fingerprint only. Without WORKTOOL_SECRETS_KEY nothing is stored (503).
+The API stores a key (PUT /api/llm/keys/{provider}) and lists providers with a fingerprint (a sha256
+prefix of the key, which an operator can compare with `printf %s "$KEY" | sha256sum`); it never returns or
+logs a key, and the audit log records the fingerprint only. Without WORKTOOL_SECRETS_KEY nothing is stored
+(503).
 
-`open_key` is the reading side for whoever calls the provider (the dataflow does not yet).
+The encryption lives in infra/llm_keys.py (AES-256-GCM with the 32-byte WORKTOOL_SECRETS_KEY, the
+provider's name as associated data), shared with the reading side: the dataflow's LLM client
+(classifiers/llm/keys.py) uses the stored key of WORKTOOL_LLM_PROVIDER when WORKTOOL_LLM_API_KEY is not
+set, re-reads it every WORKTOOL_LLM_KEY_REFRESH_S seconds and at once after a 401/403, so a key set or
+replaced here applies to the next calls without a restart (docs/operations.md, "LLM provider keys").
+The names below are re-exported from infra/llm_keys.py for the console's callers.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
 import logging
-import os
-from typing import Annotated, Any
+from typing import Annotated
 
-import psycopg
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from fastapi import APIRouter, HTTPException, Path, Request, status
 from psycopg.rows import dict_row
 from pydantic import BaseModel, ConfigDict, Field
@@ -29,74 +26,41 @@ from console import audit
 from console.auth import AUTH_ERRORS, Principal, require
 from console.common import Problem, client_addr, connection, line_text, pool_of
 from console.permissions import Permission
+from infra.llm_keys import (
+    NONCE_BYTES,
+    SecretsKeyError,
+    UndecryptableKey,
+    fingerprint,
+    generate_secrets_key,
+    key_id,
+    open_key,
+    parse_secrets_key,
+    seal,
+    unseal,
+)
 from worktool.models import UtcDatetime
+
+__all__ = [
+    "NONCE_BYTES",
+    "SecretsKeyError",
+    "UndecryptableKey",
+    "fingerprint",
+    "generate_secrets_key",
+    "key_id",
+    "llm_router",
+    "open_key",
+    "parse_secrets_key",
+    "seal",
+    "unseal",
+]
 
 log = logging.getLogger(__name__)
 
-NONCE_BYTES = 12
 MAX_KEY_CHARS = 4096
 ApiKey = line_text(MAX_KEY_CHARS, min_length=8, strip=True)
 ProviderName = Annotated[
     str, Path(pattern=r"^[a-z0-9][a-z0-9_.-]{0,39}$", description="e.g. openai, dashscope")
 ]
-
-
-class SecretsKeyError(ValueError):
-    """WORKTOOL_SECRETS_KEY is missing or malformed (the message never shows it)."""
-
-
-class UndecryptableKey(Exception):
-    """The stored ciphertext does not open with this secrets key (another key, or tampered)."""
-
-
-def parse_secrets_key(value: str | None) -> bytes:
-    if not value or not value.strip():
-        raise SecretsKeyError("WORKTOOL_SECRETS_KEY is not set: no LLM key can be stored")
-    try:
-        key = base64.urlsafe_b64decode(value.strip().encode())
-    except (binascii.Error, ValueError):
-        raise SecretsKeyError("WORKTOOL_SECRETS_KEY is not urlsafe base64") from None
-    if len(key) != 32:
-        raise SecretsKeyError("WORKTOOL_SECRETS_KEY must encode exactly 32 bytes")
-    return key
-
-
-def generate_secrets_key() -> str:
-    return base64.urlsafe_b64encode(os.urandom(32)).decode()
-
-
-def key_id(secrets_key: bytes) -> str:
-    """Names the secrets key without revealing it (stored beside each ciphertext)."""
-    return hashlib.sha256(b"worktool-secrets-key-id:" + secrets_key).hexdigest()[:16]
-
-
-def fingerprint(api_key: str) -> str:
-    return "sha256:" + hashlib.sha256(api_key.encode()).hexdigest()[:16]
-
-
-def _aad(provider: str) -> bytes:
-    return f"worktool-llm-key:{provider}".encode()
-
-
-def seal(secrets_key: bytes, provider: str, api_key: str) -> bytes:
-    nonce = os.urandom(NONCE_BYTES)
-    return nonce + AESGCM(secrets_key).encrypt(nonce, api_key.encode(), _aad(provider))
-
-
-def unseal(secrets_key: bytes, provider: str, sealed: bytes) -> str:
-    try:
-        plain = AESGCM(secrets_key).decrypt(sealed[:NONCE_BYTES], sealed[NONCE_BYTES:], _aad(provider))
-    except InvalidTag:
-        raise UndecryptableKey(f"the stored {provider} key does not decrypt with this secrets key") from None
-    return plain.decode()
-
-
-async def open_key(conn: psycopg.AsyncConnection[Any], secrets_key: bytes, provider: str) -> str | None:
-    """The provider's key in clear, or None if none is stored; UndecryptableKey with another key."""
-    async with conn.cursor() as cur:
-        await cur.execute("SELECT ciphertext FROM llm_provider_keys WHERE provider = %s", (provider,))
-        row = await cur.fetchone()
-    return None if row is None else unseal(secrets_key, provider, bytes(row[0]))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -246,7 +246,11 @@ class Settings(BaseSettings):
     llm_provider: str | None = Field(default=None, alias="WORKTOOL_LLM_PROVIDER")  # openai | dashscope
     llm_base_url: str | None = Field(default=None, alias="WORKTOOL_LLM_BASE_URL")
     llm_model: str | None = Field(default=None, alias="WORKTOOL_LLM_MODEL")
+    # Without WORKTOOL_LLM_API_KEY the dataflow uses the provider's key stored through the console
+    # (decrypted with WORKTOOL_SECRETS_KEY), re-read at most every WORKTOOL_LLM_KEY_REFRESH_S seconds and
+    # at once after a 401/403 (classifiers/llm/keys.py).
     llm_api_key: str | None = Field(default=None, alias="WORKTOOL_LLM_API_KEY", repr=False)
+    llm_key_refresh_s: float = Field(default=30.0, gt=0, alias="WORKTOOL_LLM_KEY_REFRESH_S")
     llm_timeout_s: float = Field(default=8.0, alias="WORKTOOL_LLM_TIMEOUT_S")
     llm_max_in_flight: int = Field(default=8, alias="WORKTOOL_LLM_MAX_IN_FLIGHT")
 

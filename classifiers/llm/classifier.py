@@ -17,6 +17,8 @@ Failure policy (every failure leaves the local result, decided_by "rules" or "mo
   and unreadable responses. Invalid answers and other 4xx (a request the endpoint refused, such as a
   content-inspection 400) do not count: the endpoint answered. While open no request is sent
   ("breaker_open").
+- no API key (none in WORKTOOL_LLM_API_KEY nor stored through the console, or deleted there; see
+  classifiers/llm/keys.py): no request is sent, the record's error says why, the breaker is untouched.
 
 Every non-robot message asked about yields exactly one AI I/O record (`drain_call_logs`).
 
@@ -48,6 +50,7 @@ from typing import Any, Literal
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from classifiers.llm.breaker import CircuitBreaker
+from classifiers.llm.keys import NoAPIKey
 from classifiers.llm.prompt import build_messages
 from classifiers.llm.providers import Completion, LLMCallError, Provider, make_provider
 from classifiers.llm.schema import InvalidAnswer, LLMVerdict, parse_verdict, types_for
@@ -158,7 +161,7 @@ class LLMClassifier:
         self._reply_window = reply_window
         self._asks: dict[str, dict[str, Ask]] = {}  # session -> owner -> open question
         self._provider = provider or make_provider(settings)
-        self._secret = settings.llm_api_key
+        self._secret = settings.llm_api_key  # the keys the provider's resolver has used are redacted too
         self.breaker = CircuitBreaker(failure_threshold, cooldown_s, clock)
         self._max_in_flight = max(1, settings.llm_max_in_flight)
         self._max_attempts = max(1, max_attempts)
@@ -260,6 +263,8 @@ class LLMClassifier:
                 call.error += f"; last failure: {call.last_failure}"
         except BreakerOpen:
             call.status, call.error = "breaker_open", "circuit breaker open"
+        except NoAPIKey as e:
+            call.status, call.error = "error", f"no API key: {e}"
         except LLMCallError as e:
             call.status, call.error = ("timeout" if e.kind == "timeout" else "error"), str(e)
         except InvalidAnswer as e:
@@ -302,7 +307,7 @@ class LLMClassifier:
                 else:
                     self.breaker.record_success()  # the endpoint answered; the request was the problem
                 raise
-            except BaseException:  # cut off by the deadline (or a bug): no verdict on the endpoint
+            except BaseException:  # cut off by the deadline, no key (NoAPIKey) or a bug: no verdict
                 self.breaker.release()
                 raise
             self.breaker.record_success()
@@ -345,8 +350,12 @@ class LLMClassifier:
 
     def _redact(self, text: str | None) -> str | None:
         # Some servers echo the key in auth errors; the AI I/O log must never carry it.
-        if text and self._secret and self._secret in text:
-            return text.replace(self._secret, "***")
+        if not text:
+            return text
+        keys = getattr(self._provider, "keys", None)
+        for secret in (self._secret, *(keys.known_keys() if keys is not None else ())):
+            if secret and secret in text:
+                text = text.replace(secret, "***")
         return text
 
 

@@ -11,6 +11,11 @@ SDKs' own retries are off (we retry with tenacity, under our own deadline).
 
 Both ask for JSON mode (`response_format={"type": "json_object"}`). A server that rejects it with 400/422
 is asked once more without it and, if that works, never asked for it again.
+
+The API key is taken per request from a KeyResolver (classifiers/llm/keys.py: the environment's key, else
+the one stored through the console, re-read periodically). When the endpoint refuses it (401/403), the
+resolver re-reads the stored key at once and, if it has changed meanwhile, the request is sent once more
+with the new key (one attempt as far as the classifier's retries and breaker are concerned).
 """
 
 from __future__ import annotations
@@ -26,6 +31,8 @@ import openai
 from dashscope import AioGeneration
 from dashscope.api_entities.aio_session import close_shared_aio_session
 
+from classifiers.llm.keys import NO_KEY, KeyResolver
+from infra.llm_keys import fingerprint
 from worktool.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -34,8 +41,6 @@ ChatMessages = list[dict[str, str]]
 ErrorKind = Literal["timeout", "connection", "rate_limited", "server", "client", "protocol"]
 _RETRYABLE: frozenset[str] = frozenset({"timeout", "connection", "rate_limited", "server"})
 
-# Local OpenAI-compatible servers need no key, but both SDKs refuse to start without one.
-_NO_KEY = "not-needed"
 _JSON_MODE = {"type": "json_object"}
 
 
@@ -100,50 +105,78 @@ def status_error(status: int, detail: str, headers: Mapping[str, Any] | None = N
 class Provider(ABC):
     name: str
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, keys: KeyResolver | None = None) -> None:
         if not settings.llm_model:
             raise ValueError("WORKTOOL_LLM_MODEL must be set when an LLM provider is configured")
         self.model: str = settings.llm_model
         self._timeout_s = settings.llm_timeout_s
         self._json_mode = True
+        self.keys = keys or KeyResolver(settings)
 
     async def complete(self, messages: ChatMessages) -> Completion:
-        if not self._json_mode:
-            return await self._request(messages, json_mode=False)
+        """One completion; NoAPIKey (classifiers/llm/keys.py) when there is no key to send."""
+        api_key = await self.keys.get()
         try:
-            return await self._request(messages, json_mode=True)
+            return await self._complete(messages, api_key)
+        except LLMCallError as e:
+            if e.status_code not in (401, 403) or not await self.keys.auth_failed(api_key):
+                raise
+        new_key = await self.keys.get()
+        log.info(
+            "%s endpoint refused the key %s; trying once more with %s",
+            self.name,
+            fingerprint(api_key),
+            fingerprint(new_key),
+        )
+        return await self._complete(messages, new_key)
+
+    async def _complete(self, messages: ChatMessages, api_key: str) -> Completion:
+        if not self._json_mode:
+            return await self._request(messages, api_key=api_key, json_mode=False)
+        try:
+            return await self._request(messages, api_key=api_key, json_mode=True)
         except LLMCallError as e:
             if e.status_code not in (400, 422):
                 raise
-            completion = await self._request(messages, json_mode=False)
+            completion = await self._request(messages, api_key=api_key, json_mode=False)
             # Only now do we know response_format was the problem.
             self._json_mode = False
             log.info("%s endpoint rejects response_format; continuing without JSON mode", self.name)
             return completion
 
     @abstractmethod
-    async def _request(self, messages: ChatMessages, *, json_mode: bool) -> Completion: ...
+    async def _request(self, messages: ChatMessages, *, api_key: str, json_mode: bool) -> Completion: ...
 
-    async def aclose(self) -> None:  # noqa: B027 - optional hook
-        pass
+    async def aclose(self) -> None:
+        keys = getattr(self, "keys", None)  # a test double may not have called __init__
+        if keys is not None:
+            await keys.aclose()
 
 
 class OpenAIProvider(Provider):
     name = "openai"
 
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
+    def __init__(self, settings: Settings, keys: KeyResolver | None = None) -> None:
+        super().__init__(settings, keys)
+        # The key given here is a stand-in: each request uses a copy of this client with the current key
+        # (`with_options` shares the connection pool), made again only when the key changes.
         self._client = openai.AsyncOpenAI(
             base_url=settings.llm_base_url,
-            api_key=settings.llm_api_key or _NO_KEY,
+            api_key=NO_KEY,
             timeout=settings.llm_timeout_s,
             max_retries=0,
         )
+        self._keyed: tuple[str, openai.AsyncOpenAI] | None = None
 
-    async def _request(self, messages: ChatMessages, *, json_mode: bool) -> Completion:
+    def _client_for(self, api_key: str) -> openai.AsyncOpenAI:
+        if self._keyed is None or self._keyed[0] != api_key:
+            self._keyed = (api_key, self._client.with_options(api_key=api_key))
+        return self._keyed[1]
+
+    async def _request(self, messages: ChatMessages, *, api_key: str, json_mode: bool) -> Completion:
         extra: dict[str, Any] = {"response_format": _JSON_MODE} if json_mode else {}
         try:
-            resp = await self._client.chat.completions.create(
+            resp = await self._client_for(api_key).chat.completions.create(
                 model=self.model, messages=messages, temperature=0, **extra
             )
         except openai.APITimeoutError as e:
@@ -161,18 +194,18 @@ class OpenAIProvider(Provider):
         return Completion(text, usage.prompt_tokens, usage.completion_tokens, usage.total_tokens)
 
     async def aclose(self) -> None:
-        await self._client.close()
+        await super().aclose()
+        await self._client.close()  # the keyed copies share its connection pool
 
 
 class DashScopeProvider(Provider):
     name = "dashscope"
 
-    def __init__(self, settings: Settings) -> None:
-        super().__init__(settings)
-        self._api_key = settings.llm_api_key or _NO_KEY
+    def __init__(self, settings: Settings, keys: KeyResolver | None = None) -> None:
+        super().__init__(settings, keys)
         self._base_url = settings.llm_base_url
 
-    async def _request(self, messages: ChatMessages, *, json_mode: bool) -> Completion:
+    async def _request(self, messages: ChatMessages, *, api_key: str, json_mode: bool) -> Completion:
         kwargs: dict[str, Any] = {"request_timeout": self._timeout_s, "temperature": 0}
         if self._base_url:
             kwargs["base_address"] = self._base_url
@@ -180,7 +213,7 @@ class DashScopeProvider(Provider):
             kwargs["response_format"] = _JSON_MODE
         try:
             resp = await AioGeneration.call(
-                model=self.model, messages=messages, api_key=self._api_key, result_format="message", **kwargs
+                model=self.model, messages=messages, api_key=api_key, result_format="message", **kwargs
             )
         except TimeoutError as e:  # aiohttp's timeouts are TimeoutError subclasses
             raise LLMCallError("timeout", f"no answer within {self._timeout_s} s") from e
@@ -208,6 +241,7 @@ class DashScopeProvider(Provider):
         return Completion(text if isinstance(text, str) else None, inp, out, total)
 
     async def aclose(self) -> None:
+        await super().aclose()
         # The SDK keeps one aiohttp session per event loop; ours is about to stop.
         await close_shared_aio_session()
 
@@ -215,10 +249,10 @@ class DashScopeProvider(Provider):
 PROVIDERS: dict[str, type[Provider]] = {"openai": OpenAIProvider, "dashscope": DashScopeProvider}
 
 
-def make_provider(settings: Settings) -> Provider:
+def make_provider(settings: Settings, keys: KeyResolver | None = None) -> Provider:
     name = (settings.llm_provider or "").strip().lower()
     if name not in PROVIDERS:
         raise ValueError(
             f"WORKTOOL_LLM_PROVIDER must be one of {sorted(PROVIDERS)}, got {settings.llm_provider!r}"
         )
-    return PROVIDERS[name](settings)
+    return PROVIDERS[name](settings, keys)

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from classifiers.llm import LLMClassifier, Provider
+from classifiers.llm import KeyResolver, LLMClassifier, Provider
 from classifiers.llm.providers import Completion
 from fakes.classify_stubs import FakeClock, StubRules, make_message
 from fakes.llm_servers import (
@@ -208,14 +208,16 @@ def test_a_provider_bug_never_reaches_the_caller(make_classifier):
 
         def __init__(self) -> None:
             self._json_mode = False
+            self.keys = KeyResolver(settings_for("openai", "http://127.0.0.1:9"))
 
-        async def _request(self, messages, *, json_mode) -> Completion:
+        async def _request(self, messages, *, api_key, json_mode) -> Completion:
             raise RuntimeError("boom")
 
     c = make_classifier(provider=Broken())
     [result] = c.classify_batch([make_message()])
     assert result.decided_by == "rules"
-    assert only_log(c)["status"] == "error"
+    log = only_log(c)
+    assert log["status"] == "error" and "boom" in log["error_message"]
 
 
 def test_the_api_key_is_redacted_even_when_the_server_echoes_it(server, make_classifier):

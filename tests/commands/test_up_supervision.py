@@ -33,6 +33,7 @@ from worktool.settings import Settings
 REPO = Path(__file__).resolve().parents[2]
 ROBOT, TOKEN = "wt_day_01", "chaos-token-42"
 LLM_KEY = "llm-key-only-for-the-dataflow"
+SECRETS_KEY = "c2VjcmV0cy1rZXktZm9yLXN1cGVydmlzaW9uLXRlc3Q="
 METRICS_TOKEN = "metrics-token-of-every-part"
 
 
@@ -196,9 +197,18 @@ def test_children_get_only_their_environment(tmp_path: Path, monkeypatch: pytest
     monkeypatch.setenv("WORKTOOL_METRICS_TOKEN", METRICS_TOKEN)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "unrelated")
     monkeypatch.setenv("WORKTOOL_API_TOKEN", "console-api-token")  # the console API's, nobody else's
+    monkeypatch.setenv(
+        "WORKTOOL_SECRETS_KEY", SECRETS_KEY
+    )  # the console seals LLM keys, the dataflow opens them
     monkeypatch.setenv("WORKTOOL_CONFIG", "/somewhere/business.yaml")
     stack = Stack(Settings(data_dir=tmp_path / "data"))
     gateway, dataflow = stack.child_env("gateway"), stack.child_env("dataflow")
+    assert (
+        dataflow["WORKTOOL_SECRETS_KEY"] == stack.child_env("console")["WORKTOOL_SECRETS_KEY"] == SECRETS_KEY
+    )
+    assert "WORKTOOL_SECRETS_KEY" not in gateway and "WORKTOOL_SECRETS_KEY" not in stack.child_env(
+        "dispatcher"
+    )
     assert "WORKTOOL_LLM_API_KEY" not in gateway and dataflow["WORKTOOL_LLM_API_KEY"] == LLM_KEY
     # Every part serving /metrics checks the metrics token.
     assert gateway["WORKTOOL_METRICS_TOKEN"] == dataflow["WORKTOOL_METRICS_TOKEN"] == METRICS_TOKEN

@@ -1,16 +1,21 @@
 """LLM provider keys through the console: AES-GCM encrypted at rest with WORKTOOL_SECRETS_KEY, never
-returned, logged or audited in clear; refused without a secrets key; unreadable with another one."""
+returned, logged or audited in clear; refused without a secrets key; unreadable with another one; used by
+the dataflow's LLM client, which picks a key set or replaced here up without a restart."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
+import time
 
 import psycopg
 import pytest
 
+from classifiers.llm import LLMClassifier
 from console.llm_keys import UndecryptableKey, fingerprint, generate_secrets_key, open_key, parse_secrets_key
+from fakes.classify_stubs import StubRules, make_message
+from fakes.llm_servers import FakeOpenAIServer
 from tests.console.console_client import console, login
 from worktool.settings import Settings
 
@@ -113,3 +118,53 @@ def test_without_a_usable_secrets_key_nothing_is_stored(
     assert stored(fresh_database_url) == []
     with psycopg.connect(fresh_database_url) as conn:
         assert conn.execute("SELECT count(*) FROM audit_log").fetchone() == (0,)
+
+
+def test_a_key_set_through_the_console_reaches_the_llm_client_without_a_restart(
+    settings: Settings, users: dict[str, str], fresh_database_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    secrets_key = generate_secrets_key()
+    refresh_s = 0.3
+    with (
+        caplog.at_level(logging.DEBUG),
+        FakeOpenAIServer() as server,
+        console(settings.model_copy(update={"secrets_key": secrets_key})) as client,
+        LLMClassifier(
+            StubRules(),
+            Settings(
+                llm_provider="openai",
+                llm_base_url=server.base_url,
+                llm_model="fake-model",
+                llm_api_key=None,
+                llm_key_refresh_s=refresh_s,
+                database_url=fresh_database_url,
+                secrets_key=secrets_key,  # the dataflow's copy of the console's secrets key
+            ),
+        ) as classifier,
+    ):
+        admin = login(client, "admin")
+
+        def decided(i: int) -> str:
+            [result] = classifier.classify_batch([make_message(i)])
+            return result.decided_by
+
+        assert decided(1) == "rules"  # no key yet: nothing sent
+        [record] = classifier.drain_call_logs()
+        assert "PUT /api/llm/keys/openai" in record["error_message"]
+        assert client.put("/api/llm/keys/openai", json={"api_key": API_KEY}, headers=admin).status_code == 200
+        time.sleep(refresh_s + 0.1)
+        assert decided(2) == "llm"
+        assert (
+            client.put("/api/llm/keys/openai", json={"api_key": API_KEY + "-v2"}, headers=admin).status_code
+            == 200
+        )
+        time.sleep(refresh_s + 0.1)
+        assert decided(3) == "llm"
+        records = classifier.drain_call_logs()
+
+    assert [r.headers["authorization"] for r in server.requests] == [
+        f"Bearer {API_KEY}",
+        f"Bearer {API_KEY}-v2",
+    ]
+    assert API_KEY not in caplog.text and API_KEY not in json.dumps(records)
+    assert fingerprint(API_KEY) in caplog.text and fingerprint(API_KEY + "-v2") in caplog.text

@@ -1,7 +1,8 @@
 """Least privilege in the database (migration 0006): each part's login, on a real migrated PostgreSQL, may
 do what that part does and nothing more. The gateway only connects (SELECT 1), the dataflow writes the
-projection (the whole sample day through the real sink) but cannot see accounts, the audit log or keys,
-the console reads everything and writes accounts and keys but may only append to the audit log."""
+projection (the whole sample day through the real sink) and reads the stored LLM keys (0013: it uses them
+when WORKTOOL_LLM_API_KEY is not set) but cannot see accounts or the audit log nor write keys, the console
+reads everything and writes accounts and keys but may only append to the audit log."""
 
 from __future__ import annotations
 
@@ -44,6 +45,7 @@ EXPECTED: dict[str, dict[str, set[str]]] = {
         "ai_personas": READ,
         "ai_persona_versions": READ,
         "kb_passages": READ,  # the reply path reads the knowledge base
+        "llm_provider_keys": READ,  # 0013: the LLM client reads the stored keys
     },
     "console": {
         **{table: READ for table in PROJECTION | {"staff_activities", "ai_message_templates", "kb_passages"}},
@@ -150,8 +152,17 @@ def test_the_dataflow_writes_the_whole_projection_and_nothing_else(
     with psycopg.connect(owner_url) as owner:
         for table in ("session_messages", "sessions", "alert_history", "robot_commands", "robots"):
             assert owner.execute(f"SELECT count(*) FROM {table}").fetchone()[0] > 0, table
-    for table in ("console_users", "audit_log", "llm_provider_keys"):
+    for table in ("console_users", "audit_log"):
         assert denied(dataflow, f"SELECT count(*) FROM {table}"), table
+    # The stored LLM keys: read (ciphertexts, classifiers/llm/keys.py), never written.
+    dataflow.execute("SELECT provider, ciphertext FROM llm_provider_keys")
+    assert denied(
+        dataflow,
+        "INSERT INTO llm_provider_keys (provider, ciphertext, key_id, fingerprint, updated_by) "
+        "VALUES ('x', '\\x00', 'k', 'f', 'dataflow')",
+    )
+    assert denied(dataflow, "UPDATE llm_provider_keys SET updated_by = 'dataflow'")
+    assert denied(dataflow, "DELETE FROM llm_provider_keys")
     assert denied(
         dataflow,
         "INSERT INTO audit_log (actor, action, target_type, target_id) VALUES ('x', 'y', 'z', 'w')",

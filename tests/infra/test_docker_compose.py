@@ -136,7 +136,7 @@ def test_each_process_gets_only_its_own_secrets(compose: dict[str, Any]) -> None
         "WORKTOOL_WEBHOOK_TOKENS": {"gateway"},
         "WORKTOOL_METRICS_TOKEN": {"gateway", *DATAFLOW_PROCESSES, "console", "dispatcher"},
         "WORKTOOL_JWT_SECRET": {"console"},
-        "WORKTOOL_SECRETS_KEY": {"console"},
+        "WORKTOOL_SECRETS_KEY": {"console", *DATAFLOW_PROCESSES},  # the dataflow opens the stored LLM keys
         "WORKTOOL_API_TOKEN": {"console"},
         "WORKTOOL_PHONE_WEBHOOK_URL": {"dispatcher"},
     }

@@ -38,6 +38,7 @@ ALL = [
     (10, "customer_profiles"),
     (11, "personas_templates"),
     (12, "knowledge_base"),
+    (13, "dataflow_reads_llm_keys"),
 ]
 NEXT = f"{len(ALL) + 1:04d}"  # the version of a migration a test adds
 
