@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from operators.classify import Classifier, RuleClassifier
+from operators.reply_writer import ReplyGenerator
 from operators.type_model import ModelFileError, TypeModel
 from worktool.config import BusinessConfig
 from worktool.events import AiCall, MonitorEvent
@@ -66,6 +67,20 @@ def build_classifier(settings: Settings, config: BusinessConfig) -> Classifier:
         raise ClassifierUnavailable(f"LLM classifier misconfigured: {e}") from e
 
 
+def build_reply_generator(settings: Settings, config: BusinessConfig) -> ReplyGenerator | None:
+    """The LLM reply writer's generator (classifiers/llm/replies.py) when an LLM provider is configured
+    and `replies.llm` is on, with the configured knowledge base (TaxKB, else PostgreSQL); else None."""
+    if not settings.llm_provider or not config.replies.llm:
+        return None
+    from classifiers.llm.replies import LLMReplyGenerator
+    from infra.knowledge import knowledge_base_from_settings
+
+    try:
+        return LLMReplyGenerator(settings, config, knowledge=knowledge_base_from_settings(settings))
+    except ValueError as e:
+        raise ClassifierUnavailable(f"LLM replies misconfigured: {e}") from e
+
+
 def close_classifier(classifier: Classifier) -> None:
     close = getattr(classifier, "close", None)
     if callable(close):
@@ -97,6 +112,7 @@ __all__ = [
     "load_type_model",
     "ai_call_event",
     "build_classifier",
+    "build_reply_generator",
     "call_log_events",
     "close_classifier",
 ]

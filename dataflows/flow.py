@@ -35,7 +35,7 @@ from pydantic import ValidationError
 
 from dataflows.event_metrics import observe_events
 from dataflows.metrics import DLQ_RECORDS, DUPLICATE_REPORTS, MESSAGES_CLASSIFIED
-from dataflows.stateful import builder
+from dataflows.stateful import builder, writer_builder
 from dataflows.watchdog import StepBudget
 from operators.classify import Classifier
 from operators.dedup import DedupStep
@@ -43,6 +43,7 @@ from operators.desk import DESK_EVENTS, DESK_KEY, DeskPolicy, DeskStep
 from operators.gaps import GAP_KEY, GapStep, SeqMark
 from operators.parse import parse_message
 from operators.recordings import Recordings
+from operators.reply_writer import ReplyGenerator, WriterPolicy
 from operators.sessions import SessionPolicy, SessionStep, subject_of
 from operators.shard import ClassifiedMessage, ParsedMessage, RobotRecord, RobotSighting, robot_key, shard_for
 from operators.timers import Tick
@@ -98,6 +99,9 @@ class FlowOptions:
     # A replay's recorded LLM answers (operators/recordings.py): the classifier and the reply writer use
     # them instead of a provider. Empty: rules and templates.
     recordings: Recordings = field(default_factory=Recordings)
+    # Live LLM replies (classifiers/llm/replies.py): the reply writer step after the sessions step turns
+    # planned template replies into LLM replies. None: templates (or, in a replay, the recorded replies).
+    reply_generator: ReplyGenerator | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings, config: BusinessConfig) -> FlowOptions:
@@ -379,6 +383,13 @@ def build_flow(
         "sessions", classified,
         builder("sessions", lambda: SessionStep(policy), lambda snap: SessionStep.restore(policy, snap), budget),
     )  # fmt: skip
+    # LLM replies (operators/reply_writer.py), live or recorded; without either the templates go out as
+    # planned and the step is left out.
+    generator, recordings = opts.reply_generator, opts.recordings
+    if generator is not None or recordings.count("reply"):
+        writer_policy = WriterPolicy(opts.config, opts.config.replies.llm_context_messages)
+
+        outputs = op.stateful("replies", outputs, writer_builder(writer_policy, generator, recordings))
 
     # The after-sales desk (operators/desk.py): one key, fed by every shard's task events, forwarded
     # desk controls and ticks; a slice of `worktool replay --workers` collects them for its parent.

@@ -15,7 +15,7 @@ from bytewax.connectors.kafka import KafkaSource
 from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink
 
-from classifiers import build_classifier, call_log_events
+from classifiers import build_classifier, build_reply_generator, call_log_events
 from dataflows.cluster import resolve_shape
 from dataflows.flow import FlowOptions, FlowSinks, build_flow
 from dataflows.metrics import OFFSET_RESETS
@@ -159,6 +159,10 @@ def live_flow() -> Dataflow:
         WithTicks(kafka, ticks),  # one input: its partitions change epochs together (sources.WithTicks)
         sinks,
         classifier,
-        dataclasses.replace(FlowOptions.from_settings(settings, config), budget=budget),
+        dataclasses.replace(
+            FlowOptions.from_settings(settings, config),
+            budget=budget,
+            reply_generator=build_reply_generator(settings, config),
+        ),
         extra_events=call_log_events(classifier),
     )

@@ -2,9 +2,10 @@
 `StatefulLogic` whose `snapshot()` returns plain data).
 
 The logic never uses bytewax's `notify_at` (wall clock only): time reaches the steps as `Tick` items
-(operators/timers.py). Keys are the fixed shards, so a logic is never discarded. `on_eof` emits nothing:
-timers still pending when a replay's archive ends stay pending in the state (and its snapshot); a replay
-that must see them fire passes `--until`, which appends ticks up to that time.
+(operators/timers.py). Keys are the fixed shards, so a logic is never discarded. `on_eof` emits nothing
+but what a step holds for later (the reply writer's commands waiting for their answer): timers still
+pending when a replay's archive ends stay pending in the state (and its snapshot); a replay that must see
+them fire passes `--until`, which appends ticks up to that time.
 
 One bad item must not stop the flow: an exception raised by a step for one item turns that item into a
 DLQ record naming the step, and the flow goes on (the step's state keeps whatever it had changed); so
@@ -23,6 +24,8 @@ from bytewax.operators import StatefulLogic
 
 from dataflows.metrics import LATE_RECORDS, STEP_FAILURES
 from dataflows.watchdog import StepBudget
+from operators.recordings import Recordings
+from operators.reply_writer import ReplyGenerator, ReplyWriterStep, WriterPolicy
 from worktool.models import DlqRecord, utc_now
 
 log = logging.getLogger(__name__)
@@ -90,7 +93,9 @@ class StepLogic(StatefulLogic[Any, Any, Any], Generic[S]):
         return out, StatefulLogic.RETAIN
 
     def on_eof(self) -> tuple[list[Any], bool]:
-        return [], StatefulLogic.RETAIN
+        # A finite input's end: a step holding items for later (the reply writer) lets them go.
+        flush = getattr(self.step, "on_eof", None)
+        return (flush() if flush is not None else []), StatefulLogic.RETAIN
 
     def snapshot(self) -> Any:
         return self.step.snapshot()
@@ -105,3 +110,14 @@ def builder(
         return StepLogic(name, new() if resume_state is None else restore(resume_state), budget)
 
     return build
+
+
+def writer_builder(
+    policy: WriterPolicy, generator: ReplyGenerator | None, recordings: Recordings
+) -> Callable[[Any], StepLogic[ReplyWriterStep]]:
+    """The reply writer's builder (operators/reply_writer.py): no step budget (it never waits)."""
+    return builder(
+        "replies",
+        lambda: ReplyWriterStep(policy, generator, recordings),
+        lambda snap: ReplyWriterStep.restore(policy, generator, recordings, snap),
+    )

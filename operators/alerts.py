@@ -443,7 +443,7 @@ class AlertRules:
         cause = CommandCause(event=f"alert_{purpose}", alert_id=alert.alert_id)
         command = construct(CommandRecord,
             command_id=command_id, channel=channel, robot_id=robot, target=target, content=content,
-            at_list=[], due_time=at, cause=cause,
+            at_list=[], due_time=at, cause=cause, reply=None,
         )  # fmt: skip
         created = CommandCreated.make(
             command_id=command_id, channel=channel, robot_id=robot, target=target, content=content, at_list=[],

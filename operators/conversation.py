@@ -371,7 +371,7 @@ class ConversationRules:
         cause = CommandCause(event=plan.cause, message_id=plan.message_id)
         command = construct(CommandRecord,
             command_id=plan.command_id, channel="wecom", robot_id=plan.robot_id, target=plan.target,
-            content=plan.content, at_list=list(plan.at_list), due_time=plan.due, cause=cause,
+            content=plan.content, at_list=list(plan.at_list), due_time=plan.due, cause=cause, reply=None,
         )  # fmt: skip
         created = CommandCreated.make(
             command_id=plan.command_id, channel="wecom", robot_id=plan.robot_id, target=plan.target,

@@ -553,7 +553,7 @@ class DeskStep:
         command_id = "cmd_" + _digest(ident, purpose, channel, iso(at))
         command = construct(CommandRecord,
             command_id=command_id, channel=channel, robot_id=robot, target=target, content=content,
-            at_list=list(at_list or []), due_time=at, cause=CommandCause(event=purpose),
+            at_list=list(at_list or []), due_time=at, cause=CommandCause(event=purpose), reply=None,
         )  # fmt: skip
         created = CommandCreated.make(
             command_id=command_id, channel=channel, robot_id=robot, target=target, content=content,

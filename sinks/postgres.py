@@ -357,7 +357,7 @@ COMMANDS = Upsert(
     # Written once when decided (pending); filled in if a status change of it was written first.
     merge={
         **dict.fromkeys(
-            _columns("robot_id command_data target content due_at cause_event cause_id persona template_id"),
+            _columns("robot_id command_data target content due_at cause_event cause_id persona template_id reply"),
             FILL,
         ),
         # NOT NULL with defaults, so not fillable; the decision owns them and they never change.
@@ -706,6 +706,7 @@ def _command_created(ev: MonitorEvent) -> list[tuple[Upsert, dict[str, Any]]]:
         "cause_id": d.cause_id,
         "persona": d.persona,
         "template_id": d.template_id,
+        "reply": Jsonb(d.reply.model_dump(mode="json")) if d.reply is not None else None,
     }
     return [(COMMANDS, row)]
 

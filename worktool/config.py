@@ -401,6 +401,11 @@ class ReplyConfig(_Strict):
     # variants per message type, chosen by persona, scenario and shift. A type listed in `templates` below
     # keeps its configured template; `catalogue: false` uses `templates` (and their defaults) only.
     catalogue: bool = True
+    # With an LLM configured (WORKTOOL_LLM_PROVIDER), the LLM writes the replies to owners from the
+    # persona, the conversation's latest `llm_context_messages` messages and the knowledge base; the
+    # template is sent on any failure (operators/reply_writer.py). False: templates only.
+    llm: bool = True
+    llm_context_messages: int = Field(default=6, ge=0, le=30)
     # Values of the catalogue's setting variables ({{wait_minutes}}, {{product}}, ...; see
     # `worktool templates list`), over the catalogue's defaults.
     variables: dict[str, Annotated[str, Field(max_length=200)]] = Field(default_factory=dict)

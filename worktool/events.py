@@ -37,7 +37,7 @@ from typing import Annotated, Any, ClassVar, Literal, Self, TypeVar, Union
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, SerializeAsAny, TypeAdapter, create_model, model_validator
 
-from worktool.models import CommandChannel, SenderType, UtcDatetime
+from worktool.models import CommandChannel, ReplyProvenance, SenderType, UtcDatetime
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -469,6 +469,7 @@ class CommandCreated(EventData):
     cause_id: str | None = None
     persona: str | None = None  # a reply's or notice's persona (null for alert notifications)
     template_id: str | None = None  # its template: a catalogue id, or config:<kind>
+    reply: ReplyProvenance | None = None  # an LLM-written reply: model, persona, passages
 
 
 @_register

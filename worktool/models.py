@@ -492,6 +492,28 @@ class CommandCause(BaseModel):
     alert_id: str | None = None
 
 
+class PassageRef(BaseModel):
+    """A knowledge-base passage a reply was written from."""
+
+    passage_id: str
+    title: str
+    source: str | None = None
+
+
+class ReplyProvenance(BaseModel):
+    """How an automatic reply's text was written (operators/reply_writer.py): by the LLM with a persona,
+    from these knowledge-base passages. Absent on a template reply (its persona and template are on the
+    command_created event)."""
+
+    model_config = ConfigDict(extra="ignore")  # a recorded decision carries its reason too
+
+    source: Literal["llm"] = "llm"
+    persona: str
+    model: str | None = None
+    template_id: str | None = None  # the template it replaced (sent instead on any failure)
+    passages: list[PassageRef] = Field(default_factory=list)
+
+
 class CommandRecord(JsonRecord):
     """Value on worktool.commands: something to send, written by the dataflow, sent by the dispatcher.
     `command_id` is deterministic (derived from its cause), so a replay or a restart cannot double it."""
@@ -504,6 +526,7 @@ class CommandRecord(JsonRecord):
     at_list: list[str] = Field(default_factory=list)
     due_time: UtcDatetime  # not before this (reply delays)
     cause: CommandCause
+    reply: ReplyProvenance | None = None  # an LLM-written reply: how
 
 
 def conversation_key(robot_id: str, room_type: int, group_name: str, group_remark: str, sender: str) -> str:

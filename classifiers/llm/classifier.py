@@ -35,14 +35,13 @@ the rules.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import json
 import logging
 import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
@@ -51,6 +50,7 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_aft
 
 from classifiers.llm.breaker import CircuitBreaker
 from classifiers.llm.keys import NoAPIKey
+from classifiers.llm.loop import BackgroundLoop
 from classifiers.llm.prompt import build_messages
 from classifiers.llm.providers import Completion, LLMCallError, Provider, make_provider
 from classifiers.llm.schema import InvalidAnswer, LLMVerdict, parse_verdict, types_for
@@ -95,46 +95,6 @@ def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, LLMCallError) and exc.retryable
 
 
-class _BackgroundLoop:
-    """One asyncio loop in one daemon thread, started on first use."""
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-        self._lock = threading.Lock()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
-
-    def submit(self, coro: Coroutine[Any, Any, Any]) -> concurrent.futures.Future[Any]:
-        return asyncio.run_coroutine_threadsafe(coro, self._ensure_started())
-
-    def _ensure_started(self) -> asyncio.AbstractEventLoop:
-        with self._lock:
-            if self._loop is None:
-                loop = asyncio.new_event_loop()
-                thread = threading.Thread(target=loop.run_forever, name=self._name, daemon=True)
-                thread.start()
-                self._loop, self._thread = loop, thread
-            return self._loop
-
-    def stop(self, last: Coroutine[Any, Any, Any] | None = None, timeout_s: float = 5.0) -> None:
-        with self._lock:
-            loop, thread = self._loop, self._thread
-            self._loop = self._thread = None
-        if loop is None or thread is None:
-            if last is not None:
-                last.close()
-            return
-        if last is not None:
-            try:
-                asyncio.run_coroutine_threadsafe(last, loop).result(timeout_s)
-            except Exception:
-                log.warning("LLM provider did not close cleanly", exc_info=True)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(timeout_s)
-        if not thread.is_alive():
-            loop.close()
-
-
 class LLMClassifier:
     """Classifier that asks an LLM on top of `rules` (see the module docstring for the policy)."""
 
@@ -168,7 +128,7 @@ class LLMClassifier:
         self._backoff_s = backoff_s
         self._max_backoff_s = max_backoff_s
         self._deadline_s = batch_deadline_s if batch_deadline_s is not None else settings.llm_timeout_s + 1.0
-        self._loop = _BackgroundLoop("worktool-llm")
+        self._loop = BackgroundLoop("worktool-llm")
         self._slots: asyncio.Semaphore | None = None  # created on the loop
         self._logs: deque[dict[str, Any]] = deque(maxlen=_MAX_PENDING_LOGS)
         self._logs_lock = threading.Lock()

@@ -113,11 +113,14 @@ class Provider(ABC):
         self._json_mode = True
         self.keys = keys or KeyResolver(settings)
 
-    async def complete(self, messages: ChatMessages) -> Completion:
-        """One completion; NoAPIKey (classifiers/llm/keys.py) when there is no key to send."""
+    async def complete(
+        self, messages: ChatMessages, *, json: bool = True, temperature: float = 0
+    ) -> Completion:
+        """One completion (a JSON object unless `json=False`: a reply's text); NoAPIKey
+        (classifiers/llm/keys.py) when there is no key to send."""
         api_key = await self.keys.get()
         try:
-            return await self._complete(messages, api_key)
+            return await self._complete(messages, api_key, json, temperature)
         except LLMCallError as e:
             if e.status_code not in (401, 403) or not await self.keys.auth_failed(api_key):
                 raise
@@ -128,24 +131,30 @@ class Provider(ABC):
             fingerprint(api_key),
             fingerprint(new_key),
         )
-        return await self._complete(messages, new_key)
+        return await self._complete(messages, new_key, json, temperature)
 
-    async def _complete(self, messages: ChatMessages, api_key: str) -> Completion:
-        if not self._json_mode:
-            return await self._request(messages, api_key=api_key, json_mode=False)
+    async def _complete(
+        self, messages: ChatMessages, api_key: str, json: bool, temperature: float
+    ) -> Completion:
+        if not (json and self._json_mode):
+            return await self._request(messages, api_key=api_key, json_mode=False, temperature=temperature)
         try:
-            return await self._request(messages, api_key=api_key, json_mode=True)
+            return await self._request(messages, api_key=api_key, json_mode=True, temperature=temperature)
         except LLMCallError as e:
             if e.status_code not in (400, 422):
                 raise
-            completion = await self._request(messages, api_key=api_key, json_mode=False)
+            completion = await self._request(
+                messages, api_key=api_key, json_mode=False, temperature=temperature
+            )
             # Only now do we know response_format was the problem.
             self._json_mode = False
             log.info("%s endpoint rejects response_format; continuing without JSON mode", self.name)
             return completion
 
     @abstractmethod
-    async def _request(self, messages: ChatMessages, *, api_key: str, json_mode: bool) -> Completion: ...
+    async def _request(
+        self, messages: ChatMessages, *, api_key: str, json_mode: bool, temperature: float = 0
+    ) -> Completion: ...
 
     async def aclose(self) -> None:
         keys = getattr(self, "keys", None)  # a test double may not have called __init__
@@ -173,11 +182,13 @@ class OpenAIProvider(Provider):
             self._keyed = (api_key, self._client.with_options(api_key=api_key))
         return self._keyed[1]
 
-    async def _request(self, messages: ChatMessages, *, api_key: str, json_mode: bool) -> Completion:
+    async def _request(
+        self, messages: ChatMessages, *, api_key: str, json_mode: bool, temperature: float = 0
+    ) -> Completion:
         extra: dict[str, Any] = {"response_format": _JSON_MODE} if json_mode else {}
         try:
             resp = await self._client_for(api_key).chat.completions.create(
-                model=self.model, messages=messages, temperature=0, **extra
+                model=self.model, messages=messages, temperature=temperature, **extra
             )
         except openai.APITimeoutError as e:
             raise LLMCallError("timeout", f"no answer within {self._timeout_s} s") from e
@@ -205,8 +216,10 @@ class DashScopeProvider(Provider):
         super().__init__(settings, keys)
         self._base_url = settings.llm_base_url
 
-    async def _request(self, messages: ChatMessages, *, api_key: str, json_mode: bool) -> Completion:
-        kwargs: dict[str, Any] = {"request_timeout": self._timeout_s, "temperature": 0}
+    async def _request(
+        self, messages: ChatMessages, *, api_key: str, json_mode: bool, temperature: float = 0
+    ) -> Completion:
+        kwargs: dict[str, Any] = {"request_timeout": self._timeout_s, "temperature": temperature}
         if self._base_url:
             kwargs["base_address"] = self._base_url
         if json_mode:

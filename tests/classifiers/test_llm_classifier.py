@@ -210,7 +210,7 @@ def test_a_provider_bug_never_reaches_the_caller(make_classifier):
             self._json_mode = False
             self.keys = KeyResolver(settings_for("openai", "http://127.0.0.1:9"))
 
-        async def _request(self, messages, *, api_key, json_mode) -> Completion:
+        async def _request(self, messages, *, api_key, json_mode, temperature=0) -> Completion:
             raise RuntimeError("boom")
 
     c = make_classifier(provider=Broken())

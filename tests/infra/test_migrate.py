@@ -39,6 +39,7 @@ ALL = [
     (11, "personas_templates"),
     (12, "knowledge_base"),
     (13, "dataflow_reads_llm_keys"),
+    (14, "reply_provenance"),
 ]
 NEXT = f"{len(ALL) + 1:04d}"  # the version of a migration a test adds
 

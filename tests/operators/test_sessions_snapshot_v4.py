@@ -152,8 +152,11 @@ def _without_added(line: Any) -> Any:
     if not isinstance(line, bytes):
         return line
     event = orjson.loads(line)
-    if "event" not in event:
-        return line  # a command record
+    if "event" not in event:  # a command record: how an LLM reply was written (issue 16), null here
+        if "reply" in event and event["reply"] is None:
+            event.pop("reply")
+            return orjson.dumps(event)
+        return line
     for name in _ADDED.get(event.get("event"), ()):
         if event["data"].get(name) is None:
             event["data"].pop(name, None)

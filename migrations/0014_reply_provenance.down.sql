@@ -1,0 +1,1 @@
+ALTER TABLE robot_commands DROP COLUMN reply;
