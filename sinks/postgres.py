@@ -357,7 +357,9 @@ COMMANDS = Upsert(
     # Written once when decided (pending); filled in if a status change of it was written first.
     merge={
         **dict.fromkeys(
-            _columns("robot_id command_data target content due_at cause_event cause_id persona template_id reply"),
+            _columns(
+                "robot_id command_data target content due_at cause_event cause_id persona template_id reply"
+            ),
             FILL,
         ),
         # NOT NULL with defaults, so not fillable; the decision owns them and they never change.

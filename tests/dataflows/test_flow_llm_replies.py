@@ -92,7 +92,9 @@ def test_live_replies_are_the_llms_with_their_provenance_and_every_decision_is_r
     assert by_llm and templates  # the slow answers' replies went out with their templates
     for c in by_llm:
         assert c.content.endswith(ANSWER)
-        assert c.content == (f"@{c.at_list[0]} {ANSWER}" if c.at_list else ANSWER)  # a group reply @s the asker
+        assert c.content == (
+            f"@{c.at_list[0]} {ANSWER}" if c.at_list else ANSWER
+        )  # a group reply @s the asker
         assert (c.reply.source, c.reply.model, c.reply.persona) == ("llm", "fake-model", c.persona)
         assert [p.passage_id for p in c.reply.passages] == ["kb_3"] and c.reply.template_id == c.template_id
     senders = {e.data.message_id: e.data.sender_type for e in events if e.event == "message_classified"}
