@@ -34,20 +34,22 @@ class BadRecording(ValueError):
 
 
 class Recordings:
-    __slots__ = ("_by_key",)
+    __slots__ = ("_by_operation",)
 
     def __init__(self, records: Iterable[LlmRecord] = ()) -> None:
-        self._by_key: dict[tuple[str, str], LlmRecord | bytes] = {}
+        # operation -> key -> the record, or its archive line (validated when asked for)
+        self._by_operation: dict[str, dict[str, LlmRecord | bytes]] = {op: {} for op in _OPERATIONS}
         for r in records:
             self.add(r)
 
     def add(self, record: LlmRecord) -> None:
         """The latest record of a key wins (a live run re-emits after a restart: the same decision)."""
-        self._by_key[(record.operation, record.key)] = record
+        self._by_operation[record.operation][record.key] = record
 
     def add_line(self, line: bytes) -> None:
         """One archive line (`LINE_PREFIX`...), kept as it is; its operation and key are read now, the
-        rest is validated by `get`. Raises BadRecording for a line without them."""
+        rest is validated by `get`. Raises BadRecording for a line without them. The latest line of a
+        key wins, as with `add`."""
         try:
             data = orjson.loads(line)
             operation, key = data["operation"], data["key"]
@@ -55,33 +57,33 @@ class Recordings:
             raise BadRecording(f"not a recorded LLM answer: {e}") from e
         if operation not in _OPERATIONS or not isinstance(key, str) or not key:
             raise BadRecording(f"not a recorded LLM answer: operation {operation!r}, key {key!r}")
-        self._by_key[(operation, key)] = line
+        self._by_operation[operation][key] = line
 
     def get(self, operation: LlmOperation, key: str) -> LlmRecord | None:
-        found = self._by_key.get((operation, key))
-        if isinstance(found, bytes):
-            try:
-                found = LlmRecord.model_validate_json(found)
-            except ValidationError as e:  # as if nothing was recorded: the rules and templates decide
-                log.warning(
-                    "recorded LLM answer %s %s is not valid (%s): not used",
-                    operation,
-                    key,
-                    summarize_errors(e),
-                )
-                del self._by_key[(operation, key)]
-                return None
-            self._by_key[(operation, key)] = found
-        return found
+        """The record of `key`, or None. A line is validated at each call and not kept parsed (a replay
+        asks once per message or command; parsed, every answer would stay in memory as a model). An
+        invalid one answers None (logged): the rules and templates decide, as without a record."""
+        found = self._by_operation[operation].get(key)
+        if not isinstance(found, bytes):
+            return found
+        try:
+            return LlmRecord.model_validate_json(found)
+        except ValidationError as e:
+            log.warning(
+                "recorded LLM answer %s %s is not valid (%s): not used", operation, key, summarize_errors(e)
+            )
+            return None
 
     def count(self, operation: LlmOperation | None = None) -> int:
-        return sum(1 for op, _ in self._by_key if operation is None or op == operation)
+        if operation is None:
+            return len(self)
+        return len(self._by_operation[operation])
 
     def __len__(self) -> int:
-        return len(self._by_key)
+        return sum(len(by_key) for by_key in self._by_operation.values())
 
     def __bool__(self) -> bool:
-        return bool(self._by_key)
+        return any(self._by_operation.values())
 
 
 __all__ = ["LINE_PREFIX", "BadRecording", "Recordings"]

@@ -127,7 +127,9 @@ def test_the_recorded_classifier_gives_the_live_classifications(server) -> None:
 
     # One answer per message asked about (not the empty one), as many as ai_call logs.
     by_key = {a.key: a for a in answers}
-    assert len(answers) == len(calls) == 9 and set(by_key) == {f"msg-{i}" for i in (1, 2, 3, 4, 5, 7, 8, 9, 10)}
+    assert len(answers) == len(calls) == 9 and set(by_key) == {
+        f"msg-{i}" for i in (1, 2, 3, 4, 5, 7, 8, 9, 10)
+    }
     assert {k: a.status for k, a in by_key.items()} == {
         "msg-1": "ok", "msg-2": "ok", "msg-3": "fallback", "msg-4": "fallback", "msg-5": "fallback", "msg-7": "ok",
         "msg-8": "ok", "msg-9": "fallback", "msg-10": "ok",
@@ -213,7 +215,7 @@ def test_recordings_read_from_lines() -> None:
     assert (len(recordings), recordings.count("classify"), recordings.count("reply")) == (2, 1, 1)
     got = recordings.get("classify", "m1")
     assert got is not None and got.status == "fallback"  # the latest line of a key wins
-    assert recordings.get("classify", "m1") is got  # validated once
+    assert recordings.get("classify", "m1") == got
     assert recordings.get("reply", "c1") is None  # not a valid record: as if nothing was recorded
     assert recordings.get("reply", "nope") is None
     for bad in (b'{"kind":"llm_answer",', b'{"kind":"llm_answer","operation":"guess","key":"x"}',
