@@ -4,6 +4,9 @@ sits above operators/, which stays pure.
 
 A configured LLM that cannot be built is an error at start-up: a live deployment that silently
 classified with less than it was told to would say nothing about it.
+
+A replay never asks a provider (`build_replay_classifier`): it applies the live run's recorded answers
+(classifiers/llm/recorded.py), or runs the local classifier alone when the archive holds none.
 """
 
 from __future__ import annotations
@@ -14,10 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from operators.classify import Classifier, RuleClassifier
+from operators.recordings import Recordings
 from operators.reply_writer import ReplyGenerator
 from operators.type_model import ModelFileError, TypeModel
 from worktool.config import BusinessConfig
 from worktool.events import AiCall, MonitorEvent
+from worktool.models import LlmRecord
 from worktool.settings import Settings
 
 
@@ -81,18 +86,37 @@ def build_reply_generator(settings: Settings, config: BusinessConfig) -> ReplyGe
         raise ClassifierUnavailable(f"LLM replies misconfigured: {e}") from e
 
 
+def build_replay_classifier(settings: Settings, config: BusinessConfig, recordings: Recordings) -> Classifier:
+    """A replay's classifier: the local classifier (as `build_classifier` builds it), with the recorded
+    LLM answers of the archive on top when it holds classify answers (RecordedClassifier). Whatever
+    WORKTOOL_LLM_PROVIDER says, no provider is built: a replay reproduces the live run, it asks nobody."""
+    rules = RuleClassifier(config, model=load_type_model(settings.classifier_model))
+    if not recordings.count("classify"):
+        return rules
+    from classifiers.llm.recorded import RecordedClassifier
+
+    return RecordedClassifier(rules, recordings)
+
+
 def close_classifier(classifier: Classifier) -> None:
     close = getattr(classifier, "close", None)
     if callable(close):
         close()
 
 
-def call_log_events(classifier: Classifier) -> Callable[[], list[MonitorEvent]] | None:
-    """A drain of the classifier's LLM call logs as `ai_call` monitor events, or None if it keeps none."""
+def call_log_events(classifier: Classifier) -> Callable[[], list[MonitorEvent | LlmRecord]] | None:
+    """A drain of the classifier's LLM call logs as `ai_call` monitor events, followed by its recorded
+    answers (LlmRecord, for worktool.llm: the flow routes them to its llm sinks), or None if it keeps
+    none."""
     drain = getattr(classifier, "drain_call_logs", None)
     if drain is None:
         return None
-    return lambda: [ai_call_event(c) for c in drain()]
+    answers: Callable[[], list[LlmRecord]] = getattr(classifier, "drain_recorded_answers", list)
+
+    def drained() -> list[MonitorEvent | LlmRecord]:
+        return [*(ai_call_event(c) for c in drain()), *answers()]
+
+    return drained
 
 
 def ai_call_event(call: dict[str, Any]) -> MonitorEvent:
@@ -113,6 +137,7 @@ __all__ = [
     "ai_call_event",
     "build_classifier",
     "build_reply_generator",
+    "build_replay_classifier",
     "call_log_events",
     "close_classifier",
 ]

@@ -25,7 +25,7 @@ from rich.text import Text
 
 from classifiers import ClassifierUnavailable
 from dataflows.collector import tune_collector
-from dataflows.replay import ReplayError, dump_topics, replay_archive
+from dataflows.replay import RecordedAnswers, ReplayError, dump_topics, replay_archive
 from infra.archive_io import ArchiveError, compression_for
 from worktool.config import ConfigError
 from worktool.models import to_utc
@@ -76,6 +76,12 @@ def cli_replay(
     tune_collector(get_settings().gc_threshold)  # this process runs the replay (or waits for its workers)
     started = time.perf_counter()
     cpu: list[float] = []
+    recorded: list[RecordedAnswers] = []
+
+    def on_answers(answers: RecordedAnswers) -> None:
+        recorded.append(answers)
+        err.print(answers.describe())
+
     try:
         with ExitStack() as stack:
             stream = stack.enter_context(out.open("wb")) if out else sys.stdout.buffer
@@ -89,15 +95,22 @@ def cli_replay(
                 until=until,
                 workers=workers,
                 worker_cpu=cpu,
+                on_answers=on_answers,
             )
     except (ConfigError, ClassifierUnavailable, ArchiveError, ReplayError) as e:
         err.print(f"[red]{e}[/red]")
         return 2
     elapsed = time.perf_counter() - started
     rate = records / elapsed if elapsed > 0 else 0.0
+    answers = recorded[0] if recorded else RecordedAnswers()
+    used = (
+        f"{answers.used} recorded LLM classifications used"
+        if answers.total
+        else "no recorded LLM answers: classification by the rules, replies from the templates"
+    )
     err.print(
         f"replayed {records} records in {elapsed:.1f} s ({rate:,.0f} records/s, "
-        f"{workers} worker{'s' if workers > 1 else ''}); {len(rejected)} rejected"
+        f"{workers} worker{'s' if workers > 1 else ''}); {len(rejected)} rejected; {used}"
     )
     if cpu:
         err.print("workers' CPU time: " + ", ".join(f"{c:.1f} s" for c in cpu))
@@ -115,12 +128,14 @@ def cli_archive(out: Path) -> int:
         task = bar.add_task("archive", total=None) if bar is not None else None
         n = dump_topics(
             settings.kafka_bootstrap_servers,
-            [settings.topic_raw, settings.topic_control],
+            [settings.topic_raw, settings.topic_control, settings.topic_llm],
             out,
             on_record=(lambda: bar.advance(task)) if bar is not None else None,
+            optional=[settings.topic_llm],
+            unordered=[settings.topic_llm],
         )
     err.print(
-        f"archived {n} records from {settings.topic_raw} and {settings.topic_control} to {out} "
-        f"({compression_for(out)})"
+        f"archived {n} records from {settings.topic_raw}, {settings.topic_control} and {settings.topic_llm} "
+        f"to {out} ({compression_for(out)})"
     )
     return 0

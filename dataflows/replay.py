@@ -1,5 +1,10 @@
-"""Replay and archive: run the same flow over a JSONL archive in event time, and dump worktool.raw
-into that archive format. The command-line side (progress bars, messages) is commands/replay.py."""
+"""Replay and archive: run the same flow over a JSONL archive in event time, and dump worktool.raw,
+worktool.control and worktool.llm into that archive format. The command-line side (progress bars,
+messages) is commands/replay.py.
+
+A replay asks no LLM provider: the archive's recorded answers (`{"kind":"llm_answer",...}` lines, read by
+the first pass, `scan_archive`) make the live run's LLM decisions again (docs/architecture.md "Recorded
+LLM answers"); without any, the rules and the templates decide."""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
@@ -21,12 +26,13 @@ from typing import IO, Any
 import orjson
 from bytewax.testing import TestingSink, run_main
 
-from classifiers import build_classifier, call_log_events, close_classifier
+from classifiers import build_replay_classifier, call_log_events, close_classifier
 from dataflows.collector import tune_collector
 from dataflows.flow import FlowOptions, FlowSinks, build_flow
 from dataflows.sources import ArchiveScan, ArchiveSlice, ArchiveSource, load_archive, scan_archive
 from infra.archive_io import open_writer
 from operators.desk import DeskPolicy, DeskStep
+from operators.recordings import Recordings
 from operators.sessions import SessionPolicy
 from operators.timers import Tick
 from sinks.jsonl import JsonlSink, LineSink
@@ -42,6 +48,34 @@ class ReplayError(RuntimeError):
     """A replay of several workers that could not finish (a worker failed)."""
 
 
+@dataclass
+class RecordedAnswers:
+    """The archive's recorded LLM answers (counted by operation, by the first pass) and how many of the
+    classification answers the replay applied (`used`, once it has run; recorded fallbacks are not
+    "used": the local result stood live and stands again)."""
+
+    classify: int = 0
+    reply: int = 0
+    used: int = 0
+
+    @classmethod
+    def of(cls, recordings: Recordings) -> RecordedAnswers:
+        return cls(classify=recordings.count("classify"), reply=recordings.count("reply"))
+
+    @property
+    def total(self) -> int:
+        return self.classify + self.reply
+
+    def describe(self) -> str:
+        """What the replay does with them, for the command line."""
+        if not self.total:
+            return "no recorded LLM answers in this archive: classification by the rules, replies from the templates"
+        return (
+            f"{self.total} recorded LLM answers in this archive ({self.classify} classifications, "
+            f"{self.reply} replies): replayed as recorded, no provider asked"
+        )
+
+
 def replay_archive(
     path: Path,
     out: IO[bytes],
@@ -51,6 +85,7 @@ def replay_archive(
     until: datetime | None = None,
     workers: int = 1,
     worker_cpu: list[float] | None = None,
+    on_answers: Callable[[RecordedAnswers], None] | None = None,
 ) -> tuple[int, list[DlqRecord]]:
     """Run the flow over `path` (plain or compressed, infra/archive_io.py), writing monitor events to
     `out`. Returns (records, rejected).
@@ -60,14 +95,19 @@ def replay_archive(
     (`ArchiveSlice`), their events merged by event time: the same events as one worker (per
     conversation in the same order).
     `on_start(total records)` and `on_progress(records done)` report progress; `worker_cpu`, if given,
-    receives each worker process's CPU seconds.
+    receives each worker process's CPU seconds; `on_answers`, if given, receives the archive's recorded
+    LLM answers (`RecordedAnswers`) before the replay runs, the same object gets `used` once it has run.
     Raises `ArchiveError` for a corrupt or truncated compressed archive, before any record is replayed."""
     settings = settings or get_settings()
-    scan = scan_archive(path)
+    scan = scan_archive(path)  # also reads the recorded LLM answers
+    answers = RecordedAnswers.of(scan.recordings)
+    log.info("%s", answers.describe())
+    if on_answers is not None:
+        on_answers(answers)
     if on_start is not None:
         on_start(scan.records)
     if workers <= 1:
-        rejected = _replay(path, out, settings, scan, on_progress, until)
+        rejected, answers.used = _replay(path, out, settings, scan, on_progress, until)
         out.flush()
         return scan.records, rejected
     if workers > settings.shards:
@@ -79,9 +119,9 @@ def replay_archive(
             source = Path(tmp) / "sorted.jsonl"
             with source.open("wb") as f:
                 f.writelines(line + b"\n" for _, line in load_archive(path))
-            scan = ArchiveScan(scan.records, True)
+            scan = replace(scan, in_order=True)
         outs = [Path(tmp) / f"events-{i}.jsonl" for i in range(workers)]
-        rejected, cpu = _run_slices(source, outs, settings, scan, on_progress, until)
+        rejected, cpu, answers.used = _run_slices(source, outs, settings, scan, on_progress, until)
         if worker_cpu is not None:
             worker_cpu.extend(cpu)
         desk_events = Path(tmp) / "events-desk.jsonl"
@@ -100,9 +140,11 @@ def _replay(
     on_progress: Callable[[int], None] | None,
     until: datetime | None,
     part: ArchiveSlice | None = None,
-) -> list[DlqRecord]:
+) -> tuple[list[DlqRecord], int]:
+    """One replay (of the archive, or of its slice `part`): (rejected records, recorded LLM
+    classifications applied)."""
     config = load_config(settings.config_path)
-    classifier = build_classifier(settings, config)
+    classifier = build_replay_classifier(settings, config, scan.recordings)
     rejected: list[DlqRecord] = []
     try:
         source = ArchiveSource(
@@ -115,7 +157,7 @@ def _replay(
             scan=scan,
         )
         sinks = FlowSinks(events=[JsonlSink(out)], dlq=[TestingSink(rejected)])
-        options = FlowOptions.from_settings(settings, config)
+        options = replace(FlowOptions.from_settings(settings, config), recordings=scan.recordings)
         with ExitStack() as stack:
             if part is not None:
                 # The desk needs every slice's tasks: each slice writes what it would have fed it.
@@ -126,7 +168,7 @@ def _replay(
             run_main(flow)
     finally:
         close_classifier(classifier)
-    return rejected
+    return rejected, getattr(classifier, "used", 0)
 
 
 # -- the desk of a sliced replay ----------------------------------------------------------------------
@@ -186,7 +228,8 @@ def _slice_main(
     results: Any,
 ) -> None:
     """One worker of a replay of several (a spawned process): its slice, its events to `out_path`,
-    its count of records read in `done[part.index]`, then (index, rejected | error) on `results`."""
+    its count of records read in `done[part.index]`, then (index, rejected, error, CPU seconds, recorded
+    answers applied) on `results`."""
 
     def progress(n: int) -> None:
         done[part.index] += n
@@ -194,11 +237,11 @@ def _slice_main(
     tune_collector(settings.gc_threshold)
     try:
         with out_path.open("wb") as out:
-            rejected = _replay(path, out, settings, scan, progress, until, part)
+            rejected, used = _replay(path, out, settings, scan, progress, until, part)
         usage = resource.getrusage(resource.RUSAGE_SELF)
-        results.put((part.index, rejected, None, usage.ru_utime + usage.ru_stime))
+        results.put((part.index, rejected, None, usage.ru_utime + usage.ru_stime, used))
     except BaseException as e:  # reported to the parent, which fails the replay
-        results.put((part.index, [], f"{type(e).__name__}: {e}", 0.0))
+        results.put((part.index, [], f"{type(e).__name__}: {e}", 0.0, 0))
         raise
 
 
@@ -209,7 +252,7 @@ def _run_slices(
     scan: ArchiveScan,
     on_progress: Callable[[int], None] | None,
     until: datetime | None,
-) -> tuple[list[DlqRecord], list[float]]:
+) -> tuple[list[DlqRecord], list[float], int]:
     # Processes, not threads: the flow is Python and threads would share one GIL. Spawned, not forked:
     # a fork of a process that runs threads (rich's progress, a classifier's client) is not safe.
     ctx = multiprocessing.get_context("spawn")
@@ -236,13 +279,13 @@ def _run_slices(
     ]
     for p in procs:
         p.start()
-    reported: dict[int, tuple[list[DlqRecord], str | None, float]] = {}
+    reported: dict[int, tuple[list[DlqRecord], str | None, float, int]] = {}
     seen = 0
     try:
         while len(reported) < n:
             try:
-                index, rejected, error, cpu = results.get(timeout=0.2)
-                reported[index] = (rejected, error, cpu)
+                index, rejected, error, cpu, used = results.get(timeout=0.2)
+                reported[index] = (rejected, error, cpu, used)
             except queue.Empty:
                 dead = [p for i, p in enumerate(procs) if i not in reported and p.exitcode is not None]
                 if dead:
@@ -253,7 +296,7 @@ def _run_slices(
             if on_progress is not None and now > seen:
                 on_progress(now - seen)
             seen = now
-        failed = [(i, err) for i, (_, err, _) in sorted(reported.items()) if err is not None]
+        failed = [(i, err) for i, (_, err, _, _) in sorted(reported.items()) if err is not None]
         if failed:
             raise ReplayError(f"replay worker {failed[0][0]} failed: {failed[0][1]}")
         for p in procs:
@@ -265,7 +308,11 @@ def _run_slices(
             if p.is_alive():
                 p.terminate()
                 p.join(5)
-    return [r for i in range(n) for r in reported[i][0]], [reported[i][2] for i in range(n)]
+    return (
+        [r for i in range(n) for r in reported[i][0]],
+        [reported[i][2] for i in range(n)],
+        sum(reported[i][3] for i in range(n)),
+    )
 
 
 def _event_time(line: bytes) -> bytes:
@@ -285,14 +332,45 @@ def merge_events(paths: list[Path], out: IO[bytes]) -> None:
 PAUSE_AT = 5000  # records buffered for one partition before it is paused (the merge waits for another)
 
 
+class _Sorted:
+    """A partition's buffer kept sorted by stamp (then arrival), for a partition whose records are only
+    roughly in event-time order (`PartitionMerge` `unordered`); the deque calls the merge makes."""
+
+    def __init__(self) -> None:
+        self._heap: list[tuple[str, int, bytes]] = []
+        self._n = 0
+
+    def append(self, item: tuple[str, bytes]) -> None:
+        self._n += 1
+        heapq.heappush(self._heap, (item[0], self._n, item[1]))
+
+    def popleft(self) -> tuple[str, bytes]:
+        stamp, _, value = heapq.heappop(self._heap)
+        return stamp, value
+
+    def __getitem__(self, i: int) -> tuple[str, bytes]:
+        assert i == 0
+        return self._heap[0][0], self._heap[0][2]
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+
 class PartitionMerge:
     """A k-way merge by event time of partitions that each arrive in their own order, in pieces.
     `add` buffers a record of a partition; `pop` yields the earliest head while no partition that may
-    still send is empty (or everything, when told the rest is not coming)."""
+    still send is empty (or everything, when told the rest is not coming). A partition of `unordered`
+    (worktool.llm: a live run writes its answers in the order its calls come back, not quite in event
+    time) has its buffer sorted, so what arrives out of order within what is buffered comes out in
+    order."""
 
-    def __init__(self, parts: list[tuple[str, int]]) -> None:
+    def __init__(
+        self, parts: list[tuple[str, int]], unordered: frozenset[tuple[str, int]] = frozenset()
+    ) -> None:
         self.order = {tp: i for i, tp in enumerate(parts)}
-        self.buffers: dict[tuple[str, int], deque[tuple[str, bytes]]] = {tp: deque() for tp in parts}
+        self.buffers: dict[tuple[str, int], deque[tuple[str, bytes]] | _Sorted] = {
+            tp: _Sorted() if tp in unordered else deque() for tp in parts
+        }
         self.heads: list[tuple[str, int, tuple[str, int]]] = []  # (stamp, partition order, partition)
         self.at_end: set[tuple[str, int]] = set()
         self.starving = set(parts)  # not at its end and nothing buffered: the merge waits for it
@@ -310,6 +388,9 @@ class PartitionMerge:
         buf = self.buffers[tp]
         if not buf:
             heapq.heappush(self.heads, (stamp, self.order[tp], tp))
+        elif isinstance(buf, _Sorted) and stamp < buf[0][0]:  # a new head (heads: one per partition)
+            self.heads = [h for h in self.heads if h[2] != tp] + [(stamp, self.order[tp], tp)]
+            heapq.heapify(self.heads)
         buf.append((stamp, value))
         self.at_end.discard(tp)
         self.starving.discard(tp)
@@ -354,11 +435,16 @@ def _stamp_text(value: bytes) -> str:
     return stamp if isinstance(stamp, str) else ""
 
 
-def _partitions(consumer: Any, topics: list[str], bootstrap: str) -> list[tuple[str, int]]:
+def _partitions(
+    consumer: Any, topics: list[str], bootstrap: str, optional: frozenset[str] = frozenset()
+) -> list[tuple[str, int]]:
     parts: list[tuple[str, int]] = []
     for topic in topics:
         meta = consumer.list_topics(topic, timeout=10).topics.get(topic)
         if meta is None or meta.error is not None:
+            if topic in optional:
+                log.warning("archive: topic %s not found on %s: archived without it", topic, bootstrap)
+                continue
             raise SystemExit(f"topic {topic} not found on {bootstrap}")
         parts += [(topic, p) for p in sorted(meta.partitions)]
     return parts
@@ -370,14 +456,21 @@ def dump_topics(
     out: IO[bytes] | Path,
     on_record: Callable[[], None] | None = None,
     idle_s: float = 3.0,
+    optional: list[str] | tuple[str, ...] = (),
+    unordered: list[str] | tuple[str, ...] = (),
 ) -> int:
-    """Every record of `topics` (the raw and the control topic) in event time (received_at of a raw
-    record, at of a control record), written as it is read: a k-way merge of the partitions
+    """Every record of `topics` (the raw, the control and the llm topic) in event time (received_at of a
+    raw record, at of a control record or a recorded LLM answer), written as it is read: a k-way merge of
+    the partitions
     (`PartitionMerge`), holding at most about `PAUSE_AT` records per partition (one that runs ahead is
     paused). `out`: a binary stream, or a file path compressed by its suffix (infra/archive_io.py).
     Reads each partition to its end (partition EOF; Tansu's high watermark is unreliable), then stops;
     after `idle_s` without data it writes what it holds. A partition whose own records are out of
-    event-time order stays so in the archive (a replay sorts such an archive in memory)."""
+    event-time order stays so in the archive (a replay sorts such an archive in memory; recorded LLM
+    answers, which a live run writes in the order its calls come back, are not part of that order).
+    A topic of `optional` that does not exist (a broker set up before it was added) is left out, with a
+    warning; the partitions of a topic of `unordered` (worktool.llm) are sorted as they are buffered
+    (`PartitionMerge`), so they come out in order unless a record arrives later than what is buffered."""
     from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
     from infra import kafka_clients
@@ -387,9 +480,10 @@ def dump_topics(
     with ExitStack() as stack:
         stream = stack.enter_context(open_writer(out)) if isinstance(out, Path) else out
         try:
-            parts = _partitions(consumer, topics, bootstrap)
+            parts = _partitions(consumer, topics, bootstrap, frozenset(optional))
             consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in parts])
-            merge, paused = PartitionMerge(parts), set()
+            merge = PartitionMerge(parts, frozenset(tp for tp in parts if tp[0] in unordered))
+            paused: set[tuple[str, int]] = set()
             last_data = time.monotonic()
             while not merge.done:
                 idle = time.monotonic() - last_data >= idle_s

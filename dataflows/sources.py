@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, get_args
@@ -29,6 +29,7 @@ from infra import kafka_clients
 from infra.archive_io import iter_lines
 from infra.topic_watch import CHECK_INTERVAL_S, TopicWatch
 from operators.gaps import SeqMark
+from operators.recordings import LINE_PREFIX, BadRecording, Recordings
 from operators.shard import robot_key, shard_for
 from operators.timers import Tick
 from worktool.models import NUL, MessageCallback, RoomType, conversation_key, to_utc
@@ -194,18 +195,32 @@ def _stamp(line: bytes) -> datetime | None:
 
 @dataclass(frozen=True)
 class ArchiveScan:
-    """What one pass over an archive found: its records, and whether they are in event-time order
-    (every readable stamp at or after the ones before it), which a streaming replay needs."""
+    """What one pass over an archive found: its records, whether they are in event-time order (every
+    readable stamp at or after the ones before it), which a streaming replay needs, and the live run's
+    recorded LLM answers (its `{"kind":"llm_answer",...}` lines: not records to process, and not part of
+    the order, since a live run writes them in the order its calls come back)."""
 
     records: int
     in_order: bool
+    recordings: Recordings = field(default_factory=Recordings)
 
 
 def scan_archive(path: Path) -> ArchiveScan:
-    """Count the archive's records and check their order, reading it as a stream. Raises
-    `ArchiveError` for a corrupt or truncated compressed archive (before any record is replayed)."""
+    """Count the archive's records, check their order and collect its recorded LLM answers, reading it
+    as a stream. Raises `ArchiveError` for a corrupt or truncated compressed archive (before any record
+    is replayed). A line that starts as an answer but is not one is skipped (logged): the rules decide
+    that message, as when nothing was recorded."""
     records, in_order, last = 0, True, None
+    recordings, bad = Recordings(), 0
     for line in iter_lines(path):
+        if line.startswith(LINE_PREFIX):
+            try:
+                recordings.add_line(line)
+            except BadRecording as e:
+                bad += 1
+                if bad <= 5:
+                    log.warning("%s: %s", path, e)
+            continue
         records += 1
         ts = _stamp(line)
         if ts is not None:
@@ -213,14 +228,16 @@ def scan_archive(path: Path) -> ArchiveScan:
                 in_order = False
             else:
                 last = ts
-    return ArchiveScan(records, in_order)
+    if bad:
+        log.warning("%s: %d unreadable recorded LLM answers skipped", path, bad)
+    return ArchiveScan(records, in_order, recordings)
 
 
 def load_archive(path: Path) -> list[tuple[datetime | None, bytes]]:
     """Archive lines in event-time order (stable sort), all in memory: for an archive that is not in
     order (`scan_archive`). A line without a readable stamp keeps its place after the previous line, so
     it still reaches the DLQ in order."""
-    rows = [(_stamp(line), line) for line in iter_lines(path)]
+    rows = [(_stamp(line), line) for line in iter_lines(path) if not line.startswith(LINE_PREFIX)]
     last = datetime.min.replace(tzinfo=UTC)
     keyed = []
     for i, (ts, line) in enumerate(rows):
@@ -357,9 +374,12 @@ def archive_items(
     part: ArchiveSlice | None = None,
 ) -> Iterator[bytes | Tick | SeqMark]:
     """The replay's items, streamed from an archive in event-time order: its lines (those of `part`)
-    with the ticks interleaved (`_Ticker`)."""
+    with the ticks interleaved (`_Ticker`). Recorded LLM answers are not items (`scan_archive` reads
+    them)."""
     ticker = _Ticker(interval, lateness)
     for line in iter_lines(path):
+        if line.startswith(LINE_PREFIX):
+            continue
         record = _load(line)
         ts = _stamp_of(record)
         if ts is not None and (tick := ticker.before(ts)) is not None:

@@ -20,7 +20,11 @@ Failure policy (every failure leaves the local result, decided_by "rules" or "mo
 - no API key (none in WORKTOOL_LLM_API_KEY nor stored through the console, or deleted there; see
   classifiers/llm/keys.py): no request is sent, the record's error says why, the breaker is untouched.
 
-Every non-robot message asked about yields exactly one AI I/O record (`drain_call_logs`).
+Every non-robot message asked about yields exactly one AI I/O record (`drain_call_logs`) and one recorded
+answer (`drain_recorded_answers`, a worktool.models.LlmRecord for the topic worktool.llm): status "ok"
+with the completion's content when the answer was used, "fallback" with the reason when the local result
+stood. A replay applies the recorded answers with the same `apply_answer` (classifiers/llm/recorded.py,
+docs/architecture.md "Recorded LLM answers"), so its classifications are the live run's.
 
 Staff reply quality (docs/rules.md §3, situation 2): the classifier follows the owners' open questions
 per session as the sessions step does (operators/quality.py, in message order, bounded to
@@ -41,7 +45,7 @@ import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal
@@ -56,7 +60,7 @@ from classifiers.llm.providers import Completion, LLMCallError, Provider, make_p
 from classifiers.llm.schema import InvalidAnswer, LLMVerdict, parse_verdict, types_for
 from operators.classify import Classifier
 from operators.quality import Ask, note_ask, take_ask
-from worktool.models import Classification, Message, iso
+from worktool.models import Classification, LlmRecord, Message, iso
 from worktool.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -89,6 +93,7 @@ class _Call:
     status: CallStatus = "error"
     error: str | None = None
     last_failure: str | None = None  # of the latest attempt, kept when the deadline cuts the retries
+    answer: Classification | None = None  # the LLM's classification, when it is used
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -131,6 +136,7 @@ class LLMClassifier:
         self._loop = BackgroundLoop("worktool-llm")
         self._slots: asyncio.Semaphore | None = None  # created on the loop
         self._logs: deque[dict[str, Any]] = deque(maxlen=_MAX_PENDING_LOGS)
+        self._answers: deque[LlmRecord] = deque(maxlen=_MAX_PENDING_LOGS)
         self._logs_lock = threading.Lock()
         self._closed = False
 
@@ -146,15 +152,24 @@ class LLMClassifier:
             self._classify_all([(messages[i], results[i], questions.get(i)) for i in todo])
         )
         try:
-            answers = future.result(timeout=self._deadline_s + _LOOP_GRACE_S)
+            calls: list[_Call] = future.result(timeout=self._deadline_s + _LOOP_GRACE_S)
         except Exception:
             # The loop enforces the deadline itself, so this is a wedged loop or a bug: keep the rules.
             future.cancel()
             log.exception("LLM batch did not finish; keeping the rule results")
+            self._keep_answers(
+                self._fallback(
+                    messages[i], "timeout", "the batch did not finish", questions.get(i) is not None
+                )
+                for i in todo
+            )
             return results
-        for i, answer in zip(todo, answers, strict=True):
-            if answer is not None:
-                results[i] = answer
+        # Recorded here, from what the batch actually used (not on the loop, where a call may still finish
+        # after the caller stopped waiting).
+        for i, call in zip(todo, calls, strict=True):
+            if call.answer is not None:
+                results[i] = call.answer
+        self._keep_answers(self._answer_record(call) for call in calls)
         return results
 
     def _questions(self, messages: list[Message], results: list[Classification]) -> dict[int, str]:
@@ -186,6 +201,14 @@ class LLMClassifier:
             self._logs.clear()
         return records
 
+    def drain_recorded_answers(self) -> list[LlmRecord]:
+        """The answers since the last drain, one per message asked about (worktool.llm): what a replay
+        applies instead of asking a provider (classifiers/llm/recorded.py)."""
+        with self._logs_lock:
+            records = list(self._answers)
+            self._answers.clear()
+        return records
+
     def close(self) -> None:
         if self._closed:
             return
@@ -200,9 +223,7 @@ class LLMClassifier:
 
     # -- on the loop -----------------------------------------------------------------------------
 
-    async def _classify_all(
-        self, items: list[tuple[Message, Classification, str | None]]
-    ) -> list[Classification | None]:
+    async def _classify_all(self, items: list[tuple[Message, Classification, str | None]]) -> list[_Call]:
         if self._slots is None:
             self._slots = asyncio.Semaphore(self._max_in_flight)
         deadline = asyncio.get_running_loop().time() + self._deadline_s
@@ -210,13 +231,13 @@ class LLMClassifier:
 
     async def _classify_one(
         self, message: Message, rule: Classification, question: str | None, deadline: float
-    ) -> Classification | None:
-        """Never raises (except cancellation); None means "keep the rule result"."""
+    ) -> _Call:
+        """Never raises (except cancellation); the call's `answer` None means "keep the rule result"."""
         call = _Call(message, build_messages(message, rule, question), scores_reply=question is not None)
         try:
             async with asyncio.timeout_at(deadline):
                 call.completion = await self._complete(call)
-            verdict = parse_verdict(call.completion.text, rule.sender_type)
+            answer = apply_answer(call.completion.text, rule, call.scores_reply)
         except TimeoutError:
             call.status, call.error = "timeout", f"batch deadline ({self._deadline_s:g} s) reached"
             if call.last_failure:
@@ -236,11 +257,10 @@ class LLMClassifier:
             log.exception("unexpected error in LLM classification")
             call.status, call.error = "error", f"{type(e).__name__}: {e}"
         else:
-            call.status = "ok"
-            return _classification(verdict, rule, call.scores_reply)
+            call.status, call.answer = "ok", answer
         finally:
             self._record(call)
-        return None
+        return call
 
     async def _complete(self, call: _Call) -> Completion:
         retrying = AsyncRetrying(
@@ -308,6 +328,36 @@ class LLMClassifier:
         with self._logs_lock:
             self._logs.append(record)
 
+    def _answer_record(self, call: _Call) -> LlmRecord:
+        if call.answer is None or call.completion is None:
+            return self._fallback(call.message, call.status, call.error, call.scores_reply)
+        m = call.message
+        return LlmRecord(
+            operation=OPERATION,
+            key=m.message_id,
+            at=m.received_at,
+            status="ok",
+            provider=self._provider.name,
+            model=self._provider.model,
+            output=call.completion.text,  # verbatim: the replay parses exactly what live parsed
+            detail={"scores_reply": call.scores_reply},
+        )
+
+    def _fallback(self, m: Message, reason: str, error: str | None, scores_reply: bool) -> LlmRecord:
+        return LlmRecord(
+            operation=OPERATION,
+            key=m.message_id,
+            at=m.received_at,
+            status="fallback",
+            provider=self._provider.name,
+            model=self._provider.model,
+            detail={"reason": reason, "error": self._redact(error), "scores_reply": scores_reply},
+        )
+
+    def _keep_answers(self, records: Iterable[LlmRecord]) -> None:
+        with self._logs_lock:
+            self._answers.extend(records)
+
     def _redact(self, text: str | None) -> str | None:
         # Some servers echo the key in auth errors; the AI I/O log must never carry it.
         if not text:
@@ -322,6 +372,13 @@ class LLMClassifier:
 def _worth_asking(message: Message, rule: Classification) -> bool:
     # Robots are never classified; an empty text (image, file...) gives the model nothing to read.
     return bool(types_for(rule.sender_type)) and bool(message.text.strip())
+
+
+def apply_answer(text: str | None, rule: Classification, scores_reply: bool) -> Classification:
+    """The classification an LLM answer gives on top of the local result `rule`: the answer parsed for
+    the sender's category (raises InvalidAnswer) and merged. Live (LLMClassifier) and a replay of the
+    recorded answer (classifiers/llm/recorded.py) both go through here, so they decide the same."""
+    return _classification(parse_verdict(text, rule.sender_type), rule, scores_reply)
 
 
 def _classification(verdict: LLMVerdict, rule: Classification, scores_reply: bool = False) -> Classification:
