@@ -36,7 +36,12 @@ USER_ANSWER = {**DEFAULT_ANSWER, "message_type": "chat_daily", "sentiment": 0.1,
 STAFF_ANSWER = {**DEFAULT_ANSWER, "message_type": "staff_reply_user", "sentiment": 0.0, "need_reply": False}
 
 
+REPLY = "您好，收到，稍后为您核实。"  # the LLM's reply to an owner (issue 16 part 3)
+
+
 def answer_for(body: dict[str, Any]) -> Behaviour:
+    if "用简体中文回复" in body["messages"][0]["content"]:  # the reply writer's instructions
+        return Behaviour(content=REPLY)
     user = "".join(m["content"] for m in body["messages"] if m["role"] == "user")
     if '"号主的问题":' in user:  # the staff answer to the owner's question: scored low by the LLM
         return ok({**STAFF_ANSWER, "reply_quality": 0.15})
@@ -77,6 +82,24 @@ def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return done
 
 
+def replies_settled(live: Any) -> bool:
+    """Every message's classification is recorded, and every reply planned has gone out (its decision
+    recorded) or was withdrawn (staff answered first)."""
+    recorded = [r["value"] for r in consume_all(live.kafka_bootstrap_servers, live.topic_llm, idle_s=0.5)]
+    events = [r["value"] for r in consume_all(live.kafka_bootstrap_servers, live.topic_monitor, idle_s=0.5)]
+    planned = {e["data"]["message_id"] for e in events if e["event"] == "reply_scheduled"}
+    sent = {e["data"]["cause_id"] for e in events if e["event"] == "command_created" and e["data"]["cause_event"] == "reply_scheduled"}  # fmt: skip
+    dropped = {e["data"]["message_id"] for e in events if e["event"] in ("reply_withdrawn", "reply_skipped")}
+    replies = [r for r in recorded if r["operation"] == "reply"]
+    classified = [r for r in recorded if r["operation"] == "classify"]
+    return (
+        len(classified) >= len(SCRIPT)
+        and bool(sent)
+        and planned <= sent | dropped
+        and len(replies) >= len(sent)
+    )
+
+
 def read_events(path: Path) -> list[dict]:
     return [orjson.loads(line) for line in path.read_bytes().splitlines() if line]
 
@@ -100,10 +123,7 @@ def test_a_live_run_with_an_llm_replays_to_the_same_events_from_its_recorded_ans
                 produce(live.kafka_bootstrap_servers, live.topic_raw,
                         [(raw_record_key("message", "wt_day", body), orjson.dumps(record))])  # fmt: skip
                 time.sleep(0.3)
-            wait_until(
-                lambda: len(consume_all(live.kafka_bootstrap_servers, live.topic_llm, idle_s=0.5)) >= len(SCRIPT),
-                120, what="the recorded answers on worktool.llm",
-            )  # fmt: skip
+            wait_until(lambda: replies_settled(live), 120, what="the recorded answers on worktool.llm")
             time.sleep(3)  # ticks past the last record (allowed lateness 1 s): what is due has fired
         finally:
             stop(flow)
@@ -128,10 +148,15 @@ def test_a_live_run_with_an_llm_replays_to_the_same_events_from_its_recorded_ans
         lines = list(iter_lines(archive))
         answers = [orjson.loads(x) for x in lines if x.startswith(b'{"kind":"llm_answer"')]
         assert len(lines) == len(SCRIPT) + len(answers)
-        assert sorted((a["operation"], a["status"], a["detail"].get("reason")) for a in answers) == [
-            ("classify", "fallback", "invalid"), ("classify", "fallback", "timeout"),
-            ("classify", "ok", None), ("classify", "ok", None), ("classify", "ok", None),
+        classify = [a for a in answers if a["operation"] == "classify"]
+        assert sorted((a["status"], a["detail"].get("reason")) for a in classify) == [
+            ("fallback", "invalid"), ("fallback", "timeout"), ("ok", None), ("ok", None), ("ok", None),
         ]  # fmt: skip
+        # the replies to owners, written by the LLM: the text sent is on the command and recorded
+        sent = {e["data"]["command_id"]: e["data"] for e in events if e["event"] == "command_created" and e["data"]["cause_event"] == "reply_scheduled"}  # fmt: skip
+        replies = [a for a in answers if a["operation"] == "reply"]
+        assert replies and all(a["status"] == "ok" and a["output"].endswith(REPLY) for a in replies)
+        assert all(sent[a["key"]]["content"] == a["output"] and sent[a["key"]]["reply"]["source"] == "llm" for a in replies)  # fmt: skip
         stamps = [to_utc(orjson.loads(x).get("received_at") or orjson.loads(x)["at"]) for x in lines]
         assert stamps == sorted(stamps)
 
@@ -139,7 +164,10 @@ def test_a_live_run_with_an_llm_replays_to_the_same_events_from_its_recorded_ans
         until = max(e["event_time"] for e in events)
         out = tmp_path / "replayed.jsonl"
         done = cli(env_for(rules_only), "replay", str(archive), "--out", str(out), "--until", until)
-        assert "5 recorded LLM answers in this archive (5 classifications, 0 replies)" in done.stderr
+        assert (
+            f"{5 + len(replies)} recorded LLM answers in this archive (5 classifications, {len(replies)} replies)"
+            in done.stderr
+        )
         assert "3 recorded LLM classifications used" in done.stderr
         replayed = read_events(out)
         assert not [e for e in replayed if e["event"] == "ai_call"]
