@@ -19,6 +19,7 @@ import argparse
 import gc
 import json
 import pickle
+import subprocess
 import sys
 import tempfile
 import time
@@ -86,10 +87,27 @@ def with_answers(src: Path, dst: Path) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("archive", type=Path)
+    parser.add_argument("archive", type=Path, nargs="?")
     parser.add_argument("--with-answers", type=Path)
+    parser.add_argument(
+        "--smoke", action="store_true", help="a tiny generated day: shows the benchmark works"
+    )
     args = parser.parse_args()
+    if args.smoke or args.archive is None:
+        if not args.smoke:
+            parser.error("ARCHIVE is required (or --smoke)")
+        with tempfile.TemporaryDirectory() as tmp:
+            args.archive = Path(tmp) / "day.jsonl"
+            subprocess.run(
+                [sys.executable, str(REPO / "benchmarks" / "make_sample_day.py"), str(args.archive), "--records", "2000"],
+                check=True, capture_output=True,
+            )  # fmt: skip
+            measure(args)
+        return
+    measure(args)
 
+
+def measure(args: argparse.Namespace) -> None:
     lines = timed("read the lines (decompress, split)", lambda: sum(1 for _ in iter_lines(args.archive)))
     print(f"  {lines:,} lines")
     timed("scan before recorded answers (count, stamps, order)", lambda: old_scan(args.archive))

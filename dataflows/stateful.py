@@ -1,8 +1,9 @@
 """bytewax adapters for the pure per-shard steps of operators/ (the bytewax idiom: `op.stateful` with a
 `StatefulLogic` whose `snapshot()` returns plain data).
 
-The logic never uses bytewax's `notify_at` (wall clock only): time reaches the steps as `Tick` items
-(operators/timers.py). Keys are the fixed shards, so a logic is never discarded. `on_eof` emits nothing
+The event-time logic never uses bytewax's `notify_at` (wall clock only): time reaches the steps as `Tick`
+items (operators/timers.py). Only a wall-clock wait uses it: the reply writer asks to be woken while it
+holds a command for its LLM answer (`wake_after`, `on_wake`). Keys are the fixed shards, so a logic is never discarded. `on_eof` emits nothing
 but what a step holds for later (the reply writer's commands waiting for their answer): timers still
 pending when a replay's archive ends stay pending in the state (and its snapshot); a replay that must see
 them fire passes `--until`, which appends ticks up to that time.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any, Generic, Protocol, TypeVar
 
 import orjson
@@ -91,6 +93,16 @@ class StepLogic(StatefulLogic[Any, Any, Any], Generic[S]):
             LATE_RECORDS.inc(late)
             self.step.late_records = 0  # type: ignore[attr-defined]
         return out, StatefulLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        # A step that holds items for a wall-clock wait (the reply writer's commands waiting for their LLM
+        # answer) asks to be woken; every event-time step says None (time comes from ticks).
+        wake_after = getattr(self.step, "wake_after", None)
+        delay = wake_after() if wake_after is not None else None
+        return None if delay is None else datetime.now(UTC) + timedelta(seconds=delay)
+
+    def on_notify(self) -> tuple[list[Any], bool]:
+        return self.step.on_wake(), StatefulLogic.RETAIN  # type: ignore[attr-defined]
 
     def on_eof(self) -> tuple[list[Any], bool]:
         # A finite input's end: a step holding items for later (the reply writer) lets them go.

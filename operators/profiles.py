@@ -203,24 +203,18 @@ class ProfileRules:
             else:
                 p.cancelled += 1
             return name
-        if kind == "user_response":
+        if kind in ("user_response", "task_reminder"):  # an answer to a staff @, or silence after it
             name = book.task_owner.get(d.task_id)
             p = book.owners.get(name) if name else None
             if p is None:
                 return None
-            if d.status == "responded":
+            answer = d.status if kind == "user_response" else "timeout"
+            if answer == "responded":
                 p.responded += 1
-            elif d.status == "refused":
+            elif answer == "refused":
                 p.refused += 1
             else:
                 p.timeouts += 1
-            return name
-        if kind == "task_reminder":
-            name = book.task_owner.get(d.task_id)
-            p = book.owners.get(name) if name else None
-            if p is None:
-                return None
-            p.timeouts += 1
             return name
         if kind == "task_updated":
             return book.task_owner.get(d.task_id)

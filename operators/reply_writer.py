@@ -13,7 +13,8 @@ Per shard, in the order the sessions step emitted them:
       and command_created          live: the generator's answer if it passes `check_reply`, else the
                                    template (a fallback, with its reason); an answer not back yet holds
                                    the command and its event (never the flow) until it is, or until its
-                                   deadline (any later item or tick releases them); replay: the recorded
+                                   deadline (the step asks to be woken every WAKE_S, and any later item
+                                   or tick releases them too); replay: the recorded
                                    decision (operators/recordings.py), else the template. Live decisions
                                    are recorded (LlmRecord "reply").
 
@@ -39,6 +40,7 @@ from worktool.events import MonitorEvent
 from worktool.models import CommandRecord, LlmRecord, PassageRef, ReplyProvenance
 
 CONTEXT_CHARS = 200  # a message's text in the ring, at most
+WAKE_S = 0.02  # while commands are held: how often the step looks for their answers
 _REPLY_CAUSE = "reply_scheduled"
 
 
@@ -259,6 +261,13 @@ class ReplyWriterStep:
                     return []
                 return [self._created(item)]
         return [item]
+
+    def wake_after(self) -> float | None:
+        """Seconds until the step wants to look at its held commands again (None: it holds none)."""
+        return WAKE_S if self.held else None
+
+    def on_wake(self) -> list[Any]:
+        return self._release() if self.held else []
 
     def on_eof(self) -> list[Any]:
         """A finite input ended (a test, a replay with a live generator): each held command leaves once its

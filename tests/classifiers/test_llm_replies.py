@@ -62,17 +62,23 @@ def wait_ready(gen: LLMReplyGenerator, handle: Any, limit_s: float = 10.0) -> No
         time.sleep(0.01)
 
 
+def write(server: Any, *drafts: ReplyDraft, **kw: Any) -> list[Any]:
+    """Each draft's answer from a generator on `server`, once ready; the generator closed after."""
+    gen = generator(server, **kw)
+    try:
+        handles = [gen.start(d) for d in drafts]
+        for h in handles:
+            wait_ready(gen, h)
+        return [gen.result(h) for h in handles]
+    finally:
+        gen.close()
+
+
 @pytest.mark.parametrize("server_type", [FakeOpenAIServer, FakeDashScopeServer])
 def test_a_reply_from_the_persona_the_conversation_and_the_passages(server_type: type) -> None:
     knowledge = FakeKnowledge()
     with server_type(default=text()) as server:
-        gen = generator(server, knowledge=knowledge)
-        try:
-            handle = gen.start(draft())
-            wait_ready(gen, handle)
-            answer = gen.result(handle)
-        finally:
-            gen.close()
+        [answer] = write(server, draft(), knowledge=knowledge)
         [seen] = server.requests
     assert (answer.text, answer.model, answer.passages, answer.error) == (
         ANSWER,
@@ -110,7 +116,7 @@ def test_a_slow_provider_is_ready_at_the_deadline_as_a_timeout() -> None:
 def test_errors_open_the_breaker_and_then_nothing_is_sent() -> None:
     with FakeOpenAIServer(default=http_error(500)) as server:
         gen = generator(server, failure_threshold=3)
-        try:
+        try:  # one after the other: each failure is counted before the next request
             answers = []
             for i in range(5):
                 handle = gen.start(draft(f"m{i}"))
@@ -131,25 +137,12 @@ def test_errors_open_the_breaker_and_then_nothing_is_sent() -> None:
 
 def test_a_failing_knowledge_base_leaves_the_reply_without_passages() -> None:
     with FakeOpenAIServer(default=text()) as server:
-        gen = generator(server, knowledge=FakeKnowledge(fail=True))
-        try:
-            handle = gen.start(draft())
-            wait_ready(gen, handle)
-            answer = gen.result(handle)
-        finally:
-            gen.close()
+        [answer] = write(server, draft(), knowledge=FakeKnowledge(fail=True))
     assert (answer.text, answer.passages) == (ANSWER, ())
 
 
 def test_requests_in_flight_stay_within_the_bound() -> None:
     with FakeOpenAIServer(default=text(delay_s=0.3)) as server:
-        gen = generator(server, in_flight=2)
-        try:
-            handles = [gen.start(draft(f"m{i}")) for i in range(6)]
-            for h in handles:
-                wait_ready(gen, h)
-            answers = [gen.result(h) for h in handles]
-        finally:
-            gen.close()
+        answers = write(server, *(draft(f"m{i}") for i in range(6)), in_flight=2)
         peak = server.max_in_flight
     assert all(a.text == ANSWER for a in answers) and peak == 2

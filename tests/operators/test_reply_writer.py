@@ -15,6 +15,7 @@ import pytest
 from operators.knowledge import Passage
 from operators.recordings import Recordings
 from operators.reply_writer import (
+    WAKE_S,
     GeneratedReply,
     ReplyDraft,
     ReplyWriterStep,
@@ -239,6 +240,22 @@ def test_a_late_answer_holds_its_command_and_event_never_the_flow(generator: Fak
     [cmd], [event], [record] = split(released)
     assert cmd.content == "@小王 您好，马上为您处理。" and released.index(cmd) < released.index(event)
     assert record.status == "ok" and not step.held
+
+
+def test_a_step_holding_commands_asks_to_be_woken_and_releases_them_then(generator: FakeGenerator) -> None:
+    generator.answers["m1"] = GeneratedReply("您好，马上为您处理。", "fake-model")
+    step = live(generator)
+    assert step.wake_after() is None  # nothing held: no wall-clock wake-ups
+    story(step)
+    assert step.wake_after() == WAKE_S and step.on_wake() == []  # not back yet
+    generator.ready_ids.add("m1")
+    [cmd], [event], [record] = split(step.on_wake())
+    assert (
+        cmd.content == "@小王 您好，马上为您处理。"
+        and event.data.reply == cmd.reply
+        and record.status == "ok"
+    )
+    assert step.wake_after() is None
 
 
 def test_a_withdrawn_reply_uses_no_answer(generator: FakeGenerator) -> None:
