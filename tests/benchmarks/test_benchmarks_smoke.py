@@ -37,7 +37,7 @@ SMOKE: dict[str, tuple[str, bool]] = {
     "bench_events.py": (r"[\d.]+ µs  decode raw record", False),
     "bench_pg_projection.py": (r"first write [\d.]+ s \([\d,]+ events/s\)", True),
     "bench_kb.py": (r"rjieba +weights .*: top-3 hit rate [\d.]+", True),
-    "bench_replies.py": (r"llm: [\d,]+ records/s", False),
+    "bench_replies.py": (r"llm, instant: [\d,]+ records/s", False),
     "bench_recorded_answers.py": (r"get \+ apply_answer for [\d,]+ messages +[\d.]+ s", False),
 }
 # Benchmarks whose smoke run is a test of their own area, with stronger assertions on its figures.

@@ -83,6 +83,13 @@ class SeenRequest:
         return "".join(m["content"] for m in messages if m["role"] == "user")
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    # The listen backlog: a class attribute, read when the constructor listens (set on the instance
+    # afterwards it changed nothing, and a burst of more than five connects waited for a SYN retry, 1 s).
+    request_queue_size = 128
+
+
 class FakeLLMServer:
     path = ""
 
@@ -118,9 +125,7 @@ class FakeLLMServer:
 
     def start(self) -> FakeLLMServer:
         handler = type("Handler", (_Handler,), {"fake": self})
-        httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        httpd.daemon_threads = True
-        httpd.request_queue_size = 128
+        httpd = _Server(("127.0.0.1", 0), handler)
         threading.Thread(
             target=httpd.serve_forever, args=(0.05,), name=f"fake-{type(self).__name__}", daemon=True
         ).start()
