@@ -66,6 +66,7 @@ class StepLogic(StatefulLogic[Any, Any, Any], Generic[S]):
         self.name = name
         self.step = step
         self.budget = budget
+        self._wake_after = getattr(step, "wake_after", None)  # asked after every item: looked up once
 
     def on_item(self, value: Any) -> tuple[list[Any], bool]:
         if isinstance(value, DlqRecord):
@@ -97,8 +98,9 @@ class StepLogic(StatefulLogic[Any, Any, Any], Generic[S]):
     def notify_at(self) -> datetime | None:
         # A step that holds items for a wall-clock wait (the reply writer's commands waiting for their LLM
         # answer) asks to be woken; every event-time step says None (time comes from ticks).
-        wake_after = getattr(self.step, "wake_after", None)
-        delay = wake_after() if wake_after is not None else None
+        if self._wake_after is None:
+            return None
+        delay = self._wake_after()
         return None if delay is None else datetime.now(UTC) + timedelta(seconds=delay)
 
     def on_notify(self) -> tuple[list[Any], bool]:
