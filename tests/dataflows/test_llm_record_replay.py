@@ -1,6 +1,6 @@
 """Replays reproduce what live decided with an LLM (issue 16 part 4), on the real broker and database: the
-live dataflow process, classifying with a local fake LLM, records every answer on worktool.llm (used
-ones and fallbacks: invalid, timeout); `worktool archive` includes them; `worktool replay` of that
+live dataflow process, classifying and writing replies with a local fake LLM and the shipped knowledge
+base, records every answer on worktool.llm (used ones and fallbacks: invalid, timeout); `worktool archive` includes them; `worktool replay` of that
 archive without any LLM configured gives the live run's events (its ai_call events aside: they describe
 provider calls, and a replay makes none), as does a sliced replay with an LLM configured, which is never
 asked; the archive without its recorded answers replays with the rules and says so."""
@@ -116,6 +116,7 @@ def test_a_live_run_with_an_llm_replays_to_the_same_events_from_its_recorded_ans
             llm_api_key="sk-test-recorded", llm_timeout_s=1.0,
         )  # fmt: skip
         live = settings_factory(**topics, config_path=config, **llm)
+        cli(env_for(live), "kb", "import", "--builtin")  # the replies quote the shipped knowledge base
         flow = spawn_dataflow(live, tmp_path / "dataflow.log")
         try:
             for body in SCRIPT:  # stamped as the gateway stamps: now
@@ -157,6 +158,7 @@ def test_a_live_run_with_an_llm_replays_to_the_same_events_from_its_recorded_ans
         replies = [a for a in answers if a["operation"] == "reply"]
         assert replies and all(a["status"] == "ok" and a["output"].endswith(REPLY) for a in replies)
         assert all(sent[a["key"]]["content"] == a["output"] and sent[a["key"]]["reply"]["source"] == "llm" for a in replies)  # fmt: skip
+        assert any(sent[a["key"]]["reply"]["passages"] for a in replies)  # with the passages it was given
         stamps = [to_utc(orjson.loads(x).get("received_at") or orjson.loads(x)["at"]) for x in lines]
         assert stamps == sorted(stamps)
 
