@@ -16,9 +16,12 @@ What a profile counts, and from which event:
     alert_raised / _escalated /         alerts raised by type; the open ones with their level
     _retriggered / _cancelled
 
-Then `customer_updated`, throttled in event time: at once if the profile's last one is at least
-`after_sales.profiles.update_minutes` old, else once when that interval is over (a timer), with what
-the profile is then. Replays give the same events: only event times and the shard's order decide.
+Then `customer_updated` when the profile's standing moved (`standing`: its health score and band, the
+funnel, open tasks and alerts, cooperation, the satisfaction trend; a message or a response time that
+moves none of them only updates the counts, which ride along with the next event), throttled in event
+time: at once if the profile's last one is at least `after_sales.profiles.update_minutes` old, else once
+when that interval is over (a timer), with what the profile is then. Replays give the same events: only
+event times and the shard's order decide.
 
 The health score (0-100) and its band are `health()`; the formula is in docs/rules.md §7.6.
 """
@@ -65,6 +68,7 @@ class Profile:
     scores: list[float] = field(default_factory=list)  # the latest scores, oldest first (the trend)
     waiting_since: datetime | None = None  # their oldest message no one answered yet
     emitted_at: datetime | None = None  # event time of the latest customer_updated
+    standing: tuple[Any, ...] | None = None  # `ProfileRules.standing` at the latest customer_updated
     due: int | None = None  # the pending PROFILE_DUE timer (changes since the latest event)
     responses: list[float] = field(default_factory=list)  # the latest response times, minutes
     needs: int = 0  # after-sales or private-operation messages (repeats included)
@@ -164,8 +168,8 @@ class ProfileRules:
         out: list[MonitorEvent] = []
         for name in changed:
             p = book.owners.get(name)
-            if p is None:
-                continue
+            if p is None or (p.standing is not None and p.standing == self.standing(p, at)):
+                continue  # only counts moved: they ride along with the next event
             if p.emitted_at is None or at - p.emitted_at >= self.every:
                 out.append(self._emit(book, clock, session_id, name, p, at))
             elif p.due is None:
@@ -274,7 +278,17 @@ class ProfileRules:
         p = book.owners.get(timer.payload)
         if p is None or p.due != timer.seq:
             return []
+        if p.standing == self.standing(p, timer.due):  # back where the latest event left it
+            p.due = None
+            return []
         return [self._emit(book, clock, timer.key, timer.payload, p, timer.due)]
+
+    def standing(self, p: Profile, at: datetime) -> tuple[Any, ...]:
+        """What makes a profile worth an event: its health, the funnel, its open tasks and alerts, the
+        cooperation and the satisfaction trend (a message count or a response time alone does not)."""
+        score, band = self.health(p, at)
+        return (score, band, p.needs, p.opened, p.completed, p.cancelled, tuple(p.tasks),
+                tuple(sorted(p.open_alerts.items())), p.responded, p.refused, p.timeouts, trend(p.scores))  # fmt: skip
 
     def _emit(
         self, book: ProfileBook, clock: ShardClock, session_id: str, name: str, p: Profile, at: datetime
@@ -283,7 +297,8 @@ class ProfileRules:
             clock.cancel(p.due)
             p.due = None
         p.emitted_at = at
-        score, band = self.health(p, at)
+        p.standing = self.standing(p, at)
+        score, band = p.standing[0], p.standing[1]
         responses = p.responses
         data = CustomerUpdated.make(
             user_name=name,

@@ -50,8 +50,9 @@ def test_changes_within_the_interval_come_once_when_it_ends_with_the_latest_stat
     assert (due.data.message_count, due.data.responses, due.data.avg_response_minutes) == (4, 1, 7.0)
     assert due.data.waiting_since is None and due.data.last_message_at == at(6)
     assert profiles(step.on_item(Tick(at(60)))) == []  # nothing changed since: nothing due
-    [later] = profiles(step.on_item(message("还有个问题", 61)))
-    assert later.message_count == 5 and later.waiting_since == at(61)  # > 10 min since the last: at once
+    assert profiles(step.on_item(message("还有个问题", 61))) == []  # a message alone moves only counts
+    [later] = profiles(step.on_item(message("扫码认证怎么弄", 62, message_type="chat_after_sales")))
+    assert later.message_count == 6 and later.waiting_since == at(61)  # a need, > 10 min on: at once
 
 
 def test_a_staff_answer_gives_every_waiting_owner_a_response_time(step) -> None:

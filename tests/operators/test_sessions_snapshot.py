@@ -276,8 +276,9 @@ def test_an_idle_session_is_sparse_in_the_snapshot() -> None:
     assert plain(step.snapshot())["sessions"]["group:E群"] == {
         "last_at": at(0), "message_count": 1, "robots": ["wt_day"], "last_sender_type": "user",
         # the owner's profile: first and last seen, group, messages by type, satisfaction and its scores,
-        # waiting since, customer_updated at; the rest at its defaults is left out
-        "profiles": {"用户甲": (at(0), at(0), "E群", {"chat_daily": 1}, 0.5, [0.5], at(0), at(0))},
+        # waiting since, customer_updated at and the standing it told; the rest at its defaults is left out
+        "profiles": {"用户甲": (at(0), at(0), "E群", {"chat_daily": 1}, 0.5, [0.5], at(0), at(0),
+                               (83, "healthy", 0, 0, 0, 0, (), (), 0, 0, 0, None))},
     }  # fmt: skip
 
 
