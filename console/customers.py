@@ -18,7 +18,7 @@ from psycopg.rows import dict_row
 from pydantic import BaseModel, ConfigDict
 
 from console.actions import ActionError, AlertRow
-from console.auth import AUTH_ERRORS, Principal, require
+from console.auth import AUTH_ERRORS
 from console.common import (
     DEFAULT_LIMIT,
     FilterText,
@@ -31,13 +31,11 @@ from console.common import (
     pool_of,
     read_page,
 )
-from console.permissions import Permission
-from console.reads import SessionMessage
+from console.reads import Reader, SessionMessage
 from console.tasks import TASK_COLUMNS, TaskRow, business, with_due
 from worktool.events import OpenTask
 from worktool.models import UtcDatetime, utc_now
 
-Reader = Annotated[Principal, require(Permission.READ)]
 HISTORY = 50  # the owner's latest messages on the customer page
 LINKED = 100  # their latest tasks and alerts
 

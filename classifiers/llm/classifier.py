@@ -331,28 +331,20 @@ class LLMClassifier:
     def _answer_record(self, call: _Call) -> LlmRecord:
         if call.answer is None or call.completion is None:
             return self._fallback(call.message, call.status, call.error, call.scores_reply)
-        m = call.message
-        return LlmRecord(
-            operation=OPERATION,
-            key=m.message_id,
-            at=m.received_at,
-            status="ok",
-            provider=self._provider.name,
-            model=self._provider.model,
-            output=call.completion.text,  # verbatim: the replay parses exactly what live parsed
-            detail={"scores_reply": call.scores_reply},
-        )
+        # verbatim: the replay parses exactly what live parsed
+        return self._llm_record(call.message, "ok", call.completion.text, {"scores_reply": call.scores_reply})
 
     def _fallback(self, m: Message, reason: str, error: str | None, scores_reply: bool) -> LlmRecord:
+        detail = {"reason": reason, "error": self._redact(error), "scores_reply": scores_reply}
+        return self._llm_record(m, "fallback", None, detail)
+
+    def _llm_record(
+        self, m: Message, status: Literal["ok", "fallback"], output: str | None, detail: dict
+    ) -> LlmRecord:
         return LlmRecord(
-            operation=OPERATION,
-            key=m.message_id,
-            at=m.received_at,
-            status="fallback",
-            provider=self._provider.name,
-            model=self._provider.model,
-            detail={"reason": reason, "error": self._redact(error), "scores_reply": scores_reply},
-        )
+            operation=OPERATION, key=m.message_id, at=m.received_at, status=status,
+            provider=self._provider.name, model=self._provider.model, output=output, detail=detail,
+        )  # fmt: skip
 
     def _keep_answers(self, records: Iterable[LlmRecord]) -> None:
         with self._logs_lock:
