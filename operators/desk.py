@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from typing import Any
@@ -165,6 +166,42 @@ class DeskPolicy:
         return sorted(starts)
 
 
+class WaitingQueue:
+    """The unassigned tasks in the order they are served: urgent first, then oldest (then by id).
+    Membership and removal by id in O(log n): a busy day leaves tens of thousands of tasks waiting
+    where nobody is on duty, and a list's `in` and `remove` made the desk of a 1 M-record replay
+    quadratic (85 s of its 110 s)."""
+
+    def __init__(self, tasks: Iterable[DeskTask] = ()) -> None:
+        self._keys: dict[str, tuple[int, datetime, str]] = {}
+        self._order: list[tuple[int, datetime, str]] = []  # sorted; a key ends with its task id
+        for task in tasks:
+            self.add(task)
+
+    def add(self, task: DeskTask) -> None:
+        key = (PRIORITY_RANK.get(task.priority, 9), task.opened_at, task.task_id)
+        self._keys[task.task_id] = key
+        bisect.insort(self._order, key)
+
+    def discard(self, task_id: str) -> bool:
+        """Take the task out; False if it was not waiting."""
+        key = self._keys.pop(task_id, None)
+        if key is None:
+            return False
+        del self._order[bisect.bisect_left(self._order, key)]
+        return True
+
+    def ids(self) -> list[str]:
+        """The waiting task ids in serving order (a copy)."""
+        return [key[2] for key in self._order]
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._keys
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+
 class DeskStep:
     def __init__(self, policy: DeskPolicy) -> None:
         self.policy = policy
@@ -174,7 +211,7 @@ class DeskStep:
         self.pending: list[_Due] = []  # waiting for the watermark
         self.tasks: dict[str, DeskTask] = {}  # open tasks
         self.members: dict[str, Member] = {}
-        self.waiting: list[str] = []  # unassigned task ids, in the order they are served
+        self.waiting = WaitingQueue()  # unassigned tasks, in the order they are served
         self._owned: dict[tuple[str | None, str | None], list[str]] = {}  # (session, owner) -> open task ids
         self.assignments = 0
         self.alerts: dict[str, Alert] = {}  # the supervisor's no_staff_available alert
@@ -364,8 +401,7 @@ class DeskStep:
                 self.day.person(task.assignee)["completed"] += 1
         else:
             self.day.cancelled += 1
-        if task.task_id in self.waiting:
-            self.waiting.remove(task.task_id)
+        if self.waiting.discard(task.task_id):
             return self._waiting_changed(event.event_time)
         if task.assignee is not None:
             member = self.members.get(task.assignee)
@@ -395,7 +431,7 @@ class DeskStep:
         name = self._choose(task, at)
         if name is not None:
             return self._assign(task, name, at, auto=True)
-        bisect.insort(self.waiting, task.task_id, key=lambda tid: self._queue_key(self.tasks[tid]))
+        self.waiting.add(task)
         content = (
             f"{self._label(task)}任务无人可接（{self._where(task)}），等待中的任务 {len(self.waiting)} 个"
         )
@@ -403,10 +439,6 @@ class DeskStep:
             alert_type="no_staff_available", subject=DESK_KEY, at=at, session_id=DESK_KEY, content=content
         )
         return list(self.policy.alerts.trigger(self.alerts, self.clock, trigger))
-
-    @staticmethod
-    def _queue_key(task: DeskTask) -> tuple[int, datetime, str]:
-        return (PRIORITY_RANK.get(task.priority, 9), task.opened_at, task.task_id)
 
     def _choose(self, task: DeskTask, at: datetime) -> str | None:
         policy = self.policy
@@ -469,12 +501,12 @@ class DeskStep:
         if not self.waiting:
             return []
         out: list[Out] = []
-        for task_id in list(self.waiting):
+        for task_id in self.waiting.ids():
             task = self.tasks[task_id]
             name = self._choose(task, at)
             if name is None:
-                continue  # a task needing a busier skill waits; a later one may still fit someone
-            self.waiting.remove(task_id)
+                break  # who may take a task does not depend on the task (a skill only ranks): nobody now
+            self.waiting.discard(task_id)
             out += self._assign(task, name, at, auto=True)
         return out + self._waiting_changed(at)
 
@@ -520,8 +552,7 @@ class DeskStep:
             task = self.tasks.get(rec.task_id)
             if task is None or task.assignee == rec.staff_name:
                 return []
-            if task.task_id in self.waiting:
-                self.waiting.remove(task.task_id)
+            if self.waiting.discard(task.task_id):
                 return self._assign(
                     task, rec.staff_name, rec.at, auto=False, by=rec.actor
                 ) + self._waiting_changed(rec.at)
@@ -573,7 +604,7 @@ class DeskStep:
             "pending": [(d.at, d.kind, d.ident, _plain_item(d.item)) for d in self.pending],
             "tasks": {tid: _task_plain(t) for tid, t in self.tasks.items()},
             "members": {n: (m.status, list(m.open_tasks), m.last_assigned) for n, m in self.members.items()},
-            "waiting": list(self.waiting),
+            "waiting": self.waiting.ids(),
             "assignments": self.assignments,
             "alerts": {k: a.snapshot() for k, a in self.alerts.items()},
             "applied": list(self.applied),
@@ -595,7 +626,7 @@ class DeskStep:
         for task in step.tasks.values():
             step._own(task)
         step.members = {n: Member(s, list(o), last) for n, (s, o, last) in data["members"].items()}
-        step.waiting = list(data["waiting"])
+        step.waiting = WaitingQueue(step.tasks[tid] for tid in data["waiting"])
         step.assignments = data["assignments"]
         step.alerts = {k: Alert.restore(a) for k, a in data["alerts"].items()}
         step.applied = list(data["applied"])

@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from operators.alerts import AlertRules
-from operators.desk import DeskPolicy, DeskStep
+from operators.desk import DeskPolicy, DeskStep, DeskTask, WaitingQueue
 from operators.timers import Tick
 from worktool.config import BusinessConfig
 from worktool.events import (
@@ -422,3 +422,35 @@ def test_the_flow_hands_the_desk_one_item_per_tick_and_keeps_each_shards_order()
     step = desk()
     decided = run(step, [v for _, v in _to_desk([("0", event), ("0", Tick(at(5))), ("1", Tick(at(5)))])])
     assert assigned(decided) == [("t1", "售后小王")]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.booleans(),
+            st.integers(0, 30),
+            st.sampled_from(["urgent", "high", "normal", "low"]),
+            st.integers(0, 5),
+        ),
+        max_size=60,
+    )
+)
+def test_the_waiting_queue_serves_urgent_then_oldest_as_a_sorted_list_would(ops):
+    queue, naive, tasks = WaitingQueue(), [], {}
+    for add, n, priority, minute in ops:
+        tid = f"t{n:02d}"
+        if add and tid not in tasks:
+            tasks[tid] = DeskTask(tid, "account", priority, T0 + timedelta(minutes=minute))
+            queue.add(tasks[tid])
+            naive.append(tid)
+        elif not add:
+            assert queue.discard(tid) == (tid in naive)
+            if tid in naive:
+                naive.remove(tid)
+                del tasks[tid]
+    rank = {"urgent": 0, "high": 1, "normal": 2, "low": 3}
+    expected = sorted(naive, key=lambda t: (rank[tasks[t].priority], tasks[t].opened_at, t))
+    assert queue.ids() == expected and len(queue) == len(expected)
+    assert all(t in queue for t in expected) and "nobody" not in queue
+    assert WaitingQueue(tasks[t] for t in reversed(expected)).ids() == expected  # as a restore rebuilds it
