@@ -121,12 +121,15 @@ def replay_archive(
                 f.writelines(line + b"\n" for _, line in load_archive(path))
             scan = replace(scan, in_order=True)
         outs = [Path(tmp) / f"events-{i}.jsonl" for i in range(workers)]
-        rejected, cpu, answers.used = _run_slices(source, outs, settings, scan, on_progress, until)
+        desk = SliceDesk(outs, settings)
+        rejected, cpu, answers.used = _run_slices(
+            source, outs, settings, scan, on_progress, until, on_poll=desk.feed
+        )
         if worker_cpu is not None:
             worker_cpu.extend(cpu)
         desk_events = Path(tmp) / "events-desk.jsonl"
         with desk_events.open("wb") as f:
-            run_desk(outs, f, settings)
+            desk.finish(f)
         merge_events([*outs, desk_events], out)
     out.flush()
     return scan.records, rejected
@@ -188,33 +191,64 @@ def desk_line(item: tuple[str, tuple[str, Any]]) -> bytes:
     return b"%s\t%s\t%s" % (shard.encode(), kind, value.to_json())
 
 
-def run_desk(slices: list[Path], out: IO[bytes], settings: Settings) -> None:
-    """The desk over every slice's inputs, with the last watermark each shard reached: the same
-    decisions as the desk of a one-worker replay (operators/desk.py acts in event time only)."""
-    config = load_config(settings.config_path)
-    policy = DeskPolicy(
-        config, SessionPolicy(config).alerts, settings.shards, feishu=settings.feishu_configured
-    )
-    desk = DeskStep(policy)
-    marks: dict[str, datetime] = {}
-    written: list[bytes] = []
-    for path in slices:
-        with desk_inputs_path(path).open("rb") as f:
-            for line in f:
-                shard, kind, payload = line.rstrip(b"\n").split(b"\t", 2)
-                key = shard.decode()
-                if kind == b"tick":
-                    at = to_utc(payload.decode())
-                    for one in key.split(","):
-                        marks[one] = max(marks.get(one, at), at)
-                    continue
-                value = (
-                    ControlRecord.model_validate_json(payload) if kind == b"control" else parse_event(payload)
-                )
-                written += [o.to_json() for o in desk.on_item((key, value)) if isinstance(o, MonitorEvent)]
-    for key, at in sorted(marks.items()):
-        written += [o.to_json() for o in desk.on_item((key, Tick(at))) if isinstance(o, MonitorEvent)]
-    out.writelines(line + b"\n" for line in written)
+class SliceDesk:
+    """The desk of a sliced replay, fed while the slices run: each slice's desk inputs (its shards'
+    task events, desk controls and ticks) are read as they are written, whole lines only, each file in
+    its own order. The desk's decisions depend on its inputs and their times, never on how the shards'
+    inputs interleave (operators/desk.py), so this decides as one worker's desk does, and its work
+    overlaps the slices' instead of following it. Every slice ticks every shard (ArchiveSlice); a
+    shard's watermark is taken from the slice that owns it, whose ticks come in order with its items."""
+
+    def __init__(self, slices: list[Path], settings: Settings) -> None:
+        config = load_config(settings.config_path)
+        policy = DeskPolicy(
+            config, SessionPolicy(config).alerts, settings.shards, feishu=settings.feishu_configured
+        )
+        self.desk = DeskStep(policy)
+        self.paths = [desk_inputs_path(p) for p in slices]
+        self.files: dict[Path, IO[bytes]] = {}
+        self.partial: dict[Path, bytes] = {}
+        self.written: list[bytes] = []
+
+    def feed(self) -> None:
+        """Take what the slices have written since the last call."""
+        for path in self.paths:
+            f = self.files.get(path)
+            if f is None:
+                if not path.exists():
+                    continue  # that slice has not started yet
+                f = self.files[path] = path.open("rb")
+            chunk = f.read()
+            if not chunk:
+                continue
+            *lines, self.partial[path] = (self.partial.get(path, b"") + chunk).split(b"\n")
+            index = self.paths.index(path)
+            for line in lines:
+                self._take(index, line)
+
+    def _take(self, index: int, line: bytes) -> None:
+        shard, kind, payload = line.split(b"\t", 2)
+        key = shard.decode()
+        if kind == b"tick":
+            owned = tuple(s for s in key.split(",") if int(s) % len(self.paths) == index)
+            if not owned:
+                return
+            item: tuple[Any, Any] = (owned, Tick(to_utc(payload.decode())))
+        elif kind == b"control":
+            item = (key, ControlRecord.model_validate_json(payload))
+        else:
+            item = (key, parse_event(payload))
+        self.written += [o.to_json() for o in self.desk.on_item(item) if isinstance(o, MonitorEvent)]
+
+    def finish(self, out: IO[bytes]) -> None:
+        """After the slices have ended: the rest of their inputs, then the desk's events to `out`."""
+        self.feed()
+        for path, rest in self.partial.items():
+            if rest:
+                raise ReplayError(f"{path.name} ends inside a line: a replay worker did not finish it")
+        for f in self.files.values():
+            f.close()
+        out.writelines(line + b"\n" for line in self.written)
 
 
 def _slice_main(
@@ -252,6 +286,7 @@ def _run_slices(
     scan: ArchiveScan,
     on_progress: Callable[[int], None] | None,
     until: datetime | None,
+    on_poll: Callable[[], None] | None = None,
 ) -> tuple[list[DlqRecord], list[float], int]:
     # Processes, not threads: the flow is Python and threads would share one GIL. Spawned, not forked:
     # a fork of a process that runs threads (rich's progress, a classifier's client) is not safe.
@@ -296,6 +331,8 @@ def _run_slices(
             if on_progress is not None and now > seen:
                 on_progress(now - seen)
             seen = now
+            if on_poll is not None:
+                on_poll()
         failed = [(i, err) for i, (_, err, _, _) in sorted(reported.items()) if err is not None]
         if failed:
             raise ReplayError(f"replay worker {failed[0][0]} failed: {failed[0][1]}")

@@ -10,6 +10,7 @@ import random
 import subprocess
 import sys
 from collections import defaultdict
+from contextlib import ExitStack
 from datetime import timedelta
 from pathlib import Path
 
@@ -18,7 +19,14 @@ import pytest
 
 from benchmarks.make_sample_day import big_day
 from dataflows.flow import _route_input, parse_all
-from dataflows.replay import PartitionMerge, replay_archive
+from dataflows.replay import (
+    PartitionMerge,
+    ReplayError,
+    SliceDesk,
+    _run_slices,
+    desk_inputs_path,
+    replay_archive,
+)
 from dataflows.sources import ArchiveSlice, archive_items, conversation_of, scan_archive
 from infra.archive_io import ArchiveError, iter_lines, open_writer
 from operators.gaps import SeqMark
@@ -115,6 +123,42 @@ def test_two_workers_write_the_same_events_as_one(tmp_path, day, one_worker) -> 
     two = out.read_bytes().splitlines()
     assert sorted(two) == sorted(one_worker)  # the same events (none lost, none doubled)
     assert by_conversation(two) == by_conversation(one_worker)  # in the same order per conversation
+
+
+def test_the_desk_fed_while_the_slices_write_decides_as_the_desk_fed_at_the_end(tmp_path, day) -> None:
+    """The parent's desk reads the slices' desk inputs as they grow (whole lines, any chunking, the
+    slices interleaved): the same events as reading them once they are complete; a file that ends
+    inside a line is an error, not a silently shorter replay."""
+    outs = [tmp_path / f"events-{i}.jsonl" for i in range(2)]
+    _run_slices(day, outs, settings(), scan_archive(day), None, UNTIL)
+    desk_at_end = SliceDesk(outs, settings())
+    at_end = io.BytesIO()
+    desk_at_end.finish(at_end)
+    assert b'"task_created"' in b"".join(desk_inputs_path(p).read_bytes() for p in outs)
+    assert at_end.getvalue().count(b"\n") > 10  # the day's tasks get assigned and reported
+
+    rng = random.Random(7)
+    growing = [tmp_path / f"growing-{i}.jsonl" for i in range(2)]
+    contents = [desk_inputs_path(p).read_bytes() for p in outs]
+    desk = SliceDesk(growing, settings())
+    desk.feed()  # before any slice has started: nothing to read
+    written = [0, 0]
+    with ExitStack() as stack:
+        files = [stack.enter_context(desk_inputs_path(g).open("wb")) for g in growing]
+        while written != [len(c) for c in contents]:
+            i = rng.randrange(2)
+            n = min(len(contents[i]) - written[i], rng.randrange(1, 20_000))
+            files[i].write(contents[i][written[i] : written[i] + n])
+            files[i].flush()
+            written[i] += n
+            desk.feed()
+    fed_while_growing = io.BytesIO()
+    desk.finish(fed_while_growing)
+    assert fed_while_growing.getvalue() == at_end.getvalue()
+
+    desk_inputs_path(growing[1]).write_bytes(contents[1][:-5])  # a slice that stopped mid-line
+    with pytest.raises(ReplayError, match="ends inside a line"):
+        SliceDesk(growing, settings()).finish(io.BytesIO())
 
 
 def test_each_slice_takes_whole_conversations_and_every_tick(day) -> None:
