@@ -102,6 +102,9 @@ class FlowOptions:
     # Live LLM replies (classifiers/llm/replies.py): the reply writer step after the sessions step turns
     # planned template replies into LLM replies. None: templates (or, in a replay, the recorded replies).
     reply_generator: ReplyGenerator | None = None
+    # False: the flow runs without recovery (a replay), so its stateful steps build no snapshots (bytewax
+    # asks for them at every epoch all the same, and drops them).
+    snapshots: bool = True
 
     @classmethod
     def from_settings(cls, settings: Settings, config: BusinessConfig) -> FlowOptions:
@@ -354,7 +357,7 @@ def build_flow(
     """The one dataflow. `extra_events` (e.g. the LLM classifier's call logs) is drained after each
     classify batch and emitted as monitor events."""
     opts = options or FlowOptions()
-    budget = opts.budget
+    budget, snaps = opts.budget, opts.snapshots
     flow = Dataflow(flow_id)
     if not isinstance(sources, list):
         sources = [sources]
@@ -369,19 +372,19 @@ def build_flow(
     marks = op.flat_map("gap_key", marks, lambda t: t[1] if with_gaps else [])
     gaps = op.stateful(
         "gaps", marks,
-        builder("gaps", lambda: GapStep(grace, policy.alerts), lambda snap: GapStep.restore(grace, policy.alerts, snap)),
+        builder("gaps", lambda: GapStep(grace, policy.alerts), lambda snap: GapStep.restore(grace, policy.alerts, snap), None, snaps),
     )  # fmt: skip
 
     # DLQ records (parse, dedup, classify) pass the keyed steps untouched and leave in `route`.
     window = opts.dedup_window
     deduped = op.stateful(
         "dedup", keyed,
-        builder("dedup", lambda: DedupStep(window), lambda snap: DedupStep.restore(window, snap), budget),
+        builder("dedup", lambda: DedupStep(window), lambda snap: DedupStep.restore(window, snap), budget, snaps),
     )  # fmt: skip
     classified = op.flat_map_batch("classify", deduped, _classify_batch(classifier, budget))
     outputs = op.stateful(
         "sessions", classified,
-        builder("sessions", lambda: SessionStep(policy), lambda snap: SessionStep.restore(policy, snap), budget),
+        builder("sessions", lambda: SessionStep(policy), lambda snap: SessionStep.restore(policy, snap), budget, snaps),
     )  # fmt: skip
     # LLM replies (operators/reply_writer.py), live or recorded; without either the templates go out as
     # planned and the step is left out.
@@ -389,7 +392,7 @@ def build_flow(
     if generator is not None or recordings.count("reply"):
         writer_policy = WriterPolicy(opts.config, opts.config.replies.llm_context_messages)
 
-        outputs = op.stateful("replies", outputs, writer_builder(writer_policy, generator, recordings))
+        outputs = op.stateful("replies", outputs, writer_builder(writer_policy, generator, recordings, snaps))
 
     # The after-sales desk (operators/desk.py): one key, fed by every shard's task events, forwarded
     # desk controls and ticks; a slice of `worktool replay --workers` collects them for its parent.
@@ -398,7 +401,7 @@ def build_flow(
         desk_policy = DeskPolicy(opts.config, policy.alerts, opts.shards, feishu=opts.feishu)
         desk = op.stateful(
             "desk", desk_in,
-            builder("desk", lambda: DeskStep(desk_policy), lambda snap: DeskStep.restore(desk_policy, snap)),
+            builder("desk", lambda: DeskStep(desk_policy), lambda snap: DeskStep.restore(desk_policy, snap), None, snaps),
         )  # fmt: skip
         values = op.merge("with_gaps", outputs, gaps, desk)
     else:

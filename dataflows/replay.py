@@ -44,6 +44,10 @@ from worktool.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 
+# A replay runs without recovery: nothing is resumed from an epoch, so it needs none but the one that ends it.
+REPLAY_EPOCH = timedelta(days=365)
+
+
 class ReplayError(RuntimeError):
     """A replay of several workers that could not finish (a worker failed)."""
 
@@ -157,7 +161,11 @@ def _replay(
             scan=scan,
         )
         sinks = FlowSinks(events=[JsonlSink(out)], dlq=[TestingSink(rejected)])
-        options = replace(FlowOptions.from_settings(settings, config), recordings=scan.recordings)
+        # No recovery in a replay: no snapshots, and one epoch for the whole archive (bytewax closes an
+        # epoch every 10 s of wall time by default, asking every touched key for a snapshot each time).
+        options = replace(
+            FlowOptions.from_settings(settings, config), recordings=scan.recordings, snapshots=False
+        )
         with ExitStack() as stack:
             if part is not None:
                 # The desk needs every slice's tasks: each slice writes what it would have fed it.
@@ -165,7 +173,7 @@ def _replay(
                 sinks.desk_inputs.append(LineSink(desk_out, desk_line))
                 options = replace(options, desk="collect", gaps=part.marks)
             flow = build_flow(source, sinks, classifier, options, extra_events=call_log_events(classifier))
-            run_main(flow)
+            run_main(flow, epoch_interval=REPLAY_EPOCH)
     finally:
         close_classifier(classifier)
     return rejected, getattr(classifier, "used", 0)

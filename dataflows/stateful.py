@@ -62,10 +62,11 @@ def describe(item: Any) -> str:
 class StepLogic(StatefulLogic[Any, Any, Any], Generic[S]):
     """Feeds one shard's items to its step; snapshots the step's plain data."""
 
-    def __init__(self, name: str, step: S, budget: StepBudget | None = None) -> None:
+    def __init__(self, name: str, step: S, budget: StepBudget | None = None, snapshots: bool = True) -> None:
         self.name = name
         self.step = step
         self.budget = budget
+        self.snapshots = snapshots  # False: a flow run without recovery (a replay) asks for none
         self._wake_after = getattr(step, "wake_after", None)  # asked after every item: looked up once
 
     def on_item(self, value: Any) -> tuple[list[Any], bool]:
@@ -112,26 +113,35 @@ class StepLogic(StatefulLogic[Any, Any, Any], Generic[S]):
         return (flush() if flush is not None else []), StatefulLogic.RETAIN
 
     def snapshot(self) -> Any:
-        return self.step.snapshot()
+        # bytewax asks every touched key for its snapshot at every epoch, with or without a recovery
+        # store; a flow without one (a replay) throws them away, so it builds none.
+        return self.step.snapshot() if self.snapshots else None
 
 
 def builder(
-    name: str, new: Callable[[], S], restore: Callable[[Any], S], budget: StepBudget | None = None
+    name: str,
+    new: Callable[[], S],
+    restore: Callable[[Any], S],
+    budget: StepBudget | None = None,
+    snapshots: bool = True,
 ) -> Callable[[Any], StepLogic[S]]:
-    """`op.stateful` builder: a fresh step for a new shard, or one restored from its snapshot."""
+    """`op.stateful` builder: a fresh step for a new shard, or one restored from its snapshot.
+    `snapshots=False`: the flow runs without recovery, its steps' snapshots are never built."""
 
     def build(resume_state: Any) -> StepLogic[S]:
-        return StepLogic(name, new() if resume_state is None else restore(resume_state), budget)
+        step = new() if resume_state is None else restore(resume_state)
+        return StepLogic(name, step, budget, snapshots)
 
     return build
 
 
 def writer_builder(
-    policy: WriterPolicy, generator: ReplyGenerator | None, recordings: Recordings
+    policy: WriterPolicy, generator: ReplyGenerator | None, recordings: Recordings, snapshots: bool = True
 ) -> Callable[[Any], StepLogic[ReplyWriterStep]]:
     """The reply writer's builder (operators/reply_writer.py): no step budget (it never waits)."""
     return builder(
         "replies",
         lambda: ReplyWriterStep(policy, generator, recordings),
         lambda snap: ReplyWriterStep.restore(policy, generator, recordings, snap),
+        snapshots=snapshots,
     )
