@@ -103,7 +103,8 @@ def replay_archive(
     LLM answers (`RecordedAnswers`) before the replay runs, the same object gets `used` once it has run.
     Raises `ArchiveError` for a corrupt or truncated compressed archive, before any record is replayed."""
     settings = settings or get_settings()
-    scan = scan_archive(path)  # also reads the recorded LLM answers
+    # Also reads the recorded LLM answers, and for several workers where each record goes.
+    scan = scan_archive(path, (settings.shards, workers) if workers > 1 else None)
     answers = RecordedAnswers.of(scan.recordings)
     log.info("%s", answers.describe())
     if on_answers is not None:
@@ -123,7 +124,7 @@ def replay_archive(
             source = Path(tmp) / "sorted.jsonl"
             with source.open("wb") as f:
                 f.writelines(line + b"\n" for _, line in load_archive(path))
-            scan = replace(scan, in_order=True)
+            scan = replace(scan, in_order=True, routes=None)  # each worker finds its records itself
         outs = [Path(tmp) / f"events-{i}.jsonl" for i in range(workers)]
         rejected, cpu, answers.used = _run_slices(source, outs, settings, scan, on_progress, until)
         if worker_cpu is not None:
@@ -265,6 +266,7 @@ def _run_slices(
     # a fork of a process that runs threads (rich's progress, a classifier's client) is not safe.
     ctx = multiprocessing.get_context("spawn")
     n = len(outs)
+    routes, scan = scan.routes, replace(scan, routes=None)  # each worker gets its own
     done = ctx.Array("q", n, lock=False)
     results = ctx.Queue()
     procs = [
@@ -272,7 +274,9 @@ def _run_slices(
             target=_slice_main,
             args=(
                 path,
-                ArchiveSlice(i, n, settings.shards, marks=i == 0),
+                ArchiveSlice(
+                    i, n, settings.shards, marks=i == 0, routes=routes.for_slice(i) if routes else None
+                ),
                 outs[i],
                 settings,
                 scan,
