@@ -8,12 +8,14 @@ Like every dataflow output these are at-least-once: events re-emitted after a re
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Gauge, Histogram
 
 from worktool.events import (
+    EVENT_TYPES,
     AiCall,
     AlertCancelled,
     AlertEscalated,
@@ -79,16 +81,25 @@ _COUNTERS: dict[str, Any] = {}  # event name -> its child of MONITOR_EVENTS (lab
 
 
 def observe_events(events: list[MonitorEvent]) -> None:
-    """Count a batch of monitor events (the flow's `route` step calls it once per batch)."""
-    names = Counter(e.event for e in events)
-    for name, n in names.items():
-        child = _COUNTERS.get(name)
-        if child is None:
-            child = _COUNTERS[name] = MONITOR_EVENTS.labels(name)
-        child.inc(n)
-    for e in events:
-        if type(e.data) in _RARE:
-            _observe_data(e)
+    """Count a batch of monitor events (the flow's `route` step calls it once per batch): by type, since a
+    typed envelope's event is its type's (worktool/events.py `EVENT_TYPES`); the data of the envelopes
+    that can carry a type with metrics of its own is looked at one by one, in order."""
+    by_type = Counter(map(type, events))
+    rare: set[type] = set()
+    for t, n in by_type.items():
+        envelope = _ENVELOPES.get(t) or _envelope(t)
+        if envelope.counter is not None:
+            envelope.counter.inc(n)
+        else:  # not a typed envelope: by each event's name
+            for e in events:
+                if type(e) is t:
+                    _counter(e.event).inc()
+        if envelope.rare:
+            rare.add(t)
+    if rare:
+        for e in events:
+            if type(e) in rare and type(e.data) in _RARE:
+                _observe_data(e)
 
 
 def observe_event(_step_id: str, event: MonitorEvent) -> None:
@@ -130,6 +141,34 @@ def _observe_data(event: MonitorEvent) -> None:
 _RARE = frozenset(
     {*_TRANSITIONS, *_COMMAND_STATUS, CommandResult, RobotStatus, RobotHealth, PipelineGap, AiCall}
 )
+
+
+@dataclass(frozen=True)
+class _Envelope:
+    counter: Any  # the child of MONITOR_EVENTS of its event; None: not a typed envelope (look at each)
+    rare: bool  # its data may be of a type of `_RARE`
+
+
+_ENVELOPES: dict[type, _Envelope] = {}
+
+
+def _counter(name: str) -> Any:
+    child = _COUNTERS.get(name)
+    if child is None:
+        child = _COUNTERS[name] = MONITOR_EVENTS.labels(name)
+    return child
+
+
+def _envelope(t: type) -> _Envelope:
+    name = next((n for n, envelope in EVENT_TYPES.items() if envelope is t), None)
+    if name is None:
+        found = _Envelope(None, True)
+    else:
+        data = t.model_fields["data"].annotation  # the event's model (or a subclass) is its data
+        rare = not isinstance(data, type) or any(issubclass(r, data) for r in _RARE)
+        found = _Envelope(_counter(name), rare)
+    _ENVELOPES[t] = found
+    return found
 
 
 __all__ = ["observe_event", "observe_events"]

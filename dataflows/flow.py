@@ -48,7 +48,7 @@ from operators.sessions import SessionPolicy, SessionStep, subject_of
 from operators.shard import ClassifiedMessage, ParsedMessage, RobotRecord, RobotSighting, robot_key, shard_for
 from operators.timers import Tick
 from worktool.config import BusinessConfig
-from worktool.events import MonitorEvent
+from worktool.events import EVENT_TYPES, MonitorEvent
 from worktool.models import (
     RESULT_KINDS,
     AcceptedBody,
@@ -289,21 +289,49 @@ def _route_output(
     return route
 
 
+def _desk_kinds() -> dict[type, int]:
+    """How `_to_desk` treats an output by its type: a typed event envelope's event is its type's
+    (worktool/events.py `EVENT_TYPES`), so whether the desk takes it is known by type."""
+    kinds: dict[type, int] = {Tick: _TICK}
+    for name, envelope in EVENT_TYPES.items():
+        kinds[envelope] = _FOR_DESK if name in DESK_EVENTS else _NOT_FOR_DESK
+    return kinds
+
+
+_NOT_FOR_DESK, _TICK, _FOR_DESK, _LOOK = 0, 1, 2, 3
+_DESK_KINDS = _desk_kinds()
+
+
+def _desk_kind(t: type) -> int:
+    """An output type `_DESK_KINDS` does not know: ticks, events and control records are looked at one by
+    one (a bare MonitorEvent names its event), anything else is not the desk's."""
+    kind = _TICK if issubclass(t, Tick) else _LOOK if issubclass(t, MonitorEvent | ControlRecord) else 0
+    _DESK_KINDS[t] = kind
+    return kind
+
+
 def _to_desk(batch: list[tuple[str, Any]]) -> list[tuple[str, tuple[str, Any]]]:
     """The sessions step's outputs (a shard's list of them, or one) the desk takes, keyed to it: each
     shard's ticks (its watermark), task events and the control records of the session "desk" (the desk's
     actions and its alert's) that the sessions step forwarded."""
     out: list[tuple[str, tuple[Any, Any]]] = []
     ticked: dict[Tick, list[str]] = {}  # one item for the shards that passed the same tick (idle: all)
+    kinds = _DESK_KINDS
     for shard, vs in batch:
         for v in vs if type(vs) is list else (vs,):
-            if isinstance(v, Tick):
+            kind = kinds.get(type(v))
+            if kind is None:
+                kind = _desk_kind(type(v))
+            if not kind:
+                continue
+            if kind == _TICK:
                 if (held := ticked.get(v)) is None:
                     ticked[v] = [shard]
                 else:
                     held.append(shard)
-            elif (isinstance(v, MonitorEvent) and v.event in DESK_EVENTS) or (
-                isinstance(v, ControlRecord) and v.session_id == DESK_KEY
+            elif kind == _FOR_DESK or (
+                (isinstance(v, MonitorEvent) and v.event in DESK_EVENTS)
+                or (isinstance(v, ControlRecord) and v.session_id == DESK_KEY)
             ):
                 if ticked:  # a shard's tick before this item stays before it
                     out.extend((DESK_KEY, (tuple(shards), tick)) for tick, shards in ticked.items())
