@@ -108,6 +108,16 @@ def observe_event(_step_id: str, event: MonitorEvent) -> None:
     _observe_data(event)
 
 
+_CHILDREN: dict[tuple[Any, tuple[str, ...]], Any] = {}  # (metric, labels) -> its child (nothing removes one)
+
+
+def _child(metric: Any, *labels: str) -> Any:
+    child = _CHILDREN.get((metric, labels))
+    if child is None:
+        child = _CHILDREN[(metric, labels)] = metric.labels(*labels)
+    return child
+
+
 def _observe_data(event: MonitorEvent) -> None:
     """The metrics of the event's data, matched on its type (worktool/events.py: `AnyEventData`)."""
     match event.data:
@@ -117,22 +127,22 @@ def _observe_data(event: MonitorEvent) -> None:
             | AlertRetriggered(alert=alert)
             | AlertCancelled(alert=alert)
         ):
-            ALERTS.labels(_TRANSITIONS[type(event.data)], alert.alert_type, str(alert.level)).inc()
+            _child(ALERTS, _TRANSITIONS[type(event.data)], alert.alert_type, str(alert.level)).inc()
         case CommandCreated() | CommandSent() | CommandTimeout():
-            COMMANDS.labels(_COMMAND_STATUS[type(event.data)]).inc()
+            _child(COMMANDS, _COMMAND_STATUS[type(event.data)]).inc()
         case CommandResult(status=status):
-            COMMANDS.labels(status).inc()
+            _child(COMMANDS, status).inc()
         case RobotStatus(status=status) if event.robot_id:
-            ROBOT_ONLINE.labels(event.robot_id).set(1 if status == "online" else 0)
+            _child(ROBOT_ONLINE, event.robot_id).set(1 if status == "online" else 0)
         case RobotHealth(score=score, online=online) if event.robot_id:
-            ROBOT_HEALTH_SCORE.labels(event.robot_id).set(score)
-            ROBOT_ONLINE.labels(event.robot_id).set(1 if online else 0)
+            _child(ROBOT_HEALTH_SCORE, event.robot_id).set(score)
+            _child(ROBOT_ONLINE, event.robot_id).set(1 if online else 0)
         case PipelineGap(status="open", missing=missing):
             PIPELINE_GAP_RECORDS.inc(missing)
         case PipelineGap():  # one late record per corrected/closed event
             PIPELINE_GAP_RECOVERED.inc()
         case AiCall(status=status, latency_ms=latency_ms):
-            AI_CALLS.labels(status).inc()
+            _child(AI_CALLS, status).inc()
             if latency_ms is not None:
                 AI_CALL_SECONDS.observe(latency_ms / 1000)
 
