@@ -103,8 +103,9 @@ def replay_archive(
     LLM answers (`RecordedAnswers`) before the replay runs, the same object gets `used` once it has run.
     Raises `ArchiveError` for a corrupt or truncated compressed archive, before any record is replayed."""
     settings = settings or get_settings()
-    # Also reads the recorded LLM answers, and for several workers where each record goes.
-    scan = scan_archive(path, (settings.shards, workers) if workers > 1 else None)
+    # Also reads the recorded LLM answers, every record's stamp and, for several workers, where each
+    # record goes: the replay does not read a record again for its stamp (`SliceRoutes`).
+    scan = scan_archive(path, (settings.shards, max(workers, 1)))
     answers = RecordedAnswers.of(scan.recordings)
     log.info("%s", answers.describe())
     if on_answers is not None:

@@ -237,6 +237,10 @@ class _Routing:
         self._gws: dict[str, str] = {}  # one string per gateway id (pickled once)
 
     def add(self, line: bytes, record: Any, ts: datetime | None) -> None:
+        if self.slice.count == 1:  # one worker: every record is its own, only the stamps are wanted
+            self.owners.append(0)
+            self.stamps.append(NAN if ts is None else ts.timestamp())
+            return
         shard = self.slice.shard_of(line, record)
         owner = 0 if shard is None else shard % self.slice.count
         i = len(self.owners)
@@ -263,7 +267,7 @@ def scan_archive(path: Path, slicing: tuple[int, int] | None = None) -> ArchiveS
     as a stream. Raises `ArchiveError` for a corrupt or truncated compressed archive (before any record
     is replayed). A line that starts as an answer but is not one is skipped (logged): the rules decide
     that message, as when nothing was recorded. `slicing` (shards, workers): also where each record goes
-    in a replay of that many workers (`SliceRoutes`)."""
+    in a replay of that many workers, and every record's stamp (`SliceRoutes`; one worker: the stamps)."""
     records, in_order, last = 0, True, None
     recordings, bad = Recordings(), 0
     routing = _Routing(*slicing) if slicing is not None else None
@@ -479,13 +483,16 @@ def archive_items(
     lateness: timedelta = timedelta(0),
     until: datetime | None = None,
     part: ArchiveSlice | None = None,
+    routes: SliceRoutes | None = None,
 ) -> Iterator[bytes | Tick | SeqMark]:
     """The replay's items, streamed from an archive in event-time order: its lines (those of `part`)
     with the ticks interleaved (`_Ticker`). Recorded LLM answers are not items (`scan_archive` reads
-    them)."""
+    them). With the routes the first pass found (`part.routes`, or `routes` of one worker), no line is
+    read here: the stamps are known."""
     ticker = _Ticker(interval, lateness)
-    if part is not None and part.routes is not None:
-        yield from _routed_items(path, ticker, until, part.index, part.routes)
+    routes = part.routes if part is not None else routes
+    if routes is not None:
+        yield from _routed_items(path, ticker, until, part.index if part is not None else 0, routes)
         return
     for line in iter_lines(path):
         if line.startswith(LINE_PREFIX):
@@ -601,7 +608,10 @@ class ArchiveSource(FixedPartitionedSource[bytes | Tick | SeqMark, int]):
         if self._sorted is not None:
             items: Iterator[bytes | Tick | SeqMark] = iter(self._sorted)
         else:
-            items = archive_items(self.path, self.tick_interval, self.lateness, self.until, self.part)
+            routes = self.scan.routes if self.part is None and self.scan.routes is not None else None
+            if routes is not None and routes.count != 1:
+                routes = None  # routes of a slicing, not of the whole archive
+            items = archive_items(self.path, self.tick_interval, self.lateness, self.until, self.part, routes)
         return _StreamPartition(items, resume_state, self.batch_size, self.on_progress)
 
 
