@@ -8,12 +8,14 @@ Like every dataflow output these are at-least-once: events re-emitted after a re
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any
 
 from prometheus_client import Counter as PromCounter
 from prometheus_client import Gauge, Histogram
 
 from worktool.events import (
+    EVENT_TYPES,
     AiCall,
     AlertCancelled,
     AlertEscalated,
@@ -79,22 +81,41 @@ _COUNTERS: dict[str, Any] = {}  # event name -> its child of MONITOR_EVENTS (lab
 
 
 def observe_events(events: list[MonitorEvent]) -> None:
-    """Count a batch of monitor events (the flow's `route` step calls it once per batch)."""
-    names = Counter(e.event for e in events)
-    for name, n in names.items():
-        child = _COUNTERS.get(name)
-        if child is None:
-            child = _COUNTERS[name] = MONITOR_EVENTS.labels(name)
-        child.inc(n)
-    for e in events:
-        if type(e.data) in _RARE:
-            _observe_data(e)
+    """Count a batch of monitor events (the flow's `route` step calls it once per batch): by type, since a
+    typed envelope's event is its type's (worktool/events.py `EVENT_TYPES`); the data of the envelopes
+    that can carry a type with metrics of its own is looked at one by one, in order."""
+    by_type = Counter(map(type, events))
+    rare: set[type] = set()
+    for t, n in by_type.items():
+        envelope = _ENVELOPES.get(t) or _envelope(t)
+        if envelope.counter is not None:
+            envelope.counter.inc(n)
+        else:  # not a typed envelope: by each event's name
+            for e in events:
+                if type(e) is t:
+                    _counter(e.event).inc()
+        if envelope.rare:
+            rare.add(t)
+    if rare:
+        for e in events:
+            if type(e) in rare and type(e.data) in _RARE:
+                _observe_data(e)
 
 
 def observe_event(_step_id: str, event: MonitorEvent) -> None:
     """Count one monitor event (the signature of `bytewax.operators.inspect`)."""
     MONITOR_EVENTS.labels(event.event).inc()
     _observe_data(event)
+
+
+_CHILDREN: dict[tuple[Any, tuple[str, ...]], Any] = {}  # (metric, labels) -> its child (nothing removes one)
+
+
+def _child(metric: Any, *labels: str) -> Any:
+    child = _CHILDREN.get((metric, labels))
+    if child is None:
+        child = _CHILDREN[(metric, labels)] = metric.labels(*labels)
+    return child
 
 
 def _observe_data(event: MonitorEvent) -> None:
@@ -106,22 +127,22 @@ def _observe_data(event: MonitorEvent) -> None:
             | AlertRetriggered(alert=alert)
             | AlertCancelled(alert=alert)
         ):
-            ALERTS.labels(_TRANSITIONS[type(event.data)], alert.alert_type, str(alert.level)).inc()
+            _child(ALERTS, _TRANSITIONS[type(event.data)], alert.alert_type, str(alert.level)).inc()
         case CommandCreated() | CommandSent() | CommandTimeout():
-            COMMANDS.labels(_COMMAND_STATUS[type(event.data)]).inc()
+            _child(COMMANDS, _COMMAND_STATUS[type(event.data)]).inc()
         case CommandResult(status=status):
-            COMMANDS.labels(status).inc()
+            _child(COMMANDS, status).inc()
         case RobotStatus(status=status) if event.robot_id:
-            ROBOT_ONLINE.labels(event.robot_id).set(1 if status == "online" else 0)
+            _child(ROBOT_ONLINE, event.robot_id).set(1 if status == "online" else 0)
         case RobotHealth(score=score, online=online) if event.robot_id:
-            ROBOT_HEALTH_SCORE.labels(event.robot_id).set(score)
-            ROBOT_ONLINE.labels(event.robot_id).set(1 if online else 0)
+            _child(ROBOT_HEALTH_SCORE, event.robot_id).set(score)
+            _child(ROBOT_ONLINE, event.robot_id).set(1 if online else 0)
         case PipelineGap(status="open", missing=missing):
             PIPELINE_GAP_RECORDS.inc(missing)
         case PipelineGap():  # one late record per corrected/closed event
             PIPELINE_GAP_RECOVERED.inc()
         case AiCall(status=status, latency_ms=latency_ms):
-            AI_CALLS.labels(status).inc()
+            _child(AI_CALLS, status).inc()
             if latency_ms is not None:
                 AI_CALL_SECONDS.observe(latency_ms / 1000)
 
@@ -130,6 +151,34 @@ def _observe_data(event: MonitorEvent) -> None:
 _RARE = frozenset(
     {*_TRANSITIONS, *_COMMAND_STATUS, CommandResult, RobotStatus, RobotHealth, PipelineGap, AiCall}
 )
+
+
+@dataclass(frozen=True)
+class _Envelope:
+    counter: Any  # the child of MONITOR_EVENTS of its event; None: not a typed envelope (look at each)
+    rare: bool  # its data may be of a type of `_RARE`
+
+
+_ENVELOPES: dict[type, _Envelope] = {}
+
+
+def _counter(name: str) -> Any:
+    child = _COUNTERS.get(name)
+    if child is None:
+        child = _COUNTERS[name] = MONITOR_EVENTS.labels(name)
+    return child
+
+
+def _envelope(t: type) -> _Envelope:
+    name = next((n for n, envelope in EVENT_TYPES.items() if envelope is t), None)
+    if name is None:
+        found = _Envelope(None, True)
+    else:
+        data = t.model_fields["data"].annotation  # the event's model (or a subclass) is its data
+        rare = not isinstance(data, type) or any(issubclass(r, data) for r in _RARE)
+        found = _Envelope(_counter(name), rare)
+    _ENVELOPES[t] = found
+    return found
 
 
 __all__ = ["observe_event", "observe_events"]

@@ -20,7 +20,7 @@ shard so each one's event-time clock moves (operators/timers.py).
 from __future__ import annotations
 
 import logging
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -48,7 +48,7 @@ from operators.sessions import SessionPolicy, SessionStep, subject_of
 from operators.shard import ClassifiedMessage, ParsedMessage, RobotRecord, RobotSighting, robot_key, shard_for
 from operators.timers import Tick
 from worktool.config import BusinessConfig
-from worktool.events import MonitorEvent
+from worktool.events import EVENT_TYPES, MonitorEvent
 from worktool.models import (
     RESULT_KINDS,
     AcceptedBody,
@@ -102,6 +102,9 @@ class FlowOptions:
     # Live LLM replies (classifiers/llm/replies.py): the reply writer step after the sessions step turns
     # planned template replies into LLM replies. None: templates (or, in a replay, the recorded replies).
     reply_generator: ReplyGenerator | None = None
+    # False: the flow runs without recovery (a replay), so its stateful steps build no snapshots (bytewax
+    # asks for them at every epoch all the same, and drops them).
+    snapshots: bool = True
 
     @classmethod
     def from_settings(cls, settings: Settings, config: BusinessConfig) -> FlowOptions:
@@ -216,32 +219,38 @@ DLQ_KEY = "0"  # the shard a record parse rejected goes through (the keyed steps
 
 def _route_input(shards: int) -> Callable[[list[Any]], list[tuple[str, list[Any]]]]:
     """Parse a batch of source items; keyed items for the shards (rejected ones included: the keyed
-    steps pass DLQ records through), gateway stamps and ticks for the gaps step."""
+    steps pass DLQ records through), gateway stamps and ticks for the gaps step. Each key gets one list
+    of its items in the batch, in order: a keyed step takes one bytewax item per shard and batch, not
+    one per record (dataflows/stateful.py `StepLogic`, batched)."""
     all_shards = [str(i) for i in range(shards)]
 
+    def key_of(item: Parsed) -> str:
+        if isinstance(item, DlqRecord):
+            return DLQ_KEY
+        if isinstance(item, ControlRecord):
+            return shard_for(subject_of(item)[0], shards)
+        return shard_for(robot_key(item.robot_id), shards)  # type: ignore[union-attr]
+
     def route(batch: list[Any]) -> list[tuple[str, list[Any]]]:
-        keyed: list[tuple[str, Any]] = []
-        gaps: list[tuple[str, Any]] = []
+        keyed: defaultdict[str, list[Any]] = defaultdict(list)
+        gaps: list[Any] = []
         for raw in batch:
             item, mark = _parse(raw)
             if item is None:
                 pass
-            elif isinstance(item, ParsedMessage):
-                keyed.append((shard_for(item.message.session_id, shards), item))
+            elif type(item) is ParsedMessage:
+                keyed[shard_for(item.message.session_id, shards)].append(item)
             elif isinstance(item, Tick):
-                keyed.extend((s, item) for s in all_shards)  # every shard's clock must move
-                gaps.append((GAP_KEY, item))
-            elif isinstance(item, DlqRecord):
-                keyed.append((DLQ_KEY, item))
-            elif isinstance(item, ControlRecord):
-                keyed.append((shard_for(subject_of(item)[0], shards), item))
+                for s in all_shards:  # every shard's clock must move
+                    keyed[s].append(item)
+                gaps.append(item)
             else:
-                keyed.append((shard_for(robot_key(item.robot_id), shards), item))
+                keyed[key_of(item)].append(item)
             if mark is not None:
-                gaps.append((GAP_KEY, mark))
-        out = [(_TO_SHARDS, keyed)] if keyed else []
+                gaps.append(mark)
+        out = [(_TO_SHARDS, list(keyed.items()))] if keyed else []
         if gaps:
-            out.append((_TO_GAPS, gaps))
+            out.append((_TO_GAPS, [(GAP_KEY, gaps)]))
         return out
 
     return route
@@ -250,26 +259,26 @@ def _route_input(shards: int) -> Callable[[list[Any]], list[tuple[str, list[Any]
 def _route_output(
     extra_events: Callable[[], list[MonitorEvent]] | None,
 ) -> Callable[[list[tuple[str, Any]]], list[tuple[str, list[Any]]]]:
-    """The keyed outputs of the sessions and gaps steps (plus the classifier's call logs) sorted into
-    events (counted for the metrics here), commands, ticks, recorded LLM decisions and DLQ records."""
+    """The keyed outputs of the sessions and gaps steps (lists of a key's items, dataflows/stateful.py)
+    and of the desk (items), plus the classifier's call logs, sorted into events (counted for the metrics
+    here), commands, ticks, recorded LLM decisions and DLQ records."""
+    bins: dict[type, int] = {}  # an output type -> its list (by isinstance, once per type)
+    kinds = (MonitorEvent, CommandRecord, Tick, LlmRecord, DlqRecord)
+
+    def bin_of(t: type) -> int:
+        i = next((i for i, kind in enumerate(kinds) if issubclass(t, kind)), len(kinds))
+        bins[t] = i
+        return i
 
     def route(batch: list[tuple[str, Any]]) -> list[tuple[str, list[Any]]]:
-        events: list[Any] = []
-        commands: list[Any] = []
-        ticks: list[Any] = []
-        llm: list[Any] = []
-        dlq: list[Any] = []
-        for _key, v in batch:
-            if isinstance(v, MonitorEvent):
-                events.append(v)
-            elif isinstance(v, CommandRecord):
-                commands.append(v)
-            elif isinstance(v, Tick):
-                ticks.append(v)
-            elif isinstance(v, LlmRecord):
-                llm.append(v)
-            elif isinstance(v, DlqRecord):
-                dlq.append(v)
+        lists: list[list[Any]] = [[], [], [], [], [], []]  # as `kinds`, and the rest (dropped)
+        for _key, vs in batch:
+            if type(vs) is not list:  # the desk's items come one by one
+                vs = (vs,)
+            for v in vs:
+                i = bins.get(type(v))
+                lists[bin_of(type(v)) if i is None else i].append(v)
+        events, commands, ticks, llm, dlq, _ = lists
         if extra_events is not None:
             for v in extra_events():
                 (dlq if isinstance(v, DlqRecord) else llm if isinstance(v, LlmRecord) else events).append(v)
@@ -280,22 +289,54 @@ def _route_output(
     return route
 
 
+def _desk_kinds() -> dict[type, int]:
+    """How `_to_desk` treats an output by its type: a typed event envelope's event is its type's
+    (worktool/events.py `EVENT_TYPES`), so whether the desk takes it is known by type."""
+    kinds: dict[type, int] = {Tick: _TICK}
+    for name, envelope in EVENT_TYPES.items():
+        kinds[envelope] = _FOR_DESK if name in DESK_EVENTS else _NOT_FOR_DESK
+    return kinds
+
+
+_NOT_FOR_DESK, _TICK, _FOR_DESK, _LOOK = 0, 1, 2, 3
+_DESK_KINDS = _desk_kinds()
+
+
+def _desk_kind(t: type) -> int:
+    """An output type `_DESK_KINDS` does not know: ticks, events and control records are looked at one by
+    one (a bare MonitorEvent names its event), anything else is not the desk's."""
+    kind = _TICK if issubclass(t, Tick) else _LOOK if issubclass(t, MonitorEvent | ControlRecord) else 0
+    _DESK_KINDS[t] = kind
+    return kind
+
+
 def _to_desk(batch: list[tuple[str, Any]]) -> list[tuple[str, tuple[str, Any]]]:
-    """The sessions step's outputs the desk takes, keyed to it: each shard's ticks (its watermark), task
-    events and the control records of the session "desk" (the desk's actions and its alert's) that the
-    sessions step forwarded."""
+    """The sessions step's outputs (a shard's list of them, or one) the desk takes, keyed to it: each
+    shard's ticks (its watermark), task events and the control records of the session "desk" (the desk's
+    actions and its alert's) that the sessions step forwarded."""
     out: list[tuple[str, tuple[Any, Any]]] = []
     ticked: dict[Tick, list[str]] = {}  # one item for the shards that passed the same tick (idle: all)
-    for shard, v in batch:
-        if isinstance(v, Tick):
-            ticked.setdefault(v, []).append(shard)
-        elif (isinstance(v, MonitorEvent) and v.event in DESK_EVENTS) or (
-            isinstance(v, ControlRecord) and v.session_id == DESK_KEY
-        ):
-            if ticked:  # a shard's tick before this item stays before it
-                out.extend((DESK_KEY, (tuple(shards), tick)) for tick, shards in ticked.items())
-                ticked = {}
-            out.append((DESK_KEY, (shard, v)))
+    kinds = _DESK_KINDS
+    for shard, vs in batch:
+        for v in vs if type(vs) is list else (vs,):
+            kind = kinds.get(type(v))
+            if kind is None:
+                kind = _desk_kind(type(v))
+            if not kind:
+                continue
+            if kind == _TICK:
+                if (held := ticked.get(v)) is None:
+                    ticked[v] = [shard]
+                else:
+                    held.append(shard)
+            elif kind == _FOR_DESK or (
+                (isinstance(v, MonitorEvent) and v.event in DESK_EVENTS)
+                or (isinstance(v, ControlRecord) and v.session_id == DESK_KEY)
+            ):
+                if ticked:  # a shard's tick before this item stays before it
+                    out.extend((DESK_KEY, (tuple(shards), tick)) for tick, shards in ticked.items())
+                    ticked = {}
+                out.append((DESK_KEY, (shard, v)))
     out.extend((DESK_KEY, (tuple(shards), tick)) for tick, shards in ticked.items())
     return out
 
@@ -316,26 +357,34 @@ def _classify_batch(
     def classify_one(m: Message) -> list[Any]:
         return classifier.classify_batch([m])
 
-    def classify(batch: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
-        messages = [v for _, v in batch if isinstance(v, Message)]
+    def classify(batch: list[tuple[str, list[Any]]]) -> list[tuple[str, list[Any]]]:
+        # A batch of the shards' lists (dataflows/stateful.py, batched): every message of the batch at once.
+        messages = [v for _, vs in batch for v in vs if type(v) is Message]
         if one_by_one and messages:
             verdicts = iter([budget.run("classify", m, classify_one)[0] for m in messages])  # type: ignore[union-attr]
         else:
             verdicts = iter(classifier.classify_batch(messages)) if messages else iter(())
-        out: list[tuple[str, Any]] = []
+        out: list[tuple[str, list[Any]]] = []
         decided: Counter[str] = Counter()
-        for key, v in batch:
-            if isinstance(v, Message):
-                c = next(verdicts)
-                if isinstance(c, DlqRecord):
-                    out.append((key, c))
-                    continue
-                decided[c.decided_by] += 1
-                out.append((key, ClassifiedMessage(message=v, classification=c)))
-            else:
-                if isinstance(v, RobotSighting):
-                    DUPLICATE_REPORTS.inc()
-                out.append((key, v))
+        sightings = 0
+        for key, vs in batch:
+            items: list[Any] = []
+            for v in vs:
+                if type(v) is Message:
+                    c = next(verdicts)
+                    if isinstance(c, DlqRecord):
+                        items.append(c)
+                        continue
+                    decided[c.decided_by] += 1
+                    items.append(ClassifiedMessage(message=v, classification=c))
+                else:
+                    if isinstance(v, RobotSighting):
+                        sightings += 1
+                    items.append(v)
+            if items:
+                out.append((key, items))
+        if sightings:
+            DUPLICATE_REPORTS.inc(sightings)
         for path, n in decided.items():
             MESSAGES_CLASSIFIED.labels(path).inc(n)
         return out
@@ -354,7 +403,7 @@ def build_flow(
     """The one dataflow. `extra_events` (e.g. the LLM classifier's call logs) is drained after each
     classify batch and emitted as monitor events."""
     opts = options or FlowOptions()
-    budget = opts.budget
+    budget, snaps = opts.budget, opts.snapshots
     flow = Dataflow(flow_id)
     if not isinstance(sources, list):
         sources = [sources]
@@ -369,19 +418,19 @@ def build_flow(
     marks = op.flat_map("gap_key", marks, lambda t: t[1] if with_gaps else [])
     gaps = op.stateful(
         "gaps", marks,
-        builder("gaps", lambda: GapStep(grace, policy.alerts), lambda snap: GapStep.restore(grace, policy.alerts, snap)),
+        builder("gaps", lambda: GapStep(grace, policy.alerts), lambda snap: GapStep.restore(grace, policy.alerts, snap), None, snaps, batched=True),
     )  # fmt: skip
 
     # DLQ records (parse, dedup, classify) pass the keyed steps untouched and leave in `route`.
     window = opts.dedup_window
     deduped = op.stateful(
         "dedup", keyed,
-        builder("dedup", lambda: DedupStep(window), lambda snap: DedupStep.restore(window, snap), budget),
+        builder("dedup", lambda: DedupStep(window), lambda snap: DedupStep.restore(window, snap), budget, snaps, batched=True),
     )  # fmt: skip
     classified = op.flat_map_batch("classify", deduped, _classify_batch(classifier, budget))
     outputs = op.stateful(
         "sessions", classified,
-        builder("sessions", lambda: SessionStep(policy), lambda snap: SessionStep.restore(policy, snap), budget),
+        builder("sessions", lambda: SessionStep(policy), lambda snap: SessionStep.restore(policy, snap), budget, snaps, batched=True),
     )  # fmt: skip
     # LLM replies (operators/reply_writer.py), live or recorded; without either the templates go out as
     # planned and the step is left out.
@@ -389,7 +438,9 @@ def build_flow(
     if generator is not None or recordings.count("reply"):
         writer_policy = WriterPolicy(opts.config, opts.config.replies.llm_context_messages)
 
-        outputs = op.stateful("replies", outputs, writer_builder(writer_policy, generator, recordings))
+        outputs = op.stateful(
+            "replies", outputs, writer_builder(writer_policy, generator, recordings, snaps, batched=True)
+        )
 
     # The after-sales desk (operators/desk.py): one key, fed by every shard's task events, forwarded
     # desk controls and ticks; a slice of `worktool replay --workers` collects them for its parent.
@@ -398,7 +449,7 @@ def build_flow(
         desk_policy = DeskPolicy(opts.config, policy.alerts, opts.shards, feishu=opts.feishu)
         desk = op.stateful(
             "desk", desk_in,
-            builder("desk", lambda: DeskStep(desk_policy), lambda snap: DeskStep.restore(desk_policy, snap)),
+            builder("desk", lambda: DeskStep(desk_policy), lambda snap: DeskStep.restore(desk_policy, snap), None, snaps),
         )  # fmt: skip
         values = op.merge("with_gaps", outputs, gaps, desk)
     else:

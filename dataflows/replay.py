@@ -44,6 +44,10 @@ from worktool.settings import Settings, get_settings
 log = logging.getLogger(__name__)
 
 
+# A replay runs without recovery: nothing is resumed from an epoch, so it needs none but the one that ends it.
+REPLAY_EPOCH = timedelta(days=365)
+
+
 class ReplayError(RuntimeError):
     """A replay of several workers that could not finish (a worker failed)."""
 
@@ -99,7 +103,9 @@ def replay_archive(
     LLM answers (`RecordedAnswers`) before the replay runs, the same object gets `used` once it has run.
     Raises `ArchiveError` for a corrupt or truncated compressed archive, before any record is replayed."""
     settings = settings or get_settings()
-    scan = scan_archive(path)  # also reads the recorded LLM answers
+    # Also reads the recorded LLM answers, every record's stamp and, for several workers, where each
+    # record goes: the replay does not read a record again for its stamp (`SliceRoutes`).
+    scan = scan_archive(path, (settings.shards, max(workers, 1)))
     answers = RecordedAnswers.of(scan.recordings)
     log.info("%s", answers.describe())
     if on_answers is not None:
@@ -119,7 +125,7 @@ def replay_archive(
             source = Path(tmp) / "sorted.jsonl"
             with source.open("wb") as f:
                 f.writelines(line + b"\n" for _, line in load_archive(path))
-            scan = replace(scan, in_order=True)
+            scan = replace(scan, in_order=True, routes=None)  # each worker finds its records itself
         outs = [Path(tmp) / f"events-{i}.jsonl" for i in range(workers)]
         desk = SliceDesk(outs, settings)
         rejected, cpu, answers.used = _run_slices(
@@ -160,7 +166,11 @@ def _replay(
             scan=scan,
         )
         sinks = FlowSinks(events=[JsonlSink(out)], dlq=[TestingSink(rejected)])
-        options = replace(FlowOptions.from_settings(settings, config), recordings=scan.recordings)
+        # No recovery in a replay: no snapshots, and one epoch for the whole archive (bytewax closes an
+        # epoch every 10 s of wall time by default, asking every touched key for a snapshot each time).
+        options = replace(
+            FlowOptions.from_settings(settings, config), recordings=scan.recordings, snapshots=False
+        )
         with ExitStack() as stack:
             if part is not None:
                 # The desk needs every slice's tasks: each slice writes what it would have fed it.
@@ -168,7 +178,7 @@ def _replay(
                 sinks.desk_inputs.append(LineSink(desk_out, desk_line))
                 options = replace(options, desk="collect", gaps=part.marks)
             flow = build_flow(source, sinks, classifier, options, extra_events=call_log_events(classifier))
-            run_main(flow)
+            run_main(flow, epoch_interval=REPLAY_EPOCH)
     finally:
         close_classifier(classifier)
     return rejected, getattr(classifier, "used", 0)
@@ -292,6 +302,7 @@ def _run_slices(
     # a fork of a process that runs threads (rich's progress, a classifier's client) is not safe.
     ctx = multiprocessing.get_context("spawn")
     n = len(outs)
+    routes, scan = scan.routes, replace(scan, routes=None)  # each worker gets its own
     done = ctx.Array("q", n, lock=False)
     results = ctx.Queue()
     procs = [
@@ -299,7 +310,9 @@ def _run_slices(
             target=_slice_main,
             args=(
                 path,
-                ArchiveSlice(i, n, settings.shards, marks=i == 0),
+                ArchiveSlice(
+                    i, n, settings.shards, marks=i == 0, routes=routes.for_slice(i) if routes else None
+                ),
                 outs[i],
                 settings,
                 scan,

@@ -7,8 +7,9 @@ import itertools
 import logging
 import threading
 import time
+from array import array
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, get_args
@@ -203,15 +204,73 @@ class ArchiveScan:
     records: int
     in_order: bool
     recordings: Recordings = field(default_factory=Recordings)
+    # With `scan_archive(slicing=...)`: where each record goes in a replay of several workers.
+    routes: SliceRoutes | None = None
 
 
-def scan_archive(path: Path) -> ArchiveScan:
+@dataclass(frozen=True)
+class SliceRoutes:
+    """What the workers of a sliced replay (`ArchiveSlice`) need of every record line, found once by the
+    first pass (`scan_archive`, which reads every record anyway) instead of by every worker: the slice
+    that owns it, its stamp (POSIX seconds, NaN without one: the ticks), and for the lines slice 0 does
+    not own, their gateway stamp (`mark_of`: (gw, n, void, at or None when `at` is the stamp itself)).
+    A worker then skips another slice's record without reading it (`archive_items`)."""
+
+    count: int
+    owners: bytes
+    stamps: array
+    marks: dict[int, tuple[str, int, tuple[int, ...], datetime | None]]
+
+    def for_slice(self, index: int) -> SliceRoutes:
+        """The routes one worker needs: only slice 0 (the gaps step's) takes the marks."""
+        return self if index == 0 else replace(self, marks={})
+
+
+class _Routing:
+    """Builds `SliceRoutes` line by line, as `ArchiveSlice.owns` and `mark_of` decide."""
+
+    def __init__(self, shards: int, count: int) -> None:
+        self.slice = ArchiveSlice(0, count, shards, marks=True)
+        self.owners = bytearray()
+        self.stamps = array("d")
+        self.marks: dict[int, tuple[str, int, tuple[int, ...], datetime | None]] = {}
+        self._gws: dict[str, str] = {}  # one string per gateway id (pickled once)
+
+    def add(self, line: bytes, record: Any, ts: datetime | None) -> None:
+        if self.slice.count == 1:  # one worker: every record is its own, only the stamps are wanted
+            self.owners.append(0)
+            self.stamps.append(NAN if ts is None else ts.timestamp())
+            return
+        shard = self.slice.shard_of(line, record)
+        owner = 0 if shard is None else shard % self.slice.count
+        i = len(self.owners)
+        self.owners.append(owner)
+        self.stamps.append(NAN if ts is None else ts.timestamp())
+        if owner and (mark := mark_of(record, ts)) is not None:
+            same = ts is not None and mark.at.tzinfo is UTC and _at(ts.timestamp()) == mark.at
+            at = None if same else mark.at
+            self.marks[i] = (self._gws.setdefault(mark.gw, mark.gw), mark.n, mark.void, at)
+
+    def routes(self) -> SliceRoutes:
+        return SliceRoutes(self.slice.count, bytes(self.owners), self.stamps, self.marks)
+
+
+NAN = float("nan")
+
+
+def _at(seconds: float) -> datetime:
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def scan_archive(path: Path, slicing: tuple[int, int] | None = None) -> ArchiveScan:
     """Count the archive's records, check their order and collect its recorded LLM answers, reading it
     as a stream. Raises `ArchiveError` for a corrupt or truncated compressed archive (before any record
     is replayed). A line that starts as an answer but is not one is skipped (logged): the rules decide
-    that message, as when nothing was recorded."""
+    that message, as when nothing was recorded. `slicing` (shards, workers): also where each record goes
+    in a replay of that many workers, and every record's stamp (`SliceRoutes`; one worker: the stamps)."""
     records, in_order, last = 0, True, None
     recordings, bad = Recordings(), 0
+    routing = _Routing(*slicing) if slicing is not None else None
     for line in iter_lines(path):
         if line.startswith(LINE_PREFIX):
             try:
@@ -222,7 +281,10 @@ def scan_archive(path: Path) -> ArchiveScan:
                     log.warning("%s: %s", path, e)
             continue
         records += 1
-        ts = _stamp(line)
+        record = _load(line)
+        ts = _stamp_of(record)
+        if routing is not None:
+            routing.add(line, record, ts)
         if ts is not None:
             if last is not None and ts < last:
                 in_order = False
@@ -230,7 +292,8 @@ def scan_archive(path: Path) -> ArchiveScan:
                 last = ts
     if bad:
         log.warning("%s: %d unreadable recorded LLM answers skipped", path, bad)
-    return ArchiveScan(records, in_order, recordings)
+    routes = routing.routes() if routing is not None and in_order else None
+    return ArchiveScan(records, in_order, recordings, routes)
 
 
 def load_archive(path: Path) -> list[tuple[datetime | None, bytes]]:
@@ -258,7 +321,11 @@ class _Ticker:
         self._next = float("-inf")  # no tick before a record stamped (after lateness) below this
 
     def before(self, ts: datetime) -> Tick | None:
-        mark = ts.timestamp() - self.lateness
+        return self.before_seconds(ts.timestamp())
+
+    def before_seconds(self, stamp: float) -> Tick | None:
+        """`before` of a stamp given as POSIX seconds."""
+        mark = stamp - self.lateness
         if mark < self._next:  # within the last tick's interval (most records): no datetime work
             return None
         boundary = datetime.fromtimestamp((mark // self.step) * self.step, UTC)
@@ -308,6 +375,9 @@ class ArchiveSlice:
     count: int
     shards: int
     marks: bool
+    # Where every record goes, found by the first pass (`scan_archive(slicing=...)`); None: each record
+    # is read here to find out.
+    routes: SliceRoutes | None = field(default=None, compare=False, repr=False)
 
     def shard_of(self, line: bytes, record: Any) -> int | None:
         """The shard the flow sends this record to (dataflows/flow.py `_route_input`), or None for a record
@@ -343,15 +413,56 @@ _ROOM_TYPES = frozenset(get_args(RoomType))
 def conversation_of(robot_id: str, body: dict[str, Any]) -> str:
     """The session id operators/parse.py gives a message record (MessageCallback + session_id_for).
     Plain values (an int room type, strings without NUL) are read as they are, which is what the
-    model's validators leave them as; anything else goes through the model's own field validators."""
+    model's validators leave them as; anything else goes through the model's own field validators
+    (once per distinct set of values and their types: `_validated_fields`)."""
     room = body.get("roomType", 1)
-    names = (body.get("groupName", ""), body.get("groupRemark", ""), body.get("receivedName"))
-    if type(room) is int and room in _ROOM_TYPES and all(type(v) is str and NUL not in v for v in names):
-        return conversation_key(robot_id, room, *names)  # type: ignore[arg-type]
-    fields = _ConversationFields.model_validate(body)
-    return conversation_key(
-        robot_id, fields.roomType, fields.groupName, fields.groupRemark, fields.receivedName
-    )
+    group, remark, sender = body.get("groupName", ""), body.get("groupRemark", ""), body.get("receivedName")
+    if (
+        type(room) is int
+        and type(group) is str
+        and type(remark) is str
+        and type(sender) is str
+        and room in _ROOM_TYPES
+        and NUL not in group
+        and NUL not in remark
+        and NUL not in sender
+    ):
+        return conversation_key(robot_id, room, group, remark, sender)
+    return conversation_key(robot_id, *_validated_fields(body, (room, group, remark, sender)))
+
+
+_VALIDATED: dict[tuple[Any, ...], tuple[int, str, str, str] | str] = {}
+_VALIDATED_MAX = 100_000
+
+
+def _validated_fields(body: dict[str, Any], values: tuple[Any, ...]) -> tuple[int, str, str, str]:
+    """The four fields as `_ConversationFields` validates them. They depend on these values only (a
+    missing key reads as its default), so the answer is kept by the values and their types (1, 1.0 and
+    True hash alike but may not validate alike); a rejection is kept as its message and raised again as
+    a ValueError (pydantic's ValidationError is one)."""
+    try:
+        key: tuple[Any, ...] | None = (*values, *map(type, values))
+        hit = _VALIDATED.get(key)  # type: ignore[arg-type]
+    except TypeError:  # an unhashable value (a list, a dict): not kept
+        key, hit = None, None
+    if hit is None:
+        try:
+            f = _ConversationFields.model_validate(body)
+            hit = (f.roomType, f.groupName, f.groupRemark, f.receivedName)
+        except ValueError as e:
+            _keep(key, str(e))
+            raise
+        _keep(key, hit)
+    if isinstance(hit, str):
+        raise ValueError(hit)
+    return hit
+
+
+def _keep(key: tuple[Any, ...] | None, answer: tuple[int, str, str, str] | str) -> None:
+    if key is not None:
+        if len(_VALIDATED) >= _VALIDATED_MAX:
+            _VALIDATED.clear()
+        _VALIDATED[key] = answer
 
 
 def mark_of(record: Any, at: datetime | None) -> SeqMark | None:
@@ -372,11 +483,17 @@ def archive_items(
     lateness: timedelta = timedelta(0),
     until: datetime | None = None,
     part: ArchiveSlice | None = None,
+    routes: SliceRoutes | None = None,
 ) -> Iterator[bytes | Tick | SeqMark]:
     """The replay's items, streamed from an archive in event-time order: its lines (those of `part`)
     with the ticks interleaved (`_Ticker`). Recorded LLM answers are not items (`scan_archive` reads
-    them)."""
+    them). With the routes the first pass found (`part.routes`, or `routes` of one worker), no line is
+    read here: the stamps are known."""
     ticker = _Ticker(interval, lateness)
+    routes = part.routes if part is not None else routes
+    if routes is not None:
+        yield from _routed_items(path, ticker, until, part.index if part is not None else 0, routes)
+        return
     for line in iter_lines(path):
         if line.startswith(LINE_PREFIX):
             continue
@@ -388,6 +505,32 @@ def archive_items(
             yield line
         elif part.marks and (mark := mark_of(record, ts)) is not None:
             yield mark
+    if (tick := ticker.until(until)) is not None:
+        yield tick
+
+
+def _routed_items(
+    path: Path, ticker: _Ticker, until: datetime | None, index: int, routes: SliceRoutes
+) -> Iterator[bytes | Tick | SeqMark]:
+    """`archive_items` of a slice whose routes the first pass found: the same items, and no record read
+    but its own (the flow's parse step reads those)."""
+    owners, stamps, marks = routes.owners, routes.stamps, routes.marks
+    before = ticker.before_seconds
+    i = -1
+    for line in iter_lines(path):
+        if line.startswith(LINE_PREFIX):
+            continue
+        i += 1
+        stamp = stamps[i]  # IndexError: the archive changed since the first pass
+        if stamp == stamp and (tick := before(stamp)) is not None:  # NaN: no stamp
+            yield tick
+        if owners[i] == index:
+            yield line
+        elif (mark := marks.get(i)) is not None:
+            gw, n, void, at = mark
+            yield SeqMark(gw, n, _at(stamp) if at is None else at, void)
+    if i + 1 != len(owners):
+        raise ValueError(f"{path} changed since it was scanned ({i + 1} records, {len(owners)} before)")
     if (tick := ticker.until(until)) is not None:
         yield tick
 
@@ -465,7 +608,10 @@ class ArchiveSource(FixedPartitionedSource[bytes | Tick | SeqMark, int]):
         if self._sorted is not None:
             items: Iterator[bytes | Tick | SeqMark] = iter(self._sorted)
         else:
-            items = archive_items(self.path, self.tick_interval, self.lateness, self.until, self.part)
+            routes = self.scan.routes if self.part is None and self.scan.routes is not None else None
+            if routes is not None and routes.count != 1:
+                routes = None  # routes of a slicing, not of the whole archive
+            items = archive_items(self.path, self.tick_interval, self.lateness, self.until, self.part, routes)
         return _StreamPartition(items, resume_state, self.batch_size, self.on_progress)
 
 

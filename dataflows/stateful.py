@@ -60,40 +60,77 @@ def describe(item: Any) -> str:
 
 
 class StepLogic(StatefulLogic[Any, Any, Any], Generic[S]):
-    """Feeds one shard's items to its step; snapshots the step's plain data."""
+    """Feeds one shard's items to its step; snapshots the step's plain data.
 
-    def __init__(self, name: str, step: S, budget: StepBudget | None = None) -> None:
+    `batched`: each value is a list of the shard's items (the flow hands a keyed step one list per shard
+    and batch instead of one bytewax item per record: dataflows/flow.py), fed to the step one by one,
+    exactly as single items would be; what they give leaves as one list too (none when empty)."""
+
+    def __init__(
+        self,
+        name: str,
+        step: S,
+        budget: StepBudget | None = None,
+        snapshots: bool = True,
+        batched: bool = False,
+    ) -> None:
         self.name = name
         self.step = step
         self.budget = budget
+        self.snapshots = snapshots  # False: a flow run without recovery (a replay) asks for none
+        self.batched = batched
         self._wake_after = getattr(step, "wake_after", None)  # asked after every item: looked up once
 
     def on_item(self, value: Any) -> tuple[list[Any], bool]:
-        if isinstance(value, DlqRecord):
-            return [value], StatefulLogic.RETAIN
-        try:
+        if not self.batched:
+            out = self._one(value)
+        else:
+            out = []
             if self.budget is None:
-                out = self.step.on_item(value)
+                step = self.step.on_item
+                for v in value:
+                    if isinstance(v, DlqRecord):
+                        out.append(v)
+                        continue
+                    try:
+                        out += step(v)
+                    except Exception as e:  # poison item: to the DLQ, never a crashed flow
+                        out.append(self._failed(v, e))
             else:
-                out = self.budget.run(self.name, value, self.step.on_item)
-        except Exception as e:  # poison item: to the DLQ, never a crashed flow
-            STEP_FAILURES.labels(self.name).inc()
-            log.exception("step %s failed on one item; sent to the DLQ", self.name)
-            at = getattr(value, "received_at", None) or getattr(value, "at", None) or utc_now()
-            out = [
-                DlqRecord(
-                    stage="dataflow",
-                    reason=f"{self.name}: {type(e).__name__}: {e}"[:2000],
-                    received_at=at,
-                    robot_id=getattr(value, "robot_id", None),
-                    raw=describe(value),
-                )
-            ]
+                for v in value:
+                    out += self._one(v)
         late = getattr(self.step, "late_records", 0)
         if late:
             LATE_RECORDS.inc(late)
             self.step.late_records = 0  # type: ignore[attr-defined]
+        if self.batched:
+            return ([out] if out else []), StatefulLogic.RETAIN
         return out, StatefulLogic.RETAIN
+
+    def _one(self, value: Any) -> list[Any]:
+        if isinstance(value, DlqRecord):
+            return [value]
+        try:
+            if self.budget is None:
+                return self.step.on_item(value)
+            return self.budget.run(self.name, value, self.step.on_item)
+        except Exception as e:  # poison item: to the DLQ, never a crashed flow
+            return [self._failed(value, e)]
+
+    def _failed(self, value: Any, e: Exception) -> DlqRecord:
+        STEP_FAILURES.labels(self.name).inc()
+        log.exception("step %s failed on one item; sent to the DLQ", self.name)
+        at = getattr(value, "received_at", None) or getattr(value, "at", None) or utc_now()
+        return DlqRecord(
+            stage="dataflow",
+            reason=f"{self.name}: {type(e).__name__}: {e}"[:2000],
+            received_at=at,
+            robot_id=getattr(value, "robot_id", None),
+            raw=describe(value),
+        )
+
+    def _out(self, out: list[Any]) -> list[Any]:
+        return ([out] if out else []) if self.batched else out
 
     def notify_at(self) -> datetime | None:
         # A step that holds items for a wall-clock wait (the reply writer's commands waiting for their LLM
@@ -104,34 +141,50 @@ class StepLogic(StatefulLogic[Any, Any, Any], Generic[S]):
         return None if delay is None else datetime.now(UTC) + timedelta(seconds=delay)
 
     def on_notify(self) -> tuple[list[Any], bool]:
-        return self.step.on_wake(), StatefulLogic.RETAIN  # type: ignore[attr-defined]
+        return self._out(self.step.on_wake()), StatefulLogic.RETAIN  # type: ignore[attr-defined]
 
     def on_eof(self) -> tuple[list[Any], bool]:
         # A finite input's end: a step holding items for later (the reply writer) lets them go.
         flush = getattr(self.step, "on_eof", None)
-        return (flush() if flush is not None else []), StatefulLogic.RETAIN
+        return self._out(flush() if flush is not None else []), StatefulLogic.RETAIN
 
     def snapshot(self) -> Any:
-        return self.step.snapshot()
+        # bytewax asks every touched key for its snapshot at every epoch, with or without a recovery
+        # store; a flow without one (a replay) throws them away, so it builds none.
+        return self.step.snapshot() if self.snapshots else None
 
 
 def builder(
-    name: str, new: Callable[[], S], restore: Callable[[Any], S], budget: StepBudget | None = None
+    name: str,
+    new: Callable[[], S],
+    restore: Callable[[Any], S],
+    budget: StepBudget | None = None,
+    snapshots: bool = True,
+    batched: bool = False,
 ) -> Callable[[Any], StepLogic[S]]:
-    """`op.stateful` builder: a fresh step for a new shard, or one restored from its snapshot."""
+    """`op.stateful` builder: a fresh step for a new shard, or one restored from its snapshot.
+    `snapshots=False`: the flow runs without recovery, its steps' snapshots are never built; `batched`:
+    the step takes and gives lists of items (`StepLogic`)."""
 
     def build(resume_state: Any) -> StepLogic[S]:
-        return StepLogic(name, new() if resume_state is None else restore(resume_state), budget)
+        step = new() if resume_state is None else restore(resume_state)
+        return StepLogic(name, step, budget, snapshots, batched)
 
     return build
 
 
 def writer_builder(
-    policy: WriterPolicy, generator: ReplyGenerator | None, recordings: Recordings
+    policy: WriterPolicy,
+    generator: ReplyGenerator | None,
+    recordings: Recordings,
+    snapshots: bool = True,
+    batched: bool = False,
 ) -> Callable[[Any], StepLogic[ReplyWriterStep]]:
     """The reply writer's builder (operators/reply_writer.py): no step budget (it never waits)."""
     return builder(
         "replies",
         lambda: ReplyWriterStep(policy, generator, recordings),
         lambda snap: ReplyWriterStep.restore(policy, generator, recordings, snap),
+        snapshots=snapshots,
+        batched=batched,
     )

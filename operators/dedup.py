@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from operators.shard import ParsedMessage, RobotRecord, RobotSighting
 from operators.timers import Tick
@@ -30,8 +30,7 @@ class _Seen:
     stamps: set[tuple[str, datetime]]
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):  # a tuple: built for every message, a frozen dataclass costs twice as much
     is_duplicate: bool
     message_id: str  # the id of the first report (the one that was processed)
     robot_is_new: bool  # this robot had not reported this message before
@@ -94,11 +93,12 @@ class DedupStep:
     def on_item(
         self, item: ParsedMessage | RobotRecord | ControlRecord | Tick
     ) -> list[Message | RobotRecord | ControlRecord | Tick | RobotSighting]:
-        if isinstance(item, Tick):
-            self.dedup.prune(item.at, self.window)
-            return [item]
-        if isinstance(item, RobotRecord | ControlRecord):  # nothing to deduplicate: on to the sessions step
-            return [item]
+        if type(item) is not ParsedMessage:
+            if isinstance(item, Tick):
+                self.dedup.prune(item.at, self.window)
+                return [item]
+            if isinstance(item, RobotRecord | ControlRecord):  # nothing to deduplicate: on to the sessions
+                return [item]
         msg = item.message
         verdict = self.dedup.observe(item.fp, msg.message_id, msg.robot_id, msg.received_at, self.window)
         if not verdict.is_duplicate:

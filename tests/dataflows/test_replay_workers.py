@@ -12,6 +12,7 @@ import sys
 from collections import defaultdict
 from contextlib import ExitStack
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 
 import orjson
@@ -174,9 +175,10 @@ def test_each_slice_takes_whole_conversations_and_every_tick(day) -> None:
         for x in items:
             if isinstance(x, bytes):
                 for tag, keyed in route([x]):
-                    for shard, item in keyed if tag == "shards" else ():
-                        if not isinstance(item, DlqRecord):  # a rejected record passes any shard untouched
-                            assert int(shard) % 3 == p.index
+                    for shard, items in keyed if tag == "shards" else ():
+                        for item in items:  # a rejected record passes any shard untouched
+                            if not isinstance(item, DlqRecord):
+                                assert int(shard) % 3 == p.index
     lines = [x for x in whole if isinstance(x, bytes)]
     assert sorted(x for items in parts for x in items if isinstance(x, bytes)) == sorted(lines)
     # slice 0's gaps step sees every stamp, in archive order, exactly as the whole flow reads them
@@ -189,6 +191,40 @@ def test_each_slice_takes_whole_conversations_and_every_tick(day) -> None:
         if isinstance(m, SeqMark)
     ]
     assert slice_marks == flow_marks and len(own) < len(lines)
+
+
+def test_routes_found_by_the_first_pass_give_each_slice_the_same_items(tmp_path, day_lines) -> None:
+    """`scan_archive(slicing=...)` finds where each record goes once; a slice given those routes skips the
+    others' records without reading them and yields exactly what it yields reading every record: the
+    same lines, ticks and gateway stamps (odd lines too: string room types, no stamp, not JSON, a
+    control record, a stamp with voided numbers)."""
+    at = orjson.loads(day_lines[600])["received_at"]  # odd lines at the same time keep the order
+    plus = at.replace("Z", "+00:00")
+    odd = [
+        b'{"kind":"message","robot_id":"wt_9","received_at":"%s","body":' % at.encode()
+        + b'{"receivedName":"\\u7532","groupName":"G","roomType":"1"},"seq":{"gw":"g2","n":7,"void":[5,6]}}',
+        b'{"kind":"message","robot_id":"wt_9","received_at":"%s","body":' % plus.encode()
+        + b'{"receivedName":"\\u7532","groupName":"G","roomType":"1"},"seq":{"gw":"g2","n":8}}',
+        b'{"kind":"message","robot_id":"wt_9","received_at":"%s","body":' % at.encode()
+        + b'{"receivedName":null,"roomType":"x"},"seq":{"gw":"g2","n":9}}',
+        b'{"kind":"online","robot_id":"wt_9","body":{}}',
+        b"not json",
+        b'{"action":"cancel_alert","at":"%s","session_id":"group:G","alert_id":"a"}' % at.encode(),
+    ]
+    lines = day_lines[:600] + odd + day_lines[600:]
+    archive = write_archive(tmp_path / "day.jsonl.zst", lines)
+    items = partial(archive_items, archive, timedelta(seconds=60), timedelta(seconds=1), UNTIL)
+    for count in (1, 2, 3):
+        scan = scan_archive(archive, (SHARDS, count))
+        assert scan.routes is not None and len(scan.routes.owners) == len(lines)
+        if count == 1:  # one worker: the stamps only
+            assert list(items(None, scan.routes)) == list(items())
+            continue
+        for i in range(count):
+            plain = ArchiveSlice(i, count, SHARDS, marks=i == 0)
+            routed = ArchiveSlice(i, count, SHARDS, marks=i == 0, routes=scan.routes.for_slice(i))
+            assert list(items(routed)) == list(items(plain))
+    assert scan_archive(archive).routes is None  # not asked for
 
 
 @pytest.mark.parametrize(
@@ -206,6 +242,14 @@ def test_a_slice_finds_the_conversation_the_parse_step_finds(body) -> None:
     record = {"kind": "message", "robot_id": "wt_1", "received_at": "2025-03-12T01:00:00.000Z", "body": body}
     (parsed,) = parse_all(orjson.dumps(record))
     assert conversation_of("wt_1", body) == parsed.message.session_id
+    assert conversation_of("wt_1", body) == parsed.message.session_id  # the validated fields, kept
+
+
+def test_a_slice_rejects_again_what_it_rejected_once() -> None:
+    body = {"receivedName": None, "roomType": "1"}
+    for _ in range(2):  # the second time from what the first validation kept
+        with pytest.raises(ValueError):
+            conversation_of("wt_1", body)
 
 
 def test_an_archive_out_of_order_is_sorted_first(tmp_path, day_lines, one_worker) -> None:
