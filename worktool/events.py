@@ -26,7 +26,8 @@ refused, naming the known ones) and `.at()` builds the typed envelope, so consum
         case CommandResult(status=status): ...
 
 Serialised once: `MonitorEvent.to_json()` keeps its bytes, so every sink that writes JSON (Kafka, JSONL)
-shares one encoding. An event is not changed after it is emitted.
+shares one encoding (orjson over the event's values where worktool/encoding.py vouches for pydantic's
+bytes, pydantic otherwise). An event is not changed after it is emitted.
 """
 
 from __future__ import annotations
@@ -201,9 +202,9 @@ _ENCODERS: dict[type[MonitorEvent], Callable[[MonitorEvent], Any] | None] = {}  
 
 def _to_json(event: MonitorEvent) -> bytes:
     # orjson over the event's own values (worktool/encoding.py: checked exactly, converted where
-    # pydantic converts), ~4 times cheaper than pydantic-core and the same bytes; anything it cannot
-    # vouch for (a value of another type, an integer beyond 64 bits that orjson refuses, a lone
-    # surrogate, ...) is written the careful way, which behaves as it always did.
+    # pydantic converts): the same bytes, without the digit-run check's pass (benchmarks/README.md, "The
+    # fast event path"); anything it cannot vouch for (a value of another type, an integer beyond 64
+    # bits that orjson refuses, a lone surrogate, ...) is written the careful way, as it always was.
     cls = type(event)
     try:
         encode = _ENCODERS[cls]
@@ -214,7 +215,7 @@ def _to_json(event: MonitorEvent) -> bytes:
             # copied to a bytes object of its own size (a join of two: ~0.1 µs): orjson's keeps the
             # larger block it was written into, and an event keeps its bytes (+28 MB peak RSS in a replay)
             return _join((_dumps(encode(event)), b""))
-        except Exception:  # noqa: BLE001, S110  # any doubt: pydantic decides, as before
+        except Exception:  # any doubt: pydantic decides, as before
             pass
     return _careful_json(event)
 

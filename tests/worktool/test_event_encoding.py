@@ -122,7 +122,7 @@ def outcome(encode: Any, event: MonitorEvent) -> tuple[Any, ...]:
         warnings.simplefilter("always")
         try:
             result: Any = encode(event)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             result = (type(e), str(e))
     return result, [str(w.message) for w in caught]
 
