@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/bench_events.py [--rounds 5]
 
 Events: every monitor event of the sample day's replay (commands/data/sample_day.jsonl). Raw records:
-the synthetic records of bench_dataflow.py. Per item, best of `--rounds`. msgspec rows are measured
+the synthetic records of bench_dataflow.py. CPU time per item, best of `--rounds`. msgspec rows are measured
 only when msgspec is installed (it is not a dependency: see benchmarks/README.md, "Event encoding").
 """
 
@@ -22,7 +22,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from dataflows.replay import replay_archive  # noqa: E402
-from worktool.events import MonitorEvent, parse_event  # noqa: E402
+from worktool.events import MonitorEvent, _to_json, construct_from, has_long_digits, parse_event  # noqa: E402
 from worktool.models import MessageCallback, MessageRecord, RawRecord  # noqa: E402
 from worktool.settings import Settings  # noqa: E402
 
@@ -52,14 +52,34 @@ except ImportError:
 
 
 def best(fn: Callable[[Any], Any], items: list[Any], rounds: int) -> float:
-    """Best µs per item over `rounds` passes."""
+    """Best µs (CPU time of the process) per item over `rounds` passes."""
     times = []
     for _ in range(rounds):
-        t = time.perf_counter()
+        t = time.process_time()
         for x in items:
             fn(x)
-        times.append(time.perf_counter() - t)
+        times.append(time.process_time() - t)
     return min(times) / len(items) * 1e6
+
+
+def best_fresh(fn: Callable[[Any], Any], make: Callable[[], list[Any]], rounds: int) -> float:
+    """Best µs per item over `rounds` passes, each over items made anew by `make` (not timed)."""
+    times = []
+    for _ in range(rounds):
+        items = make()
+        t = time.process_time()
+        for x in items:
+            fn(x)
+        times.append(time.process_time() - t)
+    return min(times) / len(items) * 1e6
+
+
+def rebuilt(events: list[MonitorEvent]) -> list[MonitorEvent]:
+    """The events as the flow makes them (`construct_from` + `.at()`), not encoded yet."""
+    return [
+        construct_from(type(e.data), dict(e.data.__dict__)).at(e.event_time, e.session_id, e.robot_id)
+        for e in events
+    ]
 
 
 def main() -> None:
@@ -75,7 +95,8 @@ def main() -> None:
     lines = out.getvalue().splitlines() * 5
     events: list[MonitorEvent] = [parse_event(x) for x in lines]
     same = all(
-        orjson.dumps(e.model_dump(mode="json")) == e.__pydantic_serializer__.to_json(e) for e in events
+        orjson.dumps(e.model_dump(mode="json")) == e.__pydantic_serializer__.to_json(e) == _to_json(e)
+        for e in events
     )
     rows = [
         (
@@ -85,6 +106,28 @@ def main() -> None:
         (
             "encode event: pydantic-core to_json (no dict)",
             best(lambda e: e.__pydantic_serializer__.to_json(e), events, args.rounds),
+        ),
+        (
+            "encode event: pydantic-core to_json + has_long_digits (the path before issue 14's encoder)",
+            best(lambda e: has_long_digits(e.__pydantic_serializer__.to_json(e)), events, args.rounds),
+        ),
+        (
+            "encode event: events._to_json (this tree's encoder)",
+            best(_to_json, events, args.rounds),
+        ),
+        (
+            "encode event: first to_json() of an event made by .at() (the sinks' call)",
+            best_fresh(lambda e: e.to_json(), lambda: rebuilt(events), args.rounds),
+        ),
+        (
+            "build event: construct_from + .at() (the flow's way)",
+            best(
+                lambda e: construct_from(type(e.data), dict(e.data.__dict__)).at(
+                    e.event_time, e.session_id, e.robot_id
+                ),
+                events,
+                args.rounds,
+            ),
         ),
         (
             "encode event: to_json() again (kept bytes)",
@@ -127,7 +170,8 @@ def main() -> None:
             )
         )
     print(
-        f"{len(events)} events, pydantic-core bytes == orjson bytes: {same} (orjson kept: it refuses ints beyond 64 bits)"
+        f"{len(events)} events, pydantic-core bytes == orjson bytes == _to_json: {same} "
+        "(orjson decides: it refuses ints beyond 64 bits)"
     )
     for name, us in rows:
         print(f"{us:8.2f} µs  {name}")
