@@ -134,10 +134,9 @@ def test_an_event_is_encoded_once_and_compares_by_its_fields():
 
 
 def test_the_fast_encoder_writes_the_same_bytes_as_the_careful_one():
-    """Events are encoded by orjson over their own values (worktool/encoding.py), else by pydantic-core
-    unless the bytes hold 19+ digits in a row, where orjson decides (it refuses integers beyond 64
-    bits). All must write the same bytes for every event a day produces, and for a long number inside a
-    text (tests/worktool/test_event_encoding.py: generated values of every catalogue event)."""
+    """Events are encoded by pydantic-core (fast) unless the bytes hold 19+ digits in a row, where orjson
+    decides (it refuses integers beyond 64 bits). Both must write the same bytes for every event a day
+    produces, and for a long number inside a text."""
     import io
 
     import orjson
