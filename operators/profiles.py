@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from operator import attrgetter
 from typing import Any
 
 from operators.timers import ShardClock, Timer
@@ -94,7 +95,7 @@ class Profile:
     timeouts: int = 0
 
     def row(self) -> tuple[Any, ...]:
-        row = [getattr(self, name) for name in _FIELDS]
+        row = list(_values(self))  # one C call for the fields
         while len(row) > 2 and _is_default(row[-1], _DEFAULTS[len(row) - 1]):
             row.pop()
         return tuple(row)
@@ -105,6 +106,7 @@ class Profile:
 
 
 _FIELDS = tuple(Profile.__dataclass_fields__)
+_values = attrgetter(*_FIELDS)
 _DEFAULTS = tuple(
     f.default_factory() if callable(f.default_factory) else f.default
     for f in Profile.__dataclass_fields__.values()
