@@ -31,6 +31,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from operator import attrgetter
 from typing import Any, Literal, NamedTuple
 
 from operators.timers import ShardClock, Timer
@@ -184,13 +185,17 @@ class Alert:
         )
 
     def snapshot(self) -> dict[str, Any]:
-        data = {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+        data = dict(zip(_ALERT_FIELDS, _alert_values(self), strict=True))  # one C call for the fields
         data["escalation_history"] = list(self.escalation_history)  # a copy: the alert goes on
         return data
 
     @classmethod
     def restore(cls, data: dict[str, Any]) -> Alert:
         return cls(**{**data, "escalation_history": [tuple(step) for step in data["escalation_history"]]})
+
+
+_ALERT_FIELDS: tuple[str, ...] = Alert.__slots__  # type: ignore[attr-defined]
+_alert_values = attrgetter(*_ALERT_FIELDS)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ no automatic reply in any status.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -367,7 +367,7 @@ class ConversationRules:
                 skip = ReplySkipped.make(message_id=plan.message_id, reason="no_reply_robot_in_group")
                 return [skip.at(timer.due, timer.key)]
             if robot != plan.robot_id:
-                plan = replace(plan, robot_id=robot)
+                plan = plan._replace(robot_id=robot)
         cause = CommandCause(event=plan.cause, message_id=plan.message_id)
         command = construct(CommandRecord,
             command_id=plan.command_id, channel="wecom", robot_id=plan.robot_id, target=plan.target,

@@ -55,6 +55,10 @@ _OVERLAP_WEIGHT, _OVERLAP_FULL = 0.25, 4
 _HELPFUL_WEIGHT = 0.1
 _DISMISSIVE_WEIGHT = 0.35
 _SHORTER_THAN_QUESTION = 0.1
+_KEPT = 1024  # replies (and questions) whose reading is kept, by text
+
+# A reply's reading: its content (letters and digits), its dismissive and helpful cues, its word pairs.
+_Reading = tuple[str, tuple[str, ...], tuple[str, ...], frozenset[str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,12 +127,12 @@ def content_of(text: str) -> str:
     return "".join(ch for ch in text if ch.isalnum()).lower()
 
 
-def _bigrams(content: str) -> set[str]:
-    return {
+def _bigrams(content: str) -> frozenset[str]:
+    return frozenset(
         content[i : i + 2]
         for i in range(len(content) - 1)
         if not (content[i] in _FUNCTION_CHARS and content[i + 1] in _FUNCTION_CHARS)
-    }
+    )
 
 
 def _one_pattern(patterns: Sequence[str]) -> LinearRegex | None:
@@ -147,25 +151,17 @@ class ReplyScorer:
             if (rx := _one_pattern(cues.get(name, []))) is not None
         ]
         self.brush_offs = [w.lower() for w in config.dismissive_words if w]
+        self._readings: dict[str, _Reading | QualityVerdict] = {}
+        self._questions: dict[str, tuple[str, frozenset[str]]] = {}
 
     def score(self, text: str, question: str = "") -> QualityVerdict:
         c = self.c
-        content = content_of(strip_mentions(text))
-        if not content:
-            return QualityVerdict(0.0, "rules", "nothing but @mentions, punctuation or emoji")
-        if all(ch in _FILLER_CHARS for ch in content):
-            return QualityVerdict(min(c.short_score, 0.15), "rules", "only an acknowledgement")
-        # The cues read the words with their punctuation (a question mark ends a rhetorical question),
-        # without the mentions and spaces.
-        words = "".join(strip_mentions(text).split()).lower()
-        found = [name for name, rx in self.cues if rx.matches(words)]
-        if any(w in words for w in self.brush_offs):
-            found.append("brush_off")
-        dismissive = [f for f in found if f in DISMISSIVE or f == "brush_off"]
-        helpful = [f for f in found if f in HELPFUL]
-        question_content = content_of(strip_mentions(question))
-        asked = _bigrams(question_content)
-        shared = len(asked & _bigrams(content)) if asked else 0
+        reading = self._reading(text)
+        if isinstance(reading, QualityVerdict):
+            return reading
+        content, dismissive, helpful, replied = reading
+        question_content, asked = self._question(question)
+        shared = len(asked & replied) if asked else 0
         overlap = min(shared / min(len(asked), _OVERLAP_FULL), 1.0) if asked else 0.0
 
         score = _BASE + _LENGTH_WEIGHT * min(len(content), _LENGTH_FULL) / _LENGTH_FULL
@@ -188,6 +184,44 @@ class ReplyScorer:
         if asked:
             parts.append(f"shares {shared} of the question's {len(asked)} word pairs")
         return QualityVerdict(score, "rules", "; ".join(parts))
+
+    def _reading(self, text: str) -> _Reading | QualityVerdict:
+        """What the score reads of the reply alone (a verdict already for an empty or filler one). Kept
+        by text: staff send the same few replies over and over, and the cues are most of the cost."""
+        reading = self._readings.get(text)
+        if reading is None:
+            reading = self._read(text)
+            if len(self._readings) >= _KEPT:
+                self._readings.clear()
+            self._readings[text] = reading
+        return reading
+
+    def _read(self, text: str) -> _Reading | QualityVerdict:
+        content = content_of(strip_mentions(text))
+        if not content:
+            return QualityVerdict(0.0, "rules", "nothing but @mentions, punctuation or emoji")
+        if all(ch in _FILLER_CHARS for ch in content):
+            return QualityVerdict(min(self.c.short_score, 0.15), "rules", "only an acknowledgement")
+        # The cues read the words with their punctuation (a question mark ends a rhetorical question),
+        # without the mentions and spaces.
+        words = "".join(strip_mentions(text).split()).lower()
+        found = [name for name, rx in self.cues if rx.matches(words)]
+        if any(w in words for w in self.brush_offs):
+            found.append("brush_off")
+        dismissive = tuple(f for f in found if f in DISMISSIVE or f == "brush_off")
+        helpful = tuple(f for f in found if f in HELPFUL)
+        return content, dismissive, helpful, _bigrams(content)
+
+    def _question(self, question: str) -> tuple[str, frozenset[str]]:
+        """The question's content and its word pairs, kept by text like `_reading`."""
+        read = self._questions.get(question)
+        if read is None:
+            content = content_of(strip_mentions(question))
+            read = (content, _bigrams(content))
+            if len(self._questions) >= _KEPT:
+                self._questions.clear()
+            self._questions[question] = read
+        return read
 
     def is_low(self, verdict: QualityVerdict) -> bool:
         return verdict.score < self.c.staff_low_quality

@@ -38,7 +38,7 @@ import random
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import NamedTuple, Protocol
 from zoneinfo import ZoneInfo
 
 from operators.personas import select_persona
@@ -182,9 +182,9 @@ class CatalogueReplies:
         return Reply(text[: persona.max_reply_chars - 1] + "…", t.id, r.persona)
 
 
-@dataclass(frozen=True, slots=True)
-class PlannedSend:
-    """A reply or a notice, decided now and sent at `due`."""
+class PlannedSend(NamedTuple):
+    """A reply or a notice, decided now and sent at `due`. A named tuple: built for every reply and notice
+    planned and again when it is due, at a fraction of a frozen dataclass's cost."""
 
     message_id: str
     command_id: str

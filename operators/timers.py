@@ -37,7 +37,7 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 SNAPSHOT_VERSION = 1
 
@@ -49,8 +49,10 @@ class Tick:
     at: datetime
 
 
-@dataclass(frozen=True, slots=True)
-class Timer:
+class Timer(NamedTuple):
+    """A pending timer. A named tuple: one is built for every timer scheduled, at a quarter of a frozen
+    dataclass's cost."""
+
     due: datetime
     seq: int  # schedule order: ties on `due` fire in the order they were scheduled
     key: str  # whose timer: a session id, a robot id, ...
