@@ -247,6 +247,7 @@ class SessionStep:
             self.late_records += 1
         self._touched.add(key)
         events = self._fire(key, at)
+        fired = len(events)  # folded into the profiles by `_fire`, as a tick firing them would
         subject = self._subject(key, at)
         if isinstance(item, ClassifiedMessage):
             events.extend(self._on_message(subject, item))
@@ -260,7 +261,7 @@ class SessionStep:
             events.extend(self._on_robot_record(subject, key, item))
             return events
         if subject.profiles.owners or isinstance(item, ClassifiedMessage):
-            events.extend(self._profiles(subject, key, at, events))
+            events.extend(self._profiles(subject, key, at, events[fired:]))
         return events
 
     def _fire(self, key: str | None, until: datetime) -> list[ItemOut]:

@@ -88,6 +88,20 @@ def test_an_owner_who_does_not_answer_a_staff_at_is_a_timeout(step) -> None:
     assert p.open_alerts == 1 and p.health_score < 82
 
 
+@pytest.mark.parametrize("fired_by", ["tick", "record"])
+def test_a_timer_is_folded_once_whether_a_tick_or_its_conversations_record_fires_it(step, fired_by) -> None:
+    """Replays and live runs place ticks differently: a due timer fired by the conversation's next
+    record must count in the profile exactly as one fired by a tick (not once more with the record)."""
+    step.on_item(message("需要扫码认证吗", 0, message_type="chat_after_sales"))
+    step.on_item(staff("@用户甲 请扫一下码", 1, message_type="staff_at_user", mentions=("用户甲",)))
+    out = step.on_item(Tick(at(61))) if fired_by == "tick" else []
+    out += step.on_item(message("有人在吗", 61.5, sender="用户乙"))
+    out += step.on_item(Tick(at(200)))
+    *_, p = profiles(out)
+    assert p.cooperation == {"responded": 0, "refused": 0, "timeout": 1}
+    assert p.alerts == {"user_not_cooperating": 1} and p.open_alerts == 1
+
+
 def test_a_complaint_opens_an_alert_that_staff_stepping_in_cancels(step) -> None:
     [p] = profiles(step.on_item(message("我要投诉你们", 0, message_type="chat_complaint", sentiment=-0.9)))
     assert (p.alerts, p.open_alerts) == ({"user_complaint": 1}, 1)
