@@ -10,6 +10,9 @@ At least once, and never stopped by one record or by an outage (`KafkaWriter`):
   spool drainer found); a new one works at once. A record whose report was lost may then be written
   twice, which every consumer tolerates (idempotent sinks, de-duplication).
 
+Only failed records are reported by the producer (delivery.report.only.error): an acknowledged record
+costs no Python call (`KafkaWriter._attempt` says why no record is lost that way).
+
 `message.max.bytes` comes from the configuration's RecordLimits, like every producer's.
 """
 
