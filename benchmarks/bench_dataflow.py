@@ -13,6 +13,10 @@ process (steadier on a shared box).
    worktool.raw, the live flow's Kafka source (tail=False) and sinks (dataflows/main.py) -> flow ->
    worktool.monitor + Postgres, timed first to last; then the ratio live / replay of the same run.
 --repo DIR: the code of another checkout (e.g. before a change) under this benchmark, same venv.
+--python-gc: Python's collector thresholds instead of the dataflow processes' (`WORKTOOL_GC_THRESHOLD`,
+dataflows/collector.py, applied by dataflows/runner.py and the replay): the live path allocates more
+(the sinks' rows, the producer's records), so with Python's thresholds it paid more of its time to the
+collector than the replay did, which no deployed flow does.
 --smoke: 500 records, for CI (tests/e2e/test_latency_benchmark.py runs it); the figures mean nothing.
 """
 
@@ -311,7 +315,16 @@ if __name__ == "__main__":
         "--profile", type=int, default=0, metavar="N", help="--kafka: print the N costliest functions"
     )
     ap.add_argument("--texts", choices=("synthetic", "labelled", "unique"), default="synthetic")
+    ap.add_argument(
+        "--python-gc",
+        action="store_true",
+        help="keep Python's collector thresholds (figures before 2026-12-03 17:30)",
+    )
     args = ap.parse_args()
+    if not args.python_gc:  # the collector policy of every dataflow process, live and replay alike
+        from dataflows.collector import tune_collector
+
+        print(f"gc thresholds {tune_collector(Settings().gc_threshold)} (dataflows/collector.py)")
     n = 500 if args.smoke else args.records
     replay = bench_replay(n, args.texts)
     if args.kafka:

@@ -13,7 +13,9 @@ producers
               be delivered is spooled within WorkTool's 3-s answer window.
     sink      the dataflow's Kafka sinks (monitor, commands, DLQ): idempotent, acks=all, linger.ms=5,
               lz4, message.timeout.ms=10 s (an outage shows up and is waited out by the sink instead
-              of records sitting in librdkafka's queue for its default five minutes).
+              of records sitting in librdkafka's queue for its default five minutes). The sinks' writer
+              (sinks/kafka.py: KafkaWriter) adds delivery.report.only.error and its one callback: only
+              failures cost a Python call.
     recorder  the dispatcher's accepted records: idempotent, acks=all, linger.ms=0 (one record, waited
               for), message.timeout.ms=5000 (a stuck producer after a broker restart is replaced within
               5 s). Leaves librdkafka's allow.auto.create.topics as it is (as before this factory).

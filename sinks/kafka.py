@@ -10,6 +10,9 @@ At least once, and never stopped by one record or by an outage (`KafkaWriter`):
   spool drainer found); a new one works at once. A record whose report was lost may then be written
   twice, which every consumer tolerates (idempotent sinks, de-duplication).
 
+Only failed records are reported by the producer (delivery.report.only.error): an acknowledged record
+costs no Python call (`KafkaWriter._attempt` says why no record is lost that way).
+
 `message.max.bytes` comes from the configuration's RecordLimits, like every producer's.
 """
 
@@ -134,6 +137,7 @@ class KafkaWriter:
         self._flush_timeout_s = int(config.get("message.timeout.ms", 300_000)) / 1000 + FLUSH_SLACK_S
         self._producer: Producer | None = None
         self._fatal: KafkaError | None = None
+        self._failures: list[tuple[KafkaError, bytes | None]] | None = None  # of the attempt under way
 
     def write(self, items: list[Any]) -> list[Poisoned]:
         poisoned: list[Poisoned] = []
@@ -198,28 +202,16 @@ class KafkaWriter:
     def _attempt(
         self, pending: list[tuple[Any, bytes | None, bytes]]
     ) -> tuple[list[tuple[Any, bytes | None, bytes]], list[Poisoned], Exception | None]:
-        """Send `pending` once. Returns (to send again, poison records, the first transient error)."""
-        producer = self._current_producer()
-        reports: list[KafkaError | None | _Pending] = [PENDING] * len(pending)
+        """Send `pending` once. Returns (to send again, poison records, the first transient error).
 
-        def reporter(index: int) -> Callable[[KafkaError | None, Any], None]:
-            def report(err: KafkaError | None, _msg: Any) -> None:
-                reports[index] = err
-
-            return report
-
-        for index, (_item, key, value) in enumerate(pending):
-            while True:
-                try:
-                    producer.produce(self.topic, value, key, on_delivery=reporter(index))
-                    break
-                except BufferError:  # local queue full: let librdkafka drain it
-                    producer.poll(0.1)
-                except KafkaException as e:  # refused before sending (too large, fatal state, ...)
-                    reports[index] = e.args[0]
-                    break
-        producer.flush(self._flush_timeout_s)
-
+        Only failed records are reported (delivery.report.only.error, set on every producer of this
+        writer): a success costs no Python call, no Message object and no closure (measured ~15 % of the
+        sink's time in the main thread, benchmarks/README.md "Issue 14: the live path, profiled"). Once
+        flush() has emptied the producer, every record has been acknowledged or has reported its error.
+        Records still queued or in flight after the timeout are purged, which reports each of them as
+        failed (PURGE_QUEUE, PURGE_INFLIGHT), so they are sent again; if even that leaves some
+        unaccounted for, the whole attempt is sent again (a duplicate, never a loss)."""
+        reports = self._send(pending)
         again: list[tuple[Any, bytes | None, bytes]] = []
         refused: list[Poisoned] = []
         error: Exception | None = None
@@ -238,12 +230,50 @@ class KafkaWriter:
             error = KafkaException(self._fatal)
         return again, refused, error
 
+    def _send(self, pending: list[tuple[Any, bytes | None, bytes]]) -> list[KafkaError | None | _Pending]:
+        """Produce `pending`, wait for the acknowledgements; each record's outcome: None (acknowledged),
+        its error, or PENDING (no outcome known: sent again)."""
+        producer = self._current_producer()
+        failures: list[tuple[KafkaError, bytes | None]] = []
+        self._failures = failures
+        reports: list[KafkaError | None | _Pending] = [None] * len(pending)
+        produce, topic = producer.produce, self.topic
+        for index, (_item, key, value) in enumerate(pending):
+            while True:
+                try:
+                    produce(topic, value, key)
+                    break
+                except BufferError:  # local queue full: let librdkafka drain it
+                    producer.poll(0.1)
+                except KafkaException as e:  # refused before sending (too large, fatal state, ...)
+                    reports[index] = e.args[0]
+                    break
+        unaccounted = producer.flush(self._flush_timeout_s)
+        if unaccounted:  # not acknowledged in time: purged, so each reports itself as failed
+            try:
+                producer.purge(in_queue=True, in_flight=True, blocking=True)
+                unaccounted = producer.flush(FLUSH_SLACK_S)
+            except KafkaException:  # a producer in a fatal state may refuse even this
+                pass
+        self._failures = None
+        if unaccounted or not _assign_failures(pending, reports, failures):
+            # Some records neither acknowledged nor reported: all but the refused ones are sent again.
+            return [PENDING if r is None else r for r in reports]
+        return reports
+
+    def _on_delivery(self, error: KafkaError | None, msg: Any) -> None:
+        """The producer's delivery report callback: with delivery.report.only.error, failures only."""
+        if error is not None and self._failures is not None:
+            self._failures.append((error, msg.value()))
+
     # -- the producer ---------------------------------------------------------------------------
 
     def _current_producer(self) -> Producer:
         if self._producer is None:
             self._fatal = None
-            self._producer = kafka_clients.producer("sink", "", config=self._config, error_cb=self._on_error)
+            # Only failures are reported, to the writer's one callback (see _attempt).
+            config = {**self._config, "delivery.report.only.error": True, "on_delivery": self._on_delivery}
+            self._producer = kafka_clients.producer("sink", "", config=config, error_cb=self._on_error)
         return self._producer
 
     def _on_error(self, error: KafkaError) -> None:
@@ -263,6 +293,27 @@ class KafkaWriter:
             pass
         PRODUCERS_REPLACED.labels(self.name).inc()
         log.info("%s: replacing the producer after %s", self.name, describe_error(reason))
+
+
+def _assign_failures(
+    pending: list[tuple[Any, bytes | None, bytes]],
+    reports: list[KafkaError | None | _Pending],
+    failures: list[tuple[KafkaError, bytes | None]],
+) -> bool:
+    """Each failure report to the record it is about (by its bytes: the callback gets no index; equal
+    records are interchangeable); False if a report names no record still without an outcome."""
+    if not failures:
+        return True
+    by_value: dict[bytes, list[int]] = {}
+    for index, (_item, _key, value) in enumerate(pending):
+        if reports[index] is None:
+            by_value.setdefault(value, []).append(index)
+    for error, value in failures:
+        indexes = by_value.get(value) if value is not None else None
+        if not indexes:
+            return False
+        reports[indexes.pop()] = error
+    return True
 
 
 # ---------------------------------------------------------------------------------------------

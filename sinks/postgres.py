@@ -53,6 +53,7 @@ from datetime import date
 from functools import cached_property
 from typing import Any
 
+import orjson
 import psycopg
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from prometheus_client import Counter
@@ -841,6 +842,20 @@ def _daily_report(ev: MonitorEvent) -> list[tuple[Upsert, dict[str, Any]]]:
     return [(DAILY_REPORTS, row)]
 
 
+def _fast_json(obj: Any) -> bytes | str:
+    """JSON for a jsonb column of validated counts and dumped models (a profile's): orjson, ~4x faster
+    than json.dumps, the same jsonb value (jsonb keeps neither spacing nor escapes); json.dumps for
+    anything orjson refuses (a non-string key, an integer beyond 64 bits, a lone surrogate), as before."""
+    try:
+        return orjson.dumps(obj)
+    except TypeError:
+        return json.dumps(obj)
+
+
+def _jsonb(obj: Any) -> Jsonb:
+    return Jsonb(obj, _fast_json)
+
+
 def _customer_updated(ev: MonitorEvent) -> list[tuple[Upsert, dict[str, Any]]]:
     d: CustomerUpdated = ev.data  # type: ignore[assignment]
     row = {
@@ -850,14 +865,14 @@ def _customer_updated(ev: MonitorEvent) -> list[tuple[Upsert, dict[str, Any]]]:
         "first_seen_at": d.first_seen_at,
         "last_message_at": d.last_message_at,
         "message_count": d.message_count,
-        "messages": Jsonb(dict(d.messages)),
-        "requirements": Jsonb(dict(d.requirements)),
-        "open_tasks": Jsonb([_plain(t) for t in d.open_tasks]),
-        "alerts": Jsonb(dict(d.alerts)),
+        "messages": _jsonb(dict(d.messages)),
+        "requirements": _jsonb(dict(d.requirements)),
+        "open_tasks": _jsonb([_plain(t) for t in d.open_tasks]),
+        "alerts": _jsonb(dict(d.alerts)),
         "open_alerts": d.open_alerts,
         "satisfaction": d.satisfaction,
         "satisfaction_trend": d.satisfaction_trend,
-        "cooperation": Jsonb(dict(d.cooperation)),
+        "cooperation": _jsonb(dict(d.cooperation)),
         "cooperation_level": d.cooperation_level,
         "responses": d.responses,
         "avg_response_minutes": d.avg_response_minutes,

@@ -16,11 +16,12 @@ import orjson
 import pytest
 from bytewax.dataflow import Dataflow
 from bytewax.testing import TestingSource
+from confluent_kafka import KafkaError
 from prometheus_client import REGISTRY
 
 from infra.embedded import EmbeddedKafka, free_port
 from infra.kafka_admin import ensure_topics
-from sinks.kafka import ModelKafkaSink
+from sinks.kafka import PENDING, ModelKafkaSink, _assign_failures
 from sinks.retry import Backoff
 from tests.support import EntryPoint, consume_all, wait_until
 from worktool.events import MonitorEvent
@@ -139,3 +140,20 @@ def test_a_batch_the_broker_does_not_acknowledge_is_waited_for_then_written(tmp_
         if kafka is not None:
             kafka.stop()
     assert got == sorted(canonical(orjson.loads(item.to_json())) for item in items()[:3])
+
+
+def test_failure_reports_go_to_their_records_and_an_unknown_one_means_no_outcome_is_known() -> None:
+    # Only failures are reported (delivery.report.only.error), by the record's bytes: equal records are
+    # interchangeable, a record refused at produce() keeps its error, and a report naming no record
+    # still without an outcome makes the writer send every unrefused record again.
+    pending: list[tuple[Any, bytes | None, bytes]] = [("a", None, b"x"), ("b", None, b"y"), ("c", None, b"x")]
+    refused = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)
+    timed_out = KafkaError(KafkaError._MSG_TIMED_OUT)
+    reports: list[Any] = [None, refused, None]
+    assert _assign_failures(pending, reports, [(timed_out, b"x")])
+    assert sum(r is timed_out for r in reports) == 1 and reports[1] is refused
+    assert sum(r is None for r in reports) == 1
+    reports = [None, refused, None]
+    assert not _assign_failures(pending, reports, [(timed_out, b"y")])  # b"y" already has its outcome
+    assert _assign_failures(pending, [None, None, None], [])
+    assert PENDING is not None
