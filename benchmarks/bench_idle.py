@@ -6,7 +6,8 @@ Runs `worktool up` (embedded broker, PostgreSQL and Redis; the dataflow, gateway
 dispatcher) on the example business file, waits until its /healthz answers (the dataflow's heartbeat
 is there), lets it settle, then reads every process's CPU time (user + system, its children included)
 over `--seconds` in which nothing is sent. Prints each process's share of one core, the dataflow's first
-(the figure line: `idle dataflow: X.X % of a core`), and the load average before and after.
+(the figure line: `idle dataflow: X.X % of a core`), the dataflow's threads by name (bytewax's worker
+is the main thread, librdkafka's are rdk:*), and the load average before and after.
 
 `--repo DIR` runs another checkout's `worktool up` (use that checkout's venv Python, or this one with
 the same dependencies): the same measurement of older code, for before/after pairs in one sitting.
@@ -48,14 +49,46 @@ def _cpu(procs: list[psutil.Process]) -> float:
     return total
 
 
-def measure(pids: dict[str, int], seconds: float) -> dict[str, float]:
-    """% of one core per named process tree over `seconds` (the trees are taken once, at the start)."""
+def _thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
+    """CPU seconds (user + system) of every thread of `pid`, with its name (/proc/PID/task/TID/comm:
+    librdkafka names its threads rdk:main, rdk:broker<N>, ...; bytewax's worker is the main thread)."""
+    out: dict[int, tuple[str, float]] = {}
+    with contextlib.suppress(psutil.NoSuchProcess):
+        for t in psutil.Process(pid).threads():
+            try:
+                name = Path(f"/proc/{pid}/task/{t.id}/comm").read_text().strip()
+            except OSError:
+                continue
+            out[t.id] = (name, t.user_time + t.system_time)
+    return out
+
+
+def _by_name(
+    before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], wall: float
+) -> dict[str, float]:
+    """% of one core per thread name (threads of one name summed, e.g. several producers' rdk:main)."""
+    shares: dict[str, float] = {}
+    for tid, (name, cpu) in after.items():
+        spent = cpu - before.get(tid, (name, 0.0))[1]
+        shares[name] = shares.get(name, 0.0) + 100 * spent / wall
+    return {name: round(v, 3) for name, v in sorted(shares.items(), key=lambda kv: -kv[1])}
+
+
+def measure(
+    pids: dict[str, int], seconds: float, threads_of: str | None = None
+) -> tuple[dict[str, float], dict[str, float]]:
+    """% of one core per named process tree over `seconds` (the trees are taken once, at the start), and
+    per thread name of the process `threads_of` (its main process only)."""
     trees = {name: _tree(pid) for name, pid in pids.items()}
+    tpid = pids.get(threads_of) if threads_of else None
+    threads_before = _thread_cpu(tpid) if tpid else {}
     before = {name: _cpu(tree) for name, tree in trees.items()}
     started = time.monotonic()
     time.sleep(seconds)
     wall = time.monotonic() - started
-    return {name: round(100 * (_cpu(tree) - before[name]) / wall, 2) for name, tree in trees.items()}
+    cpu = {name: round(100 * (_cpu(tree) - before[name]) / wall, 2) for name, tree in trees.items()}
+    threads = _by_name(threads_before, _thread_cpu(tpid), wall) if tpid else {}
+    return cpu, threads
 
 
 def run(repo: Path, root: Path, seconds: float, settle: float, extra_env: dict[str, str]) -> dict[str, Any]:
@@ -74,7 +107,7 @@ def run(repo: Path, root: Path, seconds: float, settle: float, extra_env: dict[s
             for name in sorted(pids, key=lambda n: (n not in ORDER, ORDER.index(n) if n in ORDER else 0, n))
         }
         pids["up (supervisor)"] = stack.up.pid
-        cpu = measure(pids, seconds)
+        cpu, threads = measure(pids, seconds, threads_of="dataflow")
         # the supervisor's own figure without its children (they are measured on their own)
         cpu["up (supervisor)"] = round(
             cpu["up (supervisor)"] - sum(v for k, v in cpu.items() if k != "up (supervisor)"), 2
@@ -83,6 +116,7 @@ def run(repo: Path, root: Path, seconds: float, settle: float, extra_env: dict[s
         "seconds": seconds,
         "settle_s": settle,
         "cpu_percent": cpu,
+        "dataflow_threads_percent": threads,
         "load_before": [round(x, 2) for x in load_before],
         "load_after": [round(x, 2) for x in os.getloadavg()],
     }
@@ -94,6 +128,10 @@ def report(figures: dict[str, Any]) -> str:
              f"(over {figures['seconds']:g} s, after {figures['settle_s']:g} s settling)"]  # fmt: skip
     lines += [f"  {name:<18} {value:6.1f} %" for name, value in cpu.items()]
     lines.append(f"  total {sum(cpu.values()):.1f} % of a core")
+    threads = figures.get("dataflow_threads_percent") or {}
+    if threads:
+        lines.append("dataflow threads (% of a core):")
+        lines += [f"  {name:<18} {value:6.2f} %" for name, value in threads.items() if value >= 0.01]
     lines.append(
         "load average before: {} / after: {}".format(
             " ".join(f"{x:.2f}" for x in figures["load_before"]),

@@ -50,7 +50,10 @@ def recovery_partition_count(path: Path) -> int:
 
 
 def ensure_recovery_dir(total_workers: int = 1) -> str:
-    """The recovery directory, created with WORKTOOL_RECOVERY_PARTITIONS partitions when it has none. The
+    """The recovery directory, created with WORKTOOL_RECOVERY_PARTITIONS partitions (unset: one per worker
+    of the cluster, `total_workers`) when it has none. bytewax commits every partition at every epoch (each
+    2 s, idle or not: three fsyncs a partition), so a one-worker dataflow with 16 partitions spent most of
+    its idle main thread there (benchmarks/README.md, "Issue 14: idle, again"). The
     processes of a cluster share it: a lock keeps two of them from creating it at the same time. An existing
     directory keeps its partition count (bytewax fixes it forever); fewer partitions than workers still
     works, the snapshots of several workers then share a partition (docs/operations.md, how to grow)."""
@@ -61,7 +64,7 @@ def ensure_recovery_dir(total_workers: int = 1) -> str:
         fcntl.flock(lock, fcntl.LOCK_EX)
         count = recovery_partition_count(path)
         if count == 0:
-            count = settings.recovery_partitions
+            count = settings.recovery_partitions or max(1, total_workers)
             init_db_dir(path, count)
             log.info("recovery directory %s created with %d partitions", path, count)
     if count < total_workers:

@@ -234,9 +234,12 @@ class Settings(BaseSettings):
     dataflow_processes: int | None = Field(default=None, ge=1, alias="WORKTOOL_DATAFLOW_PROCESSES")
     dataflow_process_id: int | None = Field(default=None, ge=0, alias="WORKTOOL_DATAFLOW_PROCESS_ID")
     dataflow_addresses: str | None = Field(default=None, alias="WORKTOOL_DATAFLOW_ADDRESSES")
-    # Partitions of a new recovery directory: fixed forever for that directory, so sized for the largest
-    # cluster (processes x workers) meant to run on it; an existing directory keeps its count.
-    recovery_partitions: int = Field(default=16, ge=1, alias="WORKTOOL_RECOVERY_PARTITIONS")
+    # Partitions of a new recovery directory: fixed forever for that directory; an existing directory keeps
+    # its count. Unset: the workers of the dataflow that creates it (processes x workers; 1 by default).
+    # bytewax commits every partition at every epoch, busy or idle (three fsyncs each): 16 partitions cost
+    # a one-worker dataflow ~0.45 % of a core while idle (benchmarks/README.md, "Issue 14: idle, again").
+    # Set it for a directory meant to take a larger cluster later (fewer partitions than workers works too).
+    recovery_partitions: int | None = Field(default=None, ge=1, alias="WORKTOOL_RECOVERY_PARTITIONS")
 
     # The trained message-type model on top of the rules (docs/rules.md §2): "builtin" (shipped with the
     # package), "off" (rules only), or the path of a model file written by `worktool train --out`.

@@ -233,8 +233,15 @@ def test_start_up_warns_of_idle_workers_and_sizes_recovery_for_the_cluster(
     runner.check_cluster(ClusterShape(workers=1, processes=2))
     assert "partitions for" not in caplog.text
 
-    # A new recovery directory: WORKTOOL_RECOVERY_PARTITIONS (16) partitions.
-    assert runner.recovery_partition_count(Path(runner.ensure_recovery_dir(4))) == 16
+    # A new recovery directory: one partition per worker (bytewax commits every partition at every epoch,
+    # so extra ones cost an idle flow fsyncs), or WORKTOOL_RECOVERY_PARTITIONS when it is set.
+    assert runner.recovery_partition_count(Path(runner.ensure_recovery_dir(4))) == 4
+    one = Settings(data_dir=tmp_path / "one")
+    monkeypatch.setattr(runner, "get_settings", lambda: one)
+    assert runner.recovery_partition_count(Path(runner.ensure_recovery_dir())) == 1
+    sized = Settings(data_dir=tmp_path / "sized", recovery_partitions=16)
+    monkeypatch.setattr(runner, "get_settings", lambda: sized)
+    assert runner.recovery_partition_count(Path(runner.ensure_recovery_dir(2))) == 16
     # One made before (4 partitions) keeps them, and says so when the cluster has more workers.
     old = Settings(data_dir=tmp_path / "old")
     old.recovery_dir.mkdir(parents=True)
