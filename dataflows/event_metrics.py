@@ -77,7 +77,6 @@ _TRANSITIONS: dict[type, str] = {
     AlertCancelled: "cancelled",
 }
 _COMMAND_STATUS: dict[type, str] = {CommandCreated: "pending", CommandSent: "sent", CommandTimeout: "timeout"}
-_COUNTERS: dict[str, Any] = {}  # event name -> its child of MONITOR_EVENTS (labels() costs per call)
 
 
 def observe_events(events: list[MonitorEvent]) -> None:
@@ -93,7 +92,7 @@ def observe_events(events: list[MonitorEvent]) -> None:
         else:  # not a typed envelope: by each event's name
             for e in events:
                 if type(e) is t:
-                    _counter(e.event).inc()
+                    _child(MONITOR_EVENTS, e.event).inc()
         if envelope.rare:
             rare.add(t)
     if rare:
@@ -162,13 +161,6 @@ class _Envelope:
 _ENVELOPES: dict[type, _Envelope] = {}
 
 
-def _counter(name: str) -> Any:
-    child = _COUNTERS.get(name)
-    if child is None:
-        child = _COUNTERS[name] = MONITOR_EVENTS.labels(name)
-    return child
-
-
 def _envelope(t: type) -> _Envelope:
     name = next((n for n, envelope in EVENT_TYPES.items() if envelope is t), None)
     if name is None:
@@ -176,7 +168,7 @@ def _envelope(t: type) -> _Envelope:
     else:
         data = t.model_fields["data"].annotation  # the event's model (or a subclass) is its data
         rare = not isinstance(data, type) or any(issubclass(r, data) for r in _RARE)
-        found = _Envelope(_counter(name), rare)
+        found = _Envelope(_child(MONITOR_EVENTS, name), rare)
     _ENVELOPES[t] = found
     return found
 

@@ -222,7 +222,7 @@ class SliceDesk:
 
     def feed(self) -> None:
         """Take what the slices have written since the last call."""
-        for path in self.paths:
+        for index, path in enumerate(self.paths):
             f = self.files.get(path)
             if f is None:
                 if not path.exists():
@@ -232,7 +232,6 @@ class SliceDesk:
             if not chunk:
                 continue
             *lines, self.partial[path] = (self.partial.get(path, b"") + chunk).split(b"\n")
-            index = self.paths.index(path)
             for line in lines:
                 self._take(index, line)
 

@@ -82,30 +82,17 @@ class StepLogic(StatefulLogic[Any, Any, Any], Generic[S]):
         self._wake_after = getattr(step, "wake_after", None)  # asked after every item: looked up once
 
     def on_item(self, value: Any) -> tuple[list[Any], bool]:
-        if not self.batched:
-            out = self._one(value)
+        if self.batched:
+            out: list[Any] = []
+            for v in value:
+                out += self._one(v)
         else:
-            out = []
-            if self.budget is None:
-                step = self.step.on_item
-                for v in value:
-                    if isinstance(v, DlqRecord):
-                        out.append(v)
-                        continue
-                    try:
-                        out += step(v)
-                    except Exception as e:  # poison item: to the DLQ, never a crashed flow
-                        out.append(self._failed(v, e))
-            else:
-                for v in value:
-                    out += self._one(v)
+            out = self._one(value)
         late = getattr(self.step, "late_records", 0)
         if late:
             LATE_RECORDS.inc(late)
             self.step.late_records = 0  # type: ignore[attr-defined]
-        if self.batched:
-            return ([out] if out else []), StatefulLogic.RETAIN
-        return out, StatefulLogic.RETAIN
+        return self._out(out), StatefulLogic.RETAIN
 
     def _one(self, value: Any) -> list[Any]:
         if isinstance(value, DlqRecord):

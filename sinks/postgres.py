@@ -674,7 +674,7 @@ def _alert(ev: MonitorEvent) -> list[tuple[Upsert, dict[str, Any]]]:
         "message_id": a.message_id,
         "message_content": a.message_content,
         "escalation_count": a.escalation_count,
-        "escalation_history": Jsonb([step.model_dump(mode="json") for step in a.escalation_history]),
+        "escalation_history": _jsonb([step.model_dump(mode="json") for step in a.escalation_history]),
         "cancel_reason": a.cancel_reason,
         "cancelled_at": a.cancelled_at,
         "cancelled_by": a.cancelled_by,
@@ -700,7 +700,7 @@ def _command_created(ev: MonitorEvent) -> list[tuple[Upsert, dict[str, Any]]]:
         "command_id": d.command_id,
         "robot_id": d.robot_id,
         "channel": d.channel,
-        "command_data": Jsonb(item if d.channel == "wecom" else {"target": d.target, "content": d.content}),
+        "command_data": _jsonb(item if d.channel == "wecom" else {"target": d.target, "content": d.content}),
         "target": d.target,
         "content": d.content,
         "at_list": list(d.at_list),
@@ -709,7 +709,7 @@ def _command_created(ev: MonitorEvent) -> list[tuple[Upsert, dict[str, Any]]]:
         "cause_id": d.cause_id,
         "persona": d.persona,
         "template_id": d.template_id,
-        "reply": Jsonb(d.reply.model_dump(mode="json")) if d.reply is not None else None,
+        "reply": _jsonb(d.reply.model_dump(mode="json")) if d.reply is not None else None,
     }
     return [(COMMANDS, row)]
 
@@ -832,10 +832,10 @@ def _daily_report(ev: MonitorEvent) -> list[tuple[Upsert, dict[str, Any]]]:
         "sla_attained": d.sla_attained,
         "open_at_end": d.open_at_end,
         "overdue_at_end": d.overdue_at_end,
-        "cooperation": Jsonb(dict(d.cooperation)),
-        "staff": Jsonb([_plain(s) for s in d.staff]),
-        "alerts": Jsonb([_plain(a) for a in d.alerts]),
-        "funnel": Jsonb(dict(d.funnel)),
+        "cooperation": _jsonb(dict(d.cooperation)),
+        "staff": _jsonb([_plain(s) for s in d.staff]),
+        "alerts": _jsonb([_plain(a) for a in d.alerts]),
+        "funnel": _jsonb(dict(d.funnel)),
         "summary": d.summary,
         "generated_at": ev.event_time,  # 24:00 of the day, local
     }
@@ -843,7 +843,7 @@ def _daily_report(ev: MonitorEvent) -> list[tuple[Upsert, dict[str, Any]]]:
 
 
 def _fast_json(obj: Any) -> bytes | str:
-    """JSON for a jsonb column of validated counts and dumped models (a profile's): orjson, ~4x faster
+    """JSON for the projection's jsonb columns (validated counts and dumped models): orjson, ~4x faster
     than json.dumps, the same jsonb value (jsonb keeps neither spacing nor escapes); json.dumps for
     anything orjson refuses (a non-string key, an integer beyond 64 bits, a lone surrogate), as before."""
     try:
