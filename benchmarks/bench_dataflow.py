@@ -12,6 +12,8 @@ process (steadier on a shared box).
 2. --kafka: the live wiring end to end on the embedded broker and database: records pre-loaded on
    worktool.raw, the live flow's Kafka source (tail=False) and sinks (dataflows/main.py) -> flow ->
    worktool.monitor + Postgres, timed first to last; then the ratio live / replay of the same run.
+--waiting-sinks: the worker waits for each batch's acknowledgements (the live sinks before
+sinks/overlapped.py), for a comparison in the same run.
 --repo DIR: the code of another checkout (e.g. before a change) under this benchmark, same venv.
 --python-gc: Python's collector thresholds instead of the dataflow processes' (`WORKTOOL_GC_THRESHOLD`,
 dataflows/collector.py, applied by dataflows/runner.py and the replay): the live path allocates more
@@ -202,7 +204,9 @@ def _loader(bootstrap: str):
     return kafka_clients.producer("loader", bootstrap)
 
 
-def _live_wiring(settings: Settings, concurrent: bool, source_config: dict[str, str]):
+def _live_wiring(
+    settings: Settings, concurrent: bool, source_config: dict[str, str], overlapped: bool = True
+):
     """The live flow's Kafka source and sinks (dataflows/main.py), or for a checkout before
     `kafka_source`/`live_sinks` existed, the wiring this benchmark used then."""
     try:
@@ -226,11 +230,18 @@ def _live_wiring(settings: Settings, concurrent: bool, source_config: dict[str, 
         events = [ModelKafkaSink(bootstrap, settings.topic_monitor), PostgresEventSink(settings.database_url)]
         return source, FlowSinks(events=events)
     source = kafka_source(settings.kafka_bootstrap_servers, [settings.topic_raw], tail=False, **source_config)
-    return source, live_sinks(settings, concurrent=concurrent)
+    try:
+        return source, live_sinks(settings, concurrent=concurrent, overlapped=overlapped)
+    except TypeError:  # a checkout before the overlapped sink
+        return source, live_sinks(settings, concurrent=concurrent)
 
 
 def bench_kafka(
-    n: int, profile: int = 0, concurrent: bool = True, source_config: dict[str, str] | None = None
+    n: int,
+    profile: int = 0,
+    concurrent: bool = True,
+    source_config: dict[str, str] | None = None,
+    overlapped: bool = True,
 ) -> float:
     """The live wiring of dataflows/main.py (its Kafka source and sinks, minus the Redis heartbeat) on
     the embedded broker and database, over `n` records pre-loaded on worktool.raw."""
@@ -265,7 +276,7 @@ def bench_kafka(
         config = BusinessConfig()
         classifier = build_classifier(settings, config)
         extra = call_log_events(classifier)
-        source, live = _live_wiring(settings, concurrent, source_config or {})
+        source, live = _live_wiring(settings, concurrent, source_config or {}, overlapped)
         count = CountingSink()
         sinks = FlowSinks(events=[*live.events, count], dlq=live.dlq, commands=live.commands)
         flow = build_flow(
@@ -312,6 +323,9 @@ if __name__ == "__main__":
     ap.add_argument("--repo", type=Path, help="measure the code of another checkout (same venv)")
     ap.add_argument("--sequential-sinks", action="store_true", help="monitor topic, then Postgres")
     ap.add_argument(
+        "--waiting-sinks", action="store_true", help="the worker waits for each batch's acknowledgements"
+    )
+    ap.add_argument(
         "--profile", type=int, default=0, metavar="N", help="--kafka: print the N costliest functions"
     )
     ap.add_argument("--texts", choices=("synthetic", "labelled", "unique"), default="synthetic")
@@ -329,7 +343,11 @@ if __name__ == "__main__":
     replay = bench_replay(n, args.texts)
     if args.kafka:
         live = bench_kafka(
-            n, args.profile, concurrent=not args.sequential_sinks, source_config=args.source_config
+            n,
+            args.profile,
+            concurrent=not args.sequential_sinks,
+            source_config=args.source_config,
+            overlapped=not args.waiting_sinks,
         )
         per_cpu = FIGURES["live"]["records_per_cpu_s"] / FIGURES["replay"]["records_per_cpu_s"]
         print(

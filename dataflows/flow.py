@@ -47,6 +47,7 @@ from operators.reply_writer import ReplyGenerator, WriterPolicy
 from operators.sessions import SessionPolicy, SessionStep, subject_of
 from operators.shard import ClassifiedMessage, ParsedMessage, RobotRecord, RobotSighting, robot_key, shard_for
 from operators.timers import Tick
+from sinks.overlapped import OverlappedSink
 from worktool.config import BusinessConfig
 from worktool.events import EVENT_TYPES, MonitorEvent
 from worktool.models import (
@@ -459,7 +460,10 @@ def build_flow(
     routed_out = op.flat_map_batch("route", values, _route_output(extra_events))
     events, rest = _tagged("route", routed_out, _EVENTS)
     for i, sink in enumerate(sinks.events):
-        op.output(f"events_out_{i}", events, sink)
+        if isinstance(sink, OverlappedSink):  # partitioned by conversation: (key, event) pairs
+            op.output(f"events_out_{i}", op.flat_map_batch(f"events_keyed_{i}", events, sink.keyed), sink)
+        else:
+            op.output(f"events_out_{i}", events, sink)
     commands, rest = _tagged("route", rest, _COMMANDS)
     for i, sink in enumerate(sinks.commands):
         op.output(f"commands_out_{i}", commands, sink)

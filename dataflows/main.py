@@ -13,7 +13,7 @@ import psycopg
 import redis
 from bytewax.connectors.kafka import KafkaSource
 from bytewax.dataflow import Dataflow
-from bytewax.outputs import DynamicSink
+from bytewax.outputs import Sink
 
 from classifiers import build_classifier, build_reply_generator, call_log_events
 from dataflows.cluster import resolve_shape
@@ -23,9 +23,11 @@ from dataflows.sources import GuardedKafkaSource, TickSource, WithTicks
 from dataflows.watchdog import StepBudget, watchdog_dir
 from infra import kafka_clients
 from infra.migrate import latest_console_personas
+from operators.shard import shard_for
 from sinks.concurrent import ConcurrentSinks
 from sinks.heartbeat import OFFSET_RESET_KEY, HeartbeatSink
 from sinks.kafka import DeadLetters, ModelKafkaSink
+from sinks.overlapped import OverlappedSink
 from worktool.config import BusinessConfig, load_config
 from worktool.models import CommandRecord, LlmRecord, utc_now
 from worktool.settings import Settings, get_settings
@@ -79,20 +81,29 @@ def kafka_source(
     )
 
 
-def live_sinks(settings: Settings, *, concurrent: bool = True) -> FlowSinks:
+def live_sinks(settings: Settings, *, concurrent: bool = True, overlapped: bool = True) -> FlowSinks:
     """The live flow's sinks without the heartbeat: monitor topic + Postgres projection (written at the
-    same time, sinks/concurrent.py; one after the other with `concurrent=False`), DLQ, commands."""
+    same time, sinks/concurrent.py; one after the other with `concurrent=False`), in the background while
+    the flow goes on and acknowledged by each epoch's close (sinks/overlapped.py; while the worker waits
+    with `overlapped=False`), DLQ, commands."""
     from sinks.postgres import PostgresEventSink
 
     assert settings.kafka_bootstrap_servers and settings.database_url
     bootstrap, limits = settings.kafka_bootstrap_servers, settings.limits
     dead_letters = DeadLetters(bootstrap, settings.topic_dlq, limits)  # the sinks' poison records
-    events: list[DynamicSink] = [
+    events: list[Sink] = [
         ModelKafkaSink(bootstrap, settings.topic_monitor, limits, dead_letters=dead_letters),
         PostgresEventSink(settings.database_url, dead_letters=dead_letters),
     ]
+    if concurrent:
+        events = [ConcurrentSinks(events)]
+    if overlapped:
+        shards = settings.shards
+        events = [
+            OverlappedSink(e, shards, lambda ev: shard_for(ev.session_id or "", shards)) for e in events
+        ]
     return FlowSinks(
-        events=[ConcurrentSinks(events)] if concurrent else events,
+        events=events,
         dlq=[ModelKafkaSink(bootstrap, settings.topic_dlq, limits)],
         # One robot's commands stay in order on one partition (the dispatcher rate-limits per robot).
         commands=[
