@@ -46,6 +46,7 @@ from worktool.events import (
     EscalationStep,
     MonitorEvent,
     construct,
+    construct_from,
 )
 from worktool.models import CommandCause, CommandRecord, Message, iso
 
@@ -120,6 +121,13 @@ ROUTES = (("wecom", 1), ("phone", 3), ("sms", 4))
 REMINDER_FROM_LEVEL = 2
 
 
+def command_cause(event: str, message_id: str | None, alert_id: str | None) -> CommandCause:
+    """A command's cause, unchecked (its values are ours): every field in the model's order, so it
+    serializes as the validated model does; ~1 µs less than validating, for each of the ~43 k commands of
+    the 100 k day."""
+    return construct_from(CommandCause, {"event": event, "message_id": message_id, "alert_id": alert_id})
+
+
 def _digest(*parts: str, size: int = 10) -> str:
     return hashlib.blake2b("\x1f".join(parts).encode(), digest_size=size).hexdigest()
 
@@ -155,34 +163,35 @@ class Alert:
         return self.status in OPEN
 
     def model(self) -> AlertSnapshot:
-        return construct(
-            AlertSnapshot,
-            alert_id=self.alert_id,
-            alert_type=self.alert_type,
-            alert_key=self.alert_key,
-            session_id=self.session_id,
-            user_name=self.user_name,
-            group_name=self.group_name,
-            robot_id=self.robot_id,
-            level=self.level,
-            status=self.status,
-            escalation_count=len(self.escalation_history),
-            escalation_history=[
-                construct(EscalationStep, at=a, from_level=f, to_level=t, by=b)
-                for a, f, t, b in self.escalation_history
-            ],
-            cancel_reason=self.cancel_reason,
-            cancelled_at=self.cancelled_at,
-            cancelled_by=self.cancelled_by,
-            raised_at=self.raised_at,
-            last_triggered_at=self.last_triggered_at,
-            trigger_count=self.trigger_count,
-            message_id=self.message_id,
-            message_content=self.message_content,
-            parent_alert_id=self.parent_alert_id,
-            notified_at=self.notified_at,
-            version=self.version,
-        )
+        # A dict of every field, in the model's order, straight to construct_from (no keyword packing, no
+        # defaults merged): built for every alert event (~32 k in the 100 k day).
+        history = self.escalation_history
+        return construct_from(AlertSnapshot, {
+            "alert_id": self.alert_id,
+            "alert_type": self.alert_type,
+            "alert_key": self.alert_key,
+            "session_id": self.session_id,
+            "user_name": self.user_name,
+            "group_name": self.group_name,
+            "robot_id": self.robot_id,
+            "level": self.level,
+            "status": self.status,
+            "escalation_count": len(history),
+            "escalation_history": [
+                construct(EscalationStep, at=a, from_level=f, to_level=t, by=b) for a, f, t, b in history
+            ] if history else [],
+            "cancel_reason": self.cancel_reason,
+            "cancelled_at": self.cancelled_at,
+            "cancelled_by": self.cancelled_by,
+            "raised_at": self.raised_at,
+            "last_triggered_at": self.last_triggered_at,
+            "trigger_count": self.trigger_count,
+            "message_id": self.message_id,
+            "message_content": self.message_content,
+            "parent_alert_id": self.parent_alert_id,
+            "notified_at": self.notified_at,
+            "version": self.version,
+        })  # fmt: skip
 
     def snapshot(self) -> dict[str, Any]:
         data = dict(zip(_ALERT_FIELDS, _alert_values(self), strict=True))  # one C call for the fields
@@ -317,7 +326,10 @@ class AlertRules:
 
     @staticmethod
     def find(alerts: dict[str, Alert], alert_id: str) -> Alert | None:
-        return next((a for a in alerts.values() if a.alert_id == alert_id), None)
+        for alert in alerts.values():  # noqa: SIM110 (a loop: no generator per call)
+            if alert.alert_id == alert_id:
+                return alert
+        return None
 
     # -- cancellation --------------------------------------------------------------------------
 
@@ -408,11 +420,9 @@ class AlertRules:
 
     @staticmethod
     def _where(alert: Alert) -> str:
-        parts = [
-            alert.group_name or (alert.robot_id and f"机器人{alert.robot_id}") or "",
-            alert.user_name or "",
-        ]
-        return " ".join(p for p in parts if p)
+        where = alert.group_name or (alert.robot_id and f"机器人{alert.robot_id}") or ""
+        user = alert.user_name or ""
+        return f"{where} {user}" if where and user else where or user
 
     def _notify(
         self, alert: Alert, clock: ShardClock, at: datetime, purpose: str, content: str | None
@@ -445,7 +455,7 @@ class AlertRules:
     ) -> list[Out]:
         command_id = "cmd_" + _digest(alert.alert_id, purpose, str(alert.level), channel, target, iso(at))
         robot = self.notify_robot if channel == "wecom" else None
-        cause = CommandCause(event=f"alert_{purpose}", alert_id=alert.alert_id)
+        cause = command_cause(f"alert_{purpose}", None, alert.alert_id)
         command = construct(CommandRecord,
             command_id=command_id, channel=channel, robot_id=robot, target=target, content=content,
             at_list=[], due_time=at, cause=cause, reply=None,

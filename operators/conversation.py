@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, NamedTuple
 
-from operators.alerts import Alert, AlertRules, Out, Trigger
+from operators.alerts import Alert, AlertRules, Out, Trigger, command_cause
 from operators.quality import Ask, QualityVerdict, ReplyScorer, note_ask, take_ask
 from operators.replies import PlannedSend, ReplyPlanner, Skip
 from operators.rules import TEXT_KINDS
@@ -43,7 +43,7 @@ from worktool.events import (
     StaffWindowOpened,
     construct,
 )
-from worktool.models import Classification, CommandCause, CommandRecord, Message
+from worktool.models import Classification, CommandRecord, Message
 
 WINDOW_END = "staff_window_end"
 USER_WAITING = "user_waiting"
@@ -293,7 +293,8 @@ class ConversationRules:
             clock.schedule(notice.due, m.session_id, SEND_DUE, notice.payload())
         if not planner.wants_reply(m, c, mentioned):
             return []
-        owners = self.owners_mentioned(m)
+        # The owners @-ed matter only to an operator's harsh words (soothed): not asked for a user's message.
+        owners = self.owners_mentioned(m) if c.sender_type == "operator" else []
         plan = planner.plan_reply(m, c, robots, owners, talk.ai_paused, talk.status != "auto")
         if isinstance(plan, Skip):
             return [
@@ -368,7 +369,7 @@ class ConversationRules:
                 return [skip.at(timer.due, timer.key)]
             if robot != plan.robot_id:
                 plan = plan._replace(robot_id=robot)
-        cause = CommandCause(event=plan.cause, message_id=plan.message_id)
+        cause = command_cause(plan.cause, plan.message_id, None)
         command = construct(CommandRecord,
             command_id=plan.command_id, channel="wecom", robot_id=plan.robot_id, target=plan.target,
             content=plan.content, at_list=list(plan.at_list), due_time=plan.due, cause=cause, reply=None,
