@@ -65,7 +65,7 @@ def construct_from(cls: type[M], values: dict[str, Any]) -> M:
         )
     defaults, count = known
     obj = _new(cls)
-    _set(obj, "__dict__", {**defaults, **values} if len(values) < count else values)
+    _set_dict(obj, {**defaults, **values} if len(values) < count else values)
     _set_fields_set(obj, set(values))
     _set_extra(obj, None)
     _set_private(obj, None)
@@ -73,8 +73,8 @@ def construct_from(cls: type[M], values: dict[str, Any]) -> M:
 
 
 _new = object.__new__
-_set = object.__setattr__
 # BaseModel's slots, set through their descriptors (half the cost of object.__setattr__ by name)
+_set_dict = BaseModel.__dict__["__dict__"].__set__
 _set_fields_set = BaseModel.__dict__["__pydantic_fields_set__"].__set__
 _set_extra = BaseModel.__dict__["__pydantic_extra__"].__set__
 _set_private = BaseModel.__dict__["__pydantic_private__"].__set__
@@ -91,9 +91,8 @@ class EventData(BaseModel):
     ) -> MonitorEvent:
         """This data in its typed envelope (no validation: see the module doc)."""
         obj = _new(EVENT_TYPES[self.EVENT])
-        _set(
+        _set_dict(
             obj,
-            "__dict__",
             {
                 "schema_version": SCHEMA_VERSION,
                 "event": self.EVENT,
@@ -176,7 +175,7 @@ class MonitorEvent(BaseModel):
             wire = None
         if wire is None:
             wire = _to_json(self)
-            _set(self, "_wire", wire)
+            _set_wire(self, wire)
         return wire
 
 
