@@ -53,11 +53,15 @@ _ISO_SEEN_MAX = 1 << 16
 def iso(dt: datetime) -> str:
     """ISO-8601 in UTC with milliseconds and "Z" (the contract's format). Called for every datetime of
     every event encoded, and the events of one record share their times: the text of the latest ones
-    is kept (a lookup costs ~0.05 µs, the formatting ~1.6 µs)."""
+    is kept (a lookup costs ~0.05 µs, the formatting ~0.8 µs). Formatted with % (isoformat with its
+    timespec keyword, then cut and joined, took ~1.2 µs; a sixth of the datetimes of a replay are new,
+    and formatting them was ~0.5 % of its CPU)."""
     text = _ISO_SEEN.get(dt)
     if text is None:
         utc = dt if dt.tzinfo is UTC else dt.astimezone(UTC)
-        text = utc.isoformat(timespec="milliseconds")[:-6] + "Z"
+        text = "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ" % (  # noqa: UP031 (an f-string's specs cost ~1.6x)
+            utc.year, utc.month, utc.day, utc.hour, utc.minute, utc.second, utc.microsecond // 1000
+        )  # fmt: skip
         if len(_ISO_SEEN) >= _ISO_SEEN_MAX:
             _ISO_SEEN.clear()
         _ISO_SEEN[dt] = text
