@@ -9,8 +9,10 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from operators.profiles import Profile, ProfileRules, cooperation_level, trend
+from operators.profiles import Profile, ProfileRules, _keep_latest, cooperation_level, trend
 from operators.sessions import SessionPolicy, SessionStep
 from operators.timers import Tick
 from tests.operators.test_session_rules import CONFIG, SID, at, events, message, staff
@@ -153,6 +155,58 @@ def test_an_open_task_past_its_target_counts_against_the_health() -> None:
     p = Profile(first_at=at(0), last_at=at(0), tasks={"t1": ("scan_qr", at(0))})  # target 60 min
     assert rules.health(p, at(60)) == (83, "healthy")
     assert rules.health(p, at(61)) == (75, "healthy")  # t = 1 / 2
+
+
+def _standing_as_written(rules: ProfileRules, p: Profile, at_: Any) -> tuple[Any, ...]:
+    """The standing (health included) as first written, before its lookups were trimmed (issue 14)."""
+    s = rules.initial if p.satisfaction is None else p.satisfaction
+    c = (p.responded + 1) / (p.responded + p.refused + p.timeouts + 1)
+    a = min(1.0, sum(p.open_alerts.values()) / 4)
+    overdue = sum((at_ - o).total_seconds() / 60 > rules.targets.get(tt, 240) for tt, o in p.tasks.values())
+    t = (p.completed + 1) / (p.completed + p.cancelled + overdue + 1)
+    r = max(0.0, 1 - sum(p.responses) / len(p.responses) / rules.response_target) if p.responses else 1.0
+    score = int(100 * (0.35 * s + 0.2 * c + 0.2 * (1 - a) + 0.15 * t + 0.1 * r) + 0.5)
+    band = "healthy" if score >= 70 else "watch" if score >= 40 else "at_risk"
+    return (score, band, p.needs, p.opened, p.completed, p.cancelled, tuple(p.tasks),
+            tuple(sorted(p.open_alerts.items())), p.responded, p.refused, p.timeouts, trend(p.scores))  # fmt: skip
+
+
+_counts = st.integers(0, 6)
+
+
+@given(
+    satisfaction=st.none() | st.floats(0, 1),
+    scores=st.lists(st.floats(0, 1), max_size=5),
+    responses=st.lists(st.floats(0, 300), max_size=20),
+    counts=st.tuples(_counts, _counts, _counts, _counts, _counts, _counts, _counts),
+    tasks=st.dictionaries(
+        st.sampled_from(["t1", "t2", "t3"]),
+        st.tuples(st.sampled_from(["scan_qr", "other", "unknown_type"]), st.floats(0, 600)),
+        max_size=3,
+    ),
+    open_alerts=st.dictionaries(st.sampled_from(["a3", "a1", "a2"]), st.integers(1, 4), max_size=3),
+    now=st.floats(0, 900),
+)
+def test_the_standing_is_the_one_first_written(  # noqa: PLR0913
+    satisfaction, scores, responses, counts, tasks, open_alerts, now
+) -> None:
+    rules = ProfileRules(CONFIG, 0.5)
+    needs, opened, completed, cancelled, responded, refused, timeouts = counts
+    p = Profile(
+        first_at=at(0), last_at=at(0), satisfaction=satisfaction, scores=scores, responses=responses,
+        needs=needs, opened=opened, completed=completed, cancelled=cancelled, responded=responded,
+        refused=refused, timeouts=timeouts, open_alerts=open_alerts,
+        tasks={t: (tt, at(minutes)) for t, (tt, minutes) in tasks.items()},
+    )  # fmt: skip
+    assert rules.standing(p, at(now)) == _standing_as_written(rules, p, at(now))
+
+
+@given(values=st.lists(st.floats(allow_nan=False), max_size=30), value=st.floats(allow_nan=False),
+       kept=st.integers(2, 25))  # fmt: skip
+def test_keeping_the_latest_values_in_place_is_the_slice_it_replaced(values, value, kept) -> None:
+    expected = [*values[-(kept - 1) :], value]
+    _keep_latest(values, value, kept)
+    assert values == expected
 
 
 def test_trend_and_cooperation_levels() -> None:
