@@ -167,11 +167,13 @@ def _lenient_mark(data: bytes) -> SeqMark | None:
 
 
 def _parse(item: Any) -> tuple[Parsed | None, SeqMark | None]:
-    if isinstance(item, SeqMark):  # a stamp without its record (dataflows/sources.py ArchiveSlice)
-        return None, item
-    data = _raw_bytes(item)
-    if data is None or isinstance(data, Tick):
-        return data, None
+    data = item
+    if type(data) is not bytes:  # an archive's line is (most items)
+        if isinstance(item, SeqMark):  # a stamp without its record (dataflows/sources.py ArchiveSlice)
+            return None, item
+        data = _raw_bytes(item)
+        if data is None or isinstance(data, Tick):
+            return data, None
     if data.startswith(b'{"kind":"message"'):  # as RawRecord.to_json() writes a message: one pass
         try:
             message = MessageRecord.model_validate_json(data)
@@ -377,7 +379,7 @@ def _classify_batch(
                         items.append(c)
                         continue
                     decided[c.decided_by] += 1
-                    items.append(ClassifiedMessage(message=v, classification=c))
+                    items.append(ClassifiedMessage(v, c))
                 else:
                     if isinstance(v, RobotSighting):
                         sightings += 1

@@ -44,19 +44,24 @@ class Deduplicator:
     _seen: dict[str, _Seen] = field(default_factory=dict)
 
     def observe(self, fp: str, message_id: str, robot_id: str, at: datetime, window: timedelta) -> Verdict:
-        entry = self._seen.get(fp)
-        if entry is not None and abs(at - entry.first_at) <= window:
+        seen = self._seen
+        entry = seen.get(fp)
+        if entry is None:  # most reports: a new message
+            seen[fp] = _Seen(message_id, at, {robot_id}, {(robot_id, at)})
+            return Verdict(False, message_id, True)
+        if abs(at - entry.first_at) <= window:
             stamp = (robot_id, at)
             if stamp in entry.stamps:
-                return Verdict(True, entry.message_id, robot_is_new=False)
+                return Verdict(True, entry.message_id, False)
             if robot_id not in entry.robots:
                 entry.robots.add(robot_id)
                 entry.stamps.add(stamp)
-                return Verdict(True, entry.message_id, robot_is_new=True)
-        # New message (or a genuine repeat by the same robot): it becomes the reference.
-        self._seen.pop(fp, None)
-        self._seen[fp] = _Seen(message_id, at, {robot_id}, {(robot_id, at)})
-        return Verdict(False, message_id, robot_is_new=True)
+                return Verdict(True, entry.message_id, True)
+        # A genuine repeat by the same robot, or the same content after the window: the new reference,
+        # at the end (the dict is in event-time order).
+        del seen[fp]
+        seen[fp] = _Seen(message_id, at, {robot_id}, {(robot_id, at)})
+        return Verdict(False, message_id, True)
 
     def prune(self, now: datetime, window: timedelta) -> None:
         horizon = now - window

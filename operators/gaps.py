@@ -38,7 +38,9 @@ SNAPSHOT_VERSION = 1
 GAP_KEY = "gaps"  # the single key of the gaps step
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is built for every record, and a frozen dataclass's __init__ sets each field through
+# object.__setattr__ (0.5 µs a mark, 0.2 µs without).
+@dataclass(slots=True)
 class SeqMark:
     """One processed raw record's stamp: gateway boot id, number, the record's `received_at`, and the
     numbers the gateway voided (took but never acknowledged)."""
@@ -98,7 +100,11 @@ class GapDetector:
         g = self.gateways.get(mark.gw)
         if g is None:
             g = self.gateways[mark.gw] = Gateway(high=min((mark.n, *mark.void)) - 1, last=mark.at, holes=[])
-        g.last = max(g.last, mark.at)
+        if mark.at > g.last:
+            g.last = mark.at
+        if mark.n == g.high + 1 and not mark.void:  # the next number (most marks): no hole made or filled
+            g.high = mark.n
+            return []
         changed: list[tuple[str, Hole]] = []
         for n in (*sorted(mark.void), mark.n):
             if n > g.high:
