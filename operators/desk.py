@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import heapq
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
@@ -208,7 +209,10 @@ class DeskStep:
         self.clock = ShardClock()
         self.marks: dict[str, datetime] = {}  # shard -> its latest watermark
         self.done_until: datetime | None = None  # everything at or before this has been taken
-        self.pending: list[_Due] = []  # waiting for the watermark
+        # waiting for the watermark: a heap by (time, arrival). A list filtered at each watermark cost
+        # 8 % of a sliced replay's parent, whose watermark (the slowest slice's) trails its inputs.
+        self.pending: list[tuple[datetime, int, _Due]] = []
+        self.arrivals = 0  # inputs ever pended (their arrival order in `pending`)
         self.tasks: dict[str, DeskTask] = {}  # open tasks
         self.members: dict[str, Member] = {}
         self.waiting = WaitingQueue()  # unassigned tasks, in the order they are served
@@ -234,8 +238,12 @@ class DeskStep:
         if due is not None:
             if self.done_until is not None and due.at <= self.done_until:
                 return self._take([due])  # late: taken now (a replay may order it differently)
-            self.pending.append(due)
+            self._pend(due)
         return []
+
+    def _pend(self, due: _Due) -> None:
+        self.arrivals += 1
+        heapq.heappush(self.pending, (due.at, self.arrivals, due))
 
     @staticmethod
     def _due(value: Any) -> _Due | None:
@@ -253,8 +261,9 @@ class DeskStep:
         watermark = min(self.marks.values())
         if self.done_until is not None and watermark <= self.done_until:
             return []
-        ready = [d for d in self.pending if d.at <= watermark]
-        self.pending = [d for d in self.pending if d.at > watermark]
+        ready: list[_Due] = []  # by (time, arrival): `_take` orders ties of its key by arrival
+        while self.pending and self.pending[0][0] <= watermark:
+            ready.append(heapq.heappop(self.pending)[2])
         # Duty starts matter only once a task may wait: from the first input on (so one watermark far
         # ahead, as in the parent of a sliced replay, finds the same moments as many small steps).
         since = self.done_until if self.done_until is not None else min((d.at for d in ready), default=None)
@@ -601,7 +610,9 @@ class DeskStep:
             "marks": dict(self.marks),
             "done_until": self.done_until,
             # events as their JSON (their typed envelopes are built at run time and do not pickle)
-            "pending": [(d.at, d.kind, d.ident, _plain_item(d.item)) for d in self.pending],
+            "pending": [
+                (d.at, d.kind, d.ident, _plain_item(d.item)) for d in self._pending_in_arrival_order()
+            ],
             "tasks": {tid: _task_plain(t) for tid, t in self.tasks.items()},
             "members": {n: (m.status, list(m.open_tasks), m.last_assigned) for n, m in self.members.items()},
             "waiting": self.waiting.ids(),
@@ -611,6 +622,9 @@ class DeskStep:
             "day": self.day.plain(),
         }
 
+    def _pending_in_arrival_order(self) -> list[_Due]:
+        return [due for _, _, due in sorted(self.pending, key=lambda p: p[1])]
+
     @classmethod
     def restore(cls, policy: DeskPolicy, data: dict[str, Any]) -> DeskStep:
         if data.get("v") != SNAPSHOT_VERSION:
@@ -619,9 +633,8 @@ class DeskStep:
         step.clock = ShardClock.restore(data["clock"])
         step.marks = dict(data["marks"])
         step.done_until = data["done_until"]
-        step.pending = [
-            _Due(a, kind, ident, _item_of(kind, item)) for a, kind, ident, item in data["pending"]
-        ]
+        for a, kind, ident, item in data["pending"]:
+            step._pend(_Due(a, kind, ident, _item_of(kind, item)))
         step.tasks = {tid: DeskTask(**t) for tid, t in data["tasks"].items()}
         for task in step.tasks.values():
             step._own(task)
