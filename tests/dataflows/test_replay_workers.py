@@ -11,12 +11,13 @@ import subprocess
 import sys
 from collections import defaultdict
 from contextlib import ExitStack
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
 
 import orjson
 import pytest
+from pydantic import BaseModel
 
 from benchmarks.make_sample_day import big_day
 from dataflows.flow import _route_input, parse_all
@@ -27,12 +28,14 @@ from dataflows.replay import (
     _run_slices,
     desk_inputs_path,
     replay_archive,
+    trusted_event,
 )
 from dataflows.sources import ArchiveSlice, archive_items, conversation_of, scan_archive
 from infra.archive_io import ArchiveError, iter_lines, open_writer
 from operators.gaps import SeqMark
 from operators.timers import Tick
 from tests.support import REPO
+from worktool.events import AlertRaised, EscalationStep, StaffStatus, TaskReminder, parse_event
 from worktool.models import DlqRecord, to_utc
 from worktool.settings import Settings
 
@@ -317,3 +320,52 @@ def test_the_replay_benchmark_runs(tmp_path) -> None:
     assert r.returncode == 0, r.stdout + r.stderr
     assert "replay --workers 1: 500 records" in r.stdout and "replay --workers 2: 500 records" in r.stdout
     assert "same events: True" in r.stdout
+
+
+def test_the_desk_reads_back_each_desk_input_event_as_parse_event_reads_it(tmp_path, day) -> None:
+    """`trusted_event` (the parent's desk reading the slices' desk inputs without validating them again)
+    builds the very event `parse_event` builds: same types, same values, same time zones, same fields set;
+    an event it does not rebuild is validated."""
+    outs = [tmp_path / f"events-{i}.jsonl" for i in range(2)]
+    _run_slices(day, outs, settings(), scan_archive(day), None, UNTIL)
+    payloads = [
+        line.split(b"\t", 2)[2]
+        for p in outs
+        for line in desk_inputs_path(p).read_bytes().splitlines()
+        if line.split(b"\t", 2)[1] == b"event"
+    ]
+    step = EscalationStep(at=UNTIL, from_level=1, to_level=2, by="repeat")
+    alert = {
+        "alert_id": "a1", "alert_type": "no_staff_available", "alert_key": "k", "level": 2, "status": "cancelled",
+        "escalation_count": 1, "escalation_history": [step], "raised_at": UNTIL, "last_triggered_at": UNTIL,
+        "cancelled_at": UNTIL, "notified_at": None, "trigger_count": 1, "version": 3,
+    }  # fmt: skip
+    payloads += [
+        AlertRaised.event(event_time=UNTIL, session_id="desk", alert_id="a1", alert_type="x", level=2,
+                          alert=alert).to_json(),
+        TaskReminder.make(task_id="t1", minutes=30).at(UNTIL, "s1").to_json(),  # an int in a float field
+        StaffStatus.make(name="a", status="busy").at(UNTIL, "desk").to_json(),  # not a desk input: validated
+    ]  # fmt: skip
+    kinds = set()
+    for payload in payloads:
+        trusted, parsed = trusted_event(payload), parse_event(payload)
+        assert_same_model(trusted, parsed)
+        kinds.add(parsed.event)
+    assert {"task_created", "task_status", "alert_raised", "alert_escalated", "task_reminder"} <= kinds
+
+
+def assert_same_model(a: object, b: object) -> None:
+    assert type(a) is type(b), (a, b)
+    if isinstance(a, BaseModel):
+        assert a.__pydantic_fields_set__ == b.__pydantic_fields_set__  # type: ignore[attr-defined]
+        assert a.__dict__.keys() == b.__dict__.keys()
+        for name in a.__dict__:
+            assert_same_model(a.__dict__[name], b.__dict__[name])
+    elif isinstance(a, list):
+        assert len(a) == len(b)  # type: ignore[arg-type]
+        for x, y in zip(a, b, strict=True):  # type: ignore[call-overload]
+            assert_same_model(x, y)
+    else:
+        assert a == b
+        if isinstance(a, datetime):
+            assert a.tzinfo == b.tzinfo  # type: ignore[attr-defined]
