@@ -21,25 +21,23 @@ from contextlib import ExitStack
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from types import UnionType
-from typing import IO, Annotated, Any, Literal, Union, get_args, get_origin
+from typing import IO, Any
 
 import orjson
 from bytewax.testing import TestingSink, run_main
-from pydantic import BaseModel
 
 from classifiers import build_replay_classifier, call_log_events, close_classifier
 from dataflows.collector import tune_collector
 from dataflows.flow import FlowOptions, FlowSinks, build_flow
 from dataflows.sources import ArchiveScan, ArchiveSlice, ArchiveSource, load_archive, scan_archive
 from infra.archive_io import open_writer
-from operators.desk import DESK_EVENTS, DeskPolicy, DeskStep
+from operators.desk import DeskPolicy, DeskStep
 from operators.recordings import Recordings
 from operators.sessions import SessionPolicy
 from operators.timers import Tick
 from sinks.jsonl import JsonlSink, LineSink
 from worktool.config import load_config
-from worktool.events import CATALOGUE, MonitorEvent, construct_from, parse_event
+from worktool.events import MonitorEvent, trusted_event
 from worktool.models import ControlRecord, DlqRecord, iso, to_utc
 from worktool.settings import Settings, get_settings
 
@@ -260,84 +258,6 @@ class SliceDesk:
         for f in self.files.values():
             f.close()
         out.writelines(line + b"\n" for line in self.written)
-
-
-# -- the desk inputs' events, read back without validation ---------------------------------------------
-
-
-def trusted_event(payload: bytes) -> MonitorEvent:
-    """A desk input's event from the JSON a slice wrote of it (`desk_line`): the same typed event as
-    `parse_event`, built as the dataflow builds its events (`construct`, `.at()`), without validating
-    again what a slice of this replay encoded from its own events (`parse_event`'s validation was 1/3 of
-    the parent's desk; this takes ~1/2 of its time). An event whose fields this does not know how to
-    rebuild is validated."""
-    raw = orjson.loads(payload)
-    plan = _PLANS.get(raw.get("event"))
-    if plan is None:
-        return parse_event(payload)
-    model, fields = plan
-    data = _rebuilt(model, fields, raw["data"])
-    return data.at(to_utc(raw["event_time"]), raw["session_id"], raw["robot_id"])
-
-
-class _NotRebuilt(Exception):
-    """A field type `trusted_event` does not rebuild."""
-
-
-def _plan_of(model: type[BaseModel]) -> tuple[type[BaseModel], list[tuple[str, Callable[[Any], Any]]]] | None:
-    try:
-        return model, _fields_of(model)
-    except _NotRebuilt:
-        return None
-
-
-def _fields_of(model: type[BaseModel]) -> list[tuple[str, Callable[[Any], Any]]]:
-    """The fields whose JSON value is not the value validation gives, each with what gives it."""
-    out = []
-    for name, info in model.model_fields.items():
-        convert = _converter(info.annotation, info.metadata)
-        if convert is not None:
-            out.append((name, convert))
-    return out
-
-
-def _converter(annotation: Any, metadata: Any = ()) -> Callable[[Any], Any] | None:
-    """What turns a JSON value of this type into the value validation gives (None: the value itself)."""
-    origin = get_origin(annotation)
-    if origin is Annotated:
-        return _converter(annotation.__origin__, annotation.__metadata__)
-    if origin in (Union, UnionType):
-        options = [a for a in get_args(annotation) if a is not type(None)]
-        if len(options) != 1:
-            raise _NotRebuilt(annotation)
-        inner = _converter(options[0])
-        return None if inner is None else (lambda v: None if v is None else inner(v))
-    if origin is list:
-        inner = _converter(*get_args(annotation))
-        return None if inner is None else (lambda v: [inner(x) for x in v])
-    if origin is Literal or annotation in (str, bool):
-        return None
-    if annotation is int:
-        return lambda v: v if type(v) is int else int(v)
-    if annotation is float:
-        return float
-    if annotation is datetime and any(getattr(m, "func", None) is to_utc for m in metadata):
-        return to_utc  # UtcDatetime
-    if isinstance(annotation, type) and issubclass(annotation, BaseModel) and origin is None:
-        fields = _fields_of(annotation)
-        return lambda v: _rebuilt(annotation, fields, v)
-    raise _NotRebuilt(annotation)
-
-
-def _rebuilt(model: type[Any], fields: list[tuple[str, Callable[[Any], Any]]], values: dict[str, Any]) -> Any:
-    for name, convert in fields:
-        if name in values:
-            values[name] = convert(values[name])
-    return construct_from(model, values)
-
-
-# How each desk event's data is rebuilt from its JSON (None: validated).
-_PLANS = {name: _plan_of(CATALOGUE[name]) for name in DESK_EVENTS}
 
 
 def _slice_main(

@@ -28,14 +28,13 @@ from dataflows.replay import (
     _run_slices,
     desk_inputs_path,
     replay_archive,
-    trusted_event,
 )
 from dataflows.sources import ArchiveSlice, archive_items, conversation_of, scan_archive
 from infra.archive_io import ArchiveError, iter_lines, open_writer
 from operators.gaps import SeqMark
 from operators.timers import Tick
 from tests.support import REPO
-from worktool.events import AlertRaised, EscalationStep, StaffStatus, TaskReminder, parse_event
+from worktool.events import AlertRaised, EscalationStep, StaffStatus, TaskReminder, parse_event, trusted_event
 from worktool.models import DlqRecord, to_utc
 from worktool.settings import Settings
 
